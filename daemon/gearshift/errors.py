@@ -1,0 +1,93 @@
+"""The errors gearshift raises, as one small typed hierarchy.
+
+Callers decide what to do by class, never by parsing messages::
+
+    GearshiftError
+    ├── ConfigError              bad settings, policy or providers file (refused, nothing changes)
+    ├── BadMessage               a fact or request message we cannot trust (counted, dropped)
+    ├── ProviderError            a provider call failed; .provider names it
+    │   ├── TransientError       retry later (timeouts, throttling, 5xx)
+    │   ├── QuotaExceeded        the provider's quota is full: spill to the next placement
+    │   ├── CapacityUnavailable  the provider has no capacity now: spill and back off
+    │   ├── PermanentError       bad config or credentials: stop using it until fixed
+    │   └── NotFound             the machine is not there (destroy treats it as done)
+    └── PlatformError            a PaaS command (deactivate, move, remove) failed
+        └── MoveFailed           some gears could not be moved off a draining node
+
+Messages never carry secrets: provider code builds them from names and ids only.
+"""
+
+from __future__ import annotations
+
+
+class GearshiftError(Exception):
+    """Base of every error gearshift raises on purpose."""
+
+
+class ConfigError(GearshiftError):
+    """A configuration, policy or providers file is invalid.
+
+    ``problems`` holds one ``FILE:LINE:COL: message`` line per problem.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class BadMessage(GearshiftError):
+    """A message from the outside world was rejected; ``reason`` is a metric label."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class ProviderError(GearshiftError):
+    """A provider call failed. Subclasses say what kind of failure it was."""
+
+    kind = "provider"
+
+    def __init__(self, provider: str, message: str) -> None:
+        super().__init__(f"{provider}: {message}")
+        self.provider = provider
+        self.message = message
+
+
+class TransientError(ProviderError):
+    """Worth retrying: timeouts, throttling, server errors."""
+
+    kind = "transient"
+
+
+class QuotaExceeded(ProviderError):
+    """The provider's quota is used up; the next placement should take the rest."""
+
+    kind = "quota"
+
+
+class CapacityUnavailable(ProviderError):
+    """The provider has no capacity right now (for example InsufficientInstanceCapacity)."""
+
+    kind = "capacity"
+
+
+class PermanentError(ProviderError):
+    """Bad configuration or credentials: retrying will not help."""
+
+    kind = "permanent"
+
+
+class NotFound(ProviderError):
+    """The machine does not exist (any more)."""
+
+    kind = "not_found"
+
+
+class PlatformError(GearshiftError):
+    """A PaaS-side command failed (deactivate, move, remove from district)."""
+
+
+class MoveFailed(PlatformError):
+    """Some gears could not be moved off a draining node."""

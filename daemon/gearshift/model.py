@@ -1,0 +1,259 @@
+"""The nouns every layer shares: facts, nodes, the fleet snapshot, actions and plans.
+
+All frozen dataclasses: a snapshot handed to the planner cannot change under it, and a
+plan handed to the executor says exactly what was decided. Times are float seconds since
+the Unix epoch (UTC); the planner is given ``now`` and never reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar
+
+
+class NodeState(StrEnum):
+    """How much gearshift trusts and counts a node."""
+
+    ACTIVE = "active"  # fresh, good facts; takes gears
+    BOOTING = "booting"  # created by us, no facts yet
+    DRAINING = "draining"  # deactivated in its district, gears moving away
+    UNKNOWN = "unknown"  # stale, offline or bad facts: counts for nothing in scale-in
+
+
+@dataclass(frozen=True, slots=True)
+class GearCounts:
+    """Gears on one node by state; ``active`` = total - idle - stopped."""
+
+    total: int = 0
+    active: int = 0
+    started: int = 0
+    idle: int = 0
+    stopped: int = 0
+    deploying: int = 0
+    unknown: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFacts:
+    """What one node says about itself (one facts message, typed)."""
+
+    identity: str
+    node_profile: str
+    max_active_gears: int
+    gears: GearCounts
+    district_uuid: str | None = None
+    district_active: bool = True
+    no_overcommit_active: bool = False
+    public_hostname: str | None = None
+    produced_at: float | None = None  # the message's own ts, when it has one
+    seq: int | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    bad_reason: str | None = None  # set when the facts cannot be used for density
+
+    @property
+    def active_density(self) -> float | None:
+        if self.bad_reason or self.max_active_gears <= 0:
+            return None
+        return self.gears.active / self.max_active_gears
+
+
+@dataclass(frozen=True, slots=True)
+class Machine:
+    """A machine a provider made for us (found again after a restart by its tag)."""
+
+    provider: str
+    machine_id: str
+    name: str  # the node identity it will publish facts as
+    blueprint: str | None = None
+    pool: str | None = None
+    created_at: float | None = None
+    key: str | None = None  # the idempotency key it was created with
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One node as the planner sees it."""
+
+    identity: str
+    state: NodeState
+    facts: NodeFacts | None
+    last_seen: float | None
+    machine: Machine | None = None  # None: not ours, gearshift never retires it
+    why_unknown: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingNode:
+    """A node we asked for that has not published facts yet."""
+
+    identity: str
+    pool: str
+    provider: str
+    blueprint: str
+    max_active_gears: int
+    requested_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DrainProgress:
+    """A drain in flight: the node is deactivated and its gears are moving away."""
+
+    identity: str
+    pool: str
+    started_at: float
+    deadline: float
+    phase: str  # deactivating | moving | empty | removed
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityRequest:
+    """The PaaS (or an SRE) asking for room for ``gears`` more active gears in a pool."""
+
+    request_id: str
+    pool: str
+    gears: int
+    expires_at: float
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """The latest value of one extra policy signal (a PromQL query); None when it failed."""
+
+    pool: str
+    name: str
+    value: float | None
+    observed_at: float | None
+
+
+@dataclass(frozen=True)
+class FleetSnapshot:
+    """Everything the planner may look at, taken at one instant."""
+
+    taken_at: float
+    nodes: tuple[Node, ...]
+    pending: tuple[PendingNode, ...] = ()
+    drains: tuple[DrainProgress, ...] = ()
+    requests: tuple[CapacityRequest, ...] = ()
+    signals: tuple[Signal, ...] = ()
+    facts_fresh: bool = True  # the fact source is connected and caught up
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStatus:
+    """What the executor knows about a provider right now (breakers, back-off, speed)."""
+
+    name: str
+    available: bool = True
+    why_unavailable: str | None = None
+    boot_time: float | None = None  # measured time-to-ready, when known
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One placement the planner considered for a scale-out, and what it made of it."""
+
+    provider: str
+    blueprint: str
+    chosen: int
+    free: int
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleOut:
+    """Make ``count`` new nodes for ``pool`` on ``provider`` from ``blueprint``."""
+
+    kind: ClassVar[str] = "scale_out"
+    pool: str
+    provider: str
+    blueprint: str
+    count: int
+    reason: str
+    candidates: tuple[Candidate, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """Deactivate a node and move its gears away, ahead of retiring it."""
+
+    kind: ClassVar[str] = "drain"
+    pool: str
+    identity: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelDrain:
+    """Reactivate a draining node (demand returned, or its drain ran out of time)."""
+
+    kind: ClassVar[str] = "cancel_drain"
+    pool: str
+    identity: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Retire:
+    """Destroy the machine behind a drained, empty node."""
+
+    kind: ClassVar[str] = "retire"
+    pool: str
+    identity: str
+    provider: str
+    machine_id: str
+    reason: str
+
+
+Action = ScaleOut | Drain | CancelDrain | Retire
+
+
+@dataclass(frozen=True, slots=True)
+class PoolEvaluation:
+    """The planner's reading of one pool, for status, metrics and explanations."""
+
+    pool: str
+    active: int
+    booting: int
+    draining: int
+    unknown: int
+    active_gears: int
+    capacity_gears: int
+    active_density: float | None
+    desired_nodes: int
+    degraded: bool
+    summary: str
+    paused: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PoolMemory:
+    """What the planner remembers about a pool between evaluations."""
+
+    last_scale_up: float | None = None
+    last_scale_down: float | None = None
+    low_since: float | None = None  # density below the band (continuously) since
+    high_since: float | None = None  # density above the band (continuously) since
+
+
+@dataclass(frozen=True)
+class PlannerState:
+    """Memory across evaluations; the planner returns a new one with every plan."""
+
+    pools: Mapping[str, PoolMemory] = field(default_factory=dict)
+
+    def pool(self, name: str) -> PoolMemory:
+        return self.pools.get(name, PoolMemory())
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do now, why, and the planner's memory after deciding it."""
+
+    at: float
+    actions: tuple[Action, ...]
+    pools: Mapping[str, PoolEvaluation]
+    state: PlannerState

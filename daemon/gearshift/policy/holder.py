@@ -1,0 +1,57 @@
+"""The policies in force, and reloading them without ever losing the last good set.
+
+A reload reads every file again; if any problem is found, the new set is refused as a
+whole, the problems are kept (for ``/v1/status`` and the log) and the running set stays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import structlog
+
+from gearshift.errors import ConfigError
+from gearshift.policy.loader import load_policy_set
+from gearshift.policy.schema import PolicySet
+
+log = structlog.get_logger(component="gearshift.policy")
+
+
+class PolicyHolder:
+    def __init__(self, paths: Sequence[Path], *,
+                 on_reload: Callable[[str], None] | None = None) -> None:
+        self.paths = list(paths)
+        self.current: PolicySet = load_policy_set(self.paths)  # the first load must succeed
+        self.problems: list[str] = []
+        self.on_reload = on_reload
+
+    @classmethod
+    def fixed(cls, policies: PolicySet) -> PolicyHolder:
+        """A holder for policies built in memory (simulate, demo, tests): reload is a no-op."""
+        holder = cls.__new__(cls)
+        holder.paths = []
+        holder.current = policies
+        holder.problems = []
+        holder.on_reload = None
+        return holder
+
+    def reload(self) -> bool:
+        """Load the files again; True when the new set is now in force."""
+        if not self.paths:
+            return True
+        try:
+            candidate = load_policy_set(self.paths)
+        except ConfigError as exc:
+            self.problems = exc.problems
+            log.error("policy reload refused: keeping the last good policies",
+                      problems=exc.problems)
+            if self.on_reload:
+                self.on_reload("refused")
+            return False
+        self.current = candidate
+        self.problems = []
+        log.info("policies reloaded", pools=[p.name for p in candidate.pools])
+        if self.on_reload:
+            self.on_reload("ok")
+        return True

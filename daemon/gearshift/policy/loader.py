@@ -1,0 +1,305 @@
+"""Load policy and provider files, and say exactly where each problem is.
+
+Every problem is one line, ``FILE:LINE:COL: message``, pointing at the key or value an
+SRE has to change (unknown keys at the key, bad values at the value, missing keys at
+the block that lacks them). A set of files loads completely or not at all: callers keep
+their last good ``PolicySet`` when this raises ``ConfigError``.
+
+YAML is composed with PyYAML into nodes first, so every value keeps its position, then
+validated by the pydantic models in ``policy.schema``; the files relate to each other
+(placements name providers and blueprints) and those checks run last, on the whole set.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from gearshift.errors import ConfigError
+from gearshift.policy.schema import PolicySet, PoolPolicy, ProvidersFile
+
+Path_ = tuple[str | int, ...]
+Position = tuple[int, int]  # 1-based line, column
+
+_KINDS: dict[str, type[BaseModel]] = {"Pool": PoolPolicy, "Providers": ProvidersFile}
+_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass
+class _Document:
+    """One YAML document with the position of every key and value in it."""
+
+    file: Path
+    data: Any
+    start: Position
+    values: dict[Path_, Position] = field(default_factory=dict)
+    keys: dict[Path_, Position] = field(default_factory=dict)
+
+    def at(self, path: Path_, *, key: bool = False) -> Position:
+        """The position of ``path`` or, failing that, of its nearest ancestor."""
+        if key and path in self.keys:
+            return self.keys[path]
+        while path:
+            if path in self.values:
+                return self.values[path]
+            path = path[:-1]
+        return self.start
+
+    def problem(self, path: Path_, message: str, *, key: bool = False) -> str:
+        line, col = self.at(path, key=key)
+        return f"{self.file}:{line}:{col}: {message}"
+
+
+def _position(mark: yaml.Mark) -> Position:
+    return (mark.line + 1, mark.column + 1)
+
+
+def _convert(loader: yaml.SafeLoader, node: yaml.Node, path: Path_, doc: _Document,
+             problems: list[str]) -> Any:
+    doc.values[path] = _position(node.start_mark)
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)  # resolve YAML merge keys (<<)
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool):
+                problems.append(doc.problem(path, "mapping keys must be plain scalars"))
+                continue
+            key = str(key)
+            doc.keys[(*path, key)] = _position(key_node.start_mark)
+            if key in result:
+                problems.append(doc.problem((*path, key), f"duplicate key {key!r}", key=True))
+                continue
+            result[key] = _convert(loader, value_node, (*path, key), doc, problems)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(loader, item, (*path, i), doc, problems)
+                for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+def _read_documents(file: Path, problems: list[str]) -> list[_Document]:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{file}:1:1: cannot read file: {exc.__class__.__name__}: {exc}")
+        return []
+    documents = []
+    loader = yaml.SafeLoader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            doc = _Document(file=file, data=None, start=_position(node.start_mark))
+            doc.data = _convert(loader, node, (), doc, problems)
+            documents.append(doc)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = _position(mark) if mark else (1, 1)
+        problems.append(f"{file}:{line}:{col}: YAML syntax error: {exc.problem or exc}")
+        return []
+    finally:
+        loader.dispose()
+    return documents
+
+
+def _model_at(model: type[BaseModel], path: Path_) -> type[BaseModel] | None:
+    """The model class that validates the mapping at ``path`` (to list its allowed keys)."""
+    current: Any = model
+    for part in path:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        found = next((f for name, f in current.model_fields.items()
+                      if part in (name, f.alias)), None)
+        if found is None:
+            return None
+        current = _unwrap(found.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """list[X] -> X, X | None -> X, so nested models can be found."""
+    while True:
+        origin = typing.get_origin(annotation)
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        container = origin in (list, tuple, set, frozenset) and args
+        optional = origin in (Union, types.UnionType) and len(args) == 1
+        if container or optional or origin is typing.Annotated:
+            annotation = args[0]
+        else:
+            return annotation
+
+
+def _error_path(loc: Sequence[str | int], doc: _Document) -> Path_:
+    """Map pydantic's ``loc`` onto the document's paths, dropping pydantic's own tags."""
+    path: Path_ = ()
+    for part in loc:
+        candidate = (*path, part)
+        if candidate in doc.values or candidate in doc.keys:
+            path = candidate
+        elif isinstance(part, str) and part.isdigit() and (*path, int(part)) in doc.values:
+            path = (*path, int(part))
+    return path
+
+
+def _dotted(path: Path_) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text or "document"
+
+
+def _validation_problems(exc: ValidationError, doc: _Document,
+                         model: type[BaseModel]) -> list[str]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = error["loc"]
+        path = _error_path(loc, doc)
+        where = _dotted(path)
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            parent = _model_at(model, path[:-1])
+            allowed = ""
+            if parent is not None:
+                names = sorted(f.alias or n for n, f in parent.model_fields.items())
+                allowed = f" (allowed here: {', '.join(names)})"
+            problems.append(doc.problem(path, f"unknown key {path[-1]!r}{allowed}", key=True))
+        elif kind == "missing":
+            missing = loc[-1]
+            problems.append(doc.problem(path, f"{where}: missing required key {missing!r}"
+                                        if path else f"missing required key {missing!r}"))
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(doc.problem(path, f"{where}: {message}"))
+    return problems
+
+
+def _files_in(paths: Iterable[Path], problems: list[str]) -> list[Path]:
+    """The YAML files named or contained in ``paths``, each once."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(
+                p for p in path.iterdir()
+                if p.is_file() and p.suffix in _SUFFIXES and not p.name.startswith((".", "#"))
+            ))
+        elif path.exists():
+            files.append(path)
+        else:
+            problems.append(f"{path}:1:1: no such file or directory")
+    unique: dict[Path, Path] = {}
+    for file in files:
+        unique.setdefault(file.resolve(), file)
+    return list(unique.values())
+
+
+def _cross_check(pools: list[tuple[PoolPolicy, _Document]],
+                 providers: tuple[ProvidersFile, _Document] | None) -> list[str]:
+    problems: list[str] = []
+    seen: dict[str, _Document] = {}
+    for pool, doc in pools:
+        if pool.name in seen:
+            problems.append(doc.problem(("name",), f"name: pool {pool.name!r} is also defined "
+                                        f"in {seen[pool.name].file}"))
+        seen[pool.name] = doc
+    if providers is None:
+        return problems
+    spec, pdoc = providers
+    names: set[str] = set()
+    for i, provider in enumerate(spec.providers):
+        if provider.name in names:
+            problems.append(pdoc.problem(("providers", i, "name"),
+                                         f"providers[{i}].name: duplicate provider {provider.name!r}"))
+        names.add(provider.name)
+    blueprint_names: set[str] = set()
+    for i, blueprint in enumerate(spec.blueprints):
+        if blueprint.name in blueprint_names:
+            problems.append(pdoc.problem(("blueprints", i, "name"),
+                                         f"blueprints[{i}].name: duplicate blueprint {blueprint.name!r}"))
+        blueprint_names.add(blueprint.name)
+        if blueprint.provider not in names:
+            problems.append(pdoc.problem(("blueprints", i, "provider"),
+                                         f"blueprints[{i}].provider: unknown provider "
+                                         f"{blueprint.provider!r} (known: {', '.join(sorted(names))})"))
+    for pool, doc in pools:
+        for i, placement in enumerate(pool.placement):
+            where = f"placement[{i}]"
+            if spec.provider(placement.provider) is None:
+                problems.append(doc.problem(("placement", i, "provider"),
+                                            f"{where}.provider: unknown provider {placement.provider!r} "
+                                            f"(known: {', '.join(sorted(names))})"))
+                continue
+            found = spec.blueprint(placement.blueprint)
+            if found is None:
+                problems.append(doc.problem(("placement", i, "blueprint"),
+                                            f"{where}.blueprint: unknown blueprint {placement.blueprint!r}"))
+            elif found.provider != placement.provider:
+                problems.append(doc.problem(("placement", i, "blueprint"),
+                                            f"{where}.blueprint: blueprint {found.name!r} belongs to "
+                                            f"provider {found.provider!r}, not {placement.provider!r}"))
+            elif found.node_profile != pool.selector.node_profile:
+                problems.append(doc.problem(("placement", i, "blueprint"),
+                                            f"{where}.blueprint: blueprint {found.name!r} makes "
+                                            f"{found.node_profile!r} nodes but the pool selects "
+                                            f"node_profile {pool.selector.node_profile!r}"))
+    return problems
+
+
+def load_policy_set(paths: Iterable[Path]) -> PolicySet:
+    """Load and validate every file (and every YAML file in every directory) given.
+
+    Raises ConfigError listing every problem; nothing partial is ever returned.
+    """
+    problems: list[str] = []
+    files = _files_in(paths, problems)
+    pools: list[tuple[PoolPolicy, _Document]] = []
+    providers: list[tuple[ProvidersFile, _Document]] = []
+    for file in files:
+        for doc in _read_documents(file, problems):
+            if not isinstance(doc.data, dict):
+                problems.append(doc.problem((), "expected a mapping with apiVersion and kind"))
+                continue
+            kind = doc.data.get("kind")
+            model = _KINDS.get(kind) if isinstance(kind, str) else None
+            if model is None:
+                problems.append(doc.problem(("kind",), f"kind: expected one of "
+                                            f"{', '.join(_KINDS)}, got {kind!r}"))
+                continue
+            try:
+                parsed = model.model_validate(doc.data)
+            except ValidationError as exc:
+                problems.extend(_validation_problems(exc, doc, model))
+                continue
+            if isinstance(parsed, PoolPolicy):
+                pools.append((parsed, doc))
+            elif isinstance(parsed, ProvidersFile):
+                providers.append((parsed, doc))
+    if len(providers) > 1:
+        for _, doc in providers[1:]:
+            problems.append(doc.problem(("kind",), f"kind: a second Providers document "
+                                        f"(the first is in {providers[0][1].file})"))
+    problems.extend(_cross_check(pools, providers[0] if providers else None))
+    if problems:
+        raise ConfigError(problems)
+    ordered = sorted((p for p, _ in pools), key=lambda p: (-p.priority, p.name))
+    return PolicySet(pools=tuple(ordered), providers=providers[0][0] if providers else None,
+                     files=tuple(files))
+
+
+def validate_paths(paths: Iterable[Path]) -> list[str]:
+    """Every problem in ``paths`` as ``FILE:LINE:COL: message`` lines (empty when valid)."""
+    try:
+        load_policy_set(paths)
+    except ConfigError as exc:
+        return exc.problems
+    return []

@@ -1,0 +1,275 @@
+"""The shape of the files SREs edit: ``kind: Pool`` policies and the ``kind: Providers`` file.
+
+Pydantic models with ``extra="forbid"``, so a misspelt key is an error rather than a
+silently ignored setting. Checks that relate two fields of one block live on the later
+field, so the error points at the line an SRE has to change. Checks that relate two
+files (placements naming providers and blueprints) live in ``policy.loader``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+
+from gearshift.durations import parse_duration
+from gearshift.model import NodeFacts
+from gearshift.policy.cron import parse_cron, parse_timezone
+
+API_VERSION = "gearshift/v1"
+
+# Sample limits from OpenShift's resource_limits.conf, used when a blueprint says nothing.
+DEFAULT_MAX_ACTIVE_GEARS = {"small": 60, "medium": 30, "large": 15}
+
+
+def _duration(value: Any) -> float:
+    if not isinstance(value, str):
+        raise ValueError(f"invalid duration {value!r}: write it as a string such as 90s, 10m, 2h")
+    return parse_duration(value)
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(_duration),
+    WithJsonSchema({"type": "string", "pattern": r"^(\d+d)?(\d+h)?(\d+m)?(\d+(\.\d+)?s)?$",
+                    "examples": ["90s", "10m", "2h"]}),
+]
+Name = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9_.-]{0,62}[a-z0-9])?$")]
+
+
+class Strict(BaseModel):
+    """Every file block: unknown keys are errors, values are never silently coerced."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Selector(Strict):
+    node_profile: str
+    district: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    def matches(self, facts: NodeFacts) -> bool:
+        """Does a node with these facts belong to the pool?"""
+        if facts.node_profile != self.node_profile:
+            return False
+        if self.district is not None and facts.district_uuid != self.district:
+            return False
+        return all(facts.labels.get(k) == v for k, v in self.labels.items())
+
+
+class SizeLimits(Strict):
+    min: int = Field(ge=0)
+    max: int = Field(ge=1)
+
+    @field_validator("max")
+    @classmethod
+    def _max_not_below_min(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min")
+        if low is not None and value < low:
+            raise ValueError(f"max ({value}) must not be below min ({low})")
+        return value
+
+
+class DensityBand(Strict):
+    scale_up_above: float = Field(0.80, gt=0, le=1)
+    scale_down_below: float = Field(0.45, ge=0, lt=1)
+    target: float = Field(0.65, gt=0, le=1)
+
+    @field_validator("scale_down_below")
+    @classmethod
+    def _down_below_up(cls, value: float, info: ValidationInfo) -> float:
+        up = info.data.get("scale_up_above")
+        if up is not None and value >= up:
+            raise ValueError(f"scale_down_below ({value}) must be below scale_up_above ({up})")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _target_inside_band(cls, value: float, info: ValidationInfo) -> float:
+        up, down = info.data.get("scale_up_above"), info.data.get("scale_down_below")
+        if up is not None and down is not None and not down < value < up:
+            raise ValueError(
+                f"target ({value}) must lie between scale_down_below ({down}) and "
+                f"scale_up_above ({up}), or the pool would flap"
+            )
+        return value
+
+
+class StepLimits(Strict):
+    max_up: int = Field(5, ge=1)
+    max_down: int = Field(2, ge=1)
+
+
+class Cooldown(Strict):
+    up: Duration = 60.0
+    down: Duration = 600.0
+
+
+class Stabilization(Strict):
+    up: Duration = 0.0
+    down: Duration = 900.0
+
+
+class Schedule(Strict):
+    """Raise the pool's floor to ``min`` for ``duration`` after every cron fire time."""
+
+    cron: str
+    duration: Duration
+    timezone: str = "UTC"
+    min: int = Field(ge=0)
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        parse_cron(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        parse_timezone(value)
+        return value
+
+
+ScaleInStrategy = Literal["fewest_gears", "oldest", "newest", "costliest_first"]
+
+
+class ScaleIn(Strict):
+    strategy: ScaleInStrategy = "fewest_gears"
+    drain_timeout: Duration = 1200.0
+    max_concurrent_drains: int = Field(2, ge=1)
+    # What a drain past its deadline does: reactivate the node (safe), or retire it anyway
+    # provided it holds no active gears (idle and stopped gears are then lost).
+    on_drain_timeout: Literal["reactivate", "retire"] = "reactivate"
+
+
+class Placement(Strict):
+    provider: Name
+    blueprint: Name
+    max_nodes: int | None = Field(None, ge=0)
+    burst_only: bool = False
+
+
+class SignalSpec(Strict):
+    """An extra scale signal from Prometheus: one PromQL query compared with thresholds."""
+
+    name: Name
+    query: str = Field(min_length=1)
+    scale_up_above: float | None = None
+    scale_down_below: float | None = None
+    on_error: Literal["ignore", "hold"] = "hold"
+    timeout: Duration = 5.0
+    stale_after: Duration = 120.0
+
+    @field_validator("scale_down_below")
+    @classmethod
+    def _down_below_up(cls, value: float | None, info: ValidationInfo) -> float | None:
+        up = info.data.get("scale_up_above")
+        if value is not None and up is not None and value >= up:
+            raise ValueError(f"scale_down_below ({value}) must be below scale_up_above ({up})")
+        return value
+
+
+class PoolPolicy(Strict):
+    """One ``kind: Pool`` document: the unit gearshift scales."""
+
+    api_version: Literal["gearshift/v1"] = Field(alias="apiVersion")
+    kind: Literal["Pool"]
+    name: Name
+    priority: int = 0
+    selector: Selector
+    size: SizeLimits
+    density: DensityBand = DensityBand()
+    headroom_gears: int = Field(0, ge=0)
+    step: StepLimits = StepLimits()
+    cooldown: Cooldown = Cooldown()
+    stabilization: Stabilization = Stabilization()
+    schedules: list[Schedule] = Field(default_factory=list)
+    scale_in: ScaleIn = ScaleIn()
+    preemptible: bool = False
+    placement: list[Placement] = Field(min_length=1)
+    signals: list[SignalSpec] = Field(default_factory=list)
+
+
+class Quota(Strict):
+    max_nodes: int = Field(ge=0)
+
+
+class SimulationSpec(Strict):
+    """How the simulated stand-in for this provider behaves in ``simulate`` and ``demo``."""
+
+    boot_time: Duration | None = None  # default: the provider's boot_time
+    boot_jitter: Duration = 0.0
+    failure_rate: float = Field(0.0, ge=0, le=1)
+    capacity_errors_after: int | None = Field(None, ge=0)  # creates before capacity runs out
+    capacity_recovers_after: Duration | None = None  # capacity returns this long after
+
+
+ProviderKind = Literal["redfish", "foreman", "vsphere", "ovirt", "ec2", "simulated"]
+
+
+class ProviderSpec(Strict):
+    name: Name
+    kind: ProviderKind
+    quota: Quota
+    cost_per_hour: float = Field(0.0, ge=0)
+    boot_time: Duration = 300.0
+    settings: dict[str, Any] = Field(default_factory=dict)
+    simulation: SimulationSpec | None = None
+
+
+class Blueprint(Strict):
+    """How to make a node on one provider."""
+
+    name: Name
+    provider: Name
+    node_profile: str
+    max_active_gears: int | None = Field(None, ge=1)
+    template: str | None = None  # vSphere / oVirt template
+    image: str | None = None  # EC2 AMI
+    instance_type: str | None = None
+    user_data: str | None = None  # first-boot data (cloud-init)
+    settings: dict[str, Any] = Field(default_factory=dict)  # provider-specific extras
+
+    @property
+    def expected_max_active_gears(self) -> int:
+        if self.max_active_gears is not None:
+            return self.max_active_gears
+        return DEFAULT_MAX_ACTIVE_GEARS.get(self.node_profile, 60)
+
+
+class ProvidersFile(Strict):
+    """The ``kind: Providers`` document: where nodes come from and how they are made."""
+
+    api_version: Literal["gearshift/v1"] = Field(alias="apiVersion")
+    kind: Literal["Providers"]
+    providers: list[ProviderSpec] = Field(min_length=1)
+    blueprints: list[Blueprint] = Field(default_factory=list)
+
+    def provider(self, name: str) -> ProviderSpec | None:
+        return next((p for p in self.providers if p.name == name), None)
+
+    def blueprint(self, name: str) -> Blueprint | None:
+        return next((b for b in self.blueprints if b.name == name), None)
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """A complete, validated set of pools and providers: what the loop runs with."""
+
+    pools: tuple[PoolPolicy, ...]  # highest priority first
+    providers: ProvidersFile | None
+    files: tuple[Path, ...] = ()
+
+    def pool(self, name: str) -> PoolPolicy | None:
+        return next((p for p in self.pools if p.name == name), None)

@@ -1,0 +1,49 @@
+"""Shared fixtures: builders for snapshots, and real peers started on free loopback ports.
+
+A test that needs a real server (mosquitto, promtool, ...) fails when it is missing,
+with the apt-get line that installs it; it never silently skips.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gearshift.sim.broker import mosquitto_available, start_mosquitto
+
+ROOT = Path(__file__).resolve().parent.parent
+
+APT = {
+    "mosquitto": "apt-get install -y mosquitto",
+    "promtool": "apt-get install -y --no-install-recommends prometheus",
+    "prometheus": "apt-get install -y --no-install-recommends prometheus",
+    "systemd-analyze": "apt-get install -y systemd",
+}
+
+
+def need(binary: str) -> str:
+    """The path of ``binary``, or fail the test saying how to install it."""
+    path = shutil.which(binary) or (f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists()
+                                    else None)
+    if path is None:
+        pytest.fail(f"{binary} is not installed; run: {APT.get(binary, binary)}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """A mosquitto broker for the whole session: (host, port)."""
+    if not mosquitto_available():
+        need("mosquitto")
+    directory = tmp_path_factory.mktemp("mosquitto")
+    process, port = start_mosquitto(directory)
+    yield "127.0.0.1", port
+    process.terminate()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
