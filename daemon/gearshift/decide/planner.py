@@ -1,0 +1,356 @@
+"""The pure planner: ``plan(snapshot, policies, ...) -> Plan``. No I/O, no clock.
+
+For each pool, highest priority first:
+
+1. Finish or stop drains: retire a drained node once fresh facts show it empty; past its
+   deadline, reactivate it (or, if the policy says so, retire it when no *active* gears
+   are left).
+2. Grow when the pool is below its (scheduled) floor, or under pressure: projected active
+   density above the band, free slots below the headroom, a pending capacity request,
+   or an extra signal above its threshold. Nodes on their way count as capacity, so a
+   pool is never scaled twice for the same demand. Draining nodes are reactivated
+   before new ones are made; the rest are placed by ``placement.place``.
+3. Shrink only when every fact is fresh, nothing is booting, density has been below the
+   band for the stabilisation window and both cooldowns have passed: drain the victims
+   the strategy picks, never below the floor, never more than the drain budget, never
+   so many that the pool would breach its target or headroom.
+
+Every action carries a reason with the figures behind it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from gearshift.decide.placement import PlacementResult, Usage, place
+from gearshift.decide.pools import PoolView, split_by_pool
+from gearshift.decide.scale_in import scale_in_order
+from gearshift.decide.schedules import scheduled_floor
+from gearshift.durations import format_duration
+from gearshift.model import (
+    Action,
+    CancelDrain,
+    Drain,
+    FleetSnapshot,
+    Node,
+    NodeState,
+    Plan,
+    PlannerState,
+    PoolEvaluation,
+    PoolMemory,
+    ProviderStatus,
+    Retire,
+    ScaleOut,
+)
+from gearshift.policy.schema import PolicySet, PoolPolicy, ProvidersFile
+
+_NO_PROVIDERS = ProvidersFile.model_construct(api_version="gearshift/v1", kind="Providers",
+                                               providers=[], blueprints=[])
+
+
+@dataclass
+class _Signals:
+    """What a pool's extra signals say right now."""
+
+    up: list[str] = field(default_factory=list)  # signals asking for more nodes
+    block_down: list[str] = field(default_factory=list)  # signals forbidding scale-in
+
+
+@dataclass
+class _Outcome:
+    actions: list[Action]
+    evaluation: PoolEvaluation
+    memory: PoolMemory
+
+
+def plan(snapshot: FleetSnapshot, policies: PolicySet, *, now: float,
+         statuses: Mapping[str, ProviderStatus] | None = None,
+         state: PlannerState | None = None,
+         paused: frozenset[str] = frozenset()) -> Plan:
+    """Decide what to do at ``now``; see the module docstring for the rules."""
+    state = state or PlannerState()
+    providers = policies.providers or _NO_PROVIDERS
+    views = split_by_pool(snapshot, policies.pools)
+    usage = Usage.of(snapshot)
+    nodes_by_id = {n.identity: n for n in snapshot.nodes}
+    actions: list[Action] = []
+    evaluations: dict[str, PoolEvaluation] = {}
+    memories: dict[str, PoolMemory] = dict(state.pools)
+    for policy in policies.pools:  # highest priority first: it claims contested quota first
+        outcome = _plan_pool(views[policy.name], snapshot=snapshot, nodes_by_id=nodes_by_id,
+                             providers=providers, statuses=statuses or {}, usage=usage,
+                             memory=state.pool(policy.name), now=now,
+                             paused=policy.name in paused)
+        actions.extend(outcome.actions)
+        evaluations[policy.name] = outcome.evaluation
+        memories[policy.name] = outcome.memory
+    return Plan(at=now, actions=tuple(actions), pools=evaluations,
+                state=PlannerState(pools=memories))
+
+
+def _read_signals(policy: PoolPolicy, snapshot: FleetSnapshot, now: float) -> _Signals:
+    result = _Signals()
+    latest = {s.name: s for s in snapshot.signals if s.pool == policy.name}
+    for spec in policy.signals:
+        signal = latest.get(spec.name)
+        fresh = (signal is not None and signal.value is not None and signal.observed_at is not None
+                 and now - signal.observed_at <= spec.stale_after)
+        if not fresh or signal is None or signal.value is None:
+            if spec.on_error == "hold":
+                result.block_down.append(f"signal {spec.name} unavailable (on_error: hold)")
+            continue
+        value = signal.value
+        if spec.scale_up_above is not None and value > spec.scale_up_above:
+            result.up.append(f"signal {spec.name} {value:g} > {spec.scale_up_above:g}")
+        if spec.scale_down_below is not None and value >= spec.scale_down_below:
+            result.block_down.append(f"signal {spec.name} {value:g} >= {spec.scale_down_below:g}")
+    return result
+
+
+def _gears_per_node(view: PoolView, providers: ProvidersFile) -> int:
+    """What one more node of this pool is expected to hold."""
+    if view.active:
+        return max(1, round(view.capacity_gears / len(view.active)))
+    for placement in view.policy.placement:
+        blueprint = providers.blueprint(placement.blueprint)
+        if blueprint is not None:
+            return blueprint.expected_max_active_gears
+    return 60
+
+
+def _fmt_density(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _placement_text(result: PlacementResult) -> str:
+    parts = []
+    for c in result.candidates:
+        if c.chosen:
+            burst = ", burst" if "burst" in c.note else ""
+            parts.append(f"{c.provider} +{c.chosen} ({c.free} free{burst})")
+        elif c.note != "not needed":
+            parts.append(f"{c.provider} {c.note}")
+    return "; ".join(parts)
+
+
+def _finish_drains(view: PoolView, nodes_by_id: Mapping[str, Node], now: float
+                   ) -> tuple[list[Action], set[str]]:
+    """Retire drained nodes; stop drains past their deadline. Returns the drains it ended."""
+    policy = view.policy
+    actions: list[Action] = []
+    ended: set[str] = set()
+    for drain in view.drains:
+        node = nodes_by_id.get(drain.identity)
+        facts = node.facts if node is not None and node.state is not NodeState.UNKNOWN else None
+        machine = node.machine if node is not None else None
+        if facts is not None and machine is not None and facts.gears.total == 0:
+            actions.append(Retire(pool=policy.name, identity=drain.identity,
+                                  provider=machine.provider, machine_id=machine.machine_id,
+                                  reason=f"pool {policy.name}: {drain.identity} is drained "
+                                         f"(0 gears left); retiring its machine"))
+            ended.add(drain.identity)
+        elif now >= drain.deadline:
+            ended.add(drain.identity)
+            left = "unknown" if facts is None else str(facts.gears.total)
+            overdue = f"drain of {drain.identity} passed its deadline " \
+                      f"({format_duration(policy.scale_in.drain_timeout)}) with {left} gears left"
+            if (policy.scale_in.on_drain_timeout == "retire" and facts is not None
+                    and machine is not None and facts.gears.active == 0):
+                actions.append(Retire(pool=policy.name, identity=drain.identity,
+                                      provider=machine.provider, machine_id=machine.machine_id,
+                                      reason=f"pool {policy.name}: {overdue}, none active; "
+                                             f"retiring anyway (on_drain_timeout: retire)"))
+            else:
+                actions.append(CancelDrain(pool=policy.name, identity=drain.identity,
+                                           reason=f"pool {policy.name}: {overdue}; reactivating"))
+    return actions, ended
+
+
+def _plan_pool(view: PoolView, *, snapshot: FleetSnapshot, nodes_by_id: Mapping[str, Node],
+               providers: ProvidersFile, statuses: Mapping[str, ProviderStatus], usage: Usage,
+               memory: PoolMemory, now: float, paused: bool) -> _Outcome:
+    policy = view.policy
+    band = policy.density
+    name = policy.name
+    floor, floor_why = scheduled_floor(policy, now)
+    active_gears, capacity_now = view.active_gears, view.capacity_gears
+    density = active_gears / capacity_now if capacity_now else None
+    requested = sum(r.gears for r in snapshot.requests if r.pool == name and r.expires_at > now)
+    demand = active_gears + view.draining_gears + requested
+    capacity = capacity_now + view.booting_gears
+    projected = demand / capacity if capacity else None
+    want_gears = max(math.ceil(demand / band.target), demand + policy.headroom_gears)
+    signals = _read_signals(policy, snapshot, now)
+    degraded = bool(view.unknown) or not snapshot.facts_fresh
+    size = view.size
+    per_node = _gears_per_node(view, providers)
+
+    figures = (f"{active_gears}/{capacity_now} active gears on {len(view.active)} active nodes"
+               + (f", {len(view.pending)} booting (+{view.booting_gears} slots)" if view.pending else "")
+               + (f", {requested} gears requested" if requested else "")
+               + (f", {len(view.unknown)} unknown" if view.unknown else ""))
+
+    actions, ended = ([], set()) if paused else _finish_drains(view, nodes_by_id, now)
+    ongoing_drains = [d for d in view.drains if d.identity not in ended]
+
+    # Evidence: do we know enough to act on density and headroom?
+    evidence = bool(view.active) or bool(view.pending) or (not view.unknown and snapshot.facts_fresh)
+    pressure: list[str] = []
+    if evidence and projected is not None and projected > band.scale_up_above:
+        pressure.append(f"projected density {projected:.2f} > {band.scale_up_above:.2f}")
+    if evidence and capacity - demand < policy.headroom_gears:
+        pressure.append(f"free slots {capacity - demand} < headroom {policy.headroom_gears}")
+    pressure.extend(signals.up)
+    high_since = (memory.high_since if memory.high_since is not None else now) if pressure else None
+    stable_up = bool(pressure) and high_since is not None and \
+        now - high_since >= policy.stabilization.up
+    cooldown_up_left = (policy.cooldown.up - (now - memory.last_scale_up)
+                        if memory.last_scale_up is not None else 0.0)
+    floor_gap = max(0, floor - size)
+    shortfall = max(want_gears - capacity, 1 if signals.up else 0) if pressure else 0
+
+    notes: list[str] = []
+    grew = shrank = 0
+    desired = size
+    if paused:
+        notes.append("paused: no actions")
+    elif floor_gap > 0 or (stable_up and cooldown_up_left <= 0):
+        trigger = "; ".join(
+            ([f"{size} nodes < min {floor}" + (f" ({floor_why})" if floor_why else "")]
+             if floor_gap else [])
+            + (pressure if stable_up and cooldown_up_left <= 0 else []))
+        room = max(0, min(policy.step.max_up, policy.size.max - size))
+        min_nodes = floor_gap
+        gear_gap = shortfall if stable_up and cooldown_up_left <= 0 else 0
+        # Reactivating a draining node beats provisioning a new one.
+        for drain in ongoing_drains:
+            node = nodes_by_id.get(drain.identity)
+            if room <= 0 or (min_nodes <= 0 and gear_gap <= 0) or node is None or node.facts is None:
+                continue
+            actions.append(CancelDrain(pool=name, identity=drain.identity,
+                                       reason=f"pool {name}: {trigger}; demand returned: "
+                                              f"reactivating {drain.identity} beats provisioning"))
+            room -= 1
+            min_nodes -= 1
+            gear_gap -= node.facts.max_active_gears
+            grew += 1
+        if min_nodes > 0 or gear_gap > 0:
+            if room <= 0:
+                notes.append(f"wanted more nodes but the pool is at max {policy.size.max}"
+                             if size >= policy.size.max else "wanted more nodes; step limit reached")
+            else:
+                result = place(policy, providers=providers, statuses=statuses, usage=usage,
+                               min_nodes=max(min_nodes, 0), shortfall_gears=max(gear_gap, 0),
+                               max_nodes=room)
+                where = _placement_text(result)
+                reason = (f"pool {name}: {trigger} ({figures}); want {want_gears} slots "
+                          f"(target {band.target:.2f}, headroom {policy.headroom_gears}); "
+                          f"+{result.nodes} nodes: {where}")
+                for allocation in result.allocations:
+                    actions.append(ScaleOut(pool=name, provider=allocation.provider,
+                                            blueprint=allocation.blueprint, count=allocation.count,
+                                            reason=reason, candidates=result.candidates))
+                grew += result.nodes
+                wanted = max(min_nodes, math.ceil(max(gear_gap, 0) / per_node))
+                if result.nodes < min(wanted, room):
+                    notes.append(f"wanted +{min(wanted, room)} nodes, placed {result.nodes}: {where}")
+        desired = size + grew
+        notes.insert(0, f"growing: {trigger}")
+    elif pressure:
+        why = (f"cooldown up {format_duration(cooldown_up_left)} left" if cooldown_up_left > 0
+               else f"stabilising up for {format_duration(policy.stabilization.up)}")
+        notes.append(f"under pressure ({'; '.join(pressure)}) but holding: {why}")
+        desired = min(policy.size.max, size + math.ceil(shortfall / per_node))
+
+    low = (not pressure and projected is not None and projected < band.scale_down_below
+           and not grew)
+    low_since = (memory.low_since if memory.low_since is not None else now) if low else None
+    if low and not paused:
+        blockers = _scale_in_blockers(view, policy, memory, signals, degraded=degraded,
+                                      requested=requested, low_since=low_since or now, now=now,
+                                      snapshot=snapshot)
+        if blockers:
+            notes.append(f"density {_fmt_density(projected)} < {band.scale_down_below:.2f} "
+                         f"but not shrinking: {'; '.join(blockers)}")
+        else:
+            drains = _choose_drains(view, policy, providers, want_gears=want_gears, floor=floor,
+                                    ongoing=len(ongoing_drains))
+            for node in drains:
+                assert node.facts is not None
+                actions.append(Drain(
+                    pool=name, identity=node.identity,
+                    reason=(f"pool {name}: projected density {_fmt_density(projected)} < "
+                            f"{band.scale_down_below:.2f} for "
+                            f"{format_duration(now - (low_since or now))} ({figures}); "
+                            f"want {want_gears} slots; draining {node.identity} "
+                            f"({node.facts.gears.total} gears, strategy "
+                            f"{policy.scale_in.strategy})")))
+            shrank = len(drains)
+            desired = size - shrank
+            if shrank:
+                notes.append(f"shrinking: draining {shrank} node(s)")
+            else:
+                notes.append("low density, but no node can go without breaching "
+                             "target, headroom, floor or drain budget")
+
+    desired = max(floor, min(policy.size.max, desired))
+    if not notes:
+        notes.append(f"steady: density {_fmt_density(density)} within "
+                     f"[{band.scale_down_below:.2f}, {band.scale_up_above:.2f}]")
+    new_memory = replace(
+        memory,
+        last_scale_up=now if grew else memory.last_scale_up,
+        last_scale_down=now if shrank else memory.last_scale_down,
+        low_since=low_since,
+        high_since=high_since,
+    )
+    evaluation = PoolEvaluation(
+        pool=name, active=len(view.active), booting=len(view.pending),
+        draining=len(view.draining), unknown=len(view.unknown), active_gears=active_gears,
+        capacity_gears=capacity_now, active_density=density, desired_nodes=desired,
+        degraded=degraded, summary=f"{figures}; " + "; ".join(notes), paused=paused)
+    return _Outcome(actions=actions, evaluation=evaluation, memory=new_memory)
+
+
+def _scale_in_blockers(view: PoolView, policy: PoolPolicy, memory: PoolMemory, signals: _Signals,
+                       *, degraded: bool, requested: int, low_since: float, now: float,
+                       snapshot: FleetSnapshot) -> list[str]:
+    """Every reason scale-in must wait; empty when it may go ahead."""
+    blockers = []
+    if not snapshot.facts_fresh:
+        blockers.append("facts are not fresh (fact source lost): scale-in frozen")
+    elif degraded:
+        blockers.append(f"{len(view.unknown)} node(s) unknown: scale-in frozen")
+    if view.pending:
+        blockers.append(f"{len(view.pending)} node(s) still booting")
+    if requested:
+        blockers.append(f"{requested} gears of capacity requests pending")
+    blockers.extend(signals.block_down)
+    waited = now - low_since
+    if waited < policy.stabilization.down:
+        blockers.append(f"low for {format_duration(waited)} of "
+                        f"{format_duration(policy.stabilization.down)} stabilisation")
+    last = max((t for t in (memory.last_scale_up, memory.last_scale_down) if t is not None),
+               default=None)
+    if last is not None and now - last < policy.cooldown.down:
+        blockers.append(f"cooldown down {format_duration(policy.cooldown.down - (now - last))} left")
+    return blockers
+
+
+def _choose_drains(view: PoolView, policy: PoolPolicy, providers: ProvidersFile, *,
+                   want_gears: int, floor: int, ongoing: int) -> list[Node]:
+    budget = min(policy.step.max_down, policy.scale_in.max_concurrent_drains - ongoing,
+                 view.size - floor)
+    remaining = view.capacity_gears
+    chosen: list[Node] = []
+    for node in scale_in_order(policy, view.active, providers):
+        if len(chosen) >= budget:
+            break
+        assert node.facts is not None
+        if remaining - node.facts.max_active_gears < want_gears:
+            continue
+        chosen.append(node)
+        remaining -= node.facts.max_active_gears
+    return chosen
