@@ -1,0 +1,1 @@
+"""Act: carry plans out on providers (machines) and the platform (districts, gear moves)."""

@@ -1,0 +1,317 @@
+"""Carry out a plan, and move in-flight operations forward, journaling before every step.
+
+* ``ScaleOut``: one journaled create per node (its op id is the provider's idempotency
+  key), run concurrently; a quota or capacity error is reported back so the reconciler can
+  re-plan at once and spill the rest to the next placement.
+* ``Drain``: journal, deactivate the node in its district, then (in ``progress``) move its
+  gears away in bounded batches until it is empty.
+* ``CancelDrain``: reactivate the node, close the drain.
+* ``Retire``: checked once more against the latest facts (never a node with active gears),
+  removed from its district, machine destroyed, forgotten.
+* ``progress``: registers booting nodes when their first fresh facts arrive (measuring
+  time-to-ready), retires nodes that never came up in time, pushes gear moves along.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+import structlog
+
+from gearshift.act.platform.base import NodeRef, Platform
+from gearshift.act.providers.base import CreateRequest
+from gearshift.act.providers.guard import GuardedProvider
+from gearshift.clock import Clock
+from gearshift.errors import (
+    CapacityUnavailable,
+    GearshiftError,
+    PlatformError,
+    ProviderError,
+    QuotaExceeded,
+)
+from gearshift.metrics import Metrics
+from gearshift.model import (
+    Action,
+    CancelDrain,
+    Drain,
+    FleetSnapshot,
+    NodeState,
+    Plan,
+    Retire,
+    ScaleOut,
+)
+from gearshift.policy.schema import PolicySet
+from gearshift.store.journal import Journal, Operation
+
+log = structlog.get_logger(component="gearshift.act")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing gearshift did (or failed to do), for /v1/events and the status page."""
+
+    at: float
+    kind: str
+    pool: str
+    target: str
+    outcome: str  # ok | failed | refused
+    reason: str
+    error: str | None = None
+
+
+@dataclass
+class ExecutionReport:
+    events: list[Event] = field(default_factory=list)
+    spill: bool = False  # a quota/capacity error: re-plan now so the rest goes elsewhere
+
+    @property
+    def failures(self) -> list[Event]:
+        return [e for e in self.events if e.outcome != "ok"]
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    create_concurrency: int = 10
+    move_batch: int = 10  # gears moved per drain per reconcile
+    provisioning_timeout_factor: float = 3.0  # x time-to-ready before a silent node is retired
+    min_provisioning_timeout: float = 120.0
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Executor:
+    def __init__(self, *, providers: Mapping[str, GuardedProvider], platform: Platform,
+                 journal: Journal, clock: Clock, metrics: Metrics | None = None,
+                 settings: ExecutorSettings | None = None,
+                 new_id: Callable[[], str] = _new_id,
+                 on_retired: Callable[[str], Awaitable[None]] | None = None) -> None:
+        self.providers = providers
+        self.platform = platform
+        self.journal = journal
+        self.clock = clock
+        self.metrics = metrics
+        self.settings = settings or ExecutorSettings()
+        self.new_id = new_id
+        self.on_retired = on_retired
+        self.events: deque[Event] = deque(maxlen=500)
+        self.counts: Counter[tuple[str, str]] = Counter()  # (kind, outcome) since start
+
+    # -- bookkeeping ------------------------------------------------------------------
+    def _event(self, report: ExecutionReport, *, kind: str, pool: str, target: str,
+               outcome: str, reason: str, error: str | None = None,
+               provider: str = "") -> None:
+        event = Event(at=self.clock.now(), kind=kind, pool=pool, target=target,
+                      outcome=outcome, reason=reason, error=error)
+        report.events.append(event)
+        self.events.append(event)
+        self.counts[(kind, outcome)] += 1
+        if outcome == "ok":
+            log.info("action", kind=kind, pool=pool, target=target, provider=provider or None,
+                     reason=reason)
+            if self.metrics is not None:
+                self.metrics.actions.labels(kind, pool, provider).inc()
+        else:
+            log.warning("action failed", kind=kind, pool=pool, target=target, outcome=outcome,
+                        error=error, reason=reason)
+            if self.metrics is not None:
+                self.metrics.action_failures.labels(kind, pool, error or outcome).inc()
+
+    # -- plan -------------------------------------------------------------------------
+    async def execute(self, plan: Plan, snapshot: FleetSnapshot,
+                      policies: PolicySet) -> ExecutionReport:
+        report = ExecutionReport()
+        for action in plan.actions:
+            await self._execute_one(action, snapshot, policies, report)
+        return report
+
+    async def _execute_one(self, action: Action, snapshot: FleetSnapshot, policies: PolicySet,
+                           report: ExecutionReport) -> None:
+        if isinstance(action, ScaleOut):
+            await self._scale_out(action, policies, report)
+        elif isinstance(action, Drain):
+            await self._drain(action, snapshot, policies, report)
+        elif isinstance(action, CancelDrain):
+            await self._cancel_drain(action, snapshot, report)
+        elif isinstance(action, Retire):
+            await self._retire(action, snapshot, report)
+
+    async def _scale_out(self, action: ScaleOut, policies: PolicySet,
+                         report: ExecutionReport) -> None:
+        provider = self.providers.get(action.provider)
+        blueprint = policies.providers.blueprint(action.blueprint) if policies.providers else None
+        if provider is None or blueprint is None:
+            self._event(report, kind=action.kind, pool=action.pool, target=action.provider,
+                        outcome="refused", reason=action.reason,
+                        error=f"no provider {action.provider!r} or blueprint {action.blueprint!r}")
+            return
+        limit = asyncio.Semaphore(self.settings.create_concurrency)
+
+        async def create_one() -> None:
+            op_id = self.new_id()
+            name = f"{action.pool}-{action.provider}-{op_id[-8:]}"
+            now = self.clock.now()
+            await self.journal.begin(Operation(
+                op_id=op_id, kind="create", pool=action.pool, identity=name, phase="requested",
+                started_at=now, updated_at=now, provider=action.provider,
+                blueprint=blueprint.name, max_active_gears=blueprint.expected_max_active_gears,
+                reason=action.reason))
+            async with limit:
+                try:
+                    machine = await provider.create(CreateRequest(
+                        key=op_id, name=name, pool=action.pool, blueprint=blueprint))
+                except ProviderError as exc:
+                    await self.journal.advance(op_id, phase="failed", at=self.clock.now(),
+                                               error=f"{exc.kind}: {exc.message}")
+                    if isinstance(exc, QuotaExceeded | CapacityUnavailable):
+                        report.spill = True
+                    self._event(report, kind=action.kind, pool=action.pool, target=name,
+                                outcome="failed", reason=action.reason, error=exc.kind,
+                                provider=action.provider)
+                    return
+            await self.journal.adopt(machine)
+            await self.journal.advance(op_id, phase="created", at=self.clock.now(),
+                                       machine_id=machine.machine_id)
+            self._event(report, kind=action.kind, pool=action.pool, target=name, outcome="ok",
+                        reason=action.reason, provider=action.provider)
+
+        await asyncio.gather(*(create_one() for _ in range(action.count)))
+
+    async def _drain(self, action: Drain, snapshot: FleetSnapshot, policies: PolicySet,
+                     report: ExecutionReport) -> None:
+        node = next((n for n in snapshot.nodes if n.identity == action.identity), None)
+        policy = policies.pool(action.pool)
+        if node is None or node.facts is None or node.machine is None or policy is None:
+            self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
+                        outcome="refused", reason=action.reason, error="unknown or not ours")
+            return
+        now = self.clock.now()
+        op_id = self.new_id()
+        await self.journal.begin(Operation(
+            op_id=op_id, kind="drain", pool=action.pool, identity=action.identity,
+            phase="deactivating", started_at=now, updated_at=now,
+            provider=node.machine.provider, machine_id=node.machine.machine_id,
+            deadline=now + policy.scale_in.drain_timeout, reason=action.reason))
+        try:
+            await self.platform.deactivate(NodeRef(action.identity, node.facts.district_uuid))
+        except PlatformError as exc:
+            await self.journal.advance(op_id, phase="cancelled", at=self.clock.now(),
+                                       error=str(exc))
+            self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
+                        outcome="failed", reason=action.reason, error="platform")
+            return
+        await self.journal.advance(op_id, phase="moving", at=self.clock.now())
+        self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
+                    outcome="ok", reason=action.reason, provider=node.machine.provider)
+
+    async def _drain_op(self, identity: str) -> Operation | None:
+        return next((o for o in await self.journal.open_operations()
+                     if o.kind == "drain" and o.identity == identity), None)
+
+    async def _cancel_drain(self, action: CancelDrain, snapshot: FleetSnapshot,
+                            report: ExecutionReport) -> None:
+        op = await self._drain_op(action.identity)
+        node = next((n for n in snapshot.nodes if n.identity == action.identity), None)
+        district = node.facts.district_uuid if node is not None and node.facts else None
+        try:
+            await self.platform.activate(NodeRef(action.identity, district))
+        except PlatformError as exc:
+            self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
+                        outcome="failed", reason=action.reason, error=str(exc))
+            return
+        if op is not None:
+            await self.journal.advance(op.op_id, phase="cancelled", at=self.clock.now())
+        self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
+                    outcome="ok", reason=action.reason)
+
+    async def _retire(self, action: Retire, snapshot: FleetSnapshot,
+                      report: ExecutionReport) -> None:
+        node = next((n for n in snapshot.nodes if n.identity == action.identity), None)
+        facts = node.facts if node is not None and node.state is not NodeState.UNKNOWN else None
+        if facts is None or facts.gears.active > 0:
+            # The planner checked this; checking again here costs nothing and is final.
+            self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
+                        outcome="refused", reason=action.reason,
+                        error="facts not fresh or active gears present")
+            return
+        provider = self.providers.get(action.provider)
+        if provider is None:
+            self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
+                        outcome="refused", reason=action.reason,
+                        error=f"unknown provider {action.provider}")
+            return
+        op = await self._drain_op(action.identity)
+        try:
+            if op is not None:
+                await self.journal.advance(op.op_id, phase="retiring", at=self.clock.now())
+            await self.platform.remove(NodeRef(action.identity, facts.district_uuid))
+            await provider.destroy(action.machine_id)
+        except GearshiftError as exc:
+            self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
+                        outcome="failed", reason=action.reason, error=exc.__class__.__name__)
+            return
+        await self.journal.release(action.identity)
+        if op is not None:
+            await self.journal.advance(op.op_id, phase="retired", at=self.clock.now())
+        if self.on_retired is not None:
+            await self.on_retired(action.identity)
+        self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
+                    outcome="ok", reason=action.reason, provider=action.provider)
+
+    # -- in flight --------------------------------------------------------------------
+    async def progress(self, snapshot: FleetSnapshot, is_fresh: Callable[[str], bool]) -> None:
+        """Move every open operation one step forward."""
+        now = self.clock.now()
+        nodes = {n.identity: n for n in snapshot.nodes}
+        for op in await self.journal.open_operations():
+            if op.kind == "create" and op.phase == "created":
+                await self._progress_create(op, now, is_fresh)
+            elif op.kind == "drain" and op.phase == "moving":
+                node = nodes.get(op.identity)
+                if node is None or node.facts is None or node.facts.gears.total == 0:
+                    continue
+                try:
+                    await self.platform.move_gears(NodeRef(op.identity, node.facts.district_uuid),
+                                                   limit=self.settings.move_batch)
+                except PlatformError as exc:
+                    log.warning("gear moves failed", node=op.identity, error=str(exc))
+        if self.metrics is not None:
+            ops = await self.journal.open_operations()
+            for kind in ("create", "drain"):
+                self.metrics.operations_in_flight.labels(kind).set(
+                    sum(1 for o in ops if o.kind == kind))
+            self.metrics.oldest_operation_age.set(
+                max((now - o.started_at for o in ops), default=0.0))
+
+    async def _progress_create(self, op: Operation, now: float,
+                               is_fresh: Callable[[str], bool]) -> None:
+        provider = self.providers.get(op.provider or "")
+        if is_fresh(op.identity):
+            await self.journal.advance(op.op_id, phase="registered", at=now)
+            if provider is not None:
+                provider.note_time_to_ready(now - op.started_at)
+            log.info("node registered", node=op.identity, pool=op.pool, provider=op.provider,
+                     time_to_ready=round(now - op.started_at, 1))
+            return
+        expected = provider.boot_time if provider is not None and provider.boot_time else 0.0
+        timeout = max(self.settings.min_provisioning_timeout,
+                      expected * self.settings.provisioning_timeout_factor)
+        if now - op.started_at <= timeout or provider is None or op.machine_id is None:
+            return
+        log.warning("node never came up: retiring it", node=op.identity, provider=op.provider,
+                    waited=round(now - op.started_at), timeout=round(timeout))
+        try:
+            await provider.destroy(op.machine_id)
+        except ProviderError as exc:
+            log.warning("could not retire a node that never came up", node=op.identity,
+                        error=exc.kind)
+            return
+        provider.backoff_until = now + provider.settings.capacity_backoff
+        provider.backoff_reason = f"{op.identity} published no facts within {timeout:.0f}s"
+        await self.journal.release(op.identity)
+        await self.journal.advance(op.op_id, phase="failed", at=now, error="provisioning timeout")

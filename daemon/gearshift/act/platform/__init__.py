@@ -1,0 +1,1 @@
+"""Platform adapters: how a node enters and leaves the PaaS (districts, gear moves)."""

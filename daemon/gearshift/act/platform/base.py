@@ -1,0 +1,54 @@
+"""What gearshift asks of the PaaS to take a node in or out of service.
+
+The OpenShift v2 commands behind each step (run on the broker):
+
+* ``deactivate``: ``oo-admin-ctl-district -c deactivate-node -n DISTRICT -i HOST``
+* ``activate``:   ``oo-admin-ctl-district -c activate-node -n DISTRICT -i HOST``
+* ``move_gears``: ``oo-admin-move --gear_uuid UUID[,UUID...]`` (slow, may fail)
+* ``remove``:     ``oo-admin-ctl-district -c remove-node -n DISTRICT -i HOST``
+* ``add``:        ``oo-admin-ctl-district -c add-node -n DISTRICT -i HOST``
+
+Every step must be idempotent: a drain resumed after a restart repeats the last one.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    identity: str
+    district: str | None
+
+
+@dataclass(frozen=True)
+class MoveReport:
+    """What one ``move_gears`` call did: moves started, moves that failed, gears left."""
+
+    started: int
+    failed: int
+    remaining: int
+
+
+class Platform(abc.ABC):
+    @abc.abstractmethod
+    async def deactivate(self, node: NodeRef) -> None:
+        """Stop new gears landing on the node; existing ones keep running."""
+
+    @abc.abstractmethod
+    async def activate(self, node: NodeRef) -> None:
+        """Let the node take gears again (cancels a drain)."""
+
+    @abc.abstractmethod
+    async def move_gears(self, node: NodeRef, *, limit: int) -> MoveReport:
+        """Start moving up to ``limit`` gears off the node to others in its district."""
+
+    @abc.abstractmethod
+    async def remove(self, node: NodeRef) -> None:
+        """Take an inactive, empty node out of its district."""
+
+    @abc.abstractmethod
+    async def add(self, node: NodeRef) -> None:
+        """Put a new, empty node into a district (if the platform needs it)."""

@@ -1,0 +1,1 @@
+"""Providers: where nodes come from (bare metal, vSphere, oVirt, EC2, simulated)."""

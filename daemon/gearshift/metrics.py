@@ -1,0 +1,104 @@
+"""Every Prometheus metric gearshift exports, in one registry per daemon.
+
+A registry per instance (not the global one) lets tests and ``simulate`` build as many
+daemons as they like. Names are prefixed ``gearshift_`` and pass ``promtool check metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from gearshift.model import PoolEvaluation
+
+NODE_STATES = ("active", "booting", "draining", "unknown")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.pool_nodes = Gauge("gearshift_pool_nodes", "Nodes in a pool by state.",
+                                ["pool", "state"], registry=r)
+        self.pool_active_density = Gauge(
+            "gearshift_pool_active_density",
+            "Active gears / max_active_gears over the pool's active nodes (NaN when unknown).",
+            ["pool"], registry=r)
+        self.pool_desired_nodes = Gauge("gearshift_pool_desired_nodes",
+                                        "Nodes the policy wants for the pool now.", ["pool"],
+                                        registry=r)
+        self.pool_size_limits = Gauge("gearshift_pool_size_limit_nodes",
+                                      "The pool's configured min and max nodes.",
+                                      ["pool", "limit"], registry=r)
+        self.pool_density_band = Gauge("gearshift_pool_density_threshold",
+                                       "The pool's density band (scale_up_above, target, "
+                                       "scale_down_below).", ["pool", "threshold"], registry=r)
+        self.pool_degraded = Gauge("gearshift_pool_degraded",
+                                   "1 when some of the pool's facts cannot be trusted.",
+                                   ["pool"], registry=r)
+        self.pool_paused = Gauge("gearshift_pool_paused", "1 when the pool is paused.", ["pool"],
+                                 registry=r)
+        self.actions = Counter("gearshift_actions", "Actions carried out, by kind and provider.",
+                               ["kind", "pool", "provider"], registry=r)
+        self.action_failures = Counter("gearshift_action_failures",
+                                       "Actions that failed, by kind and error class.",
+                                       ["kind", "pool", "error"], registry=r)
+        self.reconcile_seconds = Histogram(
+            "gearshift_reconcile_duration_seconds", "Time one reconcile took.",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+        self.reconciles = Counter("gearshift_reconciles", "Reconciles run, by outcome.",
+                                  ["outcome"], registry=r)
+        self.last_success = Gauge("gearshift_last_successful_reconcile_timestamp_seconds",
+                                  "When the last reconcile succeeded (Unix time).", registry=r)
+        self.bad_messages = Counter("gearshift_bad_messages", "Messages rejected, by reason.",
+                                    ["reason"], registry=r)
+        self.facts_received = Counter("gearshift_facts_received", "Node facts accepted.",
+                                      registry=r)
+        self.fact_source_up = Gauge("gearshift_fact_source_up",
+                                    "1 when the fact source is connected and caught up.",
+                                    registry=r)
+        self.provider_calls = Counter("gearshift_provider_calls", "Provider calls by outcome.",
+                                      ["provider", "op", "outcome"], registry=r)
+        self.provider_call_seconds = Histogram(
+            "gearshift_provider_call_seconds", "Provider call latency.", ["provider", "op"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=r)
+        self.provider_available = Gauge("gearshift_provider_available",
+                                        "1 when placement may use the provider (breaker closed, "
+                                        "not backed off).", ["provider"], registry=r)
+        self.provider_boot_seconds = Gauge("gearshift_provider_time_to_ready_seconds",
+                                           "Measured time from create to first fresh facts.",
+                                           ["provider"], registry=r)
+        self.operations_in_flight = Gauge("gearshift_operations_in_flight",
+                                          "Journaled operations not yet done, by kind.", ["kind"],
+                                          registry=r)
+        self.oldest_operation_age = Gauge("gearshift_oldest_operation_age_seconds",
+                                          "Age of the oldest operation in flight.", registry=r)
+        self.policy_reloads = Counter("gearshift_policy_reloads", "Policy reloads by outcome.",
+                                      ["outcome"], registry=r)
+
+    def record_pools(self, pools: Mapping[str, PoolEvaluation], *,
+                     limits: dict[str, tuple[int, int]],
+                     bands: dict[str, tuple[float, float, float]]) -> None:
+        for name, evaluation in pools.items():
+            self._record_pool(evaluation)
+            low, high = limits.get(name, (0, 0))
+            self.pool_size_limits.labels(name, "min").set(low)
+            self.pool_size_limits.labels(name, "max").set(high)
+            up, target, down = bands.get(name, (0.0, 0.0, 0.0))
+            self.pool_density_band.labels(name, "scale_up_above").set(up)
+            self.pool_density_band.labels(name, "target").set(target)
+            self.pool_density_band.labels(name, "scale_down_below").set(down)
+
+    def _record_pool(self, e: PoolEvaluation) -> None:
+        for state, count in zip(NODE_STATES, (e.active, e.booting, e.draining, e.unknown),
+                                strict=True):
+            self.pool_nodes.labels(e.pool, state).set(count)
+        density = e.active_density
+        self.pool_active_density.labels(e.pool).set(float("nan") if density is None else density)
+        self.pool_desired_nodes.labels(e.pool).set(e.desired_nodes)
+        self.pool_degraded.labels(e.pool).set(1 if e.degraded else 0)
+        self.pool_paused.labels(e.pool).set(1 if e.paused else 0)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,1 @@
+"""Observe: turn the outside world (MQTT facts, Prometheus, requests) into fleet snapshots."""

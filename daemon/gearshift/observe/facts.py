@@ -1,0 +1,231 @@
+"""Turn one node-facts message into typed ``NodeFacts``, or reject it with a reason.
+
+Two forms are accepted:
+
+* ``gearshift.node.facts/1`` JSON, as ``gearshift agent`` publishes it (see
+  ``../shared/domain/openshift-v2.md`` for a sample);
+* legacy MCollective facts: a flat JSON map whose values are all strings, as Facter's
+  YAML turned into JSON (``"max_active_gears": "60"``, ``"district_active": "true"``).
+
+Anything else raises ``BadMessage`` whose ``reason`` is a short metric label
+(``too_large``, ``invalid_json``, ``unknown_schema``, ``wrong_type``,
+``identity_mismatch``, ...). Facts that parse but cannot be used for density
+(``max_active_gears`` of 0, NaN or infinite percentages) come back with ``bad_reason``
+set: the node is then unknown, the pool's density is not poisoned.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gearshift.errors import BadMessage
+from gearshift.model import GearCounts, NodeFacts
+
+SCHEMA = "gearshift.node.facts/1"
+MAX_PAYLOAD = 64 * 1024
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+
+class _District(_Wire):
+    uuid: str | None = None
+    active: bool = True
+
+
+class _Limits(_Wire):
+    max_active_gears: int = Field(ge=0)
+    no_overcommit_active: bool = False
+
+
+class _Gears(_Wire):
+    total: int = Field(0, ge=0)
+    active: int | None = Field(None, ge=0)
+    started: int = Field(0, ge=0)
+    idle: int = Field(0, ge=0)
+    stopped: int = Field(0, ge=0)
+    deploying: int = Field(0, ge=0)
+    unknown: int = Field(0, ge=0)
+
+
+class _Net(_Wire):
+    public_hostname: str | None = None
+
+
+class FactsMessage(_Wire):
+    """The ``gearshift.node.facts/1`` message, as published on ``nodes/{identity}/facts``."""
+
+    schema_: str = Field(alias="schema")
+    ts: str | None = None
+    seq: int | None = Field(None, ge=0)
+    identity: str = Field(min_length=1, max_length=255)
+    node_profile: str = Field(min_length=1, max_length=64)
+    district: _District = _District()
+    limits: _Limits
+    gears: _Gears = _Gears()
+    net: _Net = _Net()
+    labels: dict[str, str] = Field(default_factory=dict)
+    active_usage_pct: float | None = None
+
+
+def _timestamp(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise BadMessage("bad_value", f"ts {text[:40]!r} is not ISO 8601") from exc
+    if parsed.tzinfo is None:
+        raise BadMessage("bad_value", "ts has no time zone")
+    return parsed.timestamp()
+
+
+def _bad_numbers(max_active_gears: int, percentages: list[float | None]) -> str | None:
+    if max_active_gears <= 0:
+        return f"max_active_gears is {max_active_gears}: usage percentages are undefined"
+    for value in percentages:
+        if value is not None and (math.isnan(value) or math.isinf(value)):
+            return f"usage percentage is {value}"
+    return None
+
+
+def _from_message(data: dict[str, Any], topic_identity: str) -> NodeFacts:
+    if data.get("schema") != SCHEMA:
+        raise BadMessage("unknown_schema", f"schema {str(data.get('schema'))[:60]!r}")
+    try:
+        message = FactsMessage.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        reason = "missing_field" if first["type"] == "missing" else "wrong_type"
+        raise BadMessage(reason, f"{where}: {first['msg']}") from exc
+    if message.identity != topic_identity:
+        raise BadMessage("identity_mismatch",
+                         f"topic says {topic_identity[:80]!r}, message {message.identity[:80]!r}")
+    gears = message.gears
+    active = gears.active if gears.active is not None else max(
+        0, gears.total - gears.idle - gears.stopped)
+    return NodeFacts(
+        identity=message.identity,
+        node_profile=message.node_profile,
+        max_active_gears=message.limits.max_active_gears,
+        gears=GearCounts(total=gears.total, active=active, started=gears.started,
+                         idle=gears.idle, stopped=gears.stopped, deploying=gears.deploying,
+                         unknown=gears.unknown),
+        district_uuid=message.district.uuid,
+        district_active=message.district.active,
+        no_overcommit_active=message.limits.no_overcommit_active,
+        public_hostname=message.net.public_hostname,
+        produced_at=_timestamp(message.ts),
+        seq=message.seq,
+        labels=dict(message.labels),
+        bad_reason=_bad_numbers(message.limits.max_active_gears, [message.active_usage_pct]),
+    )
+
+
+def _int(data: dict[str, str], key: str, default: int | None = 0) -> int:
+    text = data.get(key)
+    if text is None:
+        if default is None:
+            raise BadMessage("missing_field", key)
+        return default
+    try:
+        value = int(float(text)) if "." in text else int(text)
+    except (ValueError, OverflowError) as exc:
+        raise BadMessage("wrong_type", f"{key}={text[:40]!r} is not a number") from exc
+    if value < 0:
+        raise BadMessage("bad_value", f"{key}={value} is negative")
+    return value
+
+
+def _float(data: dict[str, str], key: str) -> float | None:
+    text = data.get(key)
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise BadMessage("wrong_type", f"{key}={text[:40]!r} is not a number") from exc
+
+
+def _bool(data: dict[str, str], key: str, default: bool) -> bool:
+    text = data.get(key)
+    if text is None:
+        return default
+    if text.lower() in ("true", "yes", "1"):
+        return True
+    if text.lower() in ("false", "no", "0"):
+        return False
+    raise BadMessage("wrong_type", f"{key}={text[:40]!r} is not a boolean")
+
+
+def _from_legacy(data: dict[str, str], topic_identity: str) -> NodeFacts:
+    """MCollective/Facter facts: every value a string (openshift_facts.rb's names)."""
+    profile = data.get("node_profile")
+    if not profile:
+        raise BadMessage("missing_field", "node_profile")
+    max_active = _int(data, "max_active_gears", default=None)
+    total = _int(data, "gears_total_count")
+    idle = _int(data, "gears_idle_count")
+    stopped = _int(data, "gears_stopped_count")
+    active = _int(data, "gears_active_count", default=max(0, total - idle - stopped))
+    district = data.get("district_uuid")
+    return NodeFacts(
+        identity=topic_identity,
+        node_profile=profile,
+        max_active_gears=max_active,
+        gears=GearCounts(total=total, active=active, started=_int(data, "gears_started_count"),
+                         idle=idle, stopped=stopped,
+                         deploying=_int(data, "gears_deploying_count"),
+                         unknown=_int(data, "gears_unknown_count")),
+        district_uuid=None if district in (None, "", "NONE") else district,
+        district_active=_bool(data, "district_active", True),
+        no_overcommit_active=_bool(data, "no_overcommit_active", False),
+        public_hostname=data.get("public_hostname"),
+        bad_reason=_bad_numbers(max_active, [_float(data, k) for k in (
+            "active_capacity", "capacity", "gears_usage_pct", "gears_active_usage_pct")]),
+    )
+
+
+def parse_facts(payload: bytes, *, topic_identity: str) -> NodeFacts:
+    """Parse one facts payload published on ``nodes/{topic_identity}/facts``."""
+    if len(payload) > MAX_PAYLOAD:
+        raise BadMessage("too_large", f"{len(payload)} bytes > {MAX_PAYLOAD}")
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise BadMessage("invalid_json", str(exc)[:80]) from exc
+    if not isinstance(data, dict):
+        raise BadMessage("not_an_object", type(data).__name__)
+    if "schema" in data:
+        return _from_message(data, topic_identity)
+    if data and all(isinstance(v, str) for v in data.values()):
+        return _from_legacy(data, topic_identity)
+    raise BadMessage("unknown_schema", "neither gearshift.node.facts/1 nor flat string facts")
+
+
+def facts_to_message(facts: NodeFacts, *, now: float) -> dict[str, Any]:
+    """The ``gearshift.node.facts/1`` message for ``facts`` (what agents publish)."""
+    gears = facts.gears
+    return {
+        "schema": SCHEMA,
+        "ts": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
+        "seq": facts.seq,
+        "identity": facts.identity,
+        "node_profile": facts.node_profile,
+        "district": {"uuid": facts.district_uuid, "active": facts.district_active},
+        "limits": {"max_active_gears": facts.max_active_gears,
+                   "no_overcommit_active": facts.no_overcommit_active},
+        "gears": {"total": gears.total, "active": gears.active, "started": gears.started,
+                  "idle": gears.idle, "stopped": gears.stopped, "deploying": gears.deploying,
+                  "unknown": gears.unknown},
+        "net": {"public_hostname": facts.public_hostname or facts.identity},
+        "labels": dict(facts.labels),
+    }

@@ -1,0 +1,1 @@
+"""Reconcile: the control loop that wires observe, decide, act and store together."""

@@ -1,0 +1,181 @@
+"""The control loop: wake, snapshot, plan, act, record. One evaluation at a time.
+
+It wakes on a timer, on ``wake()`` (a fact that crossed a policy edge, a capacity request,
+a policy reload) and runs one ``reconcile_once``:
+
+1. push in-flight operations forward (registrations, gear moves, provisioning timeouts);
+2. take a snapshot (fleet facts joined with the journal, requests and signals);
+3. ``decide.plan`` it; carry the plan out;
+4. when a provider answered "no quota" or "no capacity", re-plan at once (up to
+   ``spill_rounds`` times) so the remaining nodes go to the next placement in this
+   reconcile, not the next one;
+5. export metrics.
+
+A failing reconcile is logged and counted; the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+
+import structlog
+
+from gearshift import decide
+from gearshift.act.executor import Executor
+from gearshift.act.providers.guard import GuardedProvider
+from gearshift.clock import Clock
+from gearshift.metrics import Metrics
+from gearshift.model import FleetSnapshot, Plan, PlannerState, PoolEvaluation, ScaleOut, Signal
+from gearshift.observe.fleet import FleetModel
+from gearshift.observe.requests import RequestBook
+from gearshift.policy.holder import PolicyHolder
+from gearshift.store.journal import Journal, drains_in_flight, pending_nodes
+
+log = structlog.get_logger(component="gearshift.reconcile")
+
+
+def _merge_growth(first: PlannerState, later: PlannerState) -> PlannerState:
+    """Keep the scale-up times of an earlier round when a spill round re-planned."""
+    pools = dict(later.pools)
+    for name, memory in first.pools.items():
+        if name in pools and memory.last_scale_up is not None:
+            current = pools[name].last_scale_up
+            if current is None or memory.last_scale_up > current:
+                pools[name] = replace(pools[name], last_scale_up=memory.last_scale_up)
+    return PlannerState(pools=pools)
+
+
+class Reconciler:
+    def __init__(self, *, fleet: FleetModel, policies: PolicyHolder, executor: Executor,
+                 journal: Journal, providers: Mapping[str, GuardedProvider], clock: Clock,
+                 interval: float, metrics: Metrics | None = None,
+                 requests: RequestBook | None = None,
+                 signals: Callable[[], list[Signal]] | None = None,
+                 spill_rounds: int = 3) -> None:
+        self.fleet = fleet
+        self.policies = policies
+        self.executor = executor
+        self.journal = journal
+        self.providers = providers
+        self.clock = clock
+        self.interval = interval
+        self.metrics = metrics
+        self.requests = requests or RequestBook()
+        self.signals = signals
+        self.spill_rounds = spill_rounds
+        self.state = PlannerState()
+        self.paused: set[str] = set()
+        self.last_plan: Plan | None = None
+        self.last_pools: Mapping[str, PoolEvaluation] = {}
+        self.last_snapshot: FleetSnapshot | None = None
+        self.last_success: float | None = None
+        self.reconciles = 0
+        self._wake = asyncio.Event()
+        self.on_reconciled: list[Callable[[Plan], Awaitable[None] | None]] = []
+
+    def wake(self, reason: str = "") -> None:
+        """Run a reconcile as soon as possible."""
+        if not self._wake.is_set():
+            log.debug("wake", reason=reason)
+        self._wake.set()
+
+    async def snapshot(self) -> FleetSnapshot:
+        now = self.clock.now()
+        ops = await self.journal.open_operations()
+        return self.fleet.snapshot(
+            now, machines=await self.journal.machines(), pending=pending_nodes(ops),
+            drains=drains_in_flight(ops), requests=self.requests.active(now),
+            signals=self.signals() if self.signals else ())
+
+    async def dry_run(self) -> Plan:
+        """What the planner would do now, without doing it."""
+        snapshot = await self.snapshot()
+        return decide.plan(snapshot, self.policies.current, now=snapshot.taken_at,
+                           statuses={n: p.status() for n, p in self.providers.items()},
+                           state=self.state, paused=frozenset(self.paused))
+
+    async def reconcile_once(self) -> Plan:
+        started = time.perf_counter()
+        policies = self.policies.current
+        now = self.clock.now()
+        snapshot = await self.snapshot()
+        await self.executor.progress(snapshot, lambda i: self.fleet.is_fresh(i, now))
+        start_state = self.state
+        state = start_state
+        plan: Plan | None = None
+        for round_ in range(self.spill_rounds):
+            snapshot = await self.snapshot()
+            statuses = {n: p.status() for n, p in self.providers.items()}
+            candidate = decide.plan(snapshot, policies, now=now, statuses=statuses,
+                                    state=start_state, paused=frozenset(self.paused))
+            if round_ > 0:
+                # Spill rounds only place what the first round could not: no second drain.
+                candidate = replace(candidate, actions=tuple(
+                    a for a in candidate.actions if isinstance(a, ScaleOut)))
+                state = _merge_growth(state, candidate.state)
+            else:
+                state = candidate.state
+            plan = candidate if plan is None else replace(
+                candidate, actions=plan.actions + candidate.actions)
+            report = await self.executor.execute(candidate, snapshot, policies)
+            if not report.spill:
+                break
+            log.info("provider out of quota or capacity: re-planning to spill over",
+                     round=round_ + 1)
+        assert plan is not None
+        self.state = state
+        plan = replace(plan, state=state)
+        if plan.actions:
+            # Status and metrics show the fleet after the actions (nodes now booting or
+            # draining), not the reading that led to them.
+            snapshot = await self.snapshot()
+            after = decide.plan(snapshot, policies, now=now,
+                                statuses={n: p.status() for n, p in self.providers.items()},
+                                state=state, paused=frozenset(self.paused))
+            self.last_pools = after.pools
+        else:
+            self.last_pools = plan.pools
+        self.last_plan = plan
+        self.last_snapshot = snapshot
+        self.last_success = now
+        self.reconciles += 1
+        if self.metrics is not None:
+            self.metrics.record_pools(
+                self.last_pools,
+                limits={p.name: (p.size.min, p.size.max) for p in policies.pools},
+                bands={p.name: (p.density.scale_up_above, p.density.target,
+                                p.density.scale_down_below) for p in policies.pools})
+            self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+            self.metrics.reconciles.labels("ok").inc()
+            self.metrics.last_success.set(now)
+        for callback in self.on_reconciled:
+            result = callback(plan)
+            if result is not None:
+                await result
+        return plan
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Reconcile on every wake-up or timer tick until ``stop`` is set."""
+
+        async def relay_stop() -> None:
+            await stop.wait()
+            self._wake.set()
+
+        relay = asyncio.create_task(relay_stop())
+        try:
+            while not stop.is_set():
+                try:
+                    await self.reconcile_once()
+                except Exception:
+                    log.exception("reconcile failed; the loop goes on")
+                    if self.metrics is not None:
+                        self.metrics.reconciles.labels("error").inc()
+                if stop.is_set():
+                    break
+                await self.clock.wait_for(self._wake, self.interval)
+                self._wake.clear()
+        finally:
+            relay.cancel()

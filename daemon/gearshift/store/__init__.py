@@ -1,0 +1,1 @@
+"""Store: the durable journal of intents and in-flight operations."""

@@ -1,0 +1,98 @@
+"""Facts over a real mosquitto: retained fleet at start-up, bad messages counted, wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiomqtt
+
+from gearshift.clock import SystemClock
+from gearshift.metrics import Metrics
+from gearshift.model import NodeState
+from gearshift.observe.fleet import FleetModel
+from gearshift.observe.mqtt import MqttFactSource
+from gearshift.settings import MqttSettings
+
+PREFIX = "gearshift/v1"
+
+
+def facts(identity: str, *, active: int, seq: int, ts: str = "2030-01-01T00:00:00Z") -> bytes:
+    return json.dumps({
+        "schema": "gearshift.node.facts/1", "ts": ts, "seq": seq, "identity": identity,
+        "node_profile": "small", "limits": {"max_active_gears": 60},
+        "gears": {"total": active, "active": active}}).encode()
+
+
+async def wait_until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+async def test_retained_facts_give_the_fleet_and_bad_messages_are_counted(
+        mosquitto: tuple[str, int]) -> None:
+    host, port = mosquitto
+    prefix = f"{PREFIX}/test-{port}-ingest"
+    settings = MqttSettings(host=host, port=port, prefix=prefix)
+    async with aiomqtt.Client(host, port) as publisher:
+        for i in range(5):
+            await publisher.publish(f"{prefix}/nodes/n{i}/facts",
+                                    facts(f"n{i}", active=10 * i, seq=1), qos=1, retain=True)
+        fleet = FleetModel(stale_after=10**9)
+        metrics = Metrics()
+        pokes: list[int] = []
+        source = MqttFactSource(settings, fleet, metrics=metrics, clock=SystemClock(),
+                                on_facts=lambda: pokes.append(1))
+        stop = asyncio.Event()
+        task = asyncio.create_task(source.run(stop))
+        await wait_until(lambda: len(fleet) == 5)
+        await asyncio.wait_for(source.caught_up.wait(), 5)
+        assert fleet.source_up
+        assert fleet.facts("n3").gears.active == 30  # type: ignore[union-attr]
+
+        await publisher.publish(f"{prefix}/nodes/n1/facts", b"{garbage", qos=1)
+        await publisher.publish(f"{prefix}/nodes/n2/facts", facts("n9", active=1, seq=2), qos=1)
+        await publisher.publish(f"{prefix}/nodes/n3/facts", facts("n3", active=1, seq=0), qos=1)
+        await publisher.publish(f"{prefix}/nodes/n4/status", b"offline", qos=1)
+        await publisher.publish(f"{prefix}/nodes/n0/facts", facts("n0", active=42, seq=2), qos=1)
+        await wait_until(lambda: fleet.facts("n0").gears.active == 42)  # type: ignore[union-attr]
+        exposition = metrics.exposition().decode()
+        assert 'gearshift_bad_messages_total{reason="invalid_json"} 1.0' in exposition
+        assert 'gearshift_bad_messages_total{reason="identity_mismatch"} 1.0' in exposition
+        assert 'gearshift_bad_messages_total{reason="out_of_order"} 1.0' in exposition
+        assert fleet.facts("n3").gears.active == 30  # type: ignore[union-attr]
+        states = {n.identity: n.state for n in fleet.snapshot(0).nodes}
+        assert states["n4"] is NodeState.UNKNOWN
+        assert pokes
+
+        await source.forget_node("n0")  # a retired node's retained facts are cleared
+        assert fleet.facts("n0") is None
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        for i in range(5):
+            await publisher.publish(f"{prefix}/nodes/n{i}/facts", b"", qos=1, retain=True)
+
+
+async def test_broker_loss_marks_the_source_down_and_it_reconnects(
+        mosquitto: tuple[str, int], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from gearshift.sim.broker import start_mosquitto  # a broker of its own, to stop
+
+    process, port = start_mosquitto(tmp_path)
+    fleet = FleetModel(stale_after=60)
+    source = MqttFactSource(MqttSettings(host="127.0.0.1", port=port), fleet)
+    stop = asyncio.Event()
+    task = asyncio.create_task(source.run(stop))
+    try:
+        await asyncio.wait_for(source.caught_up.wait(), 5)
+        assert fleet.source_up
+        process.terminate()
+        process.wait(5)
+        await wait_until(lambda: not fleet.source_up)
+        process, _ = start_mosquitto(tmp_path, port=port)
+        await wait_until(lambda: fleet.source_up, timeout=15)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        process.terminate()
+        process.wait(5)

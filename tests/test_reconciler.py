@@ -1,0 +1,141 @@
+"""The reconcile loop with fake time: timer, wake-ups, spillover, crashes, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+from builders import PROVIDERS, policy_set, pool
+from gearshift.act.executor import Executor
+from gearshift.act.providers.guard import GuardedProvider, GuardSettings
+from gearshift.clock import ManualClock
+from gearshift.metrics import Metrics
+from gearshift.observe.fleet import FleetModel
+from gearshift.policy.holder import PolicyHolder
+from gearshift.policy.schema import PolicySet, ProvidersFile
+from gearshift.reconcile.reconciler import Reconciler
+from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
+from gearshift.sim.runner import seed_fleet
+from gearshift.sim.world import SimWorld
+from gearshift.store.journal import MemoryJournal
+
+
+class Rig:
+    """A reconciler over a simulated world, on a manual clock."""
+
+    def __init__(self, policies: PolicySet, *, demand: int, clock: ManualClock) -> None:
+        assert policies.providers is not None
+        self.clock = clock
+        self.world = SimWorld(seed=1, start=clock.now(), move_time=5)
+        self.policies = policies
+        self.demand = demand
+        self.journal = MemoryJournal()
+        self.fleet = FleetModel(stale_after=120)
+        self.metrics = Metrics()
+        rng = random.Random(1)
+        self.providers = {s.name: GuardedProvider(
+            SimulatedProvider(s, world=self.world, clock=clock, rng=rng), clock=clock,
+            metrics=self.metrics, settings=GuardSettings(retry_deadline=5), boot_time=s.boot_time)
+            for s in policies.providers.providers}
+        self.executor = Executor(providers=self.providers, platform=SimulatedPlatform(self.world),
+                                 journal=self.journal, clock=clock, metrics=self.metrics)
+        self.reconciler = Reconciler(fleet=self.fleet, policies=PolicyHolder.fixed(policies),
+                                     executor=self.executor, journal=self.journal,
+                                     providers=self.providers, clock=clock, interval=30,
+                                     metrics=self.metrics)
+
+    async def seed(self) -> None:
+        """Start with the pool's min of 2 nodes, then apply the demand."""
+        await seed_fleet(self.world, self.journal, self.policies, {"small": 0},
+                         start=self.clock.now())
+        self.world.set_demand("small", self.demand)
+        self.publish()
+
+    def publish(self) -> None:
+        self.world.advance(self.clock.now())
+        for node in self.world.ready_nodes():
+            self.fleet.ingest(node.facts(self.clock.now()), received_at=self.clock.now())
+
+
+async def test_timer_and_wake_drive_reconciles_without_sleeping() -> None:
+    clock = ManualClock()
+    rig = Rig(policy_set(pool()), demand=100, clock=clock)
+    await rig.seed()
+    stop = asyncio.Event()
+    task = asyncio.create_task(rig.reconciler.run(stop))
+    await clock.advance(0)
+    assert rig.reconciler.reconciles == 1
+    await clock.advance(29)
+    assert rig.reconciler.reconciles == 1
+    await clock.advance(1)
+    assert rig.reconciler.reconciles == 2
+    rig.reconciler.wake("test")
+    await clock.advance(0)
+    assert rig.reconciler.reconciles == 3
+    stop.set()
+    await asyncio.wait_for(task, 1)
+
+
+async def test_a_crashing_reconcile_is_logged_and_the_loop_goes_on() -> None:
+    clock = ManualClock()
+    rig = Rig(policy_set(pool()), demand=100, clock=clock)
+    await rig.seed()
+    calls = {"n": 0}
+    original = rig.reconciler.reconcile_once
+
+    async def flaky() -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("boom")
+        return await original()
+
+    rig.reconciler.reconcile_once = flaky  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    task = asyncio.create_task(rig.reconciler.run(stop))
+    await clock.advance(0)
+    await clock.advance(30)
+    assert calls["n"] == 2
+    assert rig.reconciler.reconciles == 1
+    exposition = rig.metrics.exposition().decode()
+    assert 'gearshift_reconciles_total{outcome="error"} 1.0' in exposition
+    assert 'gearshift_reconciles_total{outcome="ok"} 1.0' in exposition
+    stop.set()
+    await asyncio.wait_for(task, 1)
+
+
+async def test_quota_error_spills_to_the_next_provider_in_the_same_reconcile() -> None:
+    data = {**PROVIDERS, "providers": [dict(p) for p in PROVIDERS["providers"]]}
+    # rack-a's real quota is bigger on paper than in reality: the provider refuses the 3rd.
+    data["providers"][0]["simulation"] = {"capacity_errors_after": 0}
+    policies = policy_set(pool(), providers=data)
+    clock = ManualClock()
+    rig = Rig(policies, demand=110, clock=clock)  # 2 seed nodes at 0.92: +2 nodes
+    await rig.seed()
+    plan = await rig.reconciler.reconcile_once()
+    made = {n.provider for n in rig.world.nodes.values() if not n.key.startswith("seed")}
+    assert made == {"vsphere-dc1"}
+    assert rig.reconciler.reconciles == 1
+    kinds = [(a.kind, getattr(a, "provider", "")) for a in plan.actions]
+    assert ("scale_out", "rack-a") in kinds and ("scale_out", "vsphere-dc1") in kinds
+    status = rig.providers["rack-a"].status()
+    assert not status.available and "capacity" in (status.why_unavailable or "")
+
+
+async def test_nodes_register_when_their_facts_arrive_and_time_to_ready_is_measured() -> None:
+    clock = ManualClock()
+    rig = Rig(policy_set(pool()), demand=110, clock=clock)
+    await rig.seed()
+    await rig.reconciler.reconcile_once()
+    assert len(await rig.journal.open_operations()) == 1  # 110 gears want 170 slots: +1
+    await clock.advance(8 * 60 + 1)
+    rig.publish()
+    await rig.reconciler.reconcile_once()
+    assert await rig.journal.open_operations() == []
+    assert rig.providers["rack-a"].boot_time == 481
+    assert 'gearshift_provider_time_to_ready_seconds{provider="rack-a"} 481.0' in \
+        rig.metrics.exposition().decode()
+
+
+def test_providers_fixture_is_valid() -> None:
+    assert ProvidersFile.model_validate(PROVIDERS).providers
