@@ -1,0 +1,1 @@
+"""Sim: a simulated PaaS and providers, for `simulate`, `demo` and the tests."""

@@ -1,0 +1,115 @@
+"""Simulated stand-ins for every provider and for the PaaS, backed by one ``SimWorld``.
+
+Each provider named in the providers file gets a ``SimulatedProvider`` that obeys its
+``simulation:`` block: boot time (default: the provider's ``boot_time``) plus a random
+jitter, a ``failure_rate`` of transient errors, and capacity errors once
+``capacity_errors_after`` machines have been made (and, with ``capacity_recovers_after``,
+only for that long). Quotas are enforced as a real provider would.
+"""
+
+from __future__ import annotations
+
+import random
+
+from gearshift.act.platform.base import MoveReport, NodeRef, Platform
+from gearshift.act.providers.base import CreateRequest, Provider, QuotaInfo
+from gearshift.clock import Clock
+from gearshift.errors import CapacityUnavailable, QuotaExceeded, TransientError
+from gearshift.model import Machine
+from gearshift.policy.schema import ProviderSpec, SimulationSpec
+from gearshift.sim.world import SimNode, SimWorld
+
+
+class SimulatedProvider(Provider):
+    def __init__(self, spec: ProviderSpec, *, world: SimWorld, clock: Clock,
+                 rng: random.Random) -> None:
+        super().__init__(spec.name)
+        self.spec = spec
+        self.sim = spec.simulation or SimulationSpec()
+        self.world = world
+        self.clock = clock
+        self.rng = rng
+        self.created = 0
+        self.capacity_error_since: float | None = None
+
+    def _machine(self, node: SimNode) -> Machine:
+        return Machine(provider=self.name, machine_id=node.machine_id, name=node.identity,
+                       blueprint=None, pool=node.pool, created_at=node.created_at, key=node.key)
+
+    def _capacity_exhausted(self, now: float) -> bool:
+        limit = self.sim.capacity_errors_after
+        if limit is None or self.created < limit:
+            return False
+        if self.capacity_error_since is None:
+            self.capacity_error_since = now
+        recover = self.sim.capacity_recovers_after
+        if recover is not None and now - self.capacity_error_since >= recover:
+            self.created = 0  # capacity came back; it may run out again later
+            self.capacity_error_since = None
+            return False
+        return True
+
+    async def create(self, request: CreateRequest) -> Machine:
+        existing = self.world.keys.get(request.key)
+        if existing is not None and existing in self.world.nodes:
+            return self._machine(self.world.nodes[existing])
+        now = self.clock.now()
+        if self.rng.random() < self.sim.failure_rate:
+            raise TransientError(self.name, "simulated API error (503)")
+        owned = sum(1 for n in self.world.nodes.values() if n.provider == self.name)
+        if owned >= self.spec.quota.max_nodes:
+            raise QuotaExceeded(self.name, f"quota of {self.spec.quota.max_nodes} nodes reached")
+        if self._capacity_exhausted(now):
+            raise CapacityUnavailable(self.name, "simulated InsufficientInstanceCapacity")
+        boot = self.sim.boot_time if self.sim.boot_time is not None else self.spec.boot_time
+        ready_at = now + boot + (self.rng.uniform(0, self.sim.boot_jitter)
+                                 if self.sim.boot_jitter else 0.0)
+        blueprint = request.blueprint
+        node = SimNode(identity=request.name, pool=request.pool, profile=blueprint.node_profile,
+                       max_active_gears=blueprint.expected_max_active_gears, provider=self.name,
+                       machine_id=f"{self.name}-m{len(self.world.keys) + 1}", key=request.key,
+                       created_at=now, ready_at=ready_at)
+        self.world.add_node(node)
+        self.created += 1
+        return self._machine(node)
+
+    async def list_owned(self) -> list[Machine]:
+        return [self._machine(n) for n in self.world.nodes.values() if n.provider == self.name]
+
+    async def destroy(self, machine_id: str) -> None:
+        node = next((n for n in self.world.nodes.values() if n.machine_id == machine_id), None)
+        if node is not None:
+            self.world.destroy(node.identity)
+
+    async def quota(self) -> QuotaInfo:
+        used = sum(1 for n in self.world.nodes.values() if n.provider == self.name)
+        return QuotaInfo(max_nodes=self.spec.quota.max_nodes, used=used)
+
+
+class SimulatedPlatform(Platform):
+    """The PaaS side: districts and gear moves, in the simulated world."""
+
+    def __init__(self, world: SimWorld) -> None:
+        self.world = world
+
+    def _set_active(self, identity: str, active: bool) -> None:
+        node = self.world.nodes.get(identity)
+        if node is not None and node.district_active != active:
+            node.district_active = active
+            node.dirty = True
+
+    async def deactivate(self, node: NodeRef) -> None:
+        self._set_active(node.identity, False)
+
+    async def activate(self, node: NodeRef) -> None:
+        self._set_active(node.identity, True)
+
+    async def move_gears(self, node: NodeRef, *, limit: int) -> MoveReport:
+        started, remaining = self.world.start_moves(node.identity, limit)
+        return MoveReport(started=started, failed=0, remaining=remaining)
+
+    async def remove(self, node: NodeRef) -> None:
+        return None
+
+    async def add(self, node: NodeRef) -> None:
+        return None

@@ -1,0 +1,267 @@
+"""A simulated PaaS: nodes, gears placed the way the OpenShift v2 broker places them, drains.
+
+Used by ``simulate``, ``demo`` and the tests, always through the same interfaces the real
+world is seen through (node facts, ``Provider``, ``Platform``). Time is whatever the
+caller passes to ``advance``: a simulation runs a week in seconds, the demo in real time.
+
+Gears, per pool (from ``docs: openshift-v2.md``):
+
+* demand is a number of *active* gears per pool, set by a trace;
+* more demand first wakes idle gears where they sleep (which can push a node past its
+  ``max_active_gears``: headroom is there for that), then places new gears one by one on
+  the active node with the lowest active density that has room, as the broker does;
+  deactivated (draining) nodes get none; what fits nowhere is *unmet*;
+* less demand idles gears on nodes in proportion to their active gears;
+* a gear move takes ``move_time`` and fails with ``move_failure_rate``; a moved gear keeps
+  its state and lands on the emptiest active node with room.
+
+The world also keeps the score: unmet gear-seconds, node-seconds per provider, and the
+violations a report lists.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+from gearshift.model import GearCounts, NodeFacts
+
+
+@dataclass
+class _Move:
+    done_at: float
+    ok: bool
+    state: str  # active | idle | stopped
+
+
+@dataclass
+class SimNode:
+    identity: str
+    pool: str
+    profile: str
+    max_active_gears: int
+    provider: str
+    machine_id: str
+    key: str
+    created_at: float
+    ready_at: float
+    district: str = "district-sim"
+    active: int = 0
+    idle: int = 0
+    stopped: int = 0
+    district_active: bool = True
+    moves: list[_Move] = field(default_factory=list)
+    seq: int = 0
+    dirty: bool = True  # facts changed since last published
+
+    def ready(self, now: float) -> bool:
+        return now >= self.ready_at
+
+    @property
+    def total(self) -> int:
+        return self.active + self.idle + self.stopped
+
+    def facts(self, now: float) -> NodeFacts:
+        self.seq += 1
+        return NodeFacts(
+            identity=self.identity, node_profile=self.profile,
+            max_active_gears=self.max_active_gears,
+            gears=GearCounts(total=self.total, active=self.active, started=self.active,
+                             idle=self.idle, stopped=self.stopped),
+            district_uuid=self.district, district_active=self.district_active,
+            produced_at=now, seq=self.seq)
+
+
+@dataclass
+class Violations:
+    above_max: int = 0
+    below_min: int = 0
+    retired_with_active_gears: int = 0
+    duplicate_creates: int = 0
+    leaked_nodes: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class SimWorld:
+    """Nodes, gears and the score of one simulated PaaS."""
+
+    def __init__(self, *, seed: int = 0, start: float = 0.0, move_time: float = 20.0,
+                 move_failure_rate: float = 0.0, idle_cap_factor: float = 1.0) -> None:
+        self.rng = random.Random(seed)
+        self.now = start
+        self.move_time = move_time
+        self.move_failure_rate = move_failure_rate
+        self.idle_cap_factor = idle_cap_factor
+        self.nodes: dict[str, SimNode] = {}
+        self.demand: dict[str, int] = {}
+        self.unmet: dict[str, int] = {}
+        self.keys: dict[str, str] = {}  # idempotency key -> identity
+        self.creates_by_key: Counter[str] = Counter()
+        self.destroyed: list[SimNode] = []
+        self.violations = Violations()
+        self.unmet_gear_seconds: dict[str, float] = {}
+        self.node_seconds: dict[str, float] = {}
+        self.move_stats = Counter[str]()
+
+    # -- machines ---------------------------------------------------------------------
+    def add_node(self, node: SimNode) -> None:
+        self.creates_by_key[node.key] += 1
+        if self.creates_by_key[node.key] > 1 or node.identity in self.nodes:
+            self.violations.duplicate_creates += 1
+        self.nodes[node.identity] = node
+        self.keys[node.key] = node.identity
+
+    def destroy(self, identity: str) -> SimNode | None:
+        node = self.nodes.pop(identity, None)
+        if node is None:
+            return None
+        if node.active > 0:
+            self.violations.retired_with_active_gears += 1
+        self.destroyed.append(node)
+        return node
+
+    def pool_nodes(self, pool: str) -> list[SimNode]:
+        return [n for n in self.nodes.values() if n.pool == pool]
+
+    # -- demand -----------------------------------------------------------------------
+    def set_demand(self, pool: str, gears: int) -> None:
+        self.demand[pool] = max(0, gears)
+
+    def _rebalance(self, pool: str) -> None:
+        ready = [n for n in self.nodes.values() if n.pool == pool and n.ready(self.now)]
+        placed = sum(n.active for n in ready)
+        want = self.demand.get(pool, 0)
+        if want > placed:
+            placed += self._wake_idle(ready, want - placed)
+        if want > placed:
+            placed += self._place(ready, want - placed)
+        elif want < placed:
+            self._idle(ready, placed - want)
+            placed = want
+        self.unmet[pool] = max(0, want - placed)
+
+    def _wake_idle(self, nodes: list[SimNode], wanted: int) -> int:
+        """Idle gears wake where they sleep, whatever the node's limit.
+
+        About half of returning demand is old, idled apps waking up; the rest is new.
+        """
+        sleeping = sum(n.idle for n in nodes)
+        if sleeping == 0:
+            return 0
+        to_wake = min(wanted, sleeping) // 2
+        woken = 0
+        for node in nodes:
+            share = min(node.idle, to_wake * node.idle // sleeping)
+            if share:
+                node.idle -= share
+                node.active += share
+                node.dirty = True
+                woken += share
+        return woken
+
+    def _place(self, nodes: list[SimNode], gears: int) -> int:
+        heap = [(n.active / n.max_active_gears, i, n) for i, n in enumerate(nodes)
+                if n.district_active and n.active < n.max_active_gears]
+        heapq.heapify(heap)
+        placed = 0
+        while placed < gears and heap:
+            _, i, node = heapq.heappop(heap)
+            room = node.max_active_gears - node.active
+            # Fill up to the next node's density in one go (same result as one-by-one).
+            next_density = heap[0][0] if heap else 1.0
+            take = max(1, min(room, gears - placed,
+                              int(next_density * node.max_active_gears) - node.active + 1))
+            node.active += take
+            node.dirty = True
+            placed += take
+            if node.active < node.max_active_gears:
+                heapq.heappush(heap, (node.active / node.max_active_gears, i, node))
+        return placed
+
+    def _idle(self, nodes: list[SimNode], gears: int) -> None:
+        """Gears go idle in proportion to each node's active gears."""
+        active = sum(n.active for n in nodes)
+        if active == 0:
+            return
+        left = gears
+        for node in sorted(nodes, key=lambda n: (-n.active, n.identity)):
+            share = min(node.active, -(-gears * node.active // active), left)
+            node.active -= share
+            node.idle = min(node.idle + share,
+                            int(node.max_active_gears * self.idle_cap_factor))
+            node.dirty = node.dirty or share > 0
+            left -= share
+            if left <= 0:
+                break
+
+    # -- drains -----------------------------------------------------------------------
+    def start_moves(self, identity: str, limit: int) -> tuple[int, int]:
+        """Start up to ``limit`` gear moves off a node; returns (started, remaining)."""
+        node = self.nodes.get(identity)
+        if node is None:
+            return 0, 0
+        in_flight = len(node.moves)
+        by_state = {"active": node.active, "idle": node.idle, "stopped": node.stopped}
+        for move in node.moves:
+            by_state[move.state] -= 1
+        started = 0
+        for state in ("active", "idle", "stopped"):
+            while by_state[state] > 0 and started + in_flight < limit:
+                ok = self.rng.random() >= self.move_failure_rate
+                jitter = self.rng.uniform(0.5, 1.5)
+                node.moves.append(_Move(self.now + self.move_time * jitter, ok, state))
+                by_state[state] -= 1
+                started += 1
+        return started, node.total - len(node.moves)
+
+    def _finish_moves(self) -> None:
+        for node in list(self.nodes.values()):
+            if not node.moves:
+                continue
+            done = [m for m in node.moves if m.done_at <= self.now]
+            if not done:
+                continue
+            node.moves = [m for m in node.moves if m.done_at > self.now]
+            for move in done:
+                target = self._move_target(node)
+                if not move.ok or target is None:
+                    self.move_stats["failed"] += 1
+                    continue
+                setattr(node, move.state, getattr(node, move.state) - 1)
+                setattr(target, move.state, getattr(target, move.state) + 1)
+                node.dirty = target.dirty = True
+                self.move_stats["moved"] += 1
+
+    def _move_target(self, source: SimNode) -> SimNode | None:
+        candidates = [n for n in self.nodes.values()
+                      if n.pool == source.pool and n is not source and n.district_active
+                      and n.ready(self.now) and n.active < n.max_active_gears]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda n: (n.active / n.max_active_gears, n.identity))
+
+    # -- time -------------------------------------------------------------------------
+    def advance(self, now: float) -> None:
+        """Move the world to ``now``: score the interval just ended, then update it."""
+        elapsed = max(0.0, now - self.now)
+        if elapsed:
+            for pool, unmet in self.unmet.items():
+                self.unmet_gear_seconds[pool] = self.unmet_gear_seconds.get(pool, 0.0) + (
+                    unmet * elapsed)
+            for node in self.nodes.values():
+                self.node_seconds[node.provider] = self.node_seconds.get(node.provider, 0.0) + (
+                    elapsed)
+        self.now = now
+        newly_ready = [n for n in self.nodes.values() if n.ready(now) and n.seq == 0]
+        for node in newly_ready:
+            node.dirty = True
+        self._finish_moves()
+        for pool in set(self.demand) | {n.pool for n in self.nodes.values()}:
+            self._rebalance(pool)
+
+    def ready_nodes(self) -> list[SimNode]:
+        return [n for n in self.nodes.values() if n.ready(self.now)]
