@@ -1,0 +1,1 @@
+"""API: the HTTP surface (metrics, health, status, plan, events, operator commands)."""

@@ -1,0 +1,225 @@
+"""The ``gearshift`` command: one subcommand per job, each with a ``--help`` that helps.
+
+Exit codes: 0 success, 1 invalid input (problems printed as ``FILE:LINE:COL: message``),
+2 bad usage (argparse), 3 a runtime failure (a peer unreachable, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from gearshift import __version__
+from gearshift.errors import ConfigError, GearshiftError
+
+EPILOG = """\
+examples:
+  gearshift validate /etc/gearshift/policies /etc/gearshift/providers.yaml
+  gearshift plan --config /etc/gearshift/config.yaml --snapshot fleet.json
+  gearshift simulate --policies policies/examples/flash-crowd/pools \\
+      --providers policies/examples/flash-crowd/providers.yaml \\
+      --trace policies/examples/flash-crowd/trace.csv --report-json report.json
+  gearshift demo --for 60
+"""
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from gearshift.policy.loader import validate_paths  # noqa: PLC0415 - keep start-up light
+
+    problems = validate_paths(args.paths)
+    for line in problems:
+        print(line)
+    if not problems and not args.quiet:
+        print(f"ok: {', '.join(str(p) for p in args.paths)}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from gearshift.policy.schema import PoolPolicy, ProvidersFile  # noqa: PLC0415
+
+    schemas = {"pool": PoolPolicy.model_json_schema(by_alias=True),
+               "providers": ProvidersFile.model_json_schema(by_alias=True)}
+    if args.kind == "all":
+        out = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+               "title": "gearshift policy or providers file",
+               "oneOf": [schemas["pool"], schemas["providers"]]}
+    else:
+        out = schemas[args.kind]
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from gearshift import decide  # noqa: PLC0415
+    from gearshift.explain import plan_to_dict, plan_to_text  # noqa: PLC0415
+    from gearshift.observe.snapshot_file import load_snapshot  # noqa: PLC0415
+    from gearshift.policy.loader import load_policy_set  # noqa: PLC0415
+    from gearshift.settings import load_settings  # noqa: PLC0415
+
+    settings = load_settings(args.config)
+    policies = load_policy_set([settings.policies_dir, settings.providers_file])
+    now = time.time()
+    if args.snapshot is not None:
+        snapshot = load_snapshot(args.snapshot, now=now,
+                                 stale_after=settings.reconcile.stale_after)
+    else:
+        from gearshift.observe.mqtt import collect_snapshot  # noqa: PLC0415
+
+        snapshot = asyncio.run(collect_snapshot(settings, wait=args.wait))
+    plan = decide.plan(snapshot, policies, now=snapshot.taken_at)
+    if args.json:
+        print(json.dumps(plan_to_dict(plan), indent=2))
+    else:
+        print(plan_to_text(plan))
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from gearshift.logs import configure  # noqa: PLC0415
+    from gearshift.policy.loader import load_policy_set  # noqa: PLC0415
+    from gearshift.sim.runner import SimOptions, Simulation  # noqa: PLC0415
+    from gearshift.sim.trace import read_trace  # noqa: PLC0415
+
+    configure(level="warning" if not args.verbose else "info")
+    policies = load_policy_set([args.policies, args.providers])
+    trace = read_trace(args.trace)
+    unknown = trace.pools - {p.name for p in policies.pools}
+    if unknown:
+        raise ConfigError([f"{args.trace}:1:1: trace names pools with no policy: "
+                           f"{', '.join(sorted(unknown))}"])
+    options = SimOptions(seed=args.seed, tick=args.tick, interval=args.interval,
+                         duration=args.duration)
+    started = time.perf_counter()
+    result = asyncio.run(Simulation(policies, trace, options).run())
+    result.report["wall_seconds"] = round(time.perf_counter() - started, 2)
+    text = json.dumps(result.report, indent=2)
+    if args.report_json is not None:
+        args.report_json.write_text(text + "\n", encoding="utf-8")
+    print(text)
+    if args.plot is not None:
+        from gearshift.sim.plot import plot_timeline  # noqa: PLC0415
+
+        plot_timeline(result.timeline, args.plot, title=f"gearshift simulate: {args.trace.name}")
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gearshift.demo import run_demo  # noqa: PLC0415
+
+    return asyncio.run(run_demo(duration=args.for_, port=args.port, verbose=args.verbose))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from gearshift.daemon import run_daemon  # noqa: PLC0415
+
+    return asyncio.run(run_daemon(args.config))
+
+
+def _duration(text: str) -> float:
+    from gearshift.durations import parse_duration  # noqa: PLC0415
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gearshift",
+        description="Node autoscaler for gear-based PaaS fleets: watches gear density, "
+                    "compares it with policies, adds and retires nodes.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"gearshift {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check policy and provider files",
+                       description="Check policy (kind: Pool) and provider (kind: Providers) "
+                                   "files. Prints FILE:LINE:COL: message per problem; exit 1 "
+                                   "if any, 0 if all valid. Directories are read for *.yaml.")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing when valid")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of the policy files",
+                       description="Print the JSON Schema, for editors that validate YAML "
+                                   "while you type (yaml-language-server).")
+    p.add_argument("--kind", choices=["pool", "providers", "all"], default="all")
+    p.set_defaults(func=_cmd_schema)
+
+    p = sub.add_parser("plan", help="show what gearshift would do now (dry run)",
+                       description="Plan once and print every action with its reason and "
+                                   "the placements considered. Nothing is changed.")
+    p.add_argument("--config", type=Path, required=True, help="daemon config file")
+    p.add_argument("--snapshot", type=Path, help="fleet snapshot JSON instead of live MQTT facts")
+    p.add_argument("--wait", type=_duration, default=3.0,
+                   help="how long to collect retained facts from MQTT (default 3s)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("simulate", help="replay a demand trace against simulated providers",
+                       description="Replay a CSV demand trace (t,pool,active_gears) with the "
+                                   "real planner and reconciler against simulated providers "
+                                   "(each provider's simulation: block) and report.")
+    p.add_argument("--policies", type=Path, required=True, help="directory of kind: Pool files")
+    p.add_argument("--providers", type=Path, required=True, help="the kind: Providers file")
+    p.add_argument("--trace", type=Path, required=True, help="CSV t,pool,active_gears")
+    p.add_argument("--report-json", type=Path, help="write the report here too")
+    p.add_argument("--plot", type=Path, help="draw demand vs capacity to this PNG")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same report)")
+    p.add_argument("--tick", type=_duration, default=10.0, help="simulation step (default 10s)")
+    p.add_argument("--interval", type=_duration, default=30.0,
+                   help="reconcile interval (default 30s)")
+    p.add_argument("--duration", type=_duration, help="simulate this long (default: trace + 1h)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every action")
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("demo", help="run everything embedded on 127.0.0.1",
+                       description="Start an MQTT broker, a simulated fleet and providers, the "
+                                   "real reconciler, metrics and a status page, all on "
+                                   "127.0.0.1. Demand rises and falls; watch it scale.")
+    p.add_argument("--for", dest="for_", type=_duration, metavar="SECONDS",
+                   help="stop after this long and print a summary (default: until Ctrl-C)")
+    p.add_argument("--port", type=int, default=9310, help="HTTP port (default 9310)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every action")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("run", help="run the daemon (systemd Type=notify)",
+                       description="Run the autoscaler daemon. SIGHUP reloads policies, "
+                                   "SIGTERM stops gracefully.")
+    p.add_argument("--config", type=Path, required=True, help="daemon config file")
+    p.set_defaults(func=_cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return 1
+    except GearshiftError as exc:
+        print(f"gearshift: {exc}", file=sys.stderr)
+        return 3
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"gearshift: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

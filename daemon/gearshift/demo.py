@@ -1,0 +1,137 @@
+"""``gearshift demo``: the real daemon against a simulated fleet, all on 127.0.0.1.
+
+An MQTT broker (mosquitto when installed, amqtt otherwise), simulated nodes publishing
+their facts over it, simulated providers that boot nodes in seconds, the real fact
+source, reconciler, executor, metrics and HTTP API. Demand for the ``small`` pool rises
+sharply every 90 seconds and falls again, so within a minute the pool scales up and then
+drains and retires nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import random
+import signal
+import sys
+from pathlib import Path
+
+import structlog
+
+from gearshift.act.executor import Executor
+from gearshift.act.providers.guard import GuardedProvider, GuardSettings
+from gearshift.api.server import ApiServer
+from gearshift.clock import SystemClock
+from gearshift.logs import configure
+from gearshift.metrics import Metrics
+from gearshift.observe.fleet import FleetModel
+from gearshift.observe.mqtt import MqttFactSource
+from gearshift.policy.holder import PolicyHolder
+from gearshift.policy.loader import load_policy_set
+from gearshift.reconcile.reconciler import Reconciler
+from gearshift.reconcile.supervisor import supervise
+from gearshift.reconcile.wakeup import EdgeWaker
+from gearshift.settings import MqttSettings
+from gearshift.sim.broker import embedded_broker
+from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
+from gearshift.sim.publisher import SimPublisher
+from gearshift.sim.runner import seed_fleet
+from gearshift.sim.world import SimWorld
+from gearshift.store.journal import MemoryJournal
+
+log = structlog.get_logger(component="gearshift.demo")
+
+CYCLE = 90.0
+# (seconds into the cycle, active gears demanded): calm, a spike, calm again.
+DEMAND = ((0.0, 50), (5.0, 330), (25.0, 50))
+
+
+def demand_at(elapsed: float) -> int:
+    phase = elapsed % CYCLE
+    return next(g for t, g in reversed(DEMAND) if phase >= t)
+
+
+def demo_policy_dir() -> Path:
+    return Path(str(importlib.resources.files("gearshift.sim").joinpath("demo")))
+
+
+async def run_demo(*, duration: float | None, port: int, verbose: bool = False) -> int:
+    configure(level="info" if verbose else "warning")
+    policies = load_policy_set([demo_policy_dir()])
+    assert policies.providers is not None
+    clock = SystemClock()
+    start = clock.now()
+    async with embedded_broker() as broker:
+        mqtt = MqttSettings(host=broker.host, port=broker.port,
+                            protocol="5" if broker.kind == "mosquitto" else "3.1.1")
+        world = SimWorld(seed=1, start=start, move_time=1.0, move_failure_rate=0.05)
+        metrics = Metrics()
+        journal = MemoryJournal()
+        fleet = FleetModel(stale_after=15.0)
+        rng = random.Random(2)
+        guard = GuardSettings(call_timeout=10, retry_deadline=5, retry_initial=0.2, retry_max=1,
+                              capacity_backoff=20, breaker_reset=15)
+        providers = {spec.name: GuardedProvider(
+            SimulatedProvider(spec, world=world, clock=clock, rng=rng), clock=clock,
+            metrics=metrics, settings=guard, boot_time=spec.boot_time)
+            for spec in policies.providers.providers}
+        source = MqttFactSource(mqtt, fleet, metrics=metrics, clock=clock)
+        executor = Executor(providers=providers, platform=SimulatedPlatform(world),
+                            journal=journal, clock=clock, metrics=metrics,
+                            on_retired=source.forget_node)
+        reconciler = Reconciler(fleet=fleet, policies=PolicyHolder.fixed(policies),
+                                executor=executor, journal=journal, providers=providers,
+                                clock=clock, interval=2.0, metrics=metrics)
+        source.requests = reconciler.requests
+        waker = EdgeWaker(reconciler, debounce=0.1)
+        source.on_facts = waker.poke
+        await seed_fleet(world, journal, policies, {"small": demand_at(0)}, start=start)
+        publisher = SimPublisher(world, mqtt, clock=clock,
+                                 demand=lambda now: {"small": demand_at(now - start)})
+        api = ApiServer(reconciler, metrics, token=None)
+        await api.start("127.0.0.1", port)
+        print(f"gearshift demo: broker {broker.kind} on {broker.host}:{broker.port}\n"
+              f"  status page  http://127.0.0.1:{port}/\n"
+              f"  metrics      http://127.0.0.1:{port}/metrics\n"
+              f"  status JSON  http://127.0.0.1:{port}/v1/status\n"
+              f"  plan         http://127.0.0.1:{port}/v1/plan\n"
+              + (f"running for {duration:g}s" if duration else "Ctrl-C to stop"), flush=True)
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+        async def reconcile(stop: asyncio.Event) -> None:
+            async with asyncio.timeout(15):
+                await source.caught_up.wait()
+            await reconciler.run(stop)
+
+        async def timer(stop: asyncio.Event) -> None:
+            if duration is None:
+                await stop.wait()
+                return
+            try:
+                async with asyncio.timeout(duration):
+                    await stop.wait()
+            except TimeoutError:
+                stop.set()
+
+        try:
+            await supervise({"facts": source.run, "agents": publisher.run, "edges": waker.run,
+                             "reconcile": reconcile, "timer": timer}, stop)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await api.stop()
+    counts = executor.counts
+    print(f"\ngearshift demo summary after {clock.now() - start:.0f}s:\n"
+          f"  nodes created   {counts[('scale_out', 'ok')]}\n"
+          f"  drains          {counts[('drain', 'ok')]} (cancelled "
+          f"{counts[('cancel_drain', 'ok')]})\n"
+          f"  nodes retired   {counts[('retire', 'ok')]}\n"
+          f"  max nodes       {publisher.max_nodes.get('small', 0)}\n"
+          f"  nodes now       {len(world.pool_nodes('small'))}\n"
+          f"  reconciles      {reconciler.reconciles}\n"
+          f"  facts messages  {publisher.messages}", file=sys.stdout, flush=True)
+    return 0

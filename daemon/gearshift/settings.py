@@ -1,0 +1,158 @@
+"""Daemon settings: a YAML file, overridden by ``GEARSHIFT_*`` environment variables.
+
+Nested settings use ``__`` in the environment: ``GEARSHIFT_MQTT__HOST=broker.example``.
+Precedence, highest first: environment, the config file, the defaults below. Defaults
+bind only to 127.0.0.1. Secrets are ``SecretStr`` (printed as ``**********``) and can come
+from a file (``password_file``), so they need not sit in the config or the environment.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from gearshift.durations import parse_duration
+
+_config_file: ContextVar[Path | None] = ContextVar("gearshift_config_file", default=None)
+
+
+def _seconds(value: Any) -> Any:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds)]
+
+
+def read_secret(value: SecretStr | None, file: Path | None, *, what: str) -> SecretStr | None:
+    """The secret given directly, or read from ``file`` (trailing newline stripped)."""
+    if value is not None:
+        return value
+    if file is None:
+        return None
+    try:
+        return SecretStr(file.read_text(encoding="utf-8").rstrip("\n"))
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} from {file}: {exc.strerror}") from exc
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TlsSettings(Section):
+    ca_file: Path | None = Field(None, description="CA bundle that signed the broker's cert.")
+    cert_file: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    key_file: Path | None = Field(None, description="Client certificate's private key.")
+    insecure: bool = Field(False, description="Skip host name checks (tests only).")
+
+
+class MqttSettings(Section):
+    enabled: bool = Field(True, description="Read node facts from MQTT.")
+    host: str = Field("127.0.0.1", description="Broker host (mosquitto, ActiveMQ, ...).")
+    port: int = Field(1883, description="Broker port (8883 is usual with TLS).")
+    prefix: str = Field("gearshift/v1", description="Topic prefix.")
+    protocol: Literal["3.1.1", "5"] = Field(
+        "5", description="MQTT protocol version; ActiveMQ 5.x speaks only 3.1.1.")
+    client_id: str = Field("gearshift", description="MQTT client id prefix of the daemon.")
+    username: str | None = Field(None, description="Broker user name.")
+    password: SecretStr | None = Field(None, description="Broker password (prefer password_file).")
+    password_file: Path | None = Field(None, description="File holding the broker password.")
+    tls: TlsSettings | None = Field(None, description="Connect with TLS when set.")
+    keepalive: int = Field(30, description="MQTT keepalive in seconds.")
+    max_payload: int = Field(65536, description="Larger messages are rejected.")
+
+    def secret(self) -> SecretStr | None:
+        return read_secret(self.password, self.password_file, what="MQTT password")
+
+
+class HttpSettings(Section):
+    host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    port: int = Field(9310, description="Port of /metrics, /healthz, /v1/...")
+    token_file: Path | None = Field(None, description="Bearer token for mutating calls; "
+                                                      "without it they are refused.")
+    max_body: int = Field(65536, description="Largest request body accepted, in bytes.")
+
+
+class ReconcileSettings(Section):
+    interval: Seconds = Field(30.0, description="Reconcile at least this often.")
+    stale_after: Seconds = Field(180.0, description="Facts older than this make a node unknown.")
+    debounce: Seconds = Field(0.2, description="Wait this long after an edge-crossing fact.")
+
+
+class JournalSettings(Section):
+    kind: Literal["memory", "sqlite", "postgres"] = Field(
+        "sqlite", description="Where operations are journaled.")
+    path: Path = Field(Path("/var/lib/gearshift/journal.db"), description="SQLite file.")
+    dsn: SecretStr | None = Field(None, description="PostgreSQL DSN (kind: postgres).")
+    dsn_file: Path | None = Field(None, description="File holding the PostgreSQL DSN.")
+
+
+class PlatformSettings(Section):
+    kind: Literal["openshift", "none"] = Field(
+        "none", description="How nodes are deactivated, drained and removed.")
+    commands: dict[str, str] = Field(default_factory=dict, description=(
+        "Command templates by step (deactivate, activate, move, remove, add); "
+        "the defaults are OpenShift v2's oo-admin-ctl-district and oo-admin-move."))
+    timeout: Seconds = Field(600.0, description="Longest a platform command may run.")
+
+
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: console on a terminal, JSON lines otherwise.")
+
+
+class Settings(BaseSettings):
+    """Everything ``gearshift run`` needs; see deploy/config.example.yaml."""
+
+    model_config = SettingsConfigDict(env_prefix="GEARSHIFT_", env_nested_delimiter="__",
+                                      extra="forbid")
+
+    policies_dir: Path = Field(Path("/etc/gearshift/policies"),
+                               description="Directory of kind: Pool files.")
+    providers_file: Path = Field(Path("/etc/gearshift/providers.yaml"),
+                                 description="The kind: Providers file.")
+    mqtt: MqttSettings = MqttSettings()
+    http: HttpSettings = HttpSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
+    journal: JournalSettings = JournalSettings()
+    platform: PlatformSettings = PlatformSettings()
+    log: LogSettings = LogSettings()
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> Settings:
+        if self.mqtt.password is not None and self.mqtt.password_file is not None:
+            raise ValueError("mqtt: set password or password_file, not both")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = _config_file.get()
+        if config is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config))
+        return (*sources, file_secret_settings)
+
+
+def load_settings(config: Path | None) -> Settings:
+    """Settings from ``config`` (if given) and the environment."""
+    if config is not None and not config.is_file():
+        raise FileNotFoundError(f"config file {config} does not exist")
+    token = _config_file.set(config)
+    try:
+        return Settings()
+    finally:
+        _config_file.reset(token)

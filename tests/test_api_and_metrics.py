@@ -1,0 +1,100 @@
+"""The HTTP API on a reconciler that has run, and its metrics checked by promtool."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from builders import policy_set, pool
+from conftest import need
+from gearshift.api.server import ApiServer
+from gearshift.clock import ManualClock
+from test_reconciler import Rig
+
+TOKEN = "s3cret-token-for-tests"
+
+
+@pytest.fixture
+async def client() -> TestClient:
+    clock = ManualClock()
+    rig = Rig(policy_set(pool()), demand=110, clock=clock)
+    await rig.seed()
+    await rig.reconciler.reconcile_once()
+    api = ApiServer(rig.reconciler, rig.metrics, token=TOKEN, max_body=1024)
+    async with TestClient(TestServer(api.app)) as test_client:
+        test_client.rig = rig  # type: ignore[attr-defined]
+        yield test_client
+
+
+async def test_status_has_the_contract_shape(client: TestClient) -> None:
+    response = await client.get("/v1/status")
+    assert response.status == 200
+    body = await response.json()
+    pool_status = body["pools"]["small"]
+    assert pool_status["nodes"] == {"active": 2, "booting": 1, "draining": 0, "unknown": 0}
+    assert pool_status["active_density"] == pytest.approx(110 / 120)
+    assert pool_status["desired_nodes"] == 3
+    assert pool_status["degraded"] is False
+    assert body["leader"] is True
+    assert body["providers"]["rack-a"]["available"] is True
+
+
+async def test_health_plan_events_and_page(client: TestClient) -> None:
+    assert (await client.get("/healthz")).status == 200
+    plan = await (await client.get("/v1/plan")).json()
+    assert plan["pools"]["small"]["booting"] == 1
+    events = await (await client.get("/v1/events")).json()
+    assert events["events"][0]["kind"] == "scale_out"
+    assert "projected density 0.92" in events["events"][0]["reason"]
+    page = await client.get("/")
+    assert "gearshift" in await page.text()
+
+
+async def test_mutations_need_the_bearer_token(client: TestClient) -> None:
+    assert (await client.post("/v1/pools/small/pause")).status == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert (await client.post("/v1/pools/small/pause", headers=wrong)).status == 403
+    right = {"Authorization": f"Bearer {TOKEN}"}
+    assert (await client.post("/v1/pools/small/pause", headers=right)).status == 200
+    assert "small" in client.rig.reconciler.paused  # type: ignore[attr-defined]
+    assert (await client.post("/v1/pools/nope/pause", headers=right)).status == 404
+    assert (await client.post("/v1/pools/small/resume", headers=right)).status == 200
+    assert not client.rig.reconciler.paused  # type: ignore[attr-defined]
+
+
+async def test_capacity_requests(client: TestClient) -> None:
+    right = {"Authorization": f"Bearer {TOKEN}"}
+    created = await client.post("/v1/capacity-requests", headers=right,
+                                json={"pool": "small", "gears": 120, "ttl": "10m"})
+    assert created.status == 201
+    rig = client.rig  # type: ignore[attr-defined]
+    assert [r.gears for r in rig.reconciler.requests.active(rig.clock.now())] == [120]
+    bad = await client.post("/v1/capacity-requests", headers=right,
+                            json={"pool": "nope", "gears": 1})
+    assert bad.status == 422
+    huge = await client.post("/v1/capacity-requests", headers=right,
+                             data=b'{"pool": "' + b"x" * 4096 + b'"}')
+    assert huge.status == 413
+
+
+async def test_token_never_appears_in_responses(client: TestClient) -> None:
+    for path in ("/v1/status", "/v1/plan", "/v1/events", "/metrics"):
+        assert TOKEN not in await (await client.get(path)).text()
+
+
+async def test_metrics_pass_promtool(client: TestClient) -> None:
+    promtool = need("promtool")
+    exposition = await (await client.get("/metrics")).read()
+    text = exposition.decode()
+    for name in ("gearshift_pool_nodes", "gearshift_pool_active_density",
+                 "gearshift_pool_desired_nodes", "gearshift_actions_total",
+                 "gearshift_reconcile_duration_seconds_bucket",
+                 "gearshift_last_successful_reconcile_timestamp_seconds",
+                 "gearshift_provider_calls_total"):
+        assert name in text
+    assert 'gearshift_pool_nodes{pool="small",state="booting"} 1.0' in text
+    result = subprocess.run([promtool, "check", "metrics"], input=exposition,
+                            capture_output=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,71 @@
+"""The command line: help that helps, clear failures, and `demo --for 60` end to end."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, need
+
+
+def gearshift(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gearshift", *args], capture_output=True,
+                          text=True, check=False, cwd=ROOT, timeout=timeout)
+
+
+@pytest.mark.parametrize("command", ["validate", "schema", "plan", "simulate", "demo", "run"])
+def test_every_command_has_help(command: str) -> None:
+    result = gearshift(command, "--help")
+    assert result.returncode == 0
+    assert f"usage: gearshift {command}" in result.stdout
+    assert len(result.stdout.splitlines()) > 4
+
+
+def test_plan_from_a_snapshot_file(tmp_path: Path) -> None:
+    snapshot = tmp_path / "fleet.json"
+    node = ('{{"schema": "gearshift.node.facts/1", "identity": "n{i}", "node_profile": "small", '
+            '"limits": {{"max_active_gears": 60}}, "gears": {{"total": 58, "active": 58}}}}')
+    snapshot.write_text('{"now": "2026-11-24T03:00:00Z", "nodes": ['
+                        + ",".join(node.format(i=i) for i in range(4)) + "]}")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"policies_dir: {ROOT / 'policies'}\n"
+                      f"providers_file: {ROOT / 'policies' / 'providers.yaml'}\n")
+    result = gearshift("plan", "--config", str(config), "--snapshot", str(snapshot))
+    assert result.returncode == 0, result.stderr
+    assert "scale_out small: +" in result.stdout
+    assert "why: pool small: projected density 0.97 > 0.80" in result.stdout
+    assert "candidate ec2-east/small-ec2" in result.stdout
+    as_json = gearshift("plan", "--config", str(config), "--snapshot", str(snapshot), "--json")
+    assert '"kind": "scale_out"' in as_json.stdout
+
+
+def test_run_refuses_a_provider_it_cannot_build(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"policies_dir: {ROOT / 'policies'}\n"
+                      f"providers_file: {ROOT / 'policies' / 'providers.yaml'}\n"
+                      "http: {port: 0}\n")
+    result = gearshift("run", "--config", str(config))
+    assert result.returncode == 1
+    assert "provider rack-a" in result.stderr
+
+
+def test_run_names_a_missing_config() -> None:
+    result = gearshift("run", "--config", "/nonexistent/gearshift.yaml")
+    assert result.returncode == 1
+    assert "/nonexistent/gearshift.yaml does not exist" in result.stderr
+
+
+def test_demo_scales_up_and_back_down_in_a_minute() -> None:
+    need("mosquitto")
+    result = gearshift("demo", "--for", "60", "--port", "0", timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "http://127.0.0.1:" in result.stdout
+    summary = dict(re.findall(r"^\s+(nodes created|nodes retired|max nodes)\s+(\d+)",
+                              result.stdout, re.MULTILINE))
+    assert int(summary["nodes created"]) >= 3, result.stdout
+    assert int(summary["max nodes"]) > 2, result.stdout
+    assert int(summary["nodes retired"]) >= 1, result.stdout
