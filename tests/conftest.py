@@ -6,6 +6,7 @@ with the apt-get line that installs it; it never silently skips.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -16,6 +17,9 @@ import pytest
 from gearshift.sim.broker import mosquitto_available, start_mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
+# Subprocesses (`python -m gearshift ...`) import this checkout's code, whatever is installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT / "daemon"), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 APT = {
     "mosquitto": "apt-get install -y mosquitto",

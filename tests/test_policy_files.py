@@ -137,8 +137,7 @@ def test_a_bad_set_loads_nothing(tmp_path: Path) -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gearshift", *args], capture_output=True,
-                          text=True, check=False, cwd=ROOT,
-                          env={"PYTHONPATH": str(ROOT / "daemon"), "PATH": "/usr/bin:/bin"})
+                          text=True, check=False, cwd=ROOT)
 
 
 def test_validate_command_exit_codes_and_output(tmp_path: Path) -> None:
