@@ -69,6 +69,11 @@ class MqttSettings(Section):
     tls: TlsSettings | None = Field(None, description="Connect with TLS when set.")
     keepalive: int = Field(30, description="MQTT keepalive in seconds.")
     max_payload: int = Field(65536, description="Larger messages are rejected.")
+    reconnect_min: Seconds = Field(1.0, description="First reconnect delay after a broker "
+                                                    "loss (jittered, doubling).")
+    reconnect_max: Seconds = Field(60.0, description="Longest reconnect delay.")
+    catch_up_timeout: Seconds = Field(
+        10.0, description="Longest wait for retained facts after subscribing.")
 
     def secret(self) -> SecretStr | None:
         return read_secret(self.password, self.password_file, what="MQTT password")
@@ -111,6 +116,14 @@ class LogSettings(Section):
         "auto", description="auto: console on a terminal, JSON lines otherwise.")
 
 
+class PrometheusSettings(Section):
+    url: str = Field("http://127.0.0.1:9090", description="Prometheus base URL "
+                                                          "(queries go to /api/v1/query).")
+    interval: Seconds = Field(15.0, description="Query every pool's signals this often.")
+    token_file: Path | None = Field(None, description="Bearer token for Prometheus, if any.")
+    ca_file: Path | None = Field(None, description="CA bundle for an https:// Prometheus.")
+
+
 class Settings(BaseSettings):
     """Everything ``gearshift run`` needs; see deploy/config.example.yaml."""
 
@@ -127,6 +140,8 @@ class Settings(BaseSettings):
     journal: JournalSettings = JournalSettings()
     platform: PlatformSettings = PlatformSettings()
     log: LogSettings = LogSettings()
+    prometheus: PrometheusSettings | None = Field(
+        None, description="Query pools' PromQL signals here; unset: signals are unavailable.")
 
     @model_validator(mode="after")
     def _one_password_source(self) -> Settings:
