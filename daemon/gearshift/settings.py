@@ -74,6 +74,8 @@ class MqttSettings(Section):
     reconnect_max: Seconds = Field(60.0, description="Longest reconnect delay.")
     catch_up_timeout: Seconds = Field(
         10.0, description="Longest wait for retained facts after subscribing.")
+    timeout: Seconds = Field(10.0, description="Longest wait for the broker to answer a "
+                                               "connect, subscribe or publish.")
 
     def secret(self) -> SecretStr | None:
         return read_secret(self.password, self.password_file, what="MQTT password")

@@ -106,7 +106,7 @@ def client_for(settings: MqttSettings, *, identifier: str | None = None,
         protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
         will=will, keepalive=settings.keepalive, tls_context=tls_context,
         tls_insecure=settings.tls.insecure if settings.tls is not None else None,
-        properties=properties, timeout=10)
+        properties=properties, timeout=settings.timeout)
 
 
 def check_granted(granted: Any, topic: str) -> None:
