@@ -29,9 +29,10 @@ from gearshift.metrics import Metrics
 from gearshift.model import Plan
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mqtt import MqttFactSource
+from gearshift.observe.prometheus import PrometheusSignalSource
 from gearshift.policy.holder import PolicyHolder
 from gearshift.reconcile.reconciler import Reconciler
-from gearshift.reconcile.supervisor import supervise
+from gearshift.reconcile.supervisor import TaskFactory, supervise
 from gearshift.reconcile.wakeup import EdgeWaker
 from gearshift.settings import PlatformSettings, Settings, load_settings
 from gearshift.store.journal import MemoryJournal
@@ -84,9 +85,19 @@ async def run_daemon(config: Path, *, settings: Settings | None = None) -> int:
     source = MqttFactSource(settings.mqtt, fleet, metrics=metrics, clock=clock)
     executor = Executor(providers=providers, platform=platform, journal=journal, clock=clock,
                         metrics=metrics, on_retired=source.forget_node)
+    signal_source = (PrometheusSignalSource(settings.prometheus, lambda: policies.current,
+                                            clock=clock, metrics=metrics)
+                     if settings.prometheus is not None else None)
+    if signal_source is None and any(p.signals for p in policies.current.pools):
+        log.warning("pools define Prometheus signals but no prometheus: section is set; "
+                    "they stay unavailable (on_error applies)")
     reconciler = Reconciler(fleet=fleet, policies=policies, executor=executor, journal=journal,
                             providers=providers, clock=clock,
-                            interval=settings.reconcile.interval, metrics=metrics)
+                            interval=settings.reconcile.interval, metrics=metrics,
+                            signals=signal_source.signals if signal_source else None)
+    if signal_source is not None:
+        signal_source.on_edge = reconciler.wake
+    source.pool_exists = lambda name: policies.current.pool(name) is not None
     source.requests = reconciler.requests
     waker = EdgeWaker(reconciler, debounce=settings.reconcile.debounce)
     source.on_facts = waker.poke
@@ -129,8 +140,12 @@ async def run_daemon(config: Path, *, settings: Settings | None = None) -> int:
     log.info("started", http=f"{settings.http.host}:{settings.http.port}",
              mqtt=f"{settings.mqtt.host}:{settings.mqtt.port}",
              pools=[p.name for p in policies.current.pools])
+    tasks: dict[str, TaskFactory] = {"facts": source.run, "edges": waker.run,
+                                     "reconcile": reconcile}
+    if signal_source is not None:
+        tasks["signals"] = signal_source.run
     try:
-        await supervise({"facts": source.run, "edges": waker.run, "reconcile": reconcile}, stop)
+        await supervise(tasks, stop)
     finally:
         notifier.stopping()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
