@@ -12,10 +12,12 @@ import json
 import time
 from typing import Any
 
+import aiohttp
 from structlog.testing import capture_logs
 
 from builders import policy_set, pool
 from gearshift import decide
+from gearshift.api.server import ApiServer
 from gearshift.clock import ManualClock, SystemClock
 from gearshift.metrics import Metrics
 from gearshift.model import Drain, FleetSnapshot, Machine, NodeState, Plan, ScaleOut
@@ -24,6 +26,7 @@ from gearshift.observe.mqtt import MqttFactSource, client_for
 from gearshift.observe.requests import RequestBook
 from gearshift.policy.schema import PolicySet
 from gearshift.reconcile.wakeup import EdgeWaker
+from gearshift.sim.broker import free_port
 from peers import Broker
 from rigs import facts_payload, legacy_payload, running, sim_reconciler, wait_until
 
@@ -327,3 +330,45 @@ async def test_a_fact_crossing_the_edge_wakes_the_reconciler_at_once(broker: Bro
         assert reacted < 5  # the timer was 3600 s of fake time that never passed
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 5)
+
+
+async def test_an_offline_node_marks_its_pool_degraded_in_status_and_metrics(
+        broker: Broker) -> None:
+    settings = broker.settings()
+    prefix = settings.prefix
+    policies = policy_set(pool())
+    fleet = FleetModel(stale_after=600)
+    metrics = Metrics()
+    reconciler = sim_reconciler(policies, clock=SystemClock(), fleet=fleet, metrics=metrics)
+    api = ApiServer(reconciler, metrics, token=None)
+    port = free_port()
+    await api.start("127.0.0.1", port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with running(MqttFactSource(settings, fleet, metrics=metrics)), \
+                client_for(settings) as publisher, aiohttp.ClientSession() as http:
+            for i in range(3):
+                await publisher.publish(f"{prefix}/nodes/n{i}/facts",
+                                        facts_payload(f"n{i}", active=30, ts=time.time()), qos=1)
+            await publisher.publish(f"{prefix}/nodes/n1/status", b"offline", qos=1)
+            await wait_until(lambda: len(fleet) == 3 and not fleet.is_fresh("n1", time.time()))
+            await reconciler.reconcile_once()
+            async with http.get(f"{base}/v1/status") as response:
+                status = await response.json()
+            small = status["pools"]["small"]
+            assert small["degraded"] is True and status["facts_fresh"] is True
+            assert small["nodes"] == {"active": 2, "booting": 0, "draining": 0, "unknown": 1}
+            async with http.get(f"{base}/metrics") as response:
+                text = await response.text()
+            assert 'gearshift_pool_degraded{pool="small"} 1.0' in text
+            assert 'gearshift_pool_nodes{pool="small",state="unknown"} 1.0' in text
+
+            await publisher.publish(f"{prefix}/nodes/n1/status", b"online", qos=1)
+            await publisher.publish(f"{prefix}/nodes/n1/facts",
+                                    facts_payload("n1", active=30, ts=time.time(), seq=2), qos=1)
+            await wait_until(lambda: fleet.is_fresh("n1", time.time()), what="n1 back")
+            await reconciler.reconcile_once()
+            async with http.get(f"{base}/v1/status") as response:
+                assert (await response.json())["pools"]["small"]["degraded"] is False
+    finally:
+        await api.stop()
