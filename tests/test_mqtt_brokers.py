@@ -256,10 +256,18 @@ async def test_capacity_requests_over_mqtt_drive_scale_out_until_met_or_expired(
     policies = policy_set(pool(size={"min": 2, "max": 40}))
     fleet = FleetModel(stale_after=600)
     reconciler = sim_reconciler(policies, clock=clock, fleet=fleet)
+    metrics = Metrics()
     source = MqttFactSource(settings, fleet, clock=clock, requests=reconciler.requests,
                             pool_exists=lambda n: policies.pool(n) is not None,
-                            on_facts=lambda: reconciler.wake("request"))
+                            on_facts=lambda: reconciler.wake("request"), metrics=metrics)
+    async with client_for(settings) as publisher:
+        # A retained request would come back with a new expiry on every reconnect: the
+        # replay on subscribing is refused.
+        await publisher.publish(f"{prefix}/requests", json.dumps(
+            {"pool": "small", "gears": 50, "ttl": "1m"}).encode(), qos=1, retain=True)
     async with running(source), client_for(settings) as publisher:
+        assert bad_counts(metrics) == {"retained_request": 1}
+        await publisher.publish(f"{prefix}/requests", b"", qos=1, retain=True)
         for i in range(2):
             await publisher.publish(f"{prefix}/nodes/s{i}/facts",
                                     facts_payload(f"s{i}", active=20, ts=clock.now()), qos=1)
@@ -270,8 +278,6 @@ async def test_capacity_requests_over_mqtt_drive_scale_out_until_met_or_expired(
         await publisher.publish(f"{prefix}/requests", json.dumps(
             {"pool": "small", "gears": 150, "ttl": "10m", "reason": "batch import",
              "id": "req-1"}).encode(), qos=1)
-        await publisher.publish(f"{prefix}/requests", json.dumps(
-            {"pool": "small", "gears": 50, "ttl": "1m"}).encode(), qos=1, retain=True)
         await wait_until(lambda: len(reconciler.requests.active(clock.now())) == 1)
         snapshot = await reconciler.snapshot()
         assert [(r.request_id, r.gears) for r in snapshot.requests] == [("req-1", 150)]
@@ -284,7 +290,6 @@ async def test_capacity_requests_over_mqtt_drive_scale_out_until_met_or_expired(
 
         await clock.advance(601)
         assert not (await reconciler.snapshot()).requests  # expired
-        await publisher.publish(f"{prefix}/requests", b"", qos=1, retain=True)
 
 
 async def test_a_fact_crossing_the_edge_wakes_the_reconciler_at_once(broker: Broker) -> None:

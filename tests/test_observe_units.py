@@ -198,3 +198,27 @@ def test_a_bug_in_handling_is_counted_not_raised() -> None:
                           "node_profile": "small", "limits": {"max_active_gears": 60}}).encode()
     src.handle("gs/v1/nodes/n1/facts", payload)
     assert 'reason="internal_error"} 1.0' in metrics.exposition().decode()
+
+
+def test_snapshots_are_reused_until_something_they_show_changes() -> None:
+    from gearshift.model import DrainProgress, Machine
+
+    fleet = FleetModel(stale_after=60)
+    fleet.ingest(facts("a", ts=100), received_at=100)
+    fleet.ingest(facts("b", ts=130), received_at=130)
+    machines = {"a": Machine(provider="p", machine_id="m-a", name="a")}
+    first = fleet.snapshot(140, machines=machines).nodes
+    assert fleet.snapshot(150, machines=dict(machines)).nodes is first  # nothing changed
+    changed = fleet.snapshot(150, machines={}).nodes  # the journal forgot a machine
+    assert changed is not first and changed[0].machine is None
+    again = fleet.snapshot(150).nodes
+    assert fleet.snapshot(161).nodes is not again  # a went stale at 160
+    assert fleet.snapshot(161).nodes[0].state is NodeState.UNKNOWN
+    drain = DrainProgress(identity="b", pool="small", started_at=0, deadline=1e9, phase="moving")
+    assert fleet.snapshot(161, drains=[drain]).nodes[1].state is NodeState.DRAINING
+    before = fleet.snapshot(162).nodes
+    fleet.ingest(facts("b", ts=162, seq=2, active=30), received_at=162)
+    after = fleet.snapshot(162).nodes
+    assert after is not before and after[1].facts.gears.active == 30  # type: ignore[union-attr]
+    fleet.set_online("b", False, at=163)
+    assert fleet.snapshot(163).nodes[1].state is NodeState.UNKNOWN

@@ -92,7 +92,8 @@ class HttpSettings(Section):
 class ReconcileSettings(Section):
     interval: Seconds = Field(30.0, description="Reconcile at least this often.")
     stale_after: Seconds = Field(180.0, description="Facts older than this make a node unknown.")
-    debounce: Seconds = Field(0.2, description="Wait this long after an edge-crossing fact.")
+    debounce: Seconds = Field(0.02, description="Check for policy-edge crossings at most this "
+                                                "often (the first fact is checked at once).")
 
 
 class JournalSettings(Section):

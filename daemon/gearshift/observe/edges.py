@@ -7,7 +7,8 @@ after ingesting a batch and wake the reconciler when it returns anything.
 It keeps per-pool sums up to date incrementally: the fleet model tells it which nodes
 changed, so a check costs O(changed nodes), not O(fleet) — at 10k nodes and a check every
 debounce period that is the difference between microseconds and tens of milliseconds.
-Nodes that go stale without a message are caught by a full resync every
+Nodes that go stale without a message are caught by a full resync (O(fleet), a few ms at
+10k nodes, so not too often: the reconcile timer covers staleness meanwhile) every
 ``resync_every`` seconds (and whenever the policies change).
 """
 
@@ -18,7 +19,7 @@ from gearshift.policy.schema import PolicySet, PoolPolicy
 
 
 class EdgeWatch:
-    def __init__(self, *, resync_every: float = 5.0) -> None:
+    def __init__(self, *, resync_every: float = 30.0) -> None:
         self.resync_every = resync_every
         self._outside: dict[str, bool] = {}
         self._fleet: FleetModel | None = None
