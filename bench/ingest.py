@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import random
@@ -77,6 +78,11 @@ def message(i: int, *, active: int, seq: int, at: float) -> bytes:
         "gears": {"total": active + 20, "active": active, "started": active, "idle": 15,
                   "stopped": 5, "deploying": 0, "unknown": 0},
         "net": {"public_hostname": identity}, "labels": {}}).encode()
+
+
+def rank(ordered: list[float], q: float) -> float:
+    """The nearest-rank ``q`` quantile of an ascending list."""
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def topic(i: int) -> str:
@@ -257,9 +263,10 @@ async def latency_run(settings: MqttSettings, nodes: int, trials: int,
         "debounce_ms": debounce * 1000,
         "background_msgs_per_s": round(rate),
         "p50_ms": round(1000 * statistics.median(latencies), 1),
-        "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
-                        1),
+        "p90_ms": round(1000 * rank(latencies, 0.90), 1),
+        "p99_ms": round(1000 * rank(latencies, 0.99), 1),
         "max_ms": round(1000 * latencies[-1], 1),
+        "slowest_ms": [round(1000 * x, 1) for x in latencies[-5:]],
         "median_ms_to_fleet_model": round(1000 * statistics.median(to_model), 1),
         "median_ms_to_reconciler_wake": round(1000 * statistics.median(to_wake), 1),
         "reconcile_mean_ms": round(
@@ -311,7 +318,7 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--debounce", type=float, default=ReconcileSettings().debounce,
                         help="edge waker debounce in seconds (default: the daemon's)")

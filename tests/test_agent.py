@@ -23,10 +23,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from conftest import need
-from gearshift.agent.commands import CommandRunner, Refused, build_argv
+from gearshift.agent.commands import CommandRunner, build_argv
 from gearshift.agent.config import AgentConfig, ContainerFacts, load_agent_config
-from gearshift.agent.sources import FactSource, FactsUnavailable, count_containers
-from gearshift.errors import ConfigError
+from gearshift.agent.sources import FactSource, count_containers
+from gearshift.errors import CommandRefused, ConfigError, FactsUnavailable
 from gearshift.model import NodeState
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mqtt import MqttFactSource, client_for
@@ -140,9 +140,9 @@ def test_templates_substitute_whole_arguments() -> None:
     assert argv == ["oo-admin-ctl-district", "-c", "deactivate-node", "-n", "513b", "-i",
                     "node1.example.com"]
     assert build_argv("tool --node={host}", {"host": "a b"})[1] == "--node=a b"  # one element
-    with pytest.raises(Refused, match="missing"):
+    with pytest.raises(CommandRefused, match="missing"):
         build_argv(template, {"district": "513b"})
-    with pytest.raises(Refused, match="unexpected"):
+    with pytest.raises(CommandRefused, match="unexpected"):
         build_argv(template, {"district": "d", "host": "h", "extra": "x"})
 
 

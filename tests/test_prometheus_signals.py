@@ -18,10 +18,11 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from builders import policy_set, pool
 from conftest import need
 from gearshift.clock import SystemClock
+from gearshift.errors import SignalQueryFailed
 from gearshift.metrics import Metrics
 from gearshift.model import Drain, GearCounts, Machine, NodeFacts, ScaleOut
 from gearshift.observe.fleet import FleetModel
-from gearshift.observe.prometheus import PrometheusSignalSource, QueryFailed, read_value
+from gearshift.observe.prometheus import PrometheusSignalSource, read_value
 from gearshift.settings import PrometheusSettings
 from gearshift.sim.broker import free_port, wait_for_port
 from rigs import sim_reconciler, wait_until
@@ -262,6 +263,6 @@ def test_read_value(body: object, expected: float | str) -> None:
     if isinstance(expected, float):
         assert read_value(body) == expected
     else:
-        with pytest.raises(QueryFailed) as caught:
+        with pytest.raises(SignalQueryFailed) as caught:
             read_value(body)
         assert caught.value.outcome == expected

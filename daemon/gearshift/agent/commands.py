@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from gearshift.agent.config import template_fields
+from gearshift.errors import CommandRefused
 
 log = structlog.get_logger(component="gearshift.agent.commands")
 
@@ -29,16 +30,6 @@ MAX_OUTPUT = 64 * 1024
 MAX_REQUEST = 16 * 1024
 ARGUMENT = re.compile(r"^[A-Za-z0-9._:@%+=,][A-Za-z0-9._:@%+=,-]{0,252}$")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-class Refused(Exception):
-    """The request cannot run; the message goes into the reply's ``error``."""
-
-
-class _RefusedWithId(Refused):
-    def __init__(self, request_id: str | None, message: str) -> None:
-        super().__init__(message)
-        self.request_id = request_id
 
 
 def reply(*, request_id: str | None, command: str, ok: bool = False,
@@ -54,10 +45,10 @@ def build_argv(template: str, args: dict[str, str]) -> list[str]:
     wanted = {name for names in fields for name in names}
     missing = sorted(wanted - set(args))
     if missing:
-        raise Refused(f"missing argument(s): {', '.join(missing)}")
+        raise CommandRefused(f"missing argument(s): {', '.join(missing)}")
     extra = sorted(set(args) - wanted)
     if extra:
-        raise Refused(f"unexpected argument(s): {', '.join(extra)}")
+        raise CommandRefused(f"unexpected argument(s): {', '.join(extra)}")
     argv = []
     for token in shlex.split(template):
         parts = []
@@ -73,13 +64,13 @@ def _check_args(raw: Any) -> dict[str, str]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise Refused("args must be an object of strings")
+        raise CommandRefused("args must be an object of strings")
     args = {}
     for key, value in raw.items():
         if not isinstance(key, str) or not key.isidentifier():
-            raise Refused(f"bad argument name {str(key)[:40]!r}")
+            raise CommandRefused(f"bad argument name {str(key)[:40]!r}")
         if not isinstance(value, str) or not ARGUMENT.match(value):
-            raise Refused(f"argument {key} is not allowed: use 1-253 characters from "
+            raise CommandRefused(f"argument {key} is not allowed: use 1-253 characters from "
                           f"[A-Za-z0-9._:@%+=,-], not starting with '-'")
         args[key] = value
     return args
@@ -121,24 +112,24 @@ class CommandRunner:
 
     @staticmethod
     def parse(payload: bytes) -> tuple[str | None, str, Any]:
-        """(request_id, command, raw args); ``Refused`` when the request is malformed.
+        """(request_id, command, raw args); ``CommandRefused`` when the request is malformed.
 
         A request_id that is not a short token is treated as absent.
         """
         if len(payload) > MAX_REQUEST:
-            raise Refused(f"bad request: larger than {MAX_REQUEST} bytes")
+            raise CommandRefused(f"bad request: larger than {MAX_REQUEST} bytes")
         try:
             data = json.loads(payload)
         except (ValueError, RecursionError) as exc:
-            raise Refused("bad request: not JSON") from exc
+            raise CommandRefused("bad request: not JSON") from exc
         if not isinstance(data, dict):
-            raise Refused("bad request: not a JSON object")
+            raise CommandRefused("bad request: not a JSON object")
         request_id = data.get("request_id")
         if not isinstance(request_id, str) or not REQUEST_ID.match(request_id):
             request_id = None
         command = data.get("command")
         if not isinstance(command, str) or not command:
-            raise _RefusedWithId(request_id, "bad request: command must be a string")
+            raise CommandRefused("bad request: command must be a string", request_id=request_id)
         return request_id, command[:64], data.get("args")
 
     def _refuse(self, request_id: str | None, command: str, error: str) -> dict[str, Any]:
@@ -150,10 +141,8 @@ class CommandRunner:
         """The reply to one request, or None for a duplicate still running."""
         try:
             request_id, command, raw_args = self.parse(payload)
-        except _RefusedWithId as exc:
+        except CommandRefused as exc:
             return self._refuse(exc.request_id, "", str(exc))
-        except Refused as exc:
-            return self._refuse(None, "", str(exc))
         template = self.commands.get(command)
         if template is None:
             log.warning("command not allowed: refused", request_id=request_id,
@@ -166,7 +155,7 @@ class CommandRunner:
             return earlier
         try:
             argv = build_argv(template, _check_args(raw_args))
-        except Refused as exc:
+        except CommandRefused as exc:
             return self._refuse(request_id, command, str(exc))
         if request_id is not None:
             self._seen[request_id] = None

@@ -17,7 +17,8 @@ from paho.mqtt.properties import Properties
 
 from gearshift.agent.commands import CommandRunner
 from gearshift.agent.config import AgentConfig
-from gearshift.agent.sources import FactSource, FactsUnavailable
+from gearshift.agent.sources import FactSource
+from gearshift.errors import FactsUnavailable
 from gearshift.observe.facts import facts_to_message
 from gearshift.observe.mqtt import Backoff, check_granted, client_for
 

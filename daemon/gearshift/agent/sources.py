@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from gearshift.agent.config import ContainerFacts, FactSourceConfig, FileFacts, OpenShiftFacts
-from gearshift.errors import BadMessage, GearshiftError
+from gearshift.errors import BadMessage, FactsUnavailable
 from gearshift.model import GearCounts, NodeFacts
 from gearshift.observe.facts import MAX_PAYLOAD, parse_facts
 
@@ -28,10 +28,6 @@ CONTAINER_STATES = {
     "paused": "idle", "restarting": "deploying", "configured": "stopped",
     "initialized": "stopped", "removing": "stopped", "dead": "unknown",
 }
-
-
-class FactsUnavailable(GearshiftError):
-    """The node's facts could not be read this time."""
 
 
 def _flat(data: dict[Any, Any]) -> dict[str, str]:

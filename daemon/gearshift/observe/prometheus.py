@@ -37,6 +37,7 @@ import aiohttp
 import structlog
 
 from gearshift.clock import Clock, SystemClock
+from gearshift.errors import SignalQueryFailed
 from gearshift.metrics import Metrics
 from gearshift.model import Signal
 from gearshift.policy.schema import PolicySet, SignalSpec
@@ -48,23 +49,14 @@ MAX_CONCURRENT = 8
 MAX_RESPONSE = 4 << 20
 
 
-class QueryFailed(Exception):
-    """One query gave no usable value; ``outcome`` is a metric label."""
-
-    def __init__(self, outcome: str, detail: str) -> None:
-        super().__init__(f"{outcome}: {detail}")
-        self.outcome = outcome
-        self.detail = detail
-
-
 def read_value(body: Any) -> float:
     """The number an instant-query response holds (the largest, for several series)."""
     if not isinstance(body, dict) or body.get("status") != "success":
         error = body.get("error", "unknown error") if isinstance(body, dict) else "not JSON"
-        raise QueryFailed("error", str(error)[:200])
+        raise SignalQueryFailed("error", str(error)[:200])
     data = body.get("data")
     if not isinstance(data, dict):
-        raise QueryFailed("error", "no data in the response")
+        raise SignalQueryFailed("error", "no data in the response")
     kind, result = data.get("resultType"), data.get("result")
     samples: list[Any]
     if kind in ("scalar", "string"):
@@ -72,18 +64,18 @@ def read_value(body: Any) -> float:
     elif kind == "vector" and isinstance(result, list):
         samples = [series.get("value") for series in result if isinstance(series, dict)]
     else:
-        raise QueryFailed("error", f"result type {kind!r} is not an instant vector or scalar")
+        raise SignalQueryFailed("error", f"result type {kind!r} is not an instant vector or scalar")
     values = []
     for sample in samples:
         try:
             values.append(float(sample[1]))
         except (TypeError, ValueError, IndexError) as exc:
-            raise QueryFailed("error", f"bad sample {str(sample)[:60]}") from exc
+            raise SignalQueryFailed("error", f"bad sample {str(sample)[:60]}") from exc
     if not values:
-        raise QueryFailed("no_data", "the query returned no series")
+        raise SignalQueryFailed("no_data", "the query returned no series")
     value = max(values)
     if not math.isfinite(value):
-        raise QueryFailed("not_finite", f"value is {value}")
+        raise SignalQueryFailed("not_finite", f"value is {value}")
     return value
 
 
@@ -140,18 +132,18 @@ class PrometheusSignalSource:
                                         ssl=self._ssl) as response:
                     raw = await response.content.read(MAX_RESPONSE + 1)
                     if len(raw) > MAX_RESPONSE:
-                        raise QueryFailed("error", "response too large")
+                        raise SignalQueryFailed("error", "response too large")
                     try:
                         body = json.loads(raw)
                     except ValueError as exc:
-                        raise QueryFailed("error", f"HTTP {response.status}, not JSON") from exc
+                        raise SignalQueryFailed("error", f"HTTP {response.status}, not JSON") from exc
                     if response.status >= 400 and not isinstance(body, dict):
-                        raise QueryFailed("error", f"HTTP {response.status}")
+                        raise SignalQueryFailed("error", f"HTTP {response.status}")
                     return read_value(body)
         except TimeoutError as exc:
-            raise QueryFailed("timeout", f"no answer within {spec.timeout:g}s") from exc
+            raise SignalQueryFailed("timeout", f"no answer within {spec.timeout:g}s") from exc
         except aiohttp.ClientError as exc:
-            raise QueryFailed("unreachable", str(exc)[:200]) from exc
+            raise SignalQueryFailed("unreachable", str(exc)[:200]) from exc
 
     async def _poll_one(self, session: aiohttp.ClientSession, pool: str, spec: SignalSpec,
                         limit: asyncio.Semaphore) -> None:
@@ -160,7 +152,7 @@ class PrometheusSignalSource:
         async with limit:
             try:
                 value = await self._query(session, spec)
-            except QueryFailed as exc:
+            except SignalQueryFailed as exc:
                 outcome = exc.outcome
                 log.warning("signal query failed; keeping the last good value until it is "
                             "stale", pool=pool, signal=spec.name, outcome=exc.outcome,
