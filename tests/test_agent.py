@@ -350,3 +350,43 @@ def test_agent_once_prints_the_message(agent_config: tuple[Path, MqttSettings, P
     message = json.loads(result.stdout)
     assert message["schema"] == "gearshift.node.facts/1"
     assert message["identity"] == "node1.example.com" and message["gears"]["active"] == 5
+
+
+async def test_agent_over_activemq_mqtt_3_1_1(activemq_peer: Any, tmp_path: Path) -> None:
+    """ActiveMQ 5.x speaks MQTT 3.1.1: no response topic, so replies go to .../reply."""
+    broker = activemq_peer
+    if broker.process is None or broker.process.poll() is not None:
+        broker.start()
+    settings = broker.settings()
+    identity = "node7.example.com"
+    facts = tmp_path / "facts.yaml"
+    facts.write_text(FACTER_YAML)
+    config = tmp_path / "agent.yaml"
+    config.write_text(yaml.safe_dump({
+        "identity": identity,
+        "mqtt": {"host": broker.host, "port": broker.port, "prefix": settings.prefix,
+                 "protocol": "3.1.1", "keepalive": 5},
+        "interval": 30, "poll": 0.2, "facts": {"kind": "openshift", "path": str(facts)},
+        "commands": {"activate": "/bin/echo activate-node -n {district} -i {host}"}}))
+    agent = start_agent(config)
+    fleet = FleetModel(stale_after=60)
+    try:
+        async with running(MqttFactSource(settings, fleet)), client_for(settings) as client:
+            await wait_until(lambda: fleet.is_fresh(identity, time.time()), 30, "facts")
+            assert fleet.facts(identity).gears.active == 20  # type: ignore[union-attr]
+            await client.subscribe(f"{settings.prefix}/nodes/{identity}/reply", qos=1)
+            await client.publish(f"{settings.prefix}/nodes/{identity}/command",
+                                 request("activate", "amq-1", district="513b5050",
+                                         host=identity), qos=1)
+            message = await next_message(client, f"{settings.prefix}/nodes/{identity}/reply")
+            body = json.loads(message.payload)  # type: ignore[arg-type]
+            assert (body["request_id"], body["ok"]) == ("amq-1", True)
+            assert body["stdout"] == f"activate-node -n 513b5050 -i {identity}\n"
+            agent.send_signal(signal.SIGKILL)
+            agent.wait(10)
+            await wait_until(lambda: not fleet.is_fresh(identity, time.time()), 30,
+                             "the last will")
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait(5)

@@ -191,12 +191,10 @@ async def test_a_signal_gone_stale_holds_or_is_ignored_as_the_policy_says(
     exporter.registry.unregister(exporter.flaky)  # the series disappears from Prometheus
     await wait_until(lambda: 'outcome="no_data"' in metrics.exposition().decode(), 20,
                      "Prometheus to lose the series")
-    started = time.time()
     assert [s.value for s in source.signals()] == [1, 1]  # a blip keeps the last good value
     await wait_until(lambda: time.time() - max(s.observed_at or 0 for s in source.signals())
                      > 1.2, 10, "the readings to go stale")
     plan = await reconciler.dry_run()
-    assert time.time() - started < 30
     assert {a.pool for a in plan.actions if isinstance(a, Drain)} == {"free"}
     assert "signal pressure unavailable (on_error: hold)" in plan.pools["held"].summary
 
