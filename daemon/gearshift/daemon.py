@@ -117,6 +117,7 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
     """Run the daemon on parts already built, until SIGTERM; ``tasks`` run alongside."""
     notifier = Notifier()
     metrics.leader.set(1)  # one instance, always the leader until HA lands
+    metrics.start_time.set(clock.now())
     for outcome in ("ok", "error"):
         metrics.reconciles.labels(outcome)
     fleet = FleetModel(stale_after=settings.reconcile.stale_after)

@@ -90,6 +90,8 @@ class Metrics:
                                     "Nodes gearshift owns by provider and state (unowned nodes "
                                     "under provider=\"unmanaged\").", ["provider", "state"],
                                     registry=r)
+        self.start_time = Gauge("gearshift_start_time_seconds",
+                                "When the daemon started (Unix time).", registry=r)
         self.loop_heartbeat = Gauge("gearshift_loop_heartbeat_timestamp_seconds",
                                     "When the reconcile loop last proved it is alive (Unix "
                                     "time); what /healthz and the systemd watchdog go by.",
