@@ -180,6 +180,15 @@ def test_a_real_prometheus_scrapes_the_daemon_with_the_rules(daemon: LiveDaemon,
     try:
         wait_for_port("127.0.0.1", port, timeout=30)
         deadline = time.monotonic() + 60
+        while True:  # the port opens before the TSDB is ready (the API answers 503 until then)
+            try:
+                with urllib.request.urlopen(f"{url}/-/ready", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "prometheus.log").read_text()[-3000:]
+            time.sleep(0.2)
         while True:  # three scrapes, so rate() has points to work with
             result = api(url, "/api/v1/query", query='count_over_time(up{job="gearshift"}[1m])')
             if result["result"] and float(result["result"][0]["value"][1]) >= 3:
