@@ -46,6 +46,7 @@ WORKDIR /var/lib/gearshift
 VOLUME ["/var/lib/gearshift"]
 EXPOSE 9310
 # `gearshift health` GETs /healthz ($GEARSHIFT_URL): 0 while the reconcile loop is alive.
+# If you move the API (GEARSHIFT_HTTP__PORT), set GEARSHIFT_URL to match.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=2m --retries=3 \
   CMD ["gearshift", "health", "--timeout", "5s"]
 STOPSIGNAL SIGTERM
