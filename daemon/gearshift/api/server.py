@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import importlib.resources
 import json
+import logging
 import re
 import uuid
 from collections.abc import Callable, Collection
@@ -21,7 +22,9 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gearshift.api.openapi import (
@@ -48,6 +51,31 @@ def _iso(at: float | None) -> str | None:
 
 
 _TTL = re.compile(DURATION_PATTERN)
+log = structlog.get_logger(component="gearshift.api")
+
+
+class _OneLine(logging.Handler):
+    """aiohttp's own server log, as one structured line without the request's text.
+
+    aiohttp logs a malformed request (a NUL in a header, say) with a traceback and the
+    offending header line, which may carry a bearer token: only the error class goes out.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):  # the client's fault: no traceback
+            log.warning("bad HTTP request refused", error=type(error).__name__,
+                        status=error.code)
+        else:  # our fault (a handler raised): keep the traceback
+            log.error("HTTP request failed", what=record.getMessage(),
+                      exc_info=record.exc_info or False)
+
+
+_server_log = logging.getLogger("gearshift.http")
+_server_log.propagate = False
+_server_log.setLevel(logging.WARNING)
+if not _server_log.handlers:
+    _server_log.addHandler(_OneLine())
 _REQUEST_KEYS = frozenset({"pool", "gears", "ttl", "reason"})
 
 
@@ -113,7 +141,7 @@ class ApiServer:
         self.runner: web.AppRunner | None = None
 
     async def start(self, host: str, port: int) -> None:
-        self.runner = web.AppRunner(self.app, access_log=None)
+        self.runner = web.AppRunner(self.app, access_log=None, logger=_server_log)
         await self.runner.setup()
         await web.TCPSite(self.runner, host, port).start()
 
