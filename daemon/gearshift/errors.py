@@ -11,8 +11,11 @@ Callers decide what to do by class, never by parsing messages::
     │   ├── CapacityUnavailable  the provider has no capacity now: spill and back off
     │   ├── PermanentError       bad config or credentials: stop using it until fixed
     │   └── NotFound             the machine is not there (destroy treats it as done)
-    └── PlatformError            a PaaS command (deactivate, move, remove) failed
-        └── MoveFailed           some gears could not be moved off a draining node
+    ├── PlatformError            a PaaS command (deactivate, move, remove) failed
+    │   └── MoveFailed           some gears could not be moved off a draining node
+    └── DaemonError              the CLI could not get an answer from a running daemon
+        ├── DaemonUnreachable    nothing answers at the URL (exit 3)
+        └── ApiError             the daemon said no; .status is the HTTP status
 
 Messages never carry secrets: provider code builds them from names and ids only.
 """
@@ -91,3 +94,19 @@ class PlatformError(GearshiftError):
 
 class MoveFailed(PlatformError):
     """Some gears could not be moved off a draining node."""
+
+
+class DaemonError(GearshiftError):
+    """The CLI asked a running daemon (``--url``) and did not get what it asked for."""
+
+
+class DaemonUnreachable(DaemonError):
+    """Nothing answers at the daemon's URL (not running, wrong --url, firewalled)."""
+
+
+class ApiError(DaemonError):
+    """The daemon answered with an error status; ``status`` is the HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status

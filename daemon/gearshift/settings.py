@@ -86,6 +86,9 @@ class ReconcileSettings(Section):
     interval: Seconds = Field(30.0, description="Reconcile at least this often.")
     stale_after: Seconds = Field(180.0, description="Facts older than this make a node unknown.")
     debounce: Seconds = Field(0.2, description="Wait this long after an edge-crossing fact.")
+    hung_after: Seconds = Field(600.0, description=(
+        "The loop counts as hung when it has not proved it is alive for this long: /healthz "
+        "answers 503. Keep it at the systemd unit's WatchdogSec."))
 
 
 class JournalSettings(Section):
@@ -106,7 +109,8 @@ class PlatformSettings(Section):
 
 
 class LogSettings(Section):
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe level logged.")
     format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: console on a terminal, JSON lines otherwise.")
 
@@ -127,6 +131,9 @@ class Settings(BaseSettings):
     journal: JournalSettings = JournalSettings()
     platform: PlatformSettings = PlatformSettings()
     log: LogSettings = LogSettings()
+    policy_poll: Seconds = Field(2.0, description=(
+        "Look for edited policy files this often and reload them; 0 turns polling off "
+        "(SIGHUP always reloads)."))
 
     @model_validator(mode="after")
     def _one_password_source(self) -> Settings:

@@ -75,6 +75,12 @@ class Reconciler:
         self.reconciles = 0
         self._wake = asyncio.Event()
         self.on_reconciled: list[Callable[[Plan], Awaitable[None] | None]] = []
+        # Liveness: the loop itself calls ``beat()`` after every reconcile and at least every
+        # ``heartbeat_every`` seconds while it waits, so a hung loop stops beating (and the
+        # systemd watchdog, fed from ``on_heartbeat``, restarts the daemon).
+        self.heartbeat_every: float | None = None
+        self.on_heartbeat: list[Callable[[], object]] = []
+        self.last_heartbeat: float | None = None
 
     def wake(self, reason: str = "") -> None:
         """Run a reconcile as soon as possible."""
@@ -148,6 +154,8 @@ class Reconciler:
                 limits={p.name: (p.size.min, p.size.max) for p in policies.pools},
                 bands={p.name: (p.density.scale_up_above, p.density.target,
                                 p.density.scale_down_below) for p in policies.pools})
+            self.metrics.record_fleet(snapshot, pools=[p.name for p in policies.pools],
+                                      providers=list(self.providers))
             self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
             self.metrics.reconciles.labels("ok").inc()
             self.metrics.last_success.set(now)
@@ -156,6 +164,27 @@ class Reconciler:
             if result is not None:
                 await result
         return plan
+
+    def beat(self) -> None:
+        """The loop is alive: record it and tell whoever listens (the systemd watchdog)."""
+        self.last_heartbeat = self.clock.now()
+        if self.metrics is not None:
+            self.metrics.loop_heartbeat.set(self.last_heartbeat)
+        for callback in self.on_heartbeat:
+            callback()
+
+    async def idle(self, seconds: float) -> None:
+        """Wait for a wake-up or ``seconds``, beating every ``heartbeat_every`` meanwhile."""
+        deadline = self.clock.now() + seconds
+        while True:
+            remaining = deadline - self.clock.now()
+            if remaining <= 0:
+                return
+            step = remaining if not self.heartbeat_every else min(remaining,
+                                                                  self.heartbeat_every)
+            if await self.clock.wait_for(self._wake, step):
+                return
+            self.beat()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Reconcile on every wake-up or timer tick until ``stop`` is set."""
@@ -173,9 +202,10 @@ class Reconciler:
                     log.exception("reconcile failed; the loop goes on")
                     if self.metrics is not None:
                         self.metrics.reconciles.labels("error").inc()
+                self.beat()  # a failed reconcile still proves the loop runs; a hung one won't
                 if stop.is_set():
                     break
-                await self.clock.wait_for(self._wake, self.interval)
+                await self.idle(self.interval)
                 self._wake.clear()
         finally:
             relay.cancel()
