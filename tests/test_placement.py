@@ -267,9 +267,10 @@ def swap(identity: str, *, ago: float = 300, drained: float | None = None) -> Bu
 
 
 def test_the_burst_node_is_drained_once_its_replacement_is_up() -> None:
-    # The two replacements have registered: 6 rack nodes + 2 EC2 at 0.41 density.
-    fleet = nodes(6, active=25, created_at=NOW - 10 * HOUR) + nodes(
-        2, active=25, prefix="e", provider="ec2-east", created_at=NOW - 2 * HOUR)
+    # The two replacements have registered: 4 + 2 rack nodes and 2 EC2 at 0.41 density.
+    fleet = (nodes(4, active=25, created_at=NOW - 10 * HOUR)
+             + nodes(2, active=25, prefix="r", created_at=NOW - 200)
+             + nodes(2, active=25, prefix="e", provider="ec2-east", created_at=NOW - 2 * HOUR))
     state = PlannerState(returns={"e00": swap("e00"), "e01": swap("e01")})
     result = plan(snapshot(fleet), policy_set(pool()), now=NOW, state=state)
     drained = drains_of(result)
@@ -287,13 +288,24 @@ def test_no_break_while_the_replacement_boots_or_if_the_pool_still_needs_the_nod
     assert drains_of(result) == []
     assert "waiting for 1 replacement(s) on rack-a before draining e00" in \
         result.pools["small"].summary
-    # Up, but the pool got busier: 276 gears on 6 nodes is 0.77, fine; without e00 it
-    # would be 276/300 = 0.92 > 0.80, so e00 stays.
-    busy = bursty(active=46)
+    # Up, but the pool got busier: 322 gears on 7 nodes is 0.77, fine; without e00 it
+    # would be 322/360 = 0.89 > 0.80, so e00 stays.
+    busy = bursty(active=46) + [node("r0", active=46, created_at=NOW - 200)]
     result = plan(snapshot(busy), policy_set(pool()), now=NOW, state=state)
     assert drains_of(result) == []
-    assert "keeping e00 for now: without it density would be 0.92 (> 0.80)" in \
+    assert "keeping e00 for now: without it density would be 0.89 (> 0.80)" in \
         result.pools["small"].summary
+
+
+def test_a_replacement_that_was_never_made_abandons_the_swap_at_once() -> None:
+    # The create failed (quota or capacity): nothing boots, nothing new is up. The burst
+    # node stays, however calm the pool, and returns pause.
+    state = PlannerState(returns={"e00": swap("e00", ago=0)})
+    result = plan(snapshot(bursty()), policy_set(pool()), now=NOW, state=state)
+    assert drains_of(result) == []
+    assert result.state.returns == {}
+    assert result.state.pools["small"].returns_paused_until == NOW + 1800
+    assert "its replacement on rack-a was not made" in result.pools["small"].summary
 
 
 def test_a_swap_that_does_not_complete_is_abandoned_and_returns_pause() -> None:
@@ -360,3 +372,75 @@ def test_scale_in_respects_every_disruption_budget(case: str, policy: dict, rack
     assert len(chosen) == expected
     skipped = [c.note for c in drains_of(result)[0].candidates if not c.chosen]
     assert skipped and all(n.startswith("skipped: ") for n in skipped)
+
+
+# -- lessons from the scenarios ---------------------------------------------------------
+
+def test_a_spill_round_finishes_the_growth_decided_at_the_same_instant() -> None:
+    # Round one aimed for 360 slots and got 300 (a provider refused one node): with 2
+    # booting the pool is no longer under pressure (0.73), but the growth is finished.
+    fleet = snapshot(nodes(3, active=55), pending=(booting("b1"), booting("b2")))
+    state = PlannerState(pools={"small": PoolMemory(last_scale_up=NOW, growing_to=360)})
+    result = plan(fleet, policy_set(pool()), now=NOW, state=state)
+    assert sum(scale_outs(result).values()) == 1
+    assert "finishing the growth to 360 slots decided this reconcile" in result.actions[0].reason
+    # Only at that instant: the next reconcile judges the pool afresh.
+    later = plan(fleet, policy_set(pool()), now=NOW + 30, state=state)
+    assert scale_outs(later) == {}
+
+
+def test_a_provider_that_refused_recently_gets_a_one_node_probe() -> None:
+    statuses = {"rack-a": ProviderStatus("rack-a", capacity_error_at=NOW - 600,
+                                         capacity_error="capacity error")}
+    data = providers(vsphere_dc1={"quota": {"max_nodes": 0}})
+    result = plan(snapshot(nodes(4, active=60)), policy_set(pool(), providers=data), now=NOW,
+                  statuses=statuses)
+    # Wants 3 (one urgent); the rack gets one probe, burst-only EC2 the rest.
+    assert scale_outs(result) == {"rack-a": 1, "ec2-east": 2}
+    assert "rack-a +1 (16 free, a probe, after healthy providers" in result.actions[0].reason
+
+
+def test_a_node_made_after_the_error_lifts_the_penalty() -> None:
+    statuses = {"rack-a": ProviderStatus("rack-a", capacity_error_at=NOW - 600,
+                                         capacity_error="capacity error")}
+    # 330 gears on 6 nodes (0.92, not full): +3 nodes. One rack node was made 5m ago,
+    # after the error: the rack is trusted again.
+    fleet = nodes(5, active=55) + [node("r1", active=55, created_at=NOW - 300)]
+    result = plan(snapshot(fleet), policy_set(pool()), now=NOW, statuses=statuses)
+    assert scale_outs(result) == {"rack-a": 3}
+    # Made 15m ago, before the error: healthy providers first.
+    fleet = nodes(5, active=55) + [node("r1", active=55, created_at=NOW - 900)]
+    result = plan(snapshot(fleet), policy_set(pool()), now=NOW, statuses=statuses)
+    assert scale_outs(result) == {"vsphere-dc1": 3}
+
+
+def test_preemption_takes_only_relief_unless_the_pool_is_full() -> None:
+    def with_high(active: int) -> list:
+        fleet, _ = contest(low_nodes=6)
+        high = [replace(node(f"h{i}", active=active, pool_name="high"),
+                        facts=replace(fleet[0].facts, identity=f"h{i}",
+                                      gears=replace(fleet[0].facts.gears, active=active,
+                                                    total=active)))
+                for i in range(4)]
+        return high + [n for n in fleet if n.machine and n.machine.pool == "low"]
+
+    _, policies = contest(low_nodes=6)
+    # 208 gears on 4 nodes (0.87, not full): the target wants ceil(208/.65)=320 slots
+    # (+2 nodes) but ceil(208/.8)=260 end the pressure (+1): one victim only.
+    result = plan(snapshot(with_high(52)), policies, now=NOW)
+    assert len(drains_of(result)) == 1
+    # Full (240/240): facts cannot show the refused demand: the whole growth (+3) is
+    # preempted, as far as low's drain budget (2) allows.
+    result = plan(snapshot(with_high(60)), policies, now=NOW)
+    assert len(drains_of(result)) == 2
+
+
+def test_a_timed_out_drain_holds_back_new_drains() -> None:
+    fleet = nodes(9, active=6) + [replace(node("d1", active=2, total=10),
+                                          state=NodeState.DRAINING)]
+    overdue = snapshot(fleet, drains=(drain("d1", started=NOW - 1200, deadline=NOW),))
+    state = PlannerState(pools={"small": PoolMemory(low_since=NOW - HOUR)})
+    result = plan(overdue, policy_set(pool()), now=NOW, state=state)
+    assert [type(a) for a in result.actions] == [CancelDrain]
+    assert "a drain just passed its deadline" in result.pools["small"].summary
+    assert result.state.pools["small"].last_scale_down == NOW

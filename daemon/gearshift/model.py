@@ -263,6 +263,7 @@ class PoolMemory:
     low_since: float | None = None  # density below the band (continuously) since
     high_since: float | None = None  # density above the band (continuously) since
     returns_paused_until: float | None = None  # burst-and-return backs off after a failure
+    growing_to: int | None = None  # slots (booting included) the last growth aimed for
 
 
 @dataclass(frozen=True, slots=True)

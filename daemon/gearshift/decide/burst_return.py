@@ -77,6 +77,9 @@ def plan_returns(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
             continue
         booting = sum(1 for p in view.pending if p.provider == swap.provider)
         waited = ctx.now - swap.requested_at
+        if not booting and _replacements_up(swap, ctx=ctx, returns=returns) <= 0:
+            abandon(identity, f"its replacement on {swap.provider} was not made")
+            continue
         if booting:
             if waited > settings.replace_timeout:
                 abandon(identity, f"its replacement on {swap.provider} is not up after "
@@ -112,6 +115,19 @@ def plan_returns(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
     new_memory = replace(memory, returns_paused_until=paused_until
                          if paused_until is not None and paused_until > ctx.now else None)
     return actions, new_memory, notes
+
+
+def _replacements_up(swap: BurstReturn, *, ctx: PlanContext,
+                     returns: dict[str, BurstReturn]) -> int:
+    """Replacements of ``swap``'s batch that are up and not yet matched by a burst node
+    drained for them: make-before-break needs one for each drain."""
+    up = sum(1 for n in ctx.views[swap.pool].active
+             if n.machine is not None and n.machine.provider == swap.provider
+             and n.machine.created_at is not None and n.machine.created_at >= swap.requested_at)
+    broken = sum(1 for r in returns.values()
+                 if r.pool == swap.pool and r.provider == swap.provider
+                 and r.requested_at == swap.requested_at and r.drained_at is not None)
+    return up - broken
 
 
 def _burst_nodes(policy: PoolPolicy, ctx: PlanContext) -> list[Node]:

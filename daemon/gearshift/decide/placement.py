@@ -6,7 +6,9 @@ Every placement the pool allows is scored on what the planner knows about it:
   last and take only what the others cannot;
 * **health**: an unavailable provider (circuit open, backed off after a quota or capacity
   error) is skipped; one that refused capacity recently (``capacity_error_penalty``)
-  goes after the healthy ones;
+  goes after the healthy ones and gets one node at a time, a probe: if it refuses again
+  the rest spills on within the same reconcile, at the cost of one failed call; once a
+  node made after the error shows up (booting or registered), the penalty is lifted;
 * **room**: the provider's quota left (shared by every pool) and the pool's own
   ``max_nodes`` for that placement; a full placement is skipped and the rest spills on;
 * **speed and price**: time-to-ready (measured, else the configured ``boot_time``) and
@@ -32,6 +34,8 @@ from gearshift.durations import format_duration
 from gearshift.model import Candidate, FleetSnapshot, ProviderStatus
 from gearshift.policy.schema import Blueprint, Placement, PoolPolicy, ProvidersFile, ProviderSpec
 
+PROBE = 1  # nodes asked at once of a provider that refused capacity recently
+
 
 @dataclass
 class Usage:
@@ -39,6 +43,7 @@ class Usage:
 
     by_provider: Counter[str] = field(default_factory=Counter)
     by_pool_provider: Counter[tuple[str, str]] = field(default_factory=Counter)
+    last_made: dict[str, float] = field(default_factory=dict)  # newest node per provider
 
     @classmethod
     def of(cls, snapshot: FleetSnapshot) -> Usage:
@@ -47,9 +52,15 @@ class Usage:
         for node in snapshot.nodes:
             if node.machine is not None and node.identity not in pending:
                 usage.claim(node.machine.pool, node.machine.provider, 1)
+                usage.made(node.machine.provider, node.machine.created_at)
         for booting in snapshot.pending:
             usage.claim(booting.pool, booting.provider, 1)
+            usage.made(booting.provider, booting.requested_at)
         return usage
+
+    def made(self, provider: str, at: float | None) -> None:
+        if at is not None and at > self.last_made.get(provider, float("-inf")):
+            self.last_made[provider] = at
 
     def claim(self, pool: str | None, provider: str, count: int) -> None:
         self.by_provider[provider] += count
@@ -121,10 +132,14 @@ def time_to_ready(spec: ProviderSpec, status: ProviderStatus | None) -> float:
     return spec.boot_time
 
 
-def recent_error(spec: ProviderSpec, status: ProviderStatus, now: float) -> str | None:
-    """Why a provider that refused capacity recently should go after healthy ones."""
+def recent_error(spec: ProviderSpec, status: ProviderStatus, now: float,
+                 last_made: float | None = None) -> str | None:
+    """Why a provider that refused capacity recently should go after healthy ones (None
+    when it did not, or has made a node since)."""
     at = status.capacity_error_at
     if at is None or now - at >= spec.capacity_error_penalty:
+        return None
+    if last_made is not None and last_made > at:
         return None
     ago = format_duration(max(0, round(now - at)))
     return f"refused capacity {ago} ago ({status.capacity_error or 'quota/capacity error'})"
@@ -150,7 +165,8 @@ def options_for(policy: PoolPolicy, *, providers: ProvidersFile,
         options.append(Option(index=index, placement=placement, spec=spec, blueprint=blueprint,
                               status=status, free=max(free, 0), limit_note=limit_note,
                               time_to_ready=time_to_ready(spec, status),
-                              recent_error=recent_error(spec, status, now)))
+                              recent_error=recent_error(spec, status, now,
+                                                        usage.last_made.get(spec.name))))
     return options
 
 
@@ -192,6 +208,8 @@ def place(policy: PoolPolicy, *, providers: ProvidersFile, statuses: Mapping[str
     def take(option: Option, wanted: int) -> int:
         nonlocal nodes, gears
         count = min(option.free, wanted, max_nodes - nodes)
+        if option.recent_error is not None:
+            count = min(count, PROBE - option.taken)  # a probe, not a batch
         if count <= 0 or not option.status.available:
             return 0
         option.free -= count
@@ -253,7 +271,7 @@ def _candidate(option: Option, rank: int) -> Candidate:
         if option.burst:
             note += " (burst: preferred placements are full or unavailable)"
         if option.recent_error:
-            note += f" (after healthy providers: {option.recent_error})"
+            note += f" (a probe, after healthy providers: {option.recent_error})"
         return candidate(option.taken, note)
     if not option.status.available:
         note = f"skipped: {option.status.why_unavailable or 'unavailable'}"

@@ -171,7 +171,9 @@ def _placement_text(result: PlacementResult) -> str:
     for c in result.candidates:
         if c.chosen:
             burst = ", burst" if "burst" in c.note else ""
-            parts.append(f"{c.provider} +{c.chosen} ({c.free} free{burst})")
+            probe = (f", {c.note[c.note.index('a probe'):].rstrip(')')}"
+                     if "a probe" in c.note else "")
+            parts.append(f"{c.provider} +{c.chosen} ({c.free} free{burst}{probe})")
         elif c.note != "not needed":
             parts.append(f"{c.provider} {c.note}")
     return "; ".join(parts)
@@ -259,6 +261,10 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
 
     actions, ended = ([], set()) if paused else _finish_drains(view, ctx)
     ongoing_drains = [d for d in view.drains if d.identity not in ended]
+    # A drain that ran out of time counts as a scale-down for the cooldown: the next try
+    # waits, then the strategy picks the half-drained node again (it resumes) instead of
+    # starting fresh drains whose gears would refill the node just reactivated.
+    timed_out = any(isinstance(a, CancelDrain) for a in actions)
 
     # Evidence: do we know enough to act on density and headroom?
     evidence = bool(view.active) or bool(view.pending) or (not view.unknown and snapshot.facts_fresh)
@@ -275,9 +281,18 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
                         if memory.last_scale_up is not None else 0.0)
     floor_gap = max(0, floor - size)
     shortfall = max(want_gears - capacity, 1 if signals.up else 0) if pressure else 0
+    # A spill round re-plans at the same instant after a provider refused part of a growth:
+    # the nodes already made may end the pressure, but the growth decided is finished.
+    if memory.last_scale_up == now and memory.growing_to is not None and \
+            capacity < memory.growing_to and not paused:
+        pressure.append(f"finishing the growth to {memory.growing_to} slots decided this "
+                        f"reconcile (a provider refused part of it)")
+        shortfall = max(shortfall, memory.growing_to - capacity)
+        cooldown_up_left = 0.0
+        stable_up = True
 
     notes: list[str] = []
-    grew = shrank = unplaced = 0
+    grew = shrank = unplaced = placed_gears = 0
     unplaced_why = ""
     desired = size
     if paused:
@@ -326,9 +341,20 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
                                             blueprint=allocation.blueprint, count=allocation.count,
                                             reason=reason, candidates=result.candidates))
                 grew += result.nodes
+                placed_gears += result.gears
                 wanted = max(min_nodes, math.ceil(max(gear_gap, 0) / per_node))
                 if result.nodes < min(wanted, room):
+                    # A victim's node is a real loss: preemption takes what ends the
+                    # pressure (under the scale-up edge, headroom kept, floor met), not
+                    # what merely reaches the target - unless the pool is full now, when
+                    # facts cannot show how much demand is being refused.
                     unplaced = min(wanted, room) - result.nodes
+                    if not urgent:
+                        after = capacity + result.gears
+                        relief = max(math.ceil(demand / band.scale_up_above) - after,
+                                     demand + policy.headroom_gears - after, 0)
+                        unplaced = min(unplaced, max(min_nodes - result.nodes,
+                                                     math.ceil(relief / per_node)))
                     unplaced_why = "; ".join(f"{c.provider} {c.note}" for c in result.candidates
                                              if not c.chosen) or where
                     notes.append(f"wanted +{min(wanted, room)} nodes, placed {result.nodes}: {where}")
@@ -347,6 +373,9 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
         blockers = _scale_in_blockers(view, policy, memory, signals, degraded=degraded,
                                       requested=requested, low_since=low_since or now, now=now,
                                       snapshot=snapshot)
+        if timed_out:
+            blockers.append(f"a drain just passed its deadline: cooldown down "
+                            f"{format_duration(policy.cooldown.down)} first")
         if blockers:
             notes.append(f"density {_fmt_density(projected)} < {band.scale_down_below:.2f} "
                          f"but not shrinking: {'; '.join(blockers)}")
@@ -377,8 +406,10 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
                      f"[{band.scale_down_below:.2f}, {band.scale_up_above:.2f}]")
     new_memory = replace(
         memory,
+        # New nodes only: a reactivated node shows as draining until its next facts.
+        growing_to=capacity + placed_gears if grew else memory.growing_to,
         last_scale_up=now if grew else memory.last_scale_up,
-        last_scale_down=now if shrank else memory.last_scale_down,
+        last_scale_down=now if shrank or timed_out else memory.last_scale_down,
         low_since=low_since,
         high_since=high_since,
     )

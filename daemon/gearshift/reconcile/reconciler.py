@@ -131,12 +131,12 @@ class Reconciler:
         for round_ in range(self.spill_rounds):
             snapshot = await self.snapshot()
             statuses = provider_statuses(self.providers)
-            # A spill round plans from the pools' memory at the start (so the cooldown of
-            # the first round's growth does not block the spill), but keeps what the
-            # earlier round started (preemptions, burst-and-return swaps).
-            round_state = start_state if round_ == 0 else replace(state, pools=start_state.pools)
+            # A spill round plans on from the earlier round's memory: the growth it decided
+            # (which the planner finishes at the same instant, cooldown or not), the
+            # preemptions and burst-and-return swaps it started.
             candidate = decide.plan(snapshot, policies, now=now, statuses=statuses,
-                                    state=round_state, paused=frozenset(self.paused))
+                                    state=start_state if round_ == 0 else state,
+                                    paused=frozenset(self.paused))
             if round_ > 0:
                 # Spill rounds only place what the first round could not: no second drain.
                 candidate = replace(candidate, actions=tuple(
