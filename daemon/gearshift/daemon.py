@@ -33,16 +33,20 @@ from gearshift.policy.holder import PolicyHolder
 from gearshift.reconcile.reconciler import Reconciler
 from gearshift.reconcile.supervisor import supervise
 from gearshift.reconcile.wakeup import EdgeWaker
-from gearshift.settings import PlatformSettings, Settings, load_settings
+from gearshift.settings import MqttSettings, PlatformSettings, Settings, load_settings
 from gearshift.store.journal import MemoryJournal
 from gearshift.systemd import Notifier
 
 log = structlog.get_logger(component="gearshift.daemon")
 
 
-def build_platform(settings: PlatformSettings) -> Platform:
+def build_platform(settings: PlatformSettings, mqtt: MqttSettings | None = None) -> Platform:
     if settings.kind == "none":
         return NullPlatform()
+    if settings.kind == "openshift":
+        from gearshift.act.platform.openshift import build_openshift  # noqa: PLC0415
+
+        return build_openshift(settings, mqtt=mqtt)
     raise ConfigError([f"platform kind {settings.kind!r} is not available in this version; "
                        f"use platform: {{kind: none}}"])
 
@@ -78,7 +82,7 @@ async def run_daemon(config: Path, *, settings: Settings | None = None) -> int:
     providers = {spec.name: GuardedProvider(build_provider(spec), clock=clock, metrics=metrics,
                                             boot_time=spec.boot_time)
                  for spec in policies.current.providers.providers}
-    platform = build_platform(settings.platform)
+    platform = build_platform(settings.platform, settings.mqtt)
     journal = MemoryJournal()
     fleet = FleetModel(stale_after=settings.reconcile.stale_after)
     source = MqttFactSource(settings.mqtt, fleet, metrics=metrics, clock=clock)
@@ -136,6 +140,7 @@ async def run_daemon(config: Path, *, settings: Settings | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await api.stop()
+        await platform.close()
         for provider in providers.values():
             await provider.close()
         await journal.close()
