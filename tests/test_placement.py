@@ -444,3 +444,25 @@ def test_a_timed_out_drain_holds_back_new_drains() -> None:
     assert [type(a) for a in result.actions] == [CancelDrain]
     assert "a drain just passed its deadline" in result.pools["small"].summary
     assert result.state.pools["small"].last_scale_down == NOW
+
+
+def test_explain_gives_every_drain_its_candidates() -> None:
+    from gearshift.explain import plan_to_dict, plan_to_text
+
+    fleet, policies = contest()
+    preemption = plan_to_dict(plan(snapshot(fleet), policies, now=NOW))
+    (drained,) = preemption["actions"]
+    assert (drained["kind"], drained["cause"], drained["preempted_by"]) == \
+        ("drain", "preemption", "high")
+    assert drained["candidates"][0]["chosen"] is True
+    assert drained["candidates"][0]["note"].startswith("chosen: pool low (priority 10, "
+                                                       "preemptible) node on rack-a")
+    scale_in = plan(snapshot(nodes(10, active=6)), policy_set(pool()), now=NOW,
+                    state=PlannerState(pools={"small": PoolMemory(low_since=NOW - HOUR)}))
+    text = plan_to_text(scale_in)
+    assert "candidate n00 (rack-a): chosen: fewest_gears (6 gears, rack-a)" in text
+    assert "candidate n02 (rack-a): skipped: step/drain budget (2) or floor 2 reached" in text
+    swap = plan_to_dict(plan(snapshot(bursty()), policy_set(pool()), now=NOW))
+    (make,) = swap["actions"]
+    assert list(make["replaces"]) == ["e00", "e01"]
+    assert [c["note"] for c in make["candidates"]][-1] == "burst placement"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import importlib.resources
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -22,9 +23,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gearshift.durations import parse_duration
-from gearshift.explain import plan_to_dict
+from gearshift.explain import action_to_dict, plan_to_dict
 from gearshift.metrics import Metrics
-from gearshift.model import CapacityRequest
+from gearshift.model import CapacityRequest, Plan
 from gearshift.reconcile.reconciler import Reconciler
 
 
@@ -57,6 +58,15 @@ class ApiServer:
             web.post("/v1/capacity-requests", self.capacity_request),
         ])
         self.runner: web.AppRunner | None = None
+        # The latest actions with their reasons and candidates, for the status page.
+        self.decisions: deque[dict[str, Any]] = deque(maxlen=50)
+        if reconciler.last_plan is not None:
+            self._remember(reconciler.last_plan)
+        reconciler.on_reconciled.append(self._remember)
+
+    def _remember(self, plan: Plan) -> None:
+        for action in plan.actions:
+            self.decisions.append({"at": _iso(plan.at), **action_to_dict(action)})
 
     async def start(self, host: str, port: int) -> None:
         self.runner = web.AppRunner(self.app, access_log=None)
@@ -131,6 +141,7 @@ class ApiServer:
             "last_reconcile": _iso(self.reconciler.last_success),
             "providers": providers,
             "policy_errors": list(self.reconciler.policies.problems),
+            "decisions": list(reversed(self.decisions))[:20],
         }
 
     async def status(self, request: web.Request) -> web.Response:
