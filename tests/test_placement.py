@@ -183,6 +183,16 @@ def test_only_preemptible_lower_priority_pools_are_victims() -> None:
     assert drains_of(plan(snapshot(fleet), policies, now=NOW)) == []
 
 
+def test_a_paused_unseen_or_stale_pool_is_never_preempted() -> None:
+    fleet, policies = contest()
+    assert drains_of(plan(snapshot(fleet), policies, now=NOW, paused=frozenset({"low"}))) == []
+    unseen = [replace(n, state=NodeState.UNKNOWN) if n.identity == "l07" else n for n in fleet]
+    assert drains_of(plan(snapshot(unseen), policies, now=NOW)) == []
+    result = plan(snapshot(fleet, facts_fresh=False), policies, now=NOW)
+    assert drains_of(result) == []
+    assert "no preemption while facts are not fresh" in result.pools["high"].summary
+
+
 def test_no_preemption_while_another_placement_has_room() -> None:
     fleet, policies = contest(high={"placement": RACK_ONLY + [
         {"provider": "ec2-east", "blueprint": "small-ec2", "burst_only": True}]})

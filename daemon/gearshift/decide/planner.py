@@ -107,7 +107,8 @@ def plan(snapshot: FleetSnapshot, policies: PolicySet, *, now: float,
         reading = outcome.reading
         if reading.unplaced > 0 and not reading.paused:
             drains, notes = preempt(policy, ctx=ctx, pools=policies.pools,
-                                    missing=reading.unplaced, why_missing=reading.unplaced_why)
+                                    missing=reading.unplaced, why_missing=reading.unplaced_why,
+                                    paused=paused)
             actions.extend(drains)
             if notes:
                 evaluation = replace(evaluation,

@@ -28,9 +28,12 @@ from gearshift.policy.schema import PoolPolicy
 
 
 def preempt(policy: PoolPolicy, *, ctx: PlanContext, pools: Sequence[PoolPolicy],
-            missing: int, why_missing: str) -> tuple[list[Drain], list[str]]:
+            missing: int, why_missing: str, paused: frozenset[str] = frozenset()
+            ) -> tuple[list[Drain], list[str]]:
     """Drains that free quota for ``missing`` more nodes of ``policy``, and notes for its
-    summary. ``why_missing`` says why placement could not find them."""
+    summary. ``why_missing`` says why placement could not find them. A paused pool, or
+    one with nodes it cannot see, is never a victim; nothing is taken while the fact
+    source itself is not fresh."""
     name = policy.name
     inflight = [p for p in ctx.preemptions.values() if p.by_pool == name]
     need = missing - len(inflight)
@@ -39,10 +42,13 @@ def preempt(policy: PoolPolicy, *, ctx: PlanContext, pools: Sequence[PoolPolicy]
         notes.append(f"{len(inflight)} node(s) of "
                      f"{', '.join(sorted({p.victim_pool for p in inflight}))} draining to "
                      f"free quota for it")
-    victims = sorted((p for p in pools if p.preemptible and p.priority < policy.priority),
+    victims = sorted((p for p in pools if p.preemptible and p.priority < policy.priority
+                      and p.name not in paused and not ctx.views[p.name].unknown),
                      key=lambda p: (p.priority, p.name))
     if need <= 0 or not victims:
         return [], notes
+    if not ctx.snapshot.facts_fresh:
+        return [], [*notes, "no preemption while facts are not fresh"]
     drains: list[Drain] = []
     considered: list[NodeCandidate] = []
     options = options_for(policy, providers=ctx.providers, statuses=ctx.statuses,
