@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -41,6 +42,16 @@ def test_plan_from_a_snapshot_file(tmp_path: Path) -> None:
     assert "candidate ec2-east/small-ec2" in result.stdout
     as_json = gearshift("plan", "--config", str(config), "--snapshot", str(snapshot), "--json")
     assert '"kind": "scale_out"' in as_json.stdout
+    # Every action says which candidates were weighed and why each was chosen or skipped;
+    # at 0.97 the pool is full, so the faster vSphere went ahead of the rack, and says so.
+    actions = json.loads(as_json.stdout)["actions"]
+    assert actions and all(a["candidates"] for a in actions)
+    first = actions[0]
+    assert first["provider"] == "vsphere-dc1"
+    assert "urgent: the pool is full now" in first["reason"]
+    ranks = {c["provider"]: (c["rank"], c["time_to_ready"], c["cost_per_hour"])
+             for c in first["candidates"]}
+    assert ranks["vsphere-dc1"] == (1, 180.0, 0.06) and ranks["rack-a"][0] == 2
 
 
 def test_run_refuses_a_provider_it_cannot_build(tmp_path: Path) -> None:

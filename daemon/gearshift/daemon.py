@@ -45,7 +45,7 @@ from gearshift.policy.watch import PolicyWatcher
 from gearshift.reconcile.reconciler import Reconciler
 from gearshift.reconcile.supervisor import TaskFactory, supervise
 from gearshift.reconcile.wakeup import EdgeWaker
-from gearshift.settings import PlatformSettings, Settings, load_settings
+from gearshift.settings import MqttSettings, PlatformSettings, Settings, load_settings
 from gearshift.store.journal import Journal, MemoryJournal
 from gearshift.systemd import Notifier
 
@@ -54,9 +54,13 @@ log = structlog.get_logger(component="gearshift.daemon")
 HEARTBEAT = 10.0  # the loop beats at least this often while idle (faster under a watchdog)
 
 
-def build_platform(settings: PlatformSettings) -> Platform:
+def build_platform(settings: PlatformSettings, mqtt: MqttSettings | None = None) -> Platform:
     if settings.kind == "none":
         return NullPlatform()
+    if settings.kind == "openshift":
+        from gearshift.act.platform.openshift import build_openshift  # noqa: PLC0415
+
+        return build_openshift(settings, mqtt=mqtt)
     raise ConfigError([f"platform kind {settings.kind!r} is not available in this version; "
                        f"use platform: {{kind: none}}"])
 
@@ -104,7 +108,7 @@ async def run_daemon(config: Path, *, settings: Settings | None = None) -> int:
     providers = {spec.name: GuardedProvider(build_provider(spec), clock=clock, metrics=metrics,
                                             boot_time=spec.boot_time)
                  for spec in policies.current.providers.providers}
-    platform = build_platform(settings.platform)
+    platform = build_platform(settings.platform, settings.mqtt)
     journal = MemoryJournal()
     return await serve(settings, policies=policies, providers=providers, platform=platform,
                        journal=journal, clock=clock, metrics=metrics)
@@ -201,6 +205,7 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await api.stop()
+        await platform.close()
         for provider in providers.values():
             await provider.close()
         await journal.close()

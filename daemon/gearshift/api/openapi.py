@@ -127,6 +127,11 @@ SCHEMAS: dict[str, Any] = {
                 "type": "array", "items": {"type": "string"},
                 "description": "FILE:LINE:COL: message per problem of the last refused "
                                "reload; the last good policies stay in force meanwhile"},
+            "decisions": {
+                "type": "array", "description": "the latest actions, newest first, with "
+                                                "their reasons and candidates",
+                "items": {"allOf": [_ref("Action"), {
+                    "type": "object", "required": ["at"], "properties": {"at": _TIME}}]}},
         },
     },
     "PoolEvaluation": {

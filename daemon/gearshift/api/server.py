@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import uuid
+from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -38,9 +39,9 @@ from gearshift.api.openapi import (
     openapi_document,
 )
 from gearshift.durations import parse_duration
-from gearshift.explain import plan_to_dict
+from gearshift.explain import action_to_dict, plan_to_dict
 from gearshift.metrics import Metrics
-from gearshift.model import CapacityRequest
+from gearshift.model import CapacityRequest, Plan
 from gearshift.reconcile.reconciler import Reconciler
 
 
@@ -139,6 +140,15 @@ class ApiServer:
             web.post("/v1/capacity-requests", self.capacity_request),
         ])
         self.runner: web.AppRunner | None = None
+        # The latest actions with their reasons and candidates, for the status page.
+        self.decisions: deque[dict[str, Any]] = deque(maxlen=50)
+        if reconciler.last_plan is not None:
+            self._remember(reconciler.last_plan)
+        reconciler.on_reconciled.append(self._remember)
+
+    def _remember(self, plan: Plan) -> None:
+        for action in plan.actions:
+            self.decisions.append({"at": _iso(plan.at), **action_to_dict(action)})
 
     async def start(self, host: str, port: int) -> None:
         self.runner = web.AppRunner(self.app, access_log=None, logger=_server_log)
@@ -221,6 +231,7 @@ class ApiServer:
             "last_reconcile": _iso(self.reconciler.last_success),
             "providers": providers,
             "policy_errors": list(self.reconciler.policies.problems),
+            "decisions": list(reversed(self.decisions))[:20],
         }
 
     async def status(self, request: web.Request) -> web.Response:

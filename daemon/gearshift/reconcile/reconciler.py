@@ -28,7 +28,15 @@ from gearshift.act.executor import Executor
 from gearshift.act.providers.guard import GuardedProvider
 from gearshift.clock import Clock
 from gearshift.metrics import Metrics
-from gearshift.model import FleetSnapshot, Plan, PlannerState, PoolEvaluation, ScaleOut, Signal
+from gearshift.model import (
+    FleetSnapshot,
+    Plan,
+    PlannerState,
+    PoolEvaluation,
+    ProviderStatus,
+    ScaleOut,
+    Signal,
+)
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.requests import RequestBook
 from gearshift.policy.holder import PolicyHolder
@@ -45,7 +53,21 @@ def _merge_growth(first: PlannerState, later: PlannerState) -> PlannerState:
             current = pools[name].last_scale_up
             if current is None or memory.last_scale_up > current:
                 pools[name] = replace(pools[name], last_scale_up=memory.last_scale_up)
-    return PlannerState(pools=pools)
+    return replace(later, pools=pools)
+
+
+def provider_statuses(providers: Mapping[str, GuardedProvider]) -> dict[str, ProviderStatus]:
+    """Each provider's status, with when it last refused capacity (placement demotes it
+    for its ``capacity_error_penalty`` after that, even once its back-off is over)."""
+    statuses = {}
+    for name, provider in providers.items():
+        status = provider.status()
+        if provider.backoff_until is not None:
+            status = replace(
+                status, capacity_error=provider.backoff_reason or None,
+                capacity_error_at=provider.backoff_until - provider.settings.capacity_backoff)
+        statuses[name] = status
+    return statuses
 
 
 class Reconciler:
@@ -100,7 +122,7 @@ class Reconciler:
         """What the planner would do now, without doing it."""
         snapshot = await self.snapshot()
         return decide.plan(snapshot, self.policies.current, now=snapshot.taken_at,
-                           statuses={n: p.status() for n, p in self.providers.items()},
+                           statuses=provider_statuses(self.providers),
                            state=self.state, paused=frozenset(self.paused))
 
     async def reconcile_once(self) -> Plan:
@@ -114,9 +136,13 @@ class Reconciler:
         plan: Plan | None = None
         for round_ in range(self.spill_rounds):
             snapshot = await self.snapshot()
-            statuses = {n: p.status() for n, p in self.providers.items()}
+            statuses = provider_statuses(self.providers)
+            # A spill round plans on from the earlier round's memory: the growth it decided
+            # (which the planner finishes at the same instant, cooldown or not), the
+            # preemptions and burst-and-return swaps it started.
             candidate = decide.plan(snapshot, policies, now=now, statuses=statuses,
-                                    state=start_state, paused=frozenset(self.paused))
+                                    state=start_state if round_ == 0 else state,
+                                    paused=frozenset(self.paused))
             if round_ > 0:
                 # Spill rounds only place what the first round could not: no second drain.
                 candidate = replace(candidate, actions=tuple(
@@ -139,7 +165,7 @@ class Reconciler:
             # draining), not the reading that led to them.
             snapshot = await self.snapshot()
             after = decide.plan(snapshot, policies, now=now,
-                                statuses={n: p.status() for n, p in self.providers.items()},
+                                statuses=provider_statuses(self.providers),
                                 state=state, paused=frozenset(self.paused))
             self.last_pools = after.pools
         else:
