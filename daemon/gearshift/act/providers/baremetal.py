@@ -31,6 +31,7 @@ Redfish and Foreman are plain REST, spoken with aiohttp (every request bounded b
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import ssl
@@ -241,15 +242,16 @@ class _Rest:
 
     async def request(self, method: str, url: str, *, what: str,
                       body: dict[str, Any] | None = None) -> Any:
-        auth = None
+        headers = {}
         if self.password is not None:
             try:
-                auth = aiohttp.BasicAuth(reveal(self.username) or "",
-                                         self.password.get().get_secret_value())
+                pair = f"{reveal(self.username) or ''}:{self.password.get().get_secret_value()}"
             except ConfigError as exc:
                 raise PermanentError(self.provider, f"{what}: {exc}") from None
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         try:
-            async with self._http().request(method, url, json=body, auth=auth) as response:
+            async with self._http().request(method, url, json=body,
+                                            headers=headers) as response:
                 text = await response.text()
                 status = response.status
         except TimeoutError as exc:
