@@ -35,7 +35,13 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_exponential,
+    wait_random,
+)
 
 from gearshift.act.providers.base import CreateRequest, Provider, QuotaInfo
 from gearshift.clock import Clock
@@ -203,8 +209,10 @@ class GuardedProvider:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TransientError),
             stop=give_up,
-            wait=wait_exponential_jitter(initial=self.settings.retry_initial,
-                                         max=self.settings.retry_max),
+            # exponential from retry_initial up to retry_max, plus up to retry_initial of jitter
+            wait=(wait_exponential(multiplier=self.settings.retry_initial,
+                                   max=self.settings.retry_max)
+                  + wait_random(0, self.settings.retry_initial)),
             sleep=self.clock.sleep,
             reraise=True,
         )
