@@ -3,12 +3,19 @@
 Each sushy run gets a fresh ``SUSHY_EMULATOR_STATE_DIR``: the fake driver keeps its
 machines' power state there, and a stale one would leak state between runs. Its power
 changes land 1-11 s after the request (the fake driver's own random delay).
+
+sushy-tools makes its systems driver lazily on the first request, without a lock; when the
+first requests arrive together, several drivers are made at once, and a late one writes
+its initial "Off" over a power change another has just accepted (about 3 lost power-ons in
+20 parallel ones). ``start_sushy`` therefore makes one request before handing it out.
 """
 
 from __future__ import annotations
 
+import base64
 import shutil
 import sys
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +68,12 @@ def start_sushy(*, directory: Path, machines: int, username: str | None = None,
     config.write_text("\n".join(lines) + "\n")
     peer = Peer.start([binary, "--config", str(config)], port=port,
                       log=directory / "sushy.log", name="sushy-emulator")
+    request = urllib.request.Request(f"{peer.url}/redfish/v1/Systems")
+    if username is not None and password is not None:
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=30) as response:  # builds the driver, once
+        response.read()
     return Sushy(peer=peer, systems=[(n, f"/redfish/v1/Systems/{u}") for n, u in systems])
 
 
