@@ -97,7 +97,7 @@ def test_run_starts_with_real_providers_while_their_endpoints_are_unreachable(
         # this version's reconcile task waits for facts without watching for SIGTERM).
         process.send_signal(signal.SIGTERM)
         try:
-            _, stderr = process.communicate(timeout=10)
+            _, stderr = process.communicate(timeout=5)
         except subprocess.TimeoutExpired:
             process.kill()
             _, stderr = process.communicate(timeout=10)
