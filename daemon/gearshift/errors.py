@@ -7,6 +7,7 @@ Callers decide what to do by class, never by parsing messages::
     ├── BadMessage               a fact or request message we cannot trust (counted, dropped)
     ├── ProviderError            a provider call failed; .provider names it
     │   ├── TransientError       retry later (timeouts, throttling, 5xx)
+    │   │   └── CircuitOpen      refused without a call: the provider's breaker is open
     │   ├── QuotaExceeded        the provider's quota is full: spill to the next placement
     │   ├── CapacityUnavailable  the provider has no capacity now: spill and back off
     │   ├── PermanentError       bad config or credentials: stop using it until fixed
@@ -62,6 +63,15 @@ class TransientError(ProviderError):
     """Worth retrying: timeouts, throttling, server errors."""
 
     kind = "transient"
+
+
+class CircuitOpen(TransientError):
+    """The guard refused the call without making it: the provider's circuit breaker is open.
+
+    Transient for callers (try again later), but never retried inside the guard.
+    """
+
+    kind = "circuit_open"
 
 
 class QuotaExceeded(ProviderError):
