@@ -176,7 +176,7 @@ class Executor:
                     return
             await self.journal.adopt(machine)
             await self.journal.advance(op_id, phase="created", at=self.clock.now(),
-                                       machine_id=machine.machine_id)
+                                       machine_id=machine.machine_id, identity=machine.name)
             self._event(report, kind=action.kind, pool=action.pool, target=name, outcome="ok",
                         reason=action.reason, provider=action.provider)
 
