@@ -23,6 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from conftest import need
+from gearshift.act.platform.agent import AgentRunner
 from gearshift.agent.commands import CommandRunner, build_argv
 from gearshift.agent.config import AgentConfig, ContainerFacts, load_agent_config
 from gearshift.agent.sources import FactSource, count_containers
@@ -390,3 +391,29 @@ async def test_agent_over_activemq_mqtt_3_1_1(activemq_peer: Any, tmp_path: Path
         if agent.poll() is None:
             agent.kill()
             agent.wait(5)
+
+
+async def test_the_daemons_platform_client_drives_a_real_agent(
+        agent_config: tuple[Path, MqttSettings, Path]) -> None:
+    """The other half of the protocol: act.platform.agent.AgentRunner, as the daemon uses
+    it, against this agent as a separate process."""
+    config, settings, _ = agent_config
+    identity = "node1.example.com"
+    agent = start_agent(config)
+    runner = AgentRunner(settings, broker_identity=identity, timeout=20)
+    fleet = FleetModel(stale_after=60)
+    try:
+        async with running(MqttFactSource(settings, fleet)):
+            await wait_until(lambda: fleet.is_fresh(identity, time.time()), 20, "the agent")
+            done = await runner.run("deactivate", {"district": "513b5050", "host": identity},
+                                    node=identity)
+            assert (done.ok, done.exit_code, done.error) == (True, 0, None)
+            assert done.stdout == f"deactivate-node -n 513b5050 -i {identity}\n"
+            refused = await runner.run("remove", {"district": "513b5050", "host": identity},
+                                       node=identity)
+            assert not refused.ok and refused.exit_code is None
+            assert refused.error == f"agent {identity}: not allowed"
+    finally:
+        await runner.close()
+        agent.kill()
+        agent.wait(5)
