@@ -88,7 +88,7 @@ class Broker:
         values: dict[str, object] = {
             "host": self.host, "port": self.port, "protocol": self.protocol,
             "prefix": prefix or f"gs-test/{uuid.uuid4().hex[:10]}",
-            "reconnect_min": 0.2, "reconnect_max": 1.0}
+            "reconnect_min": 0.2, "reconnect_max": 1.0, "catch_up_min": 0.05}
         values.update(overrides)
         return MqttSettings.model_validate(values)
 

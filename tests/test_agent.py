@@ -227,7 +227,7 @@ def agent_config(tmp_path: Path, mosquitto: tuple[str, int]) -> tuple[Path, Mqtt
         "commands": {"deactivate": "/bin/echo deactivate-node -n {district} -i {host}",
                      "activate": "/bin/echo activate-node -n {district} -i {host}"},
         "command_timeout": "10s"}))
-    return config, MqttSettings(host=host, port=port, prefix=prefix), facts
+    return config, MqttSettings(host=host, port=port, prefix=prefix, catch_up_min=0.05), facts
 
 
 def start_agent(config: Path, *, log: Any = None) -> subprocess.Popen[bytes]:

@@ -74,6 +74,9 @@ class MqttSettings(Section):
     reconnect_max: Seconds = Field(60.0, description="Longest reconnect delay.")
     catch_up_timeout: Seconds = Field(
         10.0, description="Longest wait for retained facts after subscribing.")
+    catch_up_min: Seconds = Field(
+        1.0, description="Trust the fleet no sooner than this after subscribing, so agents "
+                         "publishing live (a broker that lost its retained facts) are heard.")
     timeout: Seconds = Field(10.0, description="Longest wait for the broker to answer a "
                                                "connect, subscribe or publish.")
 

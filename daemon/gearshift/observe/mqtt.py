@@ -16,6 +16,8 @@ nodes: 1 020 arrive at QoS 1, 9 474 to 10 000 at QoS 0 — so a broker serving a
 needs ``max_queued_messages 0`` (or well above the fleet size); see the README.
 To know when the retained replay is over, the source publishes a marker to a topic of its
 own right after subscribing; when the marker comes back, everything before it has arrived.
+It trusts the fleet no sooner than ``catch_up_min`` after subscribing all the same, so
+agents that publish live (a broker that lost its retained facts) are heard first.
 
 A lost broker marks the source down (scale-in freezes) and the client reconnects with
 jittered exponential back-off and resubscribes. After a loss the source stays down until
@@ -356,12 +358,15 @@ class MqttFactSource:
 
     async def _consume(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         """Hand every message to ``handle`` until ``stop`` or the connection drops."""
+        loop = asyncio.get_running_loop()
+        subscribed = loop.time()
+        marker_seen = asyncio.Event()
 
         async def pump() -> None:
             async for message in client.messages:
                 topic = message.topic.value
                 if topic == self._marker:
-                    self._caught_up()
+                    marker_seen.set()
                     continue
                 payload = message.payload
                 if isinstance(payload, str):
@@ -371,28 +376,30 @@ class MqttFactSource:
                 self.handle(topic, bytes(payload), retained=bool(message.retain))
 
         async def watch() -> None:
-            """Catch-up timeout, and nodes going stale while we wait for fresh facts."""
-            async with asyncio.timeout(self.settings.catch_up_timeout):
-                await self.caught_up.wait()
+            """Catch up (marker back, and at least ``catch_up_min`` after subscribing, so
+            agents publishing live get a moment, e.g. after a broker lost its retained
+            facts), then follow nodes going stale while we wait for fresh facts."""
+            timed_out = False
+            try:
+                async with asyncio.timeout(self.settings.catch_up_timeout):
+                    await marker_seen.wait()
+            except TimeoutError:
+                timed_out = True
+            await asyncio.sleep(max(0.0, self.settings.catch_up_min
+                                    - (loop.time() - subscribed)))
+            self._caught_up(timed_out=timed_out)
             while True:
                 if self._recovering:
                     self._check_recovered()
                 await asyncio.sleep(1.0)
 
-        async def watch_guarded() -> None:
-            try:
-                await watch()
-            except TimeoutError:
-                self._caught_up(timed_out=True)
-                await watch()
-
         pumping = asyncio.create_task(pump())
-        watching = asyncio.create_task(watch_guarded())
-        # Ask for the marker only now: its PUBACK queues behind the whole retained replay.
-        if self._marker is not None:
-            await client.publish(self._marker, b"caught-up?", qos=1)
+        watching = asyncio.create_task(watch())
         stopping = asyncio.create_task(stop.wait())
         try:
+            # Ask for the marker only now: its PUBACK queues behind the retained replay.
+            if self._marker is not None:
+                await client.publish(self._marker, b"caught-up?", qos=1)
             done, _ = await asyncio.wait({pumping, stopping},
                                          return_when=asyncio.FIRST_COMPLETED)
         finally:
