@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from gearshift.sim.broker import mosquitto_available, start_mosquitto
+from peers import ACTIVEMQ_APT, Broker, activemq_broker, activemq_missing, mosquitto_broker
 
 ROOT = Path(__file__).resolve().parent.parent
 # Subprocesses (`python -m gearshift ...`) import this checkout's code, whatever is installed.
@@ -26,6 +27,9 @@ APT = {
     "promtool": "apt-get install -y --no-install-recommends prometheus",
     "prometheus": "apt-get install -y --no-install-recommends prometheus",
     "systemd-analyze": "apt-get install -y systemd",
+    "mosquitto_passwd": "apt-get install -y mosquitto",
+    "java": "apt-get install -y activemq libmqtt-client-java",
+    "openssl": "apt-get install -y openssl",
 }
 
 
@@ -51,3 +55,33 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, i
         process.wait(5)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+@pytest.fixture(scope="session")
+def mosquitto_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A second session mosquitto that broker-loss tests may stop and start again."""
+    need("mosquitto")
+    broker = mosquitto_broker(tmp_path_factory.mktemp("mosquitto-peer"))
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def activemq_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """Debian's ActiveMQ with its MQTT connector, started once per session (a JVM)."""
+    missing = activemq_missing()
+    if missing is not None:
+        pytest.fail(f"ActiveMQ with MQTT needs {missing}; run: {ACTIVEMQ_APT}")
+    need("java")
+    broker = activemq_broker(tmp_path_factory.mktemp("activemq"))
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(params=["mosquitto", "activemq"])
+def broker(request: pytest.FixtureRequest) -> Broker:
+    """Each real broker in turn: the same integration test runs against both."""
+    peer: Broker = request.getfixturevalue(f"{request.param}_peer")
+    if peer.process is None or peer.process.poll() is not None:
+        peer.start()  # a broker-loss test left it stopped
+    return peer

@@ -24,7 +24,8 @@ def gearshift(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
                           text=True, check=False, cwd=ROOT, timeout=timeout)
 
 
-@pytest.mark.parametrize("command", ["validate", "schema", "plan", "simulate", "demo", "run"])
+@pytest.mark.parametrize("command", ["validate", "schema", "plan", "simulate", "demo", "run",
+                                     "agent"])
 def test_every_command_has_help(command: str) -> None:
     result = gearshift(command, "--help")
     assert result.returncode == 0

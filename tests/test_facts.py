@@ -145,3 +145,29 @@ def test_arbitrary_legacy_maps_are_parsed_or_rejected(data: dict[str, str]) -> N
         return
     assert facts.max_active_gears >= 0
     assert facts.gears.active >= 0
+
+
+def _outcome(parse: object, payload: bytes) -> object:
+    try:
+        return parse(payload, "n1")  # type: ignore[operator]
+    except BadMessage as exc:
+        return ("rejected", exc.reason)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(list(SAMPLE) + ["extra", "active_usage_pct"]),
+                       json_values, max_size=12),
+       st.sampled_from(["gearshift.node.facts/1", "gearshift.node.facts/2", 7]),
+       st.sampled_from(["n1", "n2"]))
+def test_the_fast_path_agrees_with_the_slow_one(data: dict[str, object], schema: object,
+                                                identity: str) -> None:
+    from gearshift.observe.facts import _parse_slowly
+
+    payload = json.dumps({**SAMPLE, **data, "schema": schema, "identity": identity}).encode()
+    fast = _outcome(lambda p, i: parse_facts(p, topic_identity=i), payload)
+    slow = _outcome(_parse_slowly, payload)
+    if isinstance(slow, tuple):
+        assert fast == slow
+    else:
+        assert fast == slow or (  # NaN != NaN in the facts' float fields only
+            isinstance(fast, NodeFacts) and repr(fast) == repr(slow))

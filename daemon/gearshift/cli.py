@@ -212,6 +212,20 @@ def _operator_options(p: argparse.ArgumentParser, *, token: bool = False) -> Non
                        help="file holding the API token (default $GEARSHIFT_TOKEN_FILE)")
 
 
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from gearshift.agent.config import load_agent_config  # noqa: PLC0415
+    from gearshift.agent.runner import Agent, run_agent  # noqa: PLC0415
+    from gearshift.logs import configure  # noqa: PLC0415
+
+    config = load_agent_config(args.config)
+    configure(level=args.log_level)
+    if args.once:
+        message = asyncio.run(Agent(config).read_message())
+        print(json.dumps(message, indent=2))
+        return 0
+    return asyncio.run(run_agent(config))
+
+
 def _duration(text: str) -> float:
     from gearshift.durations import parse_duration  # noqa: PLC0415
 
@@ -329,6 +343,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["example", "check"])
     p.add_argument("--config", type=Path, help="the config file to check")
     p.set_defaults(func=_cmd_config, parser=p)
+
+    p = sub.add_parser("agent", help="run the node agent (facts out, allowlisted commands in)",
+                       description="Publish this node's facts over MQTT (retained, on change "
+                                   "and every interval, last will 'offline') and run the "
+                                   "allowlisted commands gearshift sends. See the agent "
+                                   "config reference in gearshift.agent.")
+    p.add_argument("--config", type=Path, required=True, help="agent config file (YAML)")
+    p.add_argument("--once", action="store_true",
+                   help="read the facts once, print the message that would be published, exit")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    p.set_defaults(func=_cmd_agent)
     return parser
 
 

@@ -40,6 +40,7 @@ from gearshift.metrics import Metrics
 from gearshift.model import Plan
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mqtt import MqttFactSource
+from gearshift.observe.prometheus import PrometheusSignalSource
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.watch import PolicyWatcher
 from gearshift.reconcile.reconciler import Reconciler
@@ -128,9 +129,19 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
     source = MqttFactSource(settings.mqtt, fleet, metrics=metrics, clock=clock)
     executor = Executor(providers=providers, platform=platform, journal=journal, clock=clock,
                         metrics=metrics, on_retired=source.forget_node)
+    signal_source = (PrometheusSignalSource(settings.prometheus, lambda: policies.current,
+                                            clock=clock, metrics=metrics)
+                     if settings.prometheus is not None else None)
+    if signal_source is None and any(p.signals for p in policies.current.pools):
+        log.warning("pools define Prometheus signals but no prometheus: section is set; "
+                    "they stay unavailable (on_error applies)")
     reconciler = Reconciler(fleet=fleet, policies=policies, executor=executor, journal=journal,
                             providers=providers, clock=clock,
-                            interval=settings.reconcile.interval, metrics=metrics)
+                            interval=settings.reconcile.interval, metrics=metrics,
+                            signals=signal_source.signals if signal_source else None)
+    if signal_source is not None:
+        signal_source.on_edge = reconciler.wake
+    source.pool_exists = lambda name: policies.current.pool(name) is not None
     source.requests = reconciler.requests
     waker = EdgeWaker(reconciler, debounce=settings.reconcile.debounce)
     source.on_facts = waker.poke
@@ -193,6 +204,8 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
                                     "reconcile": reconcile, **(tasks or {})}
     if settings.policy_poll > 0:
         jobs["policy-watch"] = watcher.run
+    if signal_source is not None:
+        jobs["signals"] = signal_source.run
 
     await api.start(settings.http.host, settings.http.port)
     log.info("started", http=f"{settings.http.host}:{settings.http.port}",

@@ -14,9 +14,13 @@ Callers decide what to do by class, never by parsing messages::
     │   └── NotFound             the machine is not there (destroy treats it as done)
     ├── PlatformError            a PaaS command (deactivate, move, remove) failed
     │   └── MoveFailed           some gears could not be moved off a draining node
-    └── DaemonError              the CLI could not get an answer from a running daemon
-        ├── DaemonUnreachable    nothing answers at the URL (exit 3)
-        └── ApiError             the daemon said no; .status is the HTTP status
+    ├── DaemonError              the CLI could not get an answer from a running daemon
+    │   ├── DaemonUnreachable    nothing answers at the URL (exit 3)
+    │   └── ApiError             the daemon said no; .status is the HTTP status
+    ├── SignalQueryFailed        a Prometheus signal query gave no usable value (.outcome)
+    ├── FactsUnavailable         the agent could not read its node's facts this time
+    └── CommandRefused           the agent will not run a requested command (not allowed,
+                                 bad arguments, malformed request)
 
 Messages never carry secrets: provider code builds them from names and ids only.
 """
@@ -120,3 +124,25 @@ class ApiError(DaemonError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class SignalQueryFailed(GearshiftError):
+    """A Prometheus signal query gave no usable value; ``outcome`` is a metric label
+    (``error``, ``timeout``, ``unreachable``, ``no_data``, ``not_finite``)."""
+
+    def __init__(self, outcome: str, detail: str) -> None:
+        super().__init__(f"{outcome}: {detail}")
+        self.outcome = outcome
+        self.detail = detail
+
+
+class FactsUnavailable(GearshiftError):
+    """The agent could not read its node's facts this time (it publishes nothing new)."""
+
+
+class CommandRefused(GearshiftError):
+    """The agent refuses a command request; the message goes into the reply's ``error``."""
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id

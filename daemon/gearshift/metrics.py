@@ -96,6 +96,19 @@ class Metrics:
                                     "When the reconcile loop last proved it is alive (Unix "
                                     "time); what /healthz and the systemd watchdog go by.",
                                     registry=r)
+        self.fact_source_reconnects = Counter(
+            "gearshift_fact_source_reconnects", "Reconnects of the fact source after a loss.",
+            registry=r)
+        self.fact_source_waiting = Gauge(
+            "gearshift_fact_source_waiting_nodes",
+            "Nodes not heard from since the fact source came back (scale-in waits for them).",
+            registry=r)
+        self.signal_queries = Counter("gearshift_signal_queries",
+                                      "Prometheus signal queries by pool, signal and outcome.",
+                                      ["pool", "signal", "outcome"], registry=r)
+        self.signal_value = Gauge("gearshift_signal_value",
+                                  "Latest value of a pool's Prometheus signal (NaN when "
+                                  "unavailable).", ["pool", "signal"], registry=r)
 
     def record_pools(self, pools: Mapping[str, PoolEvaluation], *,
                      limits: dict[str, tuple[int, int]],

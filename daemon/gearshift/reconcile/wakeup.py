@@ -1,9 +1,11 @@
 """Wake the reconciler when new facts move a pool across a policy edge (debounced).
 
-Fact sources call ``poke()`` on every accepted message; at most every ``debounce``
-seconds the fleet is checked (``EdgeWatch``) and the reconciler woken if a pool has just
-gone outside its band or come back. So a flash crowd is acted on in well under a second,
-and a storm of messages costs one check per debounce period, not one per message.
+Fact sources call ``poke()`` on every accepted message. The first poke is checked at once
+(``EdgeWatch``, which costs only the nodes that changed) and the reconciler woken if a pool
+has just gone outside its band or come back; pokes in the next ``debounce`` seconds are
+gathered into one more check at the end of that period. So a crossing fact reaches the
+planner within milliseconds when the fleet is quiet and within ``debounce`` when it is
+busy, and a storm of messages costs one check per period, not one per message.
 """
 
 from __future__ import annotations
@@ -42,6 +44,6 @@ class EdgeWaker:
             stopping.cancel()
             if stop.is_set():
                 return
-            await asyncio.sleep(self.debounce)
             self._poked.clear()
             self.check_now()
+            await asyncio.sleep(self.debounce)  # pokes meanwhile: one check after it

@@ -1,0 +1,130 @@
+"""The agent's config file (YAML), validated once at start-up with clear errors.
+
+Example::
+
+    identity: node1.example.com          # default: this host's FQDN
+    mqtt: {host: broker.example, port: 8883, username: node1, password_file: /etc/gearshift/agent.pw,
+           tls: {ca_file: /etc/pki/ca.pem}}
+    interval: 60s                        # publish at least this often
+    poll: 5s                             # look for changed facts this often
+    facts: {kind: openshift, path: /etc/mcollective/facts.yaml}
+    commands:
+      deactivate: oo-admin-ctl-district -c deactivate-node -n {district} -i {host}
+      activate: oo-admin-ctl-district -c activate-node -n {district} -i {host}
+      evacuate: oo-admin-move --gear_uuid {gears} -i {target}
+    command_timeout: 10m
+
+Secrets follow the daemon's rules: ``password_file`` rather than a password in the file.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import string
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gearshift.errors import ConfigError
+from gearshift.settings import MqttSettings, Seconds
+
+COMMAND_NAME = r"^[a-z][a-z0-9_-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OpenShiftFacts(_Strict):
+    kind: Literal["openshift"]
+    path: Path = Path("/etc/mcollective/facts.yaml")
+
+
+class ContainerFacts(_Strict):
+    kind: Literal["containers"]
+    runtime: Literal["podman", "docker"] = "podman"
+    binary: Path | None = Field(None, description="Runtime binary (default: found on PATH).")
+    filters: list[str] = Field(default_factory=list,
+                               description="--filter values, e.g. label=openshift.gear")
+    node_profile: str = Field(min_length=1)
+    max_active_gears: int = Field(ge=1)
+    district_uuid: str | None = None
+    district_active: bool = True
+    timeout: Seconds = 30.0
+
+
+class FileFacts(_Strict):
+    kind: Literal["file"]
+    path: Path
+
+
+FactSourceConfig = Annotated[OpenShiftFacts | ContainerFacts | FileFacts,
+                             Field(discriminator="kind")]
+
+
+def template_fields(template: str) -> list[list[str]]:
+    """The placeholders of each argv element of ``template`` (checked: plain names only)."""
+    argv = shlex.split(template)
+    if not argv:
+        raise ValueError("empty command template")
+    fields: list[list[str]] = []
+    for token in argv:
+        names = []
+        for _, name, spec, conversion in string.Formatter().parse(token):
+            if name is None:
+                continue
+            if not name.isidentifier() or spec or conversion:
+                raise ValueError(f"placeholder {{{name}}} in {token!r}: use plain {{name}}")
+            names.append(name)
+        fields.append(names)
+    if fields[0]:
+        raise ValueError("the program itself cannot be a placeholder")
+    return fields
+
+
+class AgentConfig(_Strict):
+    identity: str = Field(default_factory=socket.getfqdn, min_length=1, max_length=255,
+                          pattern=r"^[^/+#\s]+$")
+    mqtt: MqttSettings = MqttSettings(client_id="gearshift-agent")
+    interval: Seconds = Field(60.0, gt=0, description="Publish facts at least this often.")
+    poll: Seconds = Field(5.0, gt=0, description="Read the fact source this often.")
+    facts: FactSourceConfig
+    commands: dict[str, str] = Field(default_factory=dict,
+                                     description="Allowlisted command name -> template.")
+    command_timeout: Seconds = Field(600.0, gt=0)
+    max_concurrent_commands: int = Field(1, ge=1, le=16)
+
+    @field_validator("commands")
+    @classmethod
+    def _templates(cls, commands: dict[str, str]) -> dict[str, str]:
+        import re  # noqa: PLC0415
+
+        for name, template in commands.items():
+            if not re.match(COMMAND_NAME, name):
+                raise ValueError(f"command name {name!r} must match {COMMAND_NAME}")
+            try:
+                template_fields(template)
+            except ValueError as exc:
+                raise ValueError(f"command {name}: {exc}") from exc
+        return commands
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError([f"{path}:1:1: cannot read: {exc.strerror}"]) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
+        raise ConfigError([f"{path}:{where}: not valid YAML"]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}:1:1: expected a mapping"])
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([f"{path}:1:1: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                           for e in exc.errors(include_url=False)]) from exc

@@ -1,0 +1,224 @@
+"""Unit tests of the observe logic: trust after a loss, retained replays, back-off, the
+incremental edge watch (checked against a naive recount), and message routing."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from builders import policy_set, pool
+from gearshift.metrics import Metrics
+from gearshift.model import GearCounts, NodeFacts, NodeState
+from gearshift.observe.edges import EdgeWatch
+from gearshift.observe.fleet import MAX_OFFLINE_WITHOUT_FACTS, FleetModel
+from gearshift.observe.mqtt import Backoff, MqttFactSource
+from gearshift.observe.requests import RequestBook
+from gearshift.policy.schema import PolicySet
+from gearshift.settings import MqttSettings
+
+
+def facts(identity: str = "n1", *, ts: float | None = None, seq: int | None = 1,
+          active: int = 10, max_gears: int = 60, profile: str = "small",
+          district_active: bool = True) -> NodeFacts:
+    return NodeFacts(identity=identity, node_profile=profile, max_active_gears=max_gears,
+                     gears=GearCounts(total=active, active=active), produced_at=ts, seq=seq,
+                     district_active=district_active,
+                     bad_reason=None if max_gears > 0 else "max_active_gears is 0")
+
+
+def test_retained_replay_without_ts_is_no_sign_of_life() -> None:
+    fleet = FleetModel(stale_after=60)
+    fleet.ingest(facts(seq=None), received_at=100)
+    fleet.ingest(facts(seq=None), received_at=200, retained=True)  # replay on resubscribe
+    assert not fleet.is_fresh("n1", 170)
+    fleet.ingest(facts(seq=None), received_at=200)  # live
+    assert fleet.is_fresh("n1", 250)
+
+
+def test_offline_then_facts_produced_after_the_will_bring_the_node_back() -> None:
+    fleet = FleetModel(stale_after=60)
+    fleet.ingest(facts(ts=100), received_at=100)
+    fleet.set_online("n1", False, at=110)
+    fleet.ingest(facts(ts=105, seq=2), received_at=111)  # in flight before the will
+    assert fleet.snapshot(112).nodes[0].state is NodeState.UNKNOWN
+    fleet.ingest(facts(ts=112, seq=3), received_at=120, retained=True)  # replay, but newer ts
+    assert fleet.snapshot(121).nodes[0].state is NodeState.ACTIVE
+
+
+def test_online_before_facts_clears_an_earlier_offline() -> None:
+    fleet = FleetModel(stale_after=60)
+    fleet.set_online("n1", False, at=10)
+    fleet.set_online("n1", True, at=11)
+    fleet.ingest(facts(ts=5), received_at=12)
+    assert fleet.snapshot(12).nodes[0].state is NodeState.ACTIVE
+
+
+def test_offline_memory_without_facts_is_bounded() -> None:
+    fleet = FleetModel(stale_after=60)
+    for i in range(MAX_OFFLINE_WITHOUT_FACTS + 50):
+        fleet.set_online(f"ghost{i}", False, at=i)
+    assert len(fleet._offline) == MAX_OFFLINE_WITHOUT_FACTS
+
+
+def test_recovery_waits_for_facts_produced_after_the_loss_or_for_staleness() -> None:
+    fleet = FleetModel(stale_after=60)
+    for name in ("a", "b", "c"):
+        fleet.ingest(facts(name, ts=100), received_at=100)
+    fleet.ingest(facts("d", ts=None, seq=None), received_at=100)  # legacy, no ts
+    assert fleet.await_fresh(since=130) == 4
+    fleet.ingest(facts("a", ts=100, seq=1), received_at=140, retained=True)  # old replay
+    fleet.ingest(facts("b", ts=120, seq=2), received_at=140)  # live but produced before
+    assert not fleet.recovered(140) and fleet.waiting_for == 4
+    fleet.ingest(facts("a", ts=135, seq=2), received_at=140, retained=True)  # after the loss
+    fleet.ingest(facts("b", ts=141, seq=3), received_at=141)
+    fleet.ingest(facts("d", ts=None, seq=None), received_at=142, retained=True)
+    assert fleet.waiting_for == 2  # c and d
+    fleet.ingest(facts("d", ts=None, seq=None), received_at=143)  # live legacy facts
+    fleet.set_online("c", False, at=144)  # c's will: unknown anyway, no need to wait
+    assert fleet.recovered(144)
+
+
+def test_recovery_gives_up_on_nodes_that_go_stale() -> None:
+    fleet = FleetModel(stale_after=60)
+    fleet.ingest(facts("a", ts=100), received_at=100)
+    fleet.await_fresh(since=130)
+    assert not fleet.recovered(159)
+    assert fleet.recovered(161)
+
+
+def test_snapshot_reuses_unchanged_nodes() -> None:
+    fleet = FleetModel(stale_after=60)
+    fleet.ingest(facts("a", ts=100), received_at=100)
+    fleet.ingest(facts("b", ts=100), received_at=100)
+    first = fleet.snapshot(110).nodes
+    fleet.ingest(facts("b", ts=105, seq=2, active=20), received_at=105)
+    second = fleet.snapshot(111).nodes
+    assert first[0] is second[0]  # a: same Node object
+    assert first[1] is not second[1] and second[1].facts.gears.active == 20  # type: ignore[union-attr]
+    third = fleet.snapshot(170).nodes  # a is stale now: a new Node that says so
+    assert third[0].state is NodeState.UNKNOWN
+
+
+def test_backoff_is_jittered_doubling_and_capped() -> None:
+    backoff = Backoff(initial=1.0, maximum=8.0, rng=random.Random(3))
+    delays = [backoff.next() for _ in range(8)]
+    bases = [1, 2, 4, 8, 8, 8, 8, 8]
+    assert all(0.5 * b <= d <= b for d, b in zip(delays, bases, strict=True))
+    assert len({round(d, 6) for d in delays}) == len(delays)  # jittered, never in lockstep
+    backoff.reset()
+    assert backoff.next() <= 1.0
+
+
+def naive_outside(fleet: FleetModel, policies: PolicySet, now: float) -> dict[str, bool]:
+    sums = {p.name: [0, 0] for p in policies.pools}
+    for identity in fleet.identities():
+        f = fleet.facts(identity)
+        if f is None or not f.district_active or not fleet.is_fresh(identity, now):
+            continue
+        owner = next((p for p in policies.pools if p.selector.matches(f)), None)
+        if owner is not None:
+            sums[owner.name][0] += f.gears.active
+            sums[owner.name][1] += f.max_active_gears
+    return {p.name: sums[p.name][1] > 0 and (
+        sums[p.name][0] / sums[p.name][1] > p.density.scale_up_above
+        or sums[p.name][1] - sums[p.name][0] < p.headroom_gears) for p in policies.pools}
+
+
+step = st.one_of(
+    st.tuples(st.just("facts"), st.integers(0, 7), st.integers(0, 60),
+              st.sampled_from(["small", "large"]), st.booleans(), st.sampled_from([60, 15, 0])),
+    st.tuples(st.just("offline"), st.integers(0, 7)),
+    st.tuples(st.just("forget"), st.integers(0, 7)),
+    st.tuples(st.just("wait"), st.integers(1, 40)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(step, min_size=1, max_size=40))
+def test_incremental_edge_watch_agrees_with_a_full_recount(steps: list[tuple]) -> None:  # type: ignore[type-arg]
+    policies = policy_set(pool(headroom_gears=20),
+                          pool(name="big", selector={"node_profile": "large"}, priority=5))
+    fleet = FleetModel(stale_after=30)
+    # Messages update the sums incrementally; a wait (≥ 1 s) forces the periodic resync
+    # that catches nodes going stale without a message.
+    watch = EdgeWatch(resync_every=1.0)
+    now = 1000.0
+    previous = {p.name: False for p in policies.pools}
+    for seq, item in enumerate(steps, start=1):
+        if item[0] == "facts":
+            _, n, active, profile, active_district, max_gears = item
+            fleet.ingest(facts(f"n{n}", ts=now, seq=seq, active=min(active, max_gears or 60),
+                               max_gears=max_gears, profile=profile,
+                               district_active=active_district), received_at=now)
+        elif item[0] == "offline":
+            fleet.set_online(f"n{item[1]}", False, at=now)
+        elif item[0] == "forget":
+            fleet.forget(f"n{item[1]}")
+        else:
+            now += item[1]
+        changed = watch.check(fleet, policies, now)
+        expected = naive_outside(fleet, policies, now)
+        assert sorted(changed) == sorted(k for k in expected if expected[k] != previous[k])
+        previous = expected
+
+
+def source(**kwargs: object) -> tuple[MqttFactSource, Metrics]:
+    metrics = Metrics()
+    return MqttFactSource(MqttSettings(prefix="gs/v1"), FleetModel(stale_after=60),
+                          metrics=metrics, **kwargs), metrics  # type: ignore[arg-type]
+
+
+def test_routing_rejects_what_no_subscription_should_deliver() -> None:
+    src, metrics = source(requests=RequestBook())
+    src.handle("elsewhere/nodes/n1/facts", b"{}")
+    src.handle("gs/v1/nodes/n1/other", b"{}")
+    src.handle("gs/v1/nodes//facts", b"{}")
+    src.handle("gs/v1/nodes/" + "x" * 300 + "/facts", b"{}")
+    src.handle("gs/v1/requests", json.dumps({"pool": "small", "gears": 3}).encode(),
+               retained=True)
+    src.handle("gs/v1/requests", json.dumps({"pool": "small", "gears": 3, "ttl": "0s"}).encode())
+    src.handle("gs/v1/nodes/n1/status", b"x" * 100)
+    text = metrics.exposition().decode()
+    assert 'gearshift_bad_messages_total{reason="unknown_topic"} 3.0' in text
+    assert 'gearshift_bad_messages_total{reason="bad_identity"} 1.0' in text
+    assert 'gearshift_bad_messages_total{reason="retained_request"} 1.0' in text
+    assert 'gearshift_bad_messages_total{reason="bad_value"} 1.0' in text
+    assert 'gearshift_bad_messages_total{reason="bad_status"} 1.0' in text
+
+
+def test_a_bug_in_handling_is_counted_not_raised() -> None:
+    def explode() -> None:
+        raise RuntimeError("bug")
+
+    src, metrics = source(on_facts=explode)
+    payload = json.dumps({"schema": "gearshift.node.facts/1", "identity": "n1",
+                          "node_profile": "small", "limits": {"max_active_gears": 60}}).encode()
+    src.handle("gs/v1/nodes/n1/facts", payload)
+    assert 'reason="internal_error"} 1.0' in metrics.exposition().decode()
+
+
+def test_snapshots_are_reused_until_something_they_show_changes() -> None:
+    from gearshift.model import DrainProgress, Machine
+
+    fleet = FleetModel(stale_after=60)
+    fleet.ingest(facts("a", ts=100), received_at=100)
+    fleet.ingest(facts("b", ts=130), received_at=130)
+    machines = {"a": Machine(provider="p", machine_id="m-a", name="a")}
+    first = fleet.snapshot(140, machines=machines).nodes
+    assert fleet.snapshot(150, machines=dict(machines)).nodes is first  # nothing changed
+    changed = fleet.snapshot(150, machines={}).nodes  # the journal forgot a machine
+    assert changed is not first and changed[0].machine is None
+    again = fleet.snapshot(150).nodes
+    assert fleet.snapshot(161).nodes is not again  # a went stale at 160
+    assert fleet.snapshot(161).nodes[0].state is NodeState.UNKNOWN
+    drain = DrainProgress(identity="b", pool="small", started_at=0, deadline=1e9, phase="moving")
+    assert fleet.snapshot(161, drains=[drain]).nodes[1].state is NodeState.DRAINING
+    before = fleet.snapshot(162).nodes
+    fleet.ingest(facts("b", ts=162, seq=2, active=30), received_at=162)
+    after = fleet.snapshot(162).nodes
+    assert after is not before and after[1].facts.gears.active == 30  # type: ignore[union-attr]
+    fleet.set_online("b", False, at=163)
+    assert fleet.snapshot(163).nodes[1].state is NodeState.UNKNOWN
