@@ -52,10 +52,16 @@ def split_by_pool(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> dict[
     """Each pool's view; ``pools`` must be ordered by priority (highest first)."""
     members: dict[str, list[Node]] = {p.name: [] for p in pools}
     pending_ids = {p.identity for p in snapshot.pending}
+    # Nodes share a handful of (profile, district, labels) combinations: match each once.
+    owners: dict[tuple[str, str | None, tuple[tuple[str, str], ...]], str | None] = {}
     for node in snapshot.nodes:
-        if node.facts is None or node.identity in pending_ids:
+        facts = node.facts
+        if facts is None or node.identity in pending_ids:
             continue
-        owner = next((p.name for p in pools if p.selector.matches(node.facts)), None)
+        key = (facts.node_profile, facts.district_uuid, tuple(sorted(facts.labels.items())))
+        if key not in owners:
+            owners[key] = next((p.name for p in pools if p.selector.matches(facts)), None)
+        owner = owners[key]
         if owner is None and node.machine is not None and node.machine.pool in members:
             owner = node.machine.pool
         if owner is not None:
