@@ -11,8 +11,12 @@ Callers decide what to do by class, never by parsing messages::
     │   ├── CapacityUnavailable  the provider has no capacity now: spill and back off
     │   ├── PermanentError       bad config or credentials: stop using it until fixed
     │   └── NotFound             the machine is not there (destroy treats it as done)
-    └── PlatformError            a PaaS command (deactivate, move, remove) failed
-        └── MoveFailed           some gears could not be moved off a draining node
+    ├── PlatformError            a PaaS command (deactivate, move, remove) failed
+    │   └── MoveFailed           some gears could not be moved off a draining node
+    └── JournalError             the journal cannot be read or written as asked
+        ├── JournalSchemaError   the store's schema is newer than this gearshift (refuse to start)
+        ├── BadTransition        an operation asked to move backwards (a bug; nothing written)
+        └── Fenced               our leader lease moved on: this write is refused, step down
 
 Messages never carry secrets: provider code builds them from names and ids only.
 """
@@ -91,3 +95,23 @@ class PlatformError(GearshiftError):
 
 class MoveFailed(PlatformError):
     """Some gears could not be moved off a draining node."""
+
+
+class JournalError(GearshiftError):
+    """The journal could not do what was asked (store unreachable, bad state)."""
+
+
+class JournalSchemaError(JournalError):
+    """The journal's schema is newer than this version of gearshift understands."""
+
+
+class BadTransition(JournalError):
+    """An operation was asked to move to a phase it cannot reach from where it is."""
+
+
+class Fenced(JournalError):
+    """A write carried a fencing token that is no longer the leader's: refused.
+
+    Raised when another instance has taken the leader lease; the instance that gets it
+    must stop acting at once (it is a deposed leader).
+    """
