@@ -6,6 +6,10 @@ reconciler starts once the fact source has caught up. ``READY=1`` is sent after 
 reconcile on fresh facts, ``WATCHDOG=1`` after every reconcile, ``STATUS=`` carries a
 one-line fleet summary. SIGHUP reloads policies (``RELOADING=1``), SIGTERM stops
 gracefully: the current reconcile finishes, in-flight operations stay journaled.
+
+The journal is ``journal.kind`` (SQLite by default). Only the holder of the journal's
+leader lease acts: on election it first runs recovery (journal against provider
+listings and facts), then reconciles; a follower serves read-only status.
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ from pathlib import Path
 
 import structlog
 
-from gearshift.act.executor import Executor
+from gearshift.act.executor import Executor, ExecutorSettings
 from gearshift.act.platform.base import Platform
 from gearshift.act.platform.null import NullPlatform
-from gearshift.act.providers.guard import GuardedProvider
+from gearshift.act.providers.guard import GuardedProvider, GuardSettings
 from gearshift.act.providers.registry import build_provider
 from gearshift.api.server import ApiServer
 from gearshift.clock import SystemClock
@@ -30,11 +34,13 @@ from gearshift.model import Plan
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mqtt import MqttFactSource
 from gearshift.policy.holder import PolicyHolder
+from gearshift.reconcile.leader import Leadership, lead
 from gearshift.reconcile.reconciler import Reconciler
+from gearshift.reconcile.recovery import Recovery, RecoverySettings
 from gearshift.reconcile.supervisor import supervise
 from gearshift.reconcile.wakeup import EdgeWaker
-from gearshift.settings import PlatformSettings, Settings, load_settings
-from gearshift.store.journal import MemoryJournal
+from gearshift.settings import OperationsSettings, PlatformSettings, Settings, load_settings
+from gearshift.store.factory import open_journal
 from gearshift.systemd import Notifier
 
 log = structlog.get_logger(component="gearshift.daemon")
@@ -43,6 +49,12 @@ log = structlog.get_logger(component="gearshift.daemon")
 def build_platform(settings: PlatformSettings) -> Platform:
     if settings.kind == "none":
         return NullPlatform()
+    if settings.kind == "simulated":
+        from gearshift.act.platform.simulated import SimulatedWorldPlatform  # noqa: PLC0415
+
+        if not settings.url:
+            raise ConfigError(["platform: kind simulated needs url (a world server)"])
+        return SimulatedWorldPlatform(settings.url)
     raise ConfigError([f"platform kind {settings.kind!r} is not available in this version; "
                        f"use platform: {{kind: none}}"])
 
@@ -54,6 +66,19 @@ def fleet_summary(plan: Plan) -> str:
         flag = " degraded" if e.degraded else ""
         parts.append(f"{name} {e.active}+{e.booting} nodes d={density}{flag}")
     return "; ".join(parts) or "no pools"
+
+
+def guard_settings(ops: OperationsSettings) -> GuardSettings:
+    return GuardSettings(call_timeout=ops.call_timeout, retry_deadline=ops.retry_deadline,
+                         retry_initial=ops.retry_initial, retry_max=ops.retry_max,
+                         breaker_threshold=ops.breaker_threshold,
+                         breaker_reset=ops.breaker_reset, capacity_backoff=ops.capacity_backoff)
+
+
+def executor_settings(ops: OperationsSettings) -> ExecutorSettings:
+    return ExecutorSettings(move_batch=ops.move_batch,
+                            provisioning_timeout_factor=ops.provisioning_timeout_factor,
+                            min_provisioning_timeout=ops.min_provisioning_timeout)
 
 
 def read_token(path: Path | None) -> str | None:
@@ -76,22 +101,39 @@ async def run_daemon(config: Path, *, settings: Settings | None = None) -> int:
     if policies.current.providers is None:
         raise ConfigError([f"{settings.providers_file}:1:1: no kind: Providers document found"])
     providers = {spec.name: GuardedProvider(build_provider(spec), clock=clock, metrics=metrics,
-                                            boot_time=spec.boot_time)
+                                            boot_time=spec.boot_time,
+                                            settings=guard_settings(settings.operations))
                  for spec in policies.current.providers.providers}
     platform = build_platform(settings.platform)
-    journal = MemoryJournal()
+    journal = await open_journal(settings.journal)
+    leadership = Leadership(journal, holder=settings.journal.instance,
+                            ttl=settings.journal.lease_ttl, renew=settings.journal.lease_renew,
+                            poll=settings.journal.lease_poll, metrics=metrics)
     fleet = FleetModel(stale_after=settings.reconcile.stale_after)
     source = MqttFactSource(settings.mqtt, fleet, metrics=metrics, clock=clock)
     executor = Executor(providers=providers, platform=platform, journal=journal, clock=clock,
-                        metrics=metrics, on_retired=source.forget_node)
+                        metrics=metrics, on_retired=source.forget_node,
+                        settings=executor_settings(settings.operations))
     reconciler = Reconciler(fleet=fleet, policies=policies, executor=executor, journal=journal,
                             providers=providers, clock=clock,
                             interval=settings.reconcile.interval, metrics=metrics)
     source.requests = reconciler.requests
+    recovery = Recovery(journal=journal, providers=providers, platform=platform, fleet=fleet,
+                        policies=policies, clock=clock, metrics=metrics, holder=leadership.holder,
+                        forget=source.forget_node,
+                        settings=RecoverySettings(orphan_grace=settings.operations.orphan_grace,
+                                                  sweep_every=settings.operations.orphan_sweep))
+    reconciler.before.append(recovery.maybe_sweep)
     waker = EdgeWaker(reconciler, debounce=settings.reconcile.debounce)
     source.on_facts = waker.poke
     api = ApiServer(reconciler, metrics, token=read_token(settings.http.token_file),
-                    max_body=settings.http.max_body)
+                    max_body=settings.http.max_body, leader=lambda: leadership.is_leader,
+                    extra_status=lambda: {
+                        "leadership": {"holder": leadership.holder, "token": leadership.token,
+                                       "terms": leadership.terms, "journal": journal.kind},
+                        "operations": executor.in_flight,
+                        "recoveries": {"performed": recovery.runs,
+                                       "incomplete": recovery.incomplete}})
 
     ready = False
 
@@ -122,15 +164,16 @@ async def run_daemon(config: Path, *, settings: Settings | None = None) -> int:
     loop.add_signal_handler(signal.SIGHUP, reload)
 
     async def reconcile(stop: asyncio.Event) -> None:
-        await source.caught_up.wait()
-        await reconciler.run(stop)
+        await lead(reconciler=reconciler, leadership=leadership, recovery=recovery,
+                   caught_up=source.caught_up.wait, stop=stop)
 
     await api.start(settings.http.host, settings.http.port)
     log.info("started", http=f"{settings.http.host}:{settings.http.port}",
              mqtt=f"{settings.mqtt.host}:{settings.mqtt.port}",
              pools=[p.name for p in policies.current.pools])
     try:
-        await supervise({"facts": source.run, "edges": waker.run, "reconcile": reconcile}, stop)
+        await supervise({"facts": source.run, "edges": waker.run, "reconcile": reconcile,
+                         "leadership": leadership.run}, stop)
     finally:
         notifier.stopping()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -138,6 +181,10 @@ async def run_daemon(config: Path, *, settings: Settings | None = None) -> int:
         await api.stop()
         for provider in providers.values():
             await provider.close()
+        close_platform = getattr(platform, "close", None)
+        if close_platform is not None:
+            await close_platform()
+        await leadership.release()
         await journal.close()
         log.info("stopped")
     return 0

@@ -37,11 +37,13 @@ def _iso(at: float | None) -> str | None:
 class ApiServer:
     def __init__(self, reconciler: Reconciler, metrics: Metrics, *, token: str | None,
                  max_body: int = 65536, leader: Callable[[], bool] = lambda: True,
-                 stale_loop_after: float = 300.0) -> None:
+                 stale_loop_after: float = 300.0,
+                 extra_status: Callable[[], dict[str, Any]] | None = None) -> None:
         self.reconciler = reconciler
         self.metrics = metrics
         self.token = token
         self.leader = leader
+        self.extra_status = extra_status  # leadership, operations in flight, recoveries
         self.stale_loop_after = stale_loop_after
         self.app = web.Application(client_max_size=max_body)
         self.app.add_routes([
@@ -131,6 +133,7 @@ class ApiServer:
             "last_reconcile": _iso(self.reconciler.last_success),
             "providers": providers,
             "policy_errors": list(self.reconciler.policies.problems),
+            **(self.extra_status() if self.extra_status is not None else {}),
         }
 
     async def status(self, request: web.Request) -> web.Response:

@@ -75,6 +75,8 @@ class Reconciler:
         self.reconciles = 0
         self._wake = asyncio.Event()
         self.on_reconciled: list[Callable[[Plan], Awaitable[None] | None]] = []
+        # Run before every reconcile, never during one (recovery sweeps).
+        self.before: list[Callable[[], Awaitable[object]]] = []
 
     def wake(self, reason: str = "") -> None:
         """Run a reconcile as soon as possible."""
@@ -99,6 +101,8 @@ class Reconciler:
 
     async def reconcile_once(self) -> Plan:
         started = time.perf_counter()
+        for hook in self.before:
+            await hook()
         policies = self.policies.current
         now = self.clock.now()
         snapshot = await self.snapshot()
