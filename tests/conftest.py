@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from gearshift.sim.broker import mosquitto_available, start_mosquitto
+from pgpeer import PgServer, start_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 # Subprocesses (`python -m gearshift ...`) import this checkout's code, whatever is installed.
@@ -51,3 +52,17 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, i
         process.wait(5)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+# -- PostgreSQL (journal HA tests) ------------------------------------------------------
+APT["postgres"] = "apt-get install -y postgresql"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgServer]:
+    """A PostgreSQL server for the session, on a free port, in a throw-away directory."""
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()

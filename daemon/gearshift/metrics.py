@@ -86,7 +86,8 @@ class Metrics:
             registry=r)
         self.recoveries = Counter("gearshift_recoveries",
                                   "Recoveries performed (journal against provider listings "
-                                  "and facts), by outcome.", ["outcome"], registry=r)
+                                  "and facts), by reason (start, sweep) and outcome.",
+                                  ["reason", "outcome"], registry=r)
         self.recovery_actions = Counter("gearshift_recovery_actions",
                                         "What recoveries did, by action.", ["action"],
                                         registry=r)

@@ -63,6 +63,11 @@ class RecoverySettings:
     listing_lag: float = 30.0  # a create this recent may not be listed yet: don't close it
 
 
+# Counted, but not something recovery *did*: a sweep that finds only these is not recorded.
+PASSIVE = frozenset({"create_resumed", "drain_resumed", "create_unconfirmed", "orphan_waiting",
+                     "orphan_held"})
+
+
 @dataclass
 class RecoveryResult:
     actions: Counter[str] = field(default_factory=Counter)
@@ -71,6 +76,10 @@ class RecoveryResult:
 
     def summary(self) -> dict[str, int]:
         return dict(sorted(self.actions.items()))
+
+    @property
+    def acted(self) -> bool:
+        return any(n for action, n in self.actions.items() if action not in PASSIVE)
 
 
 def _new_id() -> str:
@@ -100,6 +109,7 @@ class Recovery:
         self.last_run: float | None = None
         self.incomplete = False
         self.runs = 0
+        self._thorough = True
 
     # -- when -------------------------------------------------------------------------
     async def maybe_sweep(self) -> RecoveryResult | None:
@@ -125,6 +135,7 @@ class Recovery:
                             "wait for the next try", provider=name, error=exc.kind)
         ops = await self.journal.open_operations()
         owned = await self.journal.machines()
+        self._thorough = reason == "start"
         for op in ops:
             await self._operation(op, listings, owned, result, now)
         await self._owned(owned, ops, listings, result)
@@ -135,14 +146,14 @@ class Recovery:
         self.runs += 1
         outcome = "incomplete" if result.incomplete else "complete"
         if self.metrics is not None:
-            self.metrics.recoveries.labels(outcome).inc()
+            self.metrics.recoveries.labels(reason, outcome).inc()
             for action, count in result.actions.items():
                 self.metrics.recovery_actions.labels(action).inc(count)
-        if reason == "start" or result.actions:
+        if reason == "start" or result.acted:
             await self.journal.record_recovery(RecoveryRecord(
                 at=now, holder=self.holder, summary={**result.summary(),
                                                      "open_operations": len(ops)}))
-        log_method = log.info if reason == "start" or result.actions else log.debug
+        log_method = log.info if reason == "start" or result.acted else log.debug
         log_method("recovery done", reason=reason, outcome=outcome,
                    open_operations=len(ops), failed_listings=sorted(result.failed_listings),
                    **result.summary())
@@ -246,7 +257,8 @@ class Recovery:
         facts = self.fleet.facts(op.identity)
         node = NodeRef(op.identity, facts.district_uuid if facts is not None else None)
         try:
-            if op.phase in ("deactivating", "moving"):
+            if op.phase == "deactivating" or (op.phase == "moving" and self._thorough):
+                # After a restart we cannot know whether a cancel reactivated it: make sure.
                 await self.platform.deactivate(node)
                 await self.journal.advance(op.op_id, phase="moving", at=self.clock.now())
                 result.actions["drain_resumed"] += 1

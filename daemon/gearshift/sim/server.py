@@ -19,7 +19,8 @@ matter how often the daemon dies:
 Faults, set at any time with ``POST /v1/admin/faults``: ``failure_rate`` (HTTP 503
 before doing anything), ``hang_rate`` and ``hang_seconds`` (the call is carried out,
 then the answer is held back longer than the client waits: the answer is lost),
-``slow_seconds`` (every provider call takes this long), and ``platform_failure_rate``.
+``slow_seconds`` (every provider call takes this long), ``platform_failure_rate`` and
+``platform_slow_seconds`` (every PaaS step takes this long).
 ``POST /v1/admin/demand`` sets demanded active gears per pool; ``POST
 /v1/admin/foreign`` adds a machine that is not ours; ``GET /v1/report`` is the score.
 """
@@ -64,6 +65,7 @@ class Faults:
     hang_seconds: float = 5.0
     slow_seconds: float = 0.0
     platform_failure_rate: float = 0.0
+    platform_slow_seconds: float = 0.0
 
 
 @dataclass
@@ -220,6 +222,8 @@ class WorldServer:
     async def platform_step(self, request: web.Request) -> web.Response:
         identity, step = request.match_info["identity"], request.match_info["step"]
         self.score.platform_calls[step] += 1
+        if self.faults.platform_slow_seconds:
+            await asyncio.sleep(self.faults.platform_slow_seconds)
         if self.rng.random() < self.faults.platform_failure_rate:
             raise web.HTTPServiceUnavailable(text="injected platform failure")
         node = self.world.nodes.get(identity)
