@@ -170,5 +170,5 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path: Path) -> 
     assert len(kills) >= 50
     assert figures["kills_with_operations_in_flight"] >= 15
     assert len(interrupted) >= 4, interrupted  # kills landed in several different phases
-    assert report["machines_made"] >= 15 and report["destroyed"] >= 8
-    assert sum(1 for d in drains if d["phase"] == "retired") >= 8
+    assert report["machines_made"] >= 8 and report["destroyed"] >= 5
+    assert sum(1 for d in drains if d["phase"] == "retired") >= 5

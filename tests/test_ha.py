@@ -68,7 +68,9 @@ def test_one_leader_acts_the_follower_takes_over_within_15s_and_a_deposed_leader
         assert metric(b.metrics(), "gearshift_leader") == 0
         assert not metric(b.metrics(), "gearshift_actions_total")
         assert not metric(b.metrics(), "gearshift_provider_calls_total")
-        assert b.status() is not None and b.status()["pools"]["small"]["nodes"]["active"] >= 1
+        # ... and its read-only status follows the fleet.
+        assert b.wait_status(lambda s: s["pools"]["small"]["nodes"]["active"] >= 4,
+                             timeout=20) is not None
 
         # The leader dies: the follower takes over within 15 s and acts.
         a.kill()
