@@ -65,6 +65,10 @@ def test_one_leader_acts_the_follower_takes_over_within_15s_and_a_deposed_leader
             time.sleep(0.25)
         assert len(owned_world_nodes(world.report())) >= 4
         assert metric(a.metrics(), "gearshift_leader") == 1
+        leading = a.status()
+        assert leading is not None and leading["leadership"]["journal"] == "postgres"
+        assert leading["recoveries"]["performed"] >= 1
+        assert set(leading["operations"]) == {"create", "drain"}
         assert metric(b.metrics(), "gearshift_leader") == 0
         assert not metric(b.metrics(), "gearshift_actions_total")
         assert not metric(b.metrics(), "gearshift_provider_calls_total")

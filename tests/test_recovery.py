@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
 
 import pytest
 
 from builders import policy_set, pool
+from conftest import need
 from gearshift.act.executor import Executor, ExecutorSettings
 from gearshift.act.providers.base import CreateRequest
 from gearshift.act.providers.guard import GuardedProvider, GuardSettings
@@ -373,3 +375,26 @@ async def test_a_leader_that_stalled_longer_than_its_lease_steps_down_before_act
     assert not leadership.is_leader
     with pytest.raises(Fenced):
         await journal.adopt(Machine(provider="p", machine_id="m", name="n"))
+
+
+async def test_operation_recovery_and_leader_metrics_pass_promtool() -> None:
+    promtool = need("promtool")
+    rig = Rig()
+    leadership = Leadership(rig.journal, holder="me", metrics=rig.metrics)
+    assert await leadership.try_acquire()
+    await rig.journal.begin(rig.create_op("a"))
+    await rig.clock.advance(42)
+    await rig.recovery.run()
+    await rig.executor.record_operations(rig.clock.now())
+    text = rig.metrics.exposition().decode()
+    assert "gearshift_leader 1.0" in text
+    assert 'gearshift_operations_in_flight{kind="create"} 1.0' in text
+    assert 'gearshift_operations_in_flight_by_phase{kind="create",phase="created"} 1.0' in text
+    assert 'gearshift_oldest_operation_age_by_kind_seconds{kind="create"} 42.0' in text
+    assert "gearshift_oldest_operation_age_seconds 42.0" in text
+    assert 'gearshift_recoveries_total{outcome="complete",reason="start"} 1.0' in text
+    assert 'gearshift_recovery_actions_total{action="create_reissued"} 1.0' in text
+    assert rig.executor.in_flight["create"]["count"] == 1
+    result = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
+                            capture_output=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
