@@ -234,12 +234,20 @@ async def test_a_failed_listing_leaves_that_providers_operations_for_the_next_sw
     assert result.incomplete and result.failed_listings == {"rack-a"}
     assert (await rig.journal.open_operations())[0].phase == "requested"
     assert not rig.world.nodes
+    assert await rig.recovery.maybe_sweep() is None  # incomplete: retried, but not at once
+    await rig.clock.advance(10)
+    again = await rig.recovery.maybe_sweep()
+    assert again is not None and again.incomplete  # still down: the next wait doubles
+    await rig.clock.advance(10)
+    assert await rig.recovery.maybe_sweep() is None
     del rig.raw.list_owned  # the provider answers again
-    assert await rig.recovery.maybe_sweep() is not None  # incomplete: due at once
+    await rig.clock.advance(10)
+    assert await rig.recovery.maybe_sweep() is not None
     assert (await rig.journal.open_operations())[0].phase == "created"
     assert await rig.recovery.maybe_sweep() is None  # complete: next one after sweep_every
     text = rig.metrics.exposition().decode()
     assert 'gearshift_recoveries_total{outcome="incomplete",reason="start"} 1.0' in text
+    assert 'gearshift_recoveries_total{outcome="incomplete",reason="sweep"} 1.0' in text
 
 
 # -- the provisioning timeout -------------------------------------------------------------

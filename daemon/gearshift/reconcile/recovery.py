@@ -29,8 +29,10 @@ from backup): adopted when their node publishes fresh facts; retired once older 
 ``orphan_grace`` if they never did (only while facts are fresh, and never one whose
 last facts show active gears).
 
-A listing that fails leaves that provider's operations and machines alone until the
-next try. Every run is counted in ``gearshift_recoveries_total`` and what it did in
+A listing that fails (or a provider whose breaker is open) leaves that provider's
+operations and machines alone until the next try, which backs off from
+``retry_incomplete`` (doubling, up to ``sweep_every``) so a provider that is down is
+not hammered. Every run is counted in ``gearshift_recoveries_total`` and what it did in
 ``gearshift_recovery_actions_total``; runs that did something are recorded in the journal.
 """
 
@@ -61,6 +63,7 @@ class RecoverySettings:
     orphan_grace: float = 900.0
     sweep_every: float = 600.0
     listing_lag: float = 30.0  # a create this recent may not be listed yet: don't close it
+    retry_incomplete: float = 10.0  # first retry after an incomplete run; doubles up to sweep
 
 
 # Counted, but not something recovery *did*: a sweep that finds only these is not recorded.
@@ -110,13 +113,15 @@ class Recovery:
         self.incomplete = False
         self.runs = 0
         self._thorough = True
+        self._retry_after = self.settings.retry_incomplete
+        self._retry_wait = self.settings.retry_incomplete
 
     # -- when -------------------------------------------------------------------------
     async def maybe_sweep(self) -> RecoveryResult | None:
         """Run again when due (every ``sweep_every``, or at once after an incomplete run)."""
         now = self.clock.now()
-        due = (self.last_run is None or self.incomplete
-               or now - self.last_run >= self.settings.sweep_every)
+        wait = self._retry_wait if self.incomplete else self.settings.sweep_every
+        due = self.last_run is None or now - self.last_run >= wait
         if not due:
             return None
         return await self.run(reason="sweep" if self.last_run is not None else "start")
@@ -127,6 +132,9 @@ class Recovery:
         result = RecoveryResult()
         listings: dict[str, list[Machine]] = {}
         for name, provider in self.providers.items():
+            if provider.open_until is not None and now < provider.open_until:
+                result.failed_listings.add(name)  # its breaker is open: do not add load
+                continue
             try:
                 listings[name] = await provider.list_owned()
             except ProviderError as exc:
@@ -142,6 +150,13 @@ class Recovery:
         await self._orphans(await self.journal.machines(), ops, listings, result, now)
         result.incomplete = result.incomplete or bool(result.failed_listings)
         self.incomplete = result.incomplete
+        # Back off while runs stay incomplete (a provider down must not be hammered).
+        if result.incomplete:
+            self._retry_wait = self._retry_after
+            self._retry_after = min(self._retry_after * 2, self.settings.sweep_every)
+        else:
+            self._retry_after = self.settings.retry_incomplete
+            self._retry_wait = self.settings.retry_incomplete
         self.last_run = now
         self.runs += 1
         outcome = "incomplete" if result.incomplete else "complete"
