@@ -98,3 +98,16 @@ async def test_metrics_pass_promtool(client: TestClient) -> None:
     result = subprocess.run([promtool, "check", "metrics"], input=exposition,
                             capture_output=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_status_shows_each_decision_with_its_candidates(client: TestClient) -> None:
+    body = await (await client.get("/v1/status")).json()
+    (decision,) = body["decisions"]
+    assert decision["kind"] == "scale_out" and decision["pool"] == "small"
+    assert "projected density 0.92 > 0.80" in decision["reason"]
+    notes = {c["provider"]: c["note"] for c in decision["candidates"]}
+    assert notes["rack-a"].startswith("chosen: 1 of")
+    assert notes["vsphere-dc1"] == "not needed"
+    assert notes["ec2-east"] == "not needed: preferred placements cover it"
+    page = await (await client.get("/")).text()
+    assert "Recent decisions" in page and "s.decisions" in page

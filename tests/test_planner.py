@@ -109,7 +109,8 @@ def test_floor_ignores_cooldown_but_not_max() -> None:
 
 def test_spillover_across_placements_by_quota() -> None:
     # rack-a's pool placement allows 20 nodes; 18 are there: 2 go to rack-a, 3 to vSphere.
-    result = plan(snapshot(nodes(18, active=60)), policy_set(pool()), now=NOW)
+    # (At 0.83 the pool is not full, so the policy's order decides; see the urgency tests.)
+    result = plan(snapshot(nodes(18, active=50)), policy_set(pool()), now=NOW)
     assert scale_outs(result) == {"rack-a": 2, "vsphere-dc1": 3}
 
 

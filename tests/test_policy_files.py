@@ -23,6 +23,10 @@ POLICY_SETS = [
     [ROOT / "policies/examples/diurnal-week/pools",
      ROOT / "policies/examples/diurnal-week/providers.yaml"],
     [demo_policy_dir()],
+    *([ROOT / f"policies/examples/scenarios/{name}/pools",
+       ROOT / f"policies/examples/scenarios/{name}/providers.yaml"]
+      for name in ("quota-spill", "ec2-capacity", "preemption", "burst-return", "slow-drain",
+                   "drain-cancelled")),
 ]
 
 

@@ -314,6 +314,7 @@ async def test_a_retire_waits_for_facts_newer_than_the_deactivation() -> None:
     machine = await rig.running_node("victim", active=0)
     await rig.running_node("other", active=0)
     rig.publish()  # facts: victim empty, in service
+    await rig.clock.advance(1)
     policies = rig.policies
     snapshot = rig.fleet.snapshot(rig.clock.now(), machines=await rig.journal.machines())
     report = await rig.executor.execute(plan(Drain(pool="small", identity="victim", reason="t")),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +47,8 @@ def test_flash_crowd_reacts_within_one_reconcile_interval(flash: dict) -> None:
 def test_flash_crowd_scales_up_then_back_down(flash: dict) -> None:
     assert flash["actions"]["scale_out"] >= 20  # 1800 gears need ~43 nodes; it starts with 11
     assert flash["actions"]["drain"] == flash["actions"]["retire"] >= 10
-    assert 40 <= flash["max_nodes"]["small"] <= 60
+    # At the peak the pool holds 1800 gears under its scale-up edge (0.80 of 60 per node).
+    assert math.ceil(1800 / 0.80 / 60) <= flash["max_nodes"]["small"] <= 60
     # The crowd outruns any boot time, so some demand goes unmet, but bounded: less than
     # the whole surge (1400 extra gears) for the ten minutes the slowest node takes.
     assert 0 < flash["unmet_gear_seconds"] < 1400 * 600

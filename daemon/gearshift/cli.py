@@ -2,6 +2,11 @@
 
 Exit codes: 0 success, 1 invalid input (problems printed as ``FILE:LINE:COL: message``),
 2 bad usage (argparse), 3 a runtime failure (a peer unreachable, ...).
+
+Operator commands (``status``, ``pause``, ``resume``, ``plan --url``, ``health``) talk to a
+running daemon over its HTTP API (``--url``, default ``$GEARSHIFT_URL`` or
+http://127.0.0.1:9310); an unreachable daemon exits 3, a refusal (bad token, unknown pool)
+exits 1.
 """
 
 from __future__ import annotations
@@ -11,16 +16,21 @@ import asyncio
 import json
 import sys
 import time
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
 from gearshift import __version__
-from gearshift.errors import ConfigError, GearshiftError
+from gearshift.errors import ApiError, ConfigError, GearshiftError
 
 EPILOG = """\
 examples:
   gearshift validate /etc/gearshift/policies /etc/gearshift/providers.yaml
   gearshift plan --config /etc/gearshift/config.yaml --snapshot fleet.json
+  gearshift status                       # the running daemon, as tables
+  gearshift pause small --token-file /etc/gearshift/api.token
+  gearshift plan --url http://127.0.0.1:9310
+  gearshift config example > /etc/gearshift/config.yaml
   gearshift simulate --policies policies/examples/flash-crowd/pools \\
       --providers policies/examples/flash-crowd/providers.yaml \\
       --trace policies/examples/flash-crowd/trace.csv --report-json report.json
@@ -55,6 +65,10 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
+    if args.url is not None:
+        return _remote_plan(args)
+    if args.config is None:
+        args.parser.error("give --config FILE (plan here) or --url URL (ask a running daemon)")
     from gearshift import decide  # noqa: PLC0415
     from gearshift.explain import plan_to_dict, plan_to_text  # noqa: PLC0415
     from gearshift.observe.snapshot_file import load_snapshot  # noqa: PLC0415
@@ -76,6 +90,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps(plan_to_dict(plan), indent=2))
     else:
         print(plan_to_text(plan))
+    return 0
+
+
+def _remote_plan(args: argparse.Namespace) -> int:
+    from gearshift.client import DaemonClient, plan_from_dict  # noqa: PLC0415
+    from gearshift.explain import plan_to_text  # noqa: PLC0415
+
+    data = DaemonClient(args.url).get("/v1/plan")
+    print(json.dumps(data, indent=2) if args.json else plan_to_text(plan_from_dict(data)))
     return 0
 
 
@@ -121,6 +144,74 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(run_daemon(args.config))
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from gearshift.client import DaemonClient, render_status  # noqa: PLC0415
+
+    status = DaemonClient(args.url).get("/v1/status")
+    print(json.dumps(status, indent=2) if args.json else render_status(status, url=args.url))
+    return 0
+
+
+def _cmd_pause_resume(args: argparse.Namespace) -> int:
+    from gearshift.client import DaemonClient, read_token_file  # noqa: PLC0415
+
+    client = DaemonClient(args.url, token=read_token_file(args.token_file))
+    answer = client.post(f"/v1/pools/{urllib.parse.quote(args.pool, safe='')}/{args.command}")
+    state = "paused: no actions until resumed" if answer.get("paused") else "resumed"
+    print(f"pool {answer.get('pool', args.pool)} {state}")
+    return 0
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    from gearshift.client import DaemonClient  # noqa: PLC0415
+    from gearshift.errors import DaemonUnreachable  # noqa: PLC0415
+
+    try:
+        body = DaemonClient(args.url, timeout=args.timeout).get("/healthz")
+    except ApiError as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
+    except DaemonUnreachable as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1  # container health checks know only 0 and 1
+    print(json.dumps(body))
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    if args.action == "example":
+        from gearshift.config_example import example_config  # noqa: PLC0415
+
+        sys.stdout.write(example_config())
+        return 0
+    if args.config is None:
+        args.parser.error("config check needs --config FILE")
+    from gearshift.daemon import read_token  # noqa: PLC0415
+    from gearshift.policy.loader import validate_paths  # noqa: PLC0415
+    from gearshift.settings import load_settings  # noqa: PLC0415
+
+    settings = load_settings(args.config)
+    read_token(settings.http.token_file)
+    problems = validate_paths([settings.policies_dir, settings.providers_file])
+    for line in problems:
+        print(line)
+    if not problems:
+        print(f"ok: {args.config} (policies {settings.policies_dir}, providers "
+              f"{settings.providers_file})", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _operator_options(p: argparse.ArgumentParser, *, token: bool = False) -> None:
+    from gearshift.client import default_url  # noqa: PLC0415
+
+    p.add_argument("--url", default=default_url(),
+                   help="the daemon's HTTP API (default $GEARSHIFT_URL or "
+                        "http://127.0.0.1:9310)")
+    if token:
+        p.add_argument("--token-file", type=Path,
+                       help="file holding the API token (default $GEARSHIFT_TOKEN_FILE)")
+
+
 def _duration(text: str) -> float:
     from gearshift.durations import parse_duration  # noqa: PLC0415
 
@@ -160,12 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="show what gearshift would do now (dry run)",
                        description="Plan once and print every action with its reason and "
                                    "the placements considered. Nothing is changed.")
-    p.add_argument("--config", type=Path, required=True, help="daemon config file")
+    p.add_argument("--config", type=Path, help="daemon config file (plan here, from facts)")
+    p.add_argument("--url", help="ask a running daemon instead (its /v1/plan), e.g. "
+                                 "http://127.0.0.1:9310")
     p.add_argument("--snapshot", type=Path, help="fleet snapshot JSON instead of live MQTT facts")
     p.add_argument("--wait", type=_duration, default=3.0,
                    help="how long to collect retained facts from MQTT (default 3s)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=_cmd_plan)
+    p.set_defaults(func=_cmd_plan, parser=p)
 
     p = sub.add_parser("simulate", help="replay a demand trace against simulated providers",
                        description="Replay a CSV demand trace (t,pool,active_gears) with the "
@@ -199,6 +292,43 @@ def build_parser() -> argparse.ArgumentParser:
                                    "SIGTERM stops gracefully.")
     p.add_argument("--config", type=Path, required=True, help="daemon config file")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("status", help="show a running daemon's pools and providers",
+                       description="Ask a running daemon (GET /v1/status) and print its pools "
+                                   "(nodes by state, density against the band, desired size), "
+                                   "providers (available, nodes, time-to-ready) and any "
+                                   "refused policy edit. Exit 3 when it cannot be reached.")
+    _operator_options(p)
+    p.add_argument("--json", action="store_true", help="print the raw JSON")
+    p.set_defaults(func=_cmd_status)
+
+    for verb, what in (("pause", "stop acting on a pool (nothing is created, drained or "
+                                 "retired for it) until it is resumed"),
+                       ("resume", "let the planner act on a paused pool again")):
+        p = sub.add_parser(verb, help=f"{verb} a pool on a running daemon",
+                           description=f"{verb.capitalize()} POOL: {what}. Needs the API token "
+                                       "(--token-file or $GEARSHIFT_TOKEN_FILE). Exit 1 when "
+                                       "refused (token, unknown pool), 3 when unreachable.")
+        p.add_argument("pool", metavar="POOL")
+        _operator_options(p, token=True)
+        p.set_defaults(func=_cmd_pause_resume)
+
+    p = sub.add_parser("health", help="exit 0 when a running daemon's loop is alive",
+                       description="GET /healthz of a running daemon: exit 0 when its "
+                                   "reconcile loop is alive, 1 otherwise (unreachable too). "
+                                   "For container health checks.")
+    _operator_options(p)
+    p.add_argument("--timeout", type=_duration, default=5.0, help="give up after (default 5s)")
+    p.set_defaults(func=_cmd_health)
+
+    p = sub.add_parser("config", help="print an example config, or check one",
+                       description="`config example` prints every setting with its default, "
+                                   "meaning and environment variable (deploy/config.example."
+                                   "yaml is this output). `config check --config FILE` loads "
+                                   "the settings, the token file and the policies it names.")
+    p.add_argument("action", choices=["example", "check"])
+    p.add_argument("--config", type=Path, help="the config file to check")
+    p.set_defaults(func=_cmd_config, parser=p)
     return parser
 
 
@@ -210,6 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.problems:
             print(line, file=sys.stderr)
         return 1
+    except ApiError as exc:
+        print(f"gearshift: the daemon refused: {exc}", file=sys.stderr)
+        return 1 if exc.status < 500 else 3
     except GearshiftError as exc:
         print(f"gearshift: {exc}", file=sys.stderr)
         return 3

@@ -7,15 +7,27 @@ reconcile on fresh facts, ``WATCHDOG=1`` after every reconcile, ``STATUS=`` carr
 one-line fleet summary. SIGHUP reloads policies (``RELOADING=1``), SIGTERM stops
 gracefully: the current reconcile finishes, in-flight operations stay journaled.
 
+``run_daemon`` builds the parts that talk to the outside world (providers, platform,
+journal) from the settings and hands them to ``serve``, which is the daemon proper: fact
+source, reconciler, HTTP API, sd_notify, signals and the policy watcher. Tests run
+``serve`` in a real process with simulated providers (tests/sim_daemon.py), so the
+wiring they check is this one.
+
 The journal is ``journal.kind`` (SQLite by default). Only the holder of the journal's
 leader lease acts: on election it first runs recovery (journal against provider
-listings and facts), then reconciles; a follower serves read-only status.
+listings and facts), then reconciles; a follower evaluates read-only for ``/v1/status``
+(``"leader": false``) and keeps the heartbeat going.
+
+Liveness: ``WATCHDOG=1`` is sent only from the reconcile loop's own heartbeat (after every
+reconcile, and every ``WATCHDOG_USEC/2`` while it idles), never from a side task, so a
+hung loop stops it and systemd restarts the daemon.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 
 import structlog
@@ -26,7 +38,7 @@ from gearshift.act.platform.null import NullPlatform
 from gearshift.act.providers.guard import GuardedProvider, GuardSettings
 from gearshift.act.providers.registry import build_provider
 from gearshift.api.server import ApiServer
-from gearshift.clock import SystemClock
+from gearshift.clock import Clock, SystemClock
 from gearshift.errors import ConfigError
 from gearshift.logs import configure
 from gearshift.metrics import Metrics
@@ -34,21 +46,35 @@ from gearshift.model import Plan
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mqtt import MqttFactSource
 from gearshift.policy.holder import PolicyHolder
+from gearshift.policy.watch import PolicyWatcher
 from gearshift.reconcile.leader import Leadership, lead
 from gearshift.reconcile.reconciler import Reconciler
 from gearshift.reconcile.recovery import Recovery, RecoverySettings
-from gearshift.reconcile.supervisor import supervise
+from gearshift.reconcile.supervisor import TaskFactory, supervise
 from gearshift.reconcile.wakeup import EdgeWaker
-from gearshift.settings import OperationsSettings, PlatformSettings, Settings, load_settings
+from gearshift.settings import (
+    MqttSettings,
+    OperationsSettings,
+    PlatformSettings,
+    Settings,
+    load_settings,
+)
 from gearshift.store.factory import open_journal
+from gearshift.store.journal import Journal
 from gearshift.systemd import Notifier
 
 log = structlog.get_logger(component="gearshift.daemon")
 
+HEARTBEAT = 10.0  # the loop beats at least this often while idle (faster under a watchdog)
 
-def build_platform(settings: PlatformSettings) -> Platform:
+
+def build_platform(settings: PlatformSettings, mqtt: MqttSettings | None = None) -> Platform:
     if settings.kind == "none":
         return NullPlatform()
+    if settings.kind == "openshift":
+        from gearshift.act.platform.openshift import build_openshift  # noqa: PLC0415
+
+        return build_openshift(settings, mqtt=mqtt)
     if settings.kind == "simulated":
         from gearshift.act.platform.simulated import SimulatedWorldPlatform  # noqa: PLC0415
 
@@ -90,25 +116,50 @@ def read_token(path: Path | None) -> str | None:
     return token
 
 
+def load_policies(settings: Settings, metrics: Metrics) -> PolicyHolder:
+    """The policies in force; every reload is counted and its problems exported."""
+    for outcome in ("ok", "refused"):
+        metrics.policy_reloads.labels(outcome)
+
+    def reloaded(outcome: str) -> None:
+        metrics.policy_reloads.labels(outcome).inc()
+        metrics.policy_errors.set(len(holder.problems))
+
+    holder = PolicyHolder([settings.policies_dir, settings.providers_file], on_reload=reloaded)
+    metrics.policy_errors.set(0)
+    return holder
+
+
 async def run_daemon(config: Path, *, settings: Settings | None = None) -> int:
     settings = settings or load_settings(config)
     configure(level=settings.log.level, fmt=settings.log.format)
     clock = SystemClock()
     metrics = Metrics()
-    notifier = Notifier()
-    policies = PolicyHolder([settings.policies_dir, settings.providers_file],
-                            on_reload=lambda outcome: metrics.policy_reloads.labels(outcome).inc())
+    policies = load_policies(settings, metrics)
     if policies.current.providers is None:
         raise ConfigError([f"{settings.providers_file}:1:1: no kind: Providers document found"])
     providers = {spec.name: GuardedProvider(build_provider(spec), clock=clock, metrics=metrics,
                                             boot_time=spec.boot_time,
                                             settings=guard_settings(settings.operations))
                  for spec in policies.current.providers.providers}
-    platform = build_platform(settings.platform)
+    platform = build_platform(settings.platform, settings.mqtt)
     journal = await open_journal(settings.journal)
+    return await serve(settings, policies=policies, providers=providers, platform=platform,
+                       journal=journal, clock=clock, metrics=metrics)
+
+
+async def serve(settings: Settings, *, policies: PolicyHolder,
+                providers: Mapping[str, GuardedProvider], platform: Platform, journal: Journal,
+                clock: Clock, metrics: Metrics,
+                tasks: Mapping[str, TaskFactory] | None = None) -> int:
+    """Run the daemon on parts already built, until SIGTERM; ``tasks`` run alongside."""
+    notifier = Notifier()
     leadership = Leadership(journal, holder=settings.journal.instance,
                             ttl=settings.journal.lease_ttl, renew=settings.journal.lease_renew,
                             poll=settings.journal.lease_poll, metrics=metrics)
+    metrics.start_time.set(clock.now())
+    for outcome in ("ok", "error"):
+        metrics.reconciles.labels(outcome)
     fleet = FleetModel(stale_after=settings.reconcile.stale_after)
     source = MqttFactSource(settings.mqtt, fleet, metrics=metrics, clock=clock)
     executor = Executor(providers=providers, platform=platform, journal=journal, clock=clock,
@@ -127,13 +178,17 @@ async def run_daemon(config: Path, *, settings: Settings | None = None) -> int:
     waker = EdgeWaker(reconciler, debounce=settings.reconcile.debounce)
     source.on_facts = waker.poke
     api = ApiServer(reconciler, metrics, token=read_token(settings.http.token_file),
-                    max_body=settings.http.max_body, leader=lambda: leadership.is_leader,
+                    max_body=settings.http.max_body,
+                    stale_loop_after=settings.reconcile.hung_after,
+                    leader=lambda: leadership.is_leader,
                     extra_status=lambda: {
                         "leadership": {"holder": leadership.holder, "token": leadership.token,
                                        "terms": leadership.terms, "journal": journal.kind},
                         "operations": executor.in_flight,
                         "recoveries": {"performed": recovery.runs,
                                        "incomplete": recovery.incomplete}})
+    reconciler.heartbeat_every = min(HEARTBEAT, notifier.watchdog_interval or HEARTBEAT)
+    reconciler.on_heartbeat.append(notifier.watchdog)
 
     ready = False
 
@@ -146,44 +201,65 @@ async def run_daemon(config: Path, *, settings: Settings | None = None) -> int:
             log.info("ready", status=summary)
         else:
             notifier.status(summary)
-        notifier.watchdog()
 
     reconciler.on_reconciled.append(after_reconcile)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    watcher = PolicyWatcher([settings.policies_dir, settings.providers_file],
+                            on_change=lambda: reload("policy files changed"),
+                            interval=settings.policy_poll or HEARTBEAT)
 
-    def reload() -> None:
-        notifier.reloading()
-        policies.reload()
-        reconciler.wake("policy reload")
-        notifier.send(ready="1", status="policies reloaded" if not policies.problems
-                      else f"policy reload refused: {policies.problems[0]}")
+    def reload(why: str) -> None:
+        if ready:
+            notifier.reloading()
+        ok = policies.reload()
+        watcher.mark_loaded()
+        reconciler.wake(why)
+        status = ("policies reloaded" if ok
+                  else f"policy reload refused, last good policies kept: {policies.problems[0]}")
+        if ready:
+            notifier.send(ready="1", status=status)
+        else:
+            notifier.status(status)
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reload)
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload("SIGHUP"))
 
     async def reconcile(stop: asyncio.Event) -> None:
-        await lead(reconciler=reconciler, leadership=leadership, recovery=recovery,
-                   caught_up=source.caught_up.wait, stop=stop)
+        # Waiting for the first facts is the loop's job too: it beats while it waits.
+        while not (source.caught_up.is_set() or stop.is_set()):
+            waiting = {asyncio.ensure_future(source.caught_up.wait()),
+                       asyncio.ensure_future(stop.wait())}
+            _, pending = await asyncio.wait(waiting, timeout=reconciler.heartbeat_every,
+                                            return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            reconciler.beat()
+        if not stop.is_set():
+            await lead(reconciler=reconciler, leadership=leadership, recovery=recovery,
+                       caught_up=source.caught_up.wait, stop=stop)
+
+    jobs: dict[str, TaskFactory] = {"facts": source.run, "edges": waker.run,
+                                    "reconcile": reconcile, "leadership": leadership.run,
+                                    **(tasks or {})}
+    if settings.policy_poll > 0:
+        jobs["policy-watch"] = watcher.run
 
     await api.start(settings.http.host, settings.http.port)
     log.info("started", http=f"{settings.http.host}:{settings.http.port}",
              mqtt=f"{settings.mqtt.host}:{settings.mqtt.port}",
              pools=[p.name for p in policies.current.pools])
     try:
-        await supervise({"facts": source.run, "edges": waker.run, "reconcile": reconcile,
-                         "leadership": leadership.run}, stop)
+        await supervise(jobs, stop)
     finally:
         notifier.stopping()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await api.stop()
+        await platform.close()
         for provider in providers.values():
             await provider.close()
-        close_platform = getattr(platform, "close", None)
-        if close_platform is not None:
-            await close_platform()
         await leadership.release()
         await journal.close()
         log.info("stopped")

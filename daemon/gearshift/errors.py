@@ -7,12 +7,16 @@ Callers decide what to do by class, never by parsing messages::
     ├── BadMessage               a fact or request message we cannot trust (counted, dropped)
     ├── ProviderError            a provider call failed; .provider names it
     │   ├── TransientError       retry later (timeouts, throttling, 5xx)
+    │   │   └── CircuitOpen      refused without a call: the provider's breaker is open
     │   ├── QuotaExceeded        the provider's quota is full: spill to the next placement
     │   ├── CapacityUnavailable  the provider has no capacity now: spill and back off
     │   ├── PermanentError       bad config or credentials: stop using it until fixed
     │   └── NotFound             the machine is not there (destroy treats it as done)
     ├── PlatformError            a PaaS command (deactivate, move, remove) failed
     │   └── MoveFailed           some gears could not be moved off a draining node
+    ├── DaemonError              the CLI could not get an answer from a running daemon
+    │   ├── DaemonUnreachable    nothing answers at the URL (exit 3)
+    │   └── ApiError             the daemon said no; .status is the HTTP status
     └── JournalError             the journal cannot be read or written as asked
         ├── JournalSchemaError   the store's schema is newer than this gearshift (refuse to start)
         ├── BadTransition        an operation asked to move backwards (a bug; nothing written)
@@ -65,6 +69,15 @@ class TransientError(ProviderError):
     kind = "transient"
 
 
+class CircuitOpen(TransientError):
+    """The guard refused the call without making it: the provider's circuit breaker is open.
+
+    Transient for callers (try again later), but never retried inside the guard.
+    """
+
+    kind = "circuit_open"
+
+
 class QuotaExceeded(ProviderError):
     """The provider's quota is used up; the next placement should take the rest."""
 
@@ -115,3 +128,19 @@ class Fenced(JournalError):
     Raised when another instance has taken the leader lease; the instance that gets it
     must stop acting at once (it is a deposed leader).
     """
+
+
+class DaemonError(GearshiftError):
+    """The CLI asked a running daemon (``--url``) and did not get what it asked for."""
+
+
+class DaemonUnreachable(DaemonError):
+    """Nothing answers at the daemon's URL (not running, wrong --url, firewalled)."""
+
+
+class ApiError(DaemonError):
+    """The daemon answered with an error status; ``status`` is the HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status

@@ -1,4 +1,5 @@
-"""A plan as SREs read it: JSON for tools (``plan --json``, ``/v1/plan``) and plain text."""
+"""A plan as SREs read it: JSON for tools (``plan --json``, ``/v1/plan``, the status
+page's decisions) and plain text, every action with the candidates it was chosen from."""
 
 from __future__ import annotations
 
@@ -6,25 +7,29 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from gearshift.model import Plan, ScaleOut
+from gearshift.model import Action, Drain, Plan, ScaleOut
 
 
 def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def action_to_dict(action: Action) -> dict[str, Any]:
+    """One action with its reason and the candidates it was chosen from: placements for
+    a scale-out (chosen, or skipped and why), nodes for a drain (scale-in victims,
+    preemption victims, the burst node of a burst-and-return). Reactivations and
+    retirements follow from a drain and have none."""
+    item: dict[str, Any] = {"kind": action.kind}
+    item.update({k: v for k, v in asdict(action).items() if k != "candidates"})
+    item["candidates"] = [asdict(c) for c in getattr(action, "candidates", ())]
+    return item
+
+
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
-    actions = []
-    for action in plan.actions:
-        item: dict[str, Any] = {"kind": action.kind}
-        item.update({k: v for k, v in asdict(action).items() if k != "candidates"})
-        if isinstance(action, ScaleOut):
-            item["candidates"] = [asdict(c) for c in action.candidates]
-        actions.append(item)
     return {
         "at": _iso(plan.at),
         "pools": {name: asdict(e) for name, e in plan.pools.items()},
-        "actions": actions,
+        "actions": [action_to_dict(a) for a in plan.actions],
     }
 
 
@@ -47,4 +52,7 @@ def plan_to_text(plan: Plan) -> str:
         if isinstance(action, ScaleOut):
             for c in action.candidates:
                 lines.append(f"    candidate {c.provider}/{c.blueprint}: {c.note}")
+        elif isinstance(action, Drain):
+            for n in action.candidates:
+                lines.append(f"    candidate {n.identity} ({n.provider}): {n.note}")
     return "\n".join(lines)

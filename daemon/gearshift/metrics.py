@@ -6,11 +6,11 @@ daemons as they like. Names are prefixed ``gearshift_`` and pass ``promtool chec
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from gearshift.model import PoolEvaluation
+from gearshift.model import FleetSnapshot, PoolEvaluation
 
 NODE_STATES = ("active", "booting", "draining", "unknown")
 
@@ -76,6 +76,26 @@ class Metrics:
                                           "Age of the oldest operation in flight.", registry=r)
         self.policy_reloads = Counter("gearshift_policy_reloads", "Policy reloads by outcome.",
                                       ["outcome"], registry=r)
+        # Operator surface (deploy/prometheus/rules.yml and deploy/grafana/gearshift.json
+        # read these; tests/test_dashboard.py checks every metric they query exists).
+        self.leader = Gauge("gearshift_leader",
+                            "1 when this instance is the leader and may act.", registry=r)
+        self.policy_errors = Gauge("gearshift_policy_errors",
+                                   "Problems in the policy files on disk that the last reload "
+                                   "refused (the last good set stays in force).", registry=r)
+        self.drains_overdue = Gauge("gearshift_drains_overdue",
+                                    "Drains in flight past their drain_timeout deadline.",
+                                    ["pool"], registry=r)
+        self.provider_nodes = Gauge("gearshift_provider_nodes",
+                                    "Nodes gearshift owns by provider and state (unowned nodes "
+                                    "under provider=\"unmanaged\").", ["provider", "state"],
+                                    registry=r)
+        self.start_time = Gauge("gearshift_start_time_seconds",
+                                "When the daemon started (Unix time).", registry=r)
+        self.loop_heartbeat = Gauge("gearshift_loop_heartbeat_timestamp_seconds",
+                                    "When the reconcile loop last proved it is alive (Unix "
+                                    "time); what /healthz and the systemd watchdog go by.",
+                                    registry=r)
         # -- the journal, recovery and leadership -----------------------------------------
         self.operations_by_phase = Gauge("gearshift_operations_in_flight_by_phase",
                                          "Journaled operations not yet done, by kind and phase.",
@@ -91,9 +111,6 @@ class Metrics:
         self.recovery_actions = Counter("gearshift_recovery_actions",
                                         "What recoveries did, by action.", ["action"],
                                         registry=r)
-        self.leader = Gauge("gearshift_leader",
-                            "1 when this instance holds the leader lease and acts; 0 when it "
-                            "is a follower serving read-only status.", registry=r)
         self.leader_changes = Counter("gearshift_leader_changes",
                                       "Times this instance became leader or stepped down.",
                                       ["to"], registry=r)
@@ -124,6 +141,27 @@ class Metrics:
         self.pool_desired_nodes.labels(e.pool).set(e.desired_nodes)
         self.pool_degraded.labels(e.pool).set(1 if e.degraded else 0)
         self.pool_paused.labels(e.pool).set(1 if e.paused else 0)
+
+    def record_fleet(self, snapshot: FleetSnapshot, *, pools: Iterable[str],
+                     providers: Iterable[str]) -> None:
+        """Per-provider node counts and overdue drains, from one snapshot."""
+        counts: dict[tuple[str, str], int] = {
+            (provider, state): 0 for provider in (*providers, "unmanaged") for state in NODE_STATES}
+        for node in snapshot.nodes:
+            provider = node.machine.provider if node.machine is not None else "unmanaged"
+            key = (provider, node.state.value)
+            counts[key] = counts.get(key, 0) + 1
+        for pending in snapshot.pending:
+            key = (pending.provider, "booting")
+            counts[key] = counts.get(key, 0) + 1
+        for (provider, state), count in counts.items():
+            self.provider_nodes.labels(provider, state).set(count)
+        overdue = dict.fromkeys(pools, 0)
+        for drain in snapshot.drains:
+            if snapshot.taken_at >= drain.deadline:
+                overdue[drain.pool] = overdue.get(drain.pool, 0) + 1
+        for pool, count in overdue.items():
+            self.drains_overdue.labels(pool).set(count)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 
 class NodeState(StrEnum):
@@ -150,6 +150,10 @@ class ProviderStatus:
     available: bool = True
     why_unavailable: str | None = None
     boot_time: float | None = None  # measured time-to-ready, when known
+    # When it last refused to make a node (quota or capacity error), and what it said:
+    # placement puts it after healthy providers for a while even once its back-off ends.
+    capacity_error_at: float | None = None
+    capacity_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +165,9 @@ class Candidate:
     chosen: int
     free: int
     note: str
+    rank: int | None = None  # position in the order placement tried them (1 = first)
+    cost_per_hour: float | None = None
+    time_to_ready: float | None = None  # measured, else configured, seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +181,21 @@ class ScaleOut:
     count: int
     reason: str
     candidates: tuple[Candidate, ...] = ()
+    # Burst-and-return: the burst nodes these new nodes will replace (make-before-break).
+    replaces: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCandidate:
+    """One node the planner considered taking away, and what it made of it."""
+
+    identity: str
+    provider: str | None
+    chosen: bool
+    note: str
+
+
+DrainCause = Literal["scale_in", "preemption", "burst_return"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +206,9 @@ class Drain:
     pool: str
     identity: str
     reason: str
+    cause: DrainCause = "scale_in"
+    preempted_by: str | None = None  # the higher-priority pool that takes its quota
+    candidates: tuple[NodeCandidate, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +262,30 @@ class PoolMemory:
     last_scale_down: float | None = None
     low_since: float | None = None  # density below the band (continuously) since
     high_since: float | None = None  # density above the band (continuously) since
+    returns_paused_until: float | None = None  # burst-and-return backs off after a failure
+    growing_to: int | None = None  # slots (booting included) the last growth aimed for
+
+
+@dataclass(frozen=True, slots=True)
+class Preemption:
+    """A node of a preemptible pool being drained so a higher-priority pool gets its quota."""
+
+    identity: str
+    victim_pool: str
+    by_pool: str
+    provider: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BurstReturn:
+    """A burst node being replaced on a preferred provider (make, then drain, then retire)."""
+
+    identity: str  # the burst node
+    pool: str
+    provider: str  # where its replacement goes
+    requested_at: float
+    drained_at: float | None = None  # None: waiting for the replacement to come up
 
 
 @dataclass(frozen=True)
@@ -244,6 +293,8 @@ class PlannerState:
     """Memory across evaluations; the planner returns a new one with every plan."""
 
     pools: Mapping[str, PoolMemory] = field(default_factory=dict)
+    preemptions: Mapping[str, Preemption] = field(default_factory=dict)  # by victim identity
+    returns: Mapping[str, BurstReturn] = field(default_factory=dict)  # by burst node identity
 
     def pool(self, name: str) -> PoolMemory:
         return self.pools.get(name, PoolMemory())

@@ -86,6 +86,9 @@ class ReconcileSettings(Section):
     interval: Seconds = Field(30.0, description="Reconcile at least this often.")
     stale_after: Seconds = Field(180.0, description="Facts older than this make a node unknown.")
     debounce: Seconds = Field(0.2, description="Wait this long after an edge-crossing fact.")
+    hung_after: Seconds = Field(600.0, description=(
+        "The loop counts as hung when it has not proved it is alive for this long: /healthz "
+        "answers 503. Keep it at the systemd unit's WatchdogSec."))
 
 
 class JournalSettings(Section):
@@ -110,9 +113,24 @@ class PlatformSettings(Section):
     kind: Literal["openshift", "none", "simulated"] = Field(
         "none", description="How nodes are deactivated, drained and removed.")
     commands: dict[str, str] = Field(default_factory=dict, description=(
-        "Command templates by step (deactivate, activate, move, remove, add); "
+        "Command templates by step (deactivate, activate, move, remove, add, list_gears); "
         "the defaults are OpenShift v2's oo-admin-ctl-district and oo-admin-move."))
     timeout: Seconds = Field(600.0, description="Longest a platform command may run.")
+    via: Literal["broker", "agent"] = Field("broker", description=(
+        "broker: run the commands here (gearshift runs on the broker host); agent: ask the "
+        "node agents over MQTT 5 (request/response on nodes/{identity}/command)."))
+    agent_identity: str | None = Field(None, description=(
+        "via agent: the identity of the agent on the broker host, which runs the "
+        "oo-admin-* commands. list_gears always goes to the draining node's own agent."))
+    allowed_programs: list[str] = Field(
+        default_factory=lambda: ["oo-admin-ctl-district", "oo-admin-move", "ssh"],
+        description="Programs a command template may run (exactly as the template names them).")
+    move_parallel: int = Field(2, ge=1, description="oo-admin-move processes at once per node.")
+    gears_per_move: int = Field(5, ge=1, description="Gear UUIDs per oo-admin-move call.")
+    move_retry_after: Seconds = Field(300.0, description=(
+        "A gear whose move failed is tried again after this long."))
+    stop_grace: Seconds = Field(30.0, description=(
+        "On shutdown, wait this long for gear moves in flight before interrupting them."))
     url: str | None = Field(None, description=(
         "kind simulated: the simulated world server (python -m gearshift.sim.server)."))
 
@@ -144,7 +162,8 @@ class OperationsSettings(Section):
 
 
 class LogSettings(Section):
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe level logged.")
     format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: console on a terminal, JSON lines otherwise.")
 
@@ -165,6 +184,9 @@ class Settings(BaseSettings):
     journal: JournalSettings = JournalSettings()
     platform: PlatformSettings = PlatformSettings()
     log: LogSettings = LogSettings()
+    policy_poll: Seconds = Field(2.0, description=(
+        "Look for edited policy files this often and reload them; 0 turns polling off "
+        "(SIGHUP always reloads)."))
     operations: OperationsSettings = OperationsSettings()
 
     @model_validator(mode="after")

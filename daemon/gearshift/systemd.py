@@ -16,7 +16,13 @@ class Notifier:
     def __init__(self, address: str | None = None) -> None:
         self.address = address if address is not None else os.environ.get("NOTIFY_SOCKET")
         watchdog = os.environ.get("WATCHDOG_USEC")
-        self.watchdog_interval = int(watchdog) / 2_000_000 if watchdog else None
+        watchdog_pid = os.environ.get("WATCHDOG_PID")
+        if watchdog_pid and watchdog_pid.isdigit() and int(watchdog_pid) != os.getpid():
+            watchdog = None  # the watchdog is meant for another process (sd_watchdog_enabled)
+        # Ping twice per watchdog period, as sd_watchdog_enabled(3) recommends.
+        self.watchdog_interval = (int(watchdog) / 2_000_000
+                                  if watchdog and watchdog.isdigit() and int(watchdog) > 0
+                                  else None)
 
     @property
     def enabled(self) -> bool:

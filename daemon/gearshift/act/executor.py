@@ -182,7 +182,7 @@ class Executor:
                     return
             await self.journal.adopt(machine)
             await self.journal.advance(op_id, phase="created", at=self.clock.now(),
-                                       machine_id=machine.machine_id)
+                                       machine_id=machine.machine_id, identity=machine.name)
             self._event(report, kind=action.kind, pool=action.pool, target=name, outcome="ok",
                         reason=action.reason, provider=action.provider)
 
@@ -262,7 +262,7 @@ class Executor:
             return
         seen = node.last_seen if node is not None else None
         if op is not None and op.phase in ("deactivating", "moving") and (
-                seen is None or seen <= op.updated_at):
+                seen is None or seen < op.updated_at):
             # Facts from before the node left its district may miss gears placed on it
             # just before: only facts the node published since then can prove it empty.
             self._event(report, kind=action.kind, pool=action.pool, target=action.identity,

@@ -5,26 +5,43 @@ Read-only: ``/healthz`` (the loop is alive), ``/readyz`` (facts are fresh), ``/m
 and ``/`` (a small status page). Mutating calls (pause/resume a pool, capacity requests)
 need ``Authorization: Bearer TOKEN`` with the token from ``http.token_file``: 401 when
 the header is missing, 403 when the token is wrong (compared in constant time); without
-a configured token they are refused (403) rather than open.
+a configured token they are refused (403) rather than open. Request bodies are limited
+to ``http.max_body`` bytes (413). ``/v1/openapi.json`` describes all of it (api/openapi.py).
 """
 
 from __future__ import annotations
 
 import hmac
 import importlib.resources
+import json
+import logging
+import re
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Collection
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gearshift.api.openapi import (
+    DURATION_PATTERN,
+    EVENTS_DEFAULT,
+    EVENTS_MAX,
+    MAX_GEARS,
+    MAX_REASON,
+    MAX_TTL_SECONDS,
+    MAX_TTL_TEXT,
+    openapi_document,
+)
 from gearshift.durations import parse_duration
-from gearshift.explain import plan_to_dict
+from gearshift.explain import action_to_dict, plan_to_dict
 from gearshift.metrics import Metrics
-from gearshift.model import CapacityRequest
+from gearshift.model import CapacityRequest, Plan
 from gearshift.reconcile.reconciler import Reconciler
 
 
@@ -32,6 +49,70 @@ def _iso(at: float | None) -> str | None:
     if at is None:
         return None
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+_TTL = re.compile(DURATION_PATTERN)
+log = structlog.get_logger(component="gearshift.api")
+
+
+class _OneLine(logging.Handler):
+    """aiohttp's own server log, as one structured line without the request's text.
+
+    aiohttp logs a malformed request (a NUL in a header, say) with a traceback and the
+    offending header line, which may carry a bearer token: only the error class goes out.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):  # the client's fault: no traceback
+            log.warning("bad HTTP request refused", error=type(error).__name__,
+                        status=error.code)
+        else:  # our fault (a handler raised): keep the traceback
+            log.error("HTTP request failed", what=record.getMessage(),
+                      exc_info=record.exc_info or False)
+
+
+_server_log = logging.getLogger("gearshift.http")
+_server_log.propagate = False
+_server_log.setLevel(logging.WARNING)
+if not _server_log.handlers:
+    _server_log.addHandler(_OneLine())
+_REQUEST_KEYS = frozenset({"pool", "gears", "ttl", "reason"})
+
+
+def _fail(cls: type[web.HTTPError], message: str, **kwargs: Any) -> web.HTTPError:
+    """An HTTP error whose body is JSON ``{"error": message}``, like every other answer."""
+    return cls(text=f'{{"error": {json.dumps(message)}}}', content_type="application/json",
+               **kwargs)
+
+
+def parse_capacity_request(data: Any, *, pools: Collection[str]) -> tuple[str, int, float, str]:
+    """(pool, gears, ttl seconds, reason) from a request body; ValueError says what is wrong.
+
+    Exactly the ``CapacityRequest`` schema of the OpenAPI document: what it allows is
+    accepted, everything else is refused (schemathesis checks both directions).
+    """
+    if not isinstance(data, dict):
+        raise TypeError("the body must be a JSON object")
+    unknown = sorted(str(k) for k in data if k not in _REQUEST_KEYS)
+    if unknown:
+        raise ValueError(f"unknown field(s): {', '.join(unknown)[:100]}")
+    pool, gears = data.get("pool"), data.get("gears")
+    if not isinstance(pool, str) or pool not in pools:
+        raise ValueError("pool: must name a pool in the policies in force")
+    if isinstance(gears, float) and gears.is_integer():
+        gears = int(gears)  # JSON Schema counts 120.0 as an integer, so do we
+    if not isinstance(gears, int) or isinstance(gears, bool) or not 0 < gears <= MAX_GEARS:
+        raise ValueError(f"gears: must be an integer from 1 to {MAX_GEARS}")
+    ttl_text = data.get("ttl", "30m")
+    if (not isinstance(ttl_text, str) or len(ttl_text) > MAX_TTL_TEXT
+            or not _TTL.match(ttl_text)):
+        raise ValueError("ttl: must be a duration such as 90s, 10m, 2h, 1h30m or 1d")
+    ttl = min(parse_duration(ttl_text), float(MAX_TTL_SECONDS))
+    reason = data.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        raise ValueError(f"reason: must be a string of at most {MAX_REASON} characters")
+    return pool, gears, ttl, reason
 
 
 class ApiServer:
@@ -42,6 +123,7 @@ class ApiServer:
         self.reconciler = reconciler
         self.metrics = metrics
         self.token = token
+        self.max_body = max_body
         self.leader = leader
         self.extra_status = extra_status  # leadership, operations in flight, recoveries
         self.stale_loop_after = stale_loop_after
@@ -51,6 +133,7 @@ class ApiServer:
             web.get("/healthz", self.healthz),
             web.get("/readyz", self.readyz),
             web.get("/metrics", self.metrics_view),
+            web.get("/v1/openapi.json", self.openapi),
             web.get("/v1/status", self.status),
             web.get("/v1/plan", self.plan),
             web.get("/v1/events", self.events),
@@ -59,9 +142,18 @@ class ApiServer:
             web.post("/v1/capacity-requests", self.capacity_request),
         ])
         self.runner: web.AppRunner | None = None
+        # The latest actions with their reasons and candidates, for the status page.
+        self.decisions: deque[dict[str, Any]] = deque(maxlen=50)
+        if reconciler.last_plan is not None:
+            self._remember(reconciler.last_plan)
+        reconciler.on_reconciled.append(self._remember)
+
+    def _remember(self, plan: Plan) -> None:
+        for action in plan.actions:
+            self.decisions.append({"at": _iso(plan.at), **action_to_dict(action)})
 
     async def start(self, host: str, port: int) -> None:
-        self.runner = web.AppRunner(self.app, access_log=None)
+        self.runner = web.AppRunner(self.app, access_log=None, logger=_server_log)
         await self.runner.setup()
         await web.TCPSite(self.runner, host, port).start()
 
@@ -71,28 +163,36 @@ class ApiServer:
 
     # -- auth -------------------------------------------------------------------------
     def _authorize(self, request: web.Request) -> None:
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
-            raise web.HTTPUnauthorized(
-                text='{"error": "bearer token required"}', content_type="application/json",
-                headers={"WWW-Authenticate": 'Bearer realm="gearshift"'})
-        given = header.removeprefix("Bearer ").strip().encode()
-        if self.token is None or not hmac.compare_digest(given, self.token.encode()):
-            raise web.HTTPForbidden(text='{"error": "token not accepted"}',
-                                    content_type="application/json")
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            raise _fail(web.HTTPUnauthorized, "bearer token required",
+                        headers={"WWW-Authenticate": 'Bearer realm="gearshift"'})
+        given = credentials.strip().encode("utf-8", "replace")
+        # Compare in constant time; without a configured token nothing is accepted.
+        expected = (self.token or "").encode("utf-8")
+        if not hmac.compare_digest(given, expected) or self.token is None:
+            raise _fail(web.HTTPForbidden, "token not accepted")
 
     # -- views ------------------------------------------------------------------------
     async def healthz(self, request: web.Request) -> web.Response:
-        last = self.reconciler.last_success
+        """Alive: the loop beat (or finished a reconcile) within ``stale_loop_after``."""
+        beat, success = self.reconciler.last_heartbeat, self.reconciler.last_success
+        proofs = [t for t in (beat, success) if t is not None]
         now = self.reconciler.clock.now()
-        alive = last is not None and now - last <= max(self.stale_loop_after,
-                                                       3 * self.reconciler.interval)
-        body = {"alive": alive, "last_reconcile": _iso(last)}
+        alive = bool(proofs) and now - max(proofs) <= self.stale_loop_after
+        body = {"alive": alive, "last_heartbeat": _iso(beat), "last_reconcile": _iso(success)}
         return web.json_response(body, status=200 if alive else 503)
 
     async def readyz(self, request: web.Request) -> web.Response:
-        ready = self.reconciler.fleet.source_up and self.reconciler.last_success is not None
-        return web.json_response({"ready": ready}, status=200 if ready else 503)
+        fresh = self.reconciler.fleet.source_up
+        ready = fresh and self.reconciler.last_success is not None
+        body = {"ready": ready, "facts_fresh": fresh,
+                "last_reconcile": _iso(self.reconciler.last_success)}
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        pools = [p.name for p in self.reconciler.policies.current.pools]
+        return web.json_response(openapi_document(pools=pools, max_body=self.max_body))
 
     async def metrics_view(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.exposition(),
@@ -133,6 +233,7 @@ class ApiServer:
             "last_reconcile": _iso(self.reconciler.last_success),
             "providers": providers,
             "policy_errors": list(self.reconciler.policies.problems),
+            "decisions": list(reversed(self.decisions))[:20],
             **(self.extra_status() if self.extra_status is not None else {}),
         }
 
@@ -144,15 +245,17 @@ class ApiServer:
         return web.json_response(plan_to_dict(plan))
 
     async def events(self, request: web.Request) -> web.Response:
-        events = [{**asdict(e), "at": _iso(e.at)} for e in self.reconciler.executor.events]
-        return web.json_response({"events": list(reversed(events))[:200]})
+        text = request.query.get("limit", str(EVENTS_DEFAULT))
+        if not (text.isascii() and text.isdigit() and 1 <= int(text) <= EVENTS_MAX):
+            raise _fail(web.HTTPBadRequest, f"limit: must be an integer from 1 to {EVENTS_MAX}")
+        newest = list(reversed(self.reconciler.executor.events))[:int(text)]
+        return web.json_response({"events": [{**asdict(e), "at": _iso(e.at)} for e in newest]})
 
     async def _pool(self, request: web.Request) -> str:
         self._authorize(request)
         name = request.match_info["name"]
         if self.reconciler.policies.current.pool(name) is None:
-            raise web.HTTPNotFound(text='{"error": "no such pool"}',
-                                   content_type="application/json")
+            raise _fail(web.HTTPNotFound, "no such pool")
         return name
 
     async def pause(self, request: web.Request) -> web.Response:
@@ -170,29 +273,20 @@ class ApiServer:
         self._authorize(request)
         try:
             data = await request.json()
-        except ValueError as exc:
-            raise web.HTTPBadRequest(text='{"error": "body must be JSON"}',
-                                     content_type="application/json") from exc
-        if not isinstance(data, dict):
-            raise web.HTTPBadRequest(text='{"error": "body must be a JSON object"}',
-                                     content_type="application/json")
-        pool, gears = data.get("pool"), data.get("gears")
-        if not isinstance(pool, str) or self.reconciler.policies.current.pool(pool) is None:
-            raise web.HTTPUnprocessableEntity(text='{"error": "unknown pool"}',
-                                              content_type="application/json")
-        if not isinstance(gears, int) or isinstance(gears, bool) or not 0 < gears <= 100000:
-            raise web.HTTPUnprocessableEntity(text='{"error": "gears must be 1..100000"}',
-                                              content_type="application/json")
+        except ValueError as exc:  # includes bodies that are not UTF-8
+            raise _fail(web.HTTPBadRequest, "the body must be JSON") from exc
+        pools = {p.name for p in self.reconciler.policies.current.pools}
         try:
-            ttl = parse_duration(str(data.get("ttl", "30m")))
+            pool, gears, ttl, reason = parse_capacity_request(data, pools=pools)
+        except TypeError as exc:
+            raise _fail(web.HTTPBadRequest, str(exc)) from exc
         except ValueError as exc:
-            raise web.HTTPUnprocessableEntity(text='{"error": "bad ttl"}',
-                                              content_type="application/json") from exc
+            raise _fail(web.HTTPUnprocessableEntity, str(exc)) from exc
         request_id = uuid.uuid4().hex
         now = self.reconciler.clock.now()
         self.reconciler.requests.add(CapacityRequest(
             request_id=request_id, pool=pool, gears=gears, expires_at=now + ttl,
-            reason=str(data.get("reason", ""))[:200]))
+            reason=reason))
         self.reconciler.wake("capacity request")
         return web.json_response({"id": request_id, "pool": pool, "gears": gears,
                                   "expires_at": _iso(now + ttl)}, status=201)

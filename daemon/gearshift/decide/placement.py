@@ -1,13 +1,26 @@
-"""Where the next nodes of a pool go: its placements in order, spilling over on quota.
+"""Where the next nodes of a pool go: its placements scored, in order, spilling over.
 
-Preferred (non-burst) placements are filled in the order the policy lists them; burst
-placements are used only for what the preferred ones cannot take. A placement is skipped
-when its provider is unavailable (circuit open, backed off after a capacity error), its
-provider quota is full, or the pool's own ``max_nodes`` for it is reached. Every
-placement considered becomes a ``Candidate`` saying what happened to it, for explain.
+Every placement the pool allows is scored on what the planner knows about it:
 
-Usage is shared across pools in one evaluation: pools are planned highest priority
-first, so they claim contested quota first.
+* **preference**: the order the policy lists them; burst-only placements always come
+  last and take only what the others cannot;
+* **health**: an unavailable provider (circuit open, backed off after a quota or capacity
+  error) is skipped; one that refused capacity recently (``capacity_error_penalty``)
+  goes after the healthy ones and gets one node at a time, a probe: if it refuses again
+  the rest spills on within the same reconcile, at the cost of one failed call; once a
+  node made after the error shows up (booting or registered), the penalty is lifted;
+* **room**: the provider's quota left (shared by every pool) and the pool's own
+  ``max_nodes`` for that placement; a full placement is skipped and the rest spills on;
+* **speed and price**: time-to-ready (measured, else the configured ``boot_time``) and
+  ``cost_per_hour``. Normally the policy's order decides and cheap-but-slow is fine.
+  When the pool is *urgent* (full now: gears are being refused) the nodes that relieve
+  it go to the fastest placements first: a placement overtakes a more preferred (often
+  cheaper) one when it is ready at least ``urgency.min_time_saved`` sooner; equal
+  speeds keep the policy's order. The rest of the shortfall follows the normal order.
+
+Every placement considered becomes a ``Candidate`` saying what happened to it and why,
+for ``plan --json`` and the status page. ``Usage`` is shared across pools in one
+evaluation: pools are planned highest priority first, so they claim contested quota first.
 """
 
 from __future__ import annotations
@@ -17,8 +30,11 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from gearshift.durations import format_duration
 from gearshift.model import Candidate, FleetSnapshot, ProviderStatus
-from gearshift.policy.schema import PoolPolicy, ProvidersFile
+from gearshift.policy.schema import Blueprint, Placement, PoolPolicy, ProvidersFile, ProviderSpec
+
+PROBE = 1  # nodes asked at once of a provider that refused capacity recently
 
 
 @dataclass
@@ -27,6 +43,7 @@ class Usage:
 
     by_provider: Counter[str] = field(default_factory=Counter)
     by_pool_provider: Counter[tuple[str, str]] = field(default_factory=Counter)
+    last_made: dict[str, float] = field(default_factory=dict)  # newest node per provider
 
     @classmethod
     def of(cls, snapshot: FleetSnapshot) -> Usage:
@@ -35,9 +52,15 @@ class Usage:
         for node in snapshot.nodes:
             if node.machine is not None and node.identity not in pending:
                 usage.claim(node.machine.pool, node.machine.provider, 1)
+                usage.made(node.machine.provider, node.machine.created_at)
         for booting in snapshot.pending:
             usage.claim(booting.pool, booting.provider, 1)
+            usage.made(booting.provider, booting.requested_at)
         return usage
+
+    def made(self, provider: str, at: float | None) -> None:
+        if at is not None and at > self.last_made.get(provider, float("-inf")):
+            self.last_made[provider] = at
 
     def claim(self, pool: str | None, provider: str, count: int) -> None:
         self.by_provider[provider] += count
@@ -57,6 +80,7 @@ class Allocation:
 class PlacementResult:
     allocations: tuple[Allocation, ...]
     candidates: tuple[Candidate, ...]
+    urgent_note: str = ""  # set when urgency put a faster placement ahead of a preferred one
 
     @property
     def nodes(self) -> int:
@@ -67,52 +91,196 @@ class PlacementResult:
         return sum(a.count * a.gears_per_node for a in self.allocations)
 
 
-def place(policy: PoolPolicy, *, providers: ProvidersFile, statuses: Mapping[str, ProviderStatus],
-          usage: Usage, min_nodes: int, shortfall_gears: int, max_nodes: int) -> PlacementResult:
-    """Choose up to ``max_nodes`` nodes giving at least ``min_nodes`` nodes and
-    ``shortfall_gears`` active-gear slots, claiming them in ``usage``."""
-    ordered = ([p for p in policy.placement if not p.burst_only]
-               + [p for p in policy.placement if p.burst_only])
-    allocations: list[Allocation] = []
-    candidates: list[Candidate] = []
-    nodes = gears = 0
-    for placement in ordered:
+@dataclass
+class Option:
+    """One placement, scored. ``free`` shrinks as nodes are claimed on it."""
+
+    index: int
+    placement: Placement
+    spec: ProviderSpec
+    blueprint: Blueprint
+    status: ProviderStatus
+    free: int
+    limit_note: str
+    time_to_ready: float
+    recent_error: str | None  # why it is placed after healthy providers, when it is
+    taken: int = 0
+    urgent_taken: int = 0
+
+    @property
+    def burst(self) -> bool:
+        return self.placement.burst_only
+
+    @property
+    def tier(self) -> tuple[bool, bool]:
+        """Options only overtake each other within a tier: (burst, recently refused)."""
+        return (self.burst, self.recent_error is not None)
+
+    @property
+    def per_node(self) -> int:
+        return self.blueprint.expected_max_active_gears
+
+    def describe(self) -> str:
+        return (f"{self.spec.name} (~{format_duration(round(self.time_to_ready))}, "
+                f"{self.spec.cost_per_hour:g}/h)")
+
+
+def time_to_ready(spec: ProviderSpec, status: ProviderStatus | None) -> float:
+    """Measured time-to-ready when known, else the configured ``boot_time``."""
+    if status is not None and status.boot_time is not None:
+        return status.boot_time
+    return spec.boot_time
+
+
+def recent_error(spec: ProviderSpec, status: ProviderStatus, now: float,
+                 last_made: float | None = None) -> str | None:
+    """Why a provider that refused capacity recently should go after healthy ones (None
+    when it did not, or has made a node since)."""
+    at = status.capacity_error_at
+    if at is None or now - at >= spec.capacity_error_penalty:
+        return None
+    if last_made is not None and last_made > at:
+        return None
+    ago = format_duration(max(0, round(now - at)))
+    return f"refused capacity {ago} ago ({status.capacity_error or 'quota/capacity error'})"
+
+
+def options_for(policy: PoolPolicy, *, providers: ProvidersFile,
+                statuses: Mapping[str, ProviderStatus], usage: Usage, now: float) -> list[Option]:
+    """Every placement of ``policy`` with what it offers now, in the policy's order."""
+    options = []
+    for index, placement in enumerate(policy.placement):
         spec = providers.provider(placement.provider)
         blueprint = providers.blueprint(placement.blueprint)
         if spec is None or blueprint is None:  # the loader's cross-check prevents this
             continue
         status = statuses.get(spec.name, ProviderStatus(name=spec.name))
-        quota_free = spec.quota.max_nodes - usage.by_provider[spec.name]
-        free = quota_free
+        free = spec.quota.max_nodes - usage.by_provider[spec.name]
         limit_note = f"quota {usage.by_provider[spec.name]}/{spec.quota.max_nodes} nodes"
         if placement.max_nodes is not None:
             placed = usage.by_pool_provider[(policy.name, spec.name)]
             if placement.max_nodes - placed < free:
                 free = placement.max_nodes - placed
                 limit_note = f"placement max_nodes {placed}/{placement.max_nodes}"
-        free = max(free, 0)
-        per_node = blueprint.expected_max_active_gears
-        wanted_nodes = max(min_nodes - nodes, math.ceil(max(shortfall_gears - gears, 0) / per_node))
-        wanted_nodes = min(wanted_nodes, max_nodes - nodes)
-        if wanted_nodes <= 0:
-            note = ("not needed: preferred placements cover it" if placement.burst_only
-                    else "not needed")
-            candidates.append(Candidate(spec.name, blueprint.name, 0, free, note))
-            continue
-        if not status.available:
-            candidates.append(Candidate(spec.name, blueprint.name, 0, free,
-                                        f"skipped: {status.why_unavailable or 'unavailable'}"))
-            continue
-        if free == 0:
-            candidates.append(Candidate(spec.name, blueprint.name, 0, 0, f"skipped: full ({limit_note})"))
-            continue
-        take = min(free, wanted_nodes)
-        usage.claim(policy.name, spec.name, take)
-        allocations.append(Allocation(spec.name, blueprint.name, take, per_node))
-        nodes += take
-        gears += take * per_node
-        note = f"chosen: {take} of {free} free"
-        if placement.burst_only:
+        options.append(Option(index=index, placement=placement, spec=spec, blueprint=blueprint,
+                              status=status, free=max(free, 0), limit_note=limit_note,
+                              time_to_ready=time_to_ready(spec, status),
+                              recent_error=recent_error(spec, status, now,
+                                                        usage.last_made.get(spec.name))))
+    return options
+
+
+def normal_order(options: list[Option]) -> list[Option]:
+    """The policy's order, burst-only last, recently refusing providers after healthy ones."""
+    return sorted(options, key=lambda o: (o.burst, o.recent_error is not None, o.index))
+
+
+def urgent_order(options: list[Option], *, min_time_saved: float) -> list[Option]:
+    """The normal order, but within a tier a placement goes ahead of every slower one it
+    beats by at least ``min_time_saved`` (a stable insertion sort: equal speeds, and
+    small differences, keep the policy's order)."""
+    ordered: list[Option] = []
+    for option in normal_order(options):
+        position = len(ordered)
+        while position > 0:
+            before = ordered[position - 1]
+            if before.tier != option.tier or \
+                    before.time_to_ready - option.time_to_ready < min_time_saved:
+                break
+            position -= 1
+        ordered.insert(position, option)
+    return ordered
+
+
+def place(policy: PoolPolicy, *, providers: ProvidersFile, statuses: Mapping[str, ProviderStatus],
+          usage: Usage, min_nodes: int, shortfall_gears: int, max_nodes: int,
+          now: float = 0.0, urgent_gears: int = 0) -> PlacementResult:
+    """Choose up to ``max_nodes`` nodes giving at least ``min_nodes`` nodes and
+    ``shortfall_gears`` active-gear slots, claiming them in ``usage``.
+
+    ``urgent_gears`` of the shortfall are needed *now*: they go to the fastest placements
+    first (see the module docstring)."""
+    options = options_for(policy, providers=providers, statuses=statuses, usage=usage, now=now)
+    normal = normal_order(options)
+    nodes = gears = 0
+    urgent_note = ""
+
+    def take(option: Option, wanted: int) -> int:
+        nonlocal nodes, gears
+        count = min(option.free, wanted, max_nodes - nodes)
+        if option.recent_error is not None:
+            count = min(count, PROBE - option.taken)  # a probe, not a batch
+        if count <= 0 or not option.status.available:
+            return 0
+        option.free -= count
+        option.taken += count
+        nodes += count
+        gears += count * option.per_node
+        usage.claim(policy.name, option.spec.name, count)
+        return count
+
+    urgent_left = min(max(urgent_gears, 0), max(shortfall_gears, 0))
+    if urgent_left > 0 and policy.urgency.enabled:
+        fast = urgent_order(options, min_time_saved=policy.urgency.min_time_saved)
+        for option in fast:
+            if urgent_left <= 0:
+                break
+            got = take(option, math.ceil(urgent_left / option.per_node))
+            option.urgent_taken += got
+            urgent_left -= got * option.per_node
+        urgent_note = _urgent_note(fast, normal)
+
+    for option in normal:
+        wanted = max(min_nodes - nodes, math.ceil(max(shortfall_gears - gears, 0) / option.per_node))
+        take(option, wanted)
+
+    ranks = {id(o): i + 1 for i, o in enumerate(
+        urgent_order(options, min_time_saved=policy.urgency.min_time_saved)
+        if urgent_note else normal)}
+    candidates = tuple(_candidate(o, ranks[id(o)]) for o in sorted(options, key=lambda o: o.index))
+    allocations = tuple(Allocation(o.spec.name, o.blueprint.name, o.taken, o.per_node)
+                        for o in (sorted(options, key=lambda o: ranks[id(o)])) if o.taken)
+    return PlacementResult(allocations, candidates, urgent_note if any(
+        o.urgent_taken for o in options) else "")
+
+
+def _urgent_note(fast: list[Option], normal: list[Option]) -> str:
+    """Which placements speed moved ahead of which preferred ones (empty: none moved)."""
+    moved = []
+    for i, option in enumerate(fast):
+        overtaken = [o for o in normal[:normal.index(option)] if o in fast[i + 1:]]
+        if overtaken and option.urgent_taken:
+            moved.append(f"{option.describe()} ahead of "
+                         f"{', '.join(o.describe() for o in overtaken)}")
+    return "; ".join(moved)
+
+
+def _candidate(option: Option, rank: int) -> Candidate:
+    name, blueprint, free = option.spec.name, option.blueprint.name, option.free + option.taken
+
+    def candidate(chosen: int, note: str) -> Candidate:
+        return Candidate(name, blueprint, chosen, free, note, rank=rank,
+                         cost_per_hour=option.spec.cost_per_hour,
+                         time_to_ready=option.time_to_ready)
+
+    if option.taken:
+        note = f"chosen: {option.taken} of {free} free"
+        if option.urgent_taken:
+            note += f" ({option.urgent_taken} urgent: ready in " \
+                    f"~{format_duration(round(option.time_to_ready))})"
+        if option.burst:
             note += " (burst: preferred placements are full or unavailable)"
-        candidates.append(Candidate(spec.name, blueprint.name, take, free, note))
-    return PlacementResult(tuple(allocations), tuple(candidates))
+        if option.recent_error:
+            note += f" (a probe, after healthy providers: {option.recent_error})"
+        return candidate(option.taken, note)
+    if not option.status.available:
+        note = f"skipped: {option.status.why_unavailable or 'unavailable'}"
+    elif free == 0:
+        note = f"skipped: full ({option.limit_note})"
+    elif option.burst:
+        note = "not needed: preferred placements cover it"
+    elif option.recent_error:
+        note = f"not needed: healthy providers first ({option.recent_error})"
+    else:
+        note = "not needed"
+    return candidate(0, note)

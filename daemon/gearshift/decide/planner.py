@@ -10,12 +10,20 @@ For each pool, highest priority first:
    or an extra signal above its threshold. Nodes on their way count as capacity, so a
    pool is never scaled twice for the same demand. Draining nodes are reactivated
    before new ones are made; the rest are placed by ``placement.place``.
+   When the pool is full *now* (``urgency.full_at``), the nodes that relieve it go to the
+   fastest placements first. When no placement has room left, nodes of lower-priority
+   ``preemptible`` pools on a contested provider are drained to free their quota
+   (``decide.preempt``).
 3. Shrink only when every fact is fresh, nothing is booting, density has been below the
    band for the stabilisation window and both cooldowns have passed: drain the victims
-   the strategy picks, never below the floor, never more than the drain budget, never
-   so many that the pool would breach its target or headroom.
+   the strategy picks, never below the floor, never more than the drain budgets (pool and
+   provider), never so many that the pool would breach its target or headroom.
 
-Every action carries a reason with the figures behind it.
+Then, on the quota every pool left, burst-and-return (``decide.burst_return``) replaces
+burst nodes on preferred placements, make-before-break.
+
+Every action carries a reason with the figures behind it; drains and scale-outs carry
+the candidates considered and why each was chosen or skipped.
 """
 
 from __future__ import annotations
@@ -24,8 +32,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from gearshift.decide.budget import DrainBudget
+from gearshift.decide.burst_return import plan_returns
+from gearshift.decide.context import PlanContext, PoolReading
 from gearshift.decide.placement import PlacementResult, Usage, place
 from gearshift.decide.pools import PoolView, split_by_pool
+from gearshift.decide.preempt import preempt
 from gearshift.decide.scale_in import scale_in_order
 from gearshift.decide.schedules import scheduled_floor
 from gearshift.durations import format_duration
@@ -35,6 +47,7 @@ from gearshift.model import (
     Drain,
     FleetSnapshot,
     Node,
+    NodeCandidate,
     NodeState,
     Plan,
     PlannerState,
@@ -63,6 +76,7 @@ class _Outcome:
     actions: list[Action]
     evaluation: PoolEvaluation
     memory: PoolMemory
+    reading: PoolReading
 
 
 def plan(snapshot: FleetSnapshot, policies: PolicySet, *, now: float,
@@ -73,21 +87,50 @@ def plan(snapshot: FleetSnapshot, policies: PolicySet, *, now: float,
     state = state or PlannerState()
     providers = policies.providers or _NO_PROVIDERS
     views = split_by_pool(snapshot, policies.pools)
-    usage = Usage.of(snapshot)
     nodes_by_id = {n.identity: n for n in snapshot.nodes}
+    draining = {d.identity for d in snapshot.drains}
+    ctx = PlanContext(
+        snapshot=snapshot, providers=providers, statuses=statuses or {}, now=now,
+        nodes_by_id=nodes_by_id, views=views, usage=Usage.of(snapshot),
+        budget=DrainBudget(snapshot, nodes_by_id, providers),
+        # A preemption is remembered while its drain runs (or was planned this instant).
+        preemptions={i: p for i, p in state.preemptions.items() if i in draining or p.at >= now})
     actions: list[Action] = []
     evaluations: dict[str, PoolEvaluation] = {}
     memories: dict[str, PoolMemory] = dict(state.pools)
+    readings: dict[str, PoolReading] = {}
     for policy in policies.pools:  # highest priority first: it claims contested quota first
-        outcome = _plan_pool(views[policy.name], snapshot=snapshot, nodes_by_id=nodes_by_id,
-                             providers=providers, statuses=statuses or {}, usage=usage,
-                             memory=state.pool(policy.name), now=now,
+        outcome = _plan_pool(views[policy.name], ctx=ctx, memory=state.pool(policy.name),
                              paused=policy.name in paused)
         actions.extend(outcome.actions)
-        evaluations[policy.name] = outcome.evaluation
+        evaluation = outcome.evaluation
+        reading = outcome.reading
+        if reading.unplaced > 0 and not reading.paused:
+            drains, notes = preempt(policy, ctx=ctx, pools=policies.pools,
+                                    missing=reading.unplaced, why_missing=reading.unplaced_why,
+                                    paused=paused)
+            actions.extend(drains)
+            if notes:
+                evaluation = replace(evaluation,
+                                     summary=f"{evaluation.summary}; preemption: {'; '.join(notes)}")
+        evaluations[policy.name] = evaluation
         memories[policy.name] = outcome.memory
+        readings[policy.name] = reading
+    returns = dict(state.returns)
+    for policy in policies.pools:  # what is left of the quota: cheaper fleets, highest first
+        if policy.name in paused:
+            continue
+        extra, memory, notes = plan_returns(policy, ctx=ctx, reading=readings[policy.name],
+                                            memory=memories[policy.name], returns=returns)
+        actions.extend(extra)
+        memories[policy.name] = memory
+        if notes:
+            evaluation = evaluations[policy.name]
+            evaluations[policy.name] = replace(
+                evaluation, summary=f"{evaluation.summary}; {'; '.join(notes)}")
     return Plan(at=now, actions=tuple(actions), pools=evaluations,
-                state=PlannerState(pools=memories))
+                state=PlannerState(pools=memories, preemptions=ctx.preemptions,
+                                   returns=returns))
 
 
 def _read_signals(policy: PoolPolicy, snapshot: FleetSnapshot, now: float) -> _Signals:
@@ -129,32 +172,35 @@ def _placement_text(result: PlacementResult) -> str:
     for c in result.candidates:
         if c.chosen:
             burst = ", burst" if "burst" in c.note else ""
-            parts.append(f"{c.provider} +{c.chosen} ({c.free} free{burst})")
+            probe = (f", {c.note[c.note.index('a probe'):].rstrip(')')}"
+                     if "a probe" in c.note else "")
+            parts.append(f"{c.provider} +{c.chosen} ({c.free} free{burst}{probe})")
         elif c.note != "not needed":
             parts.append(f"{c.provider} {c.note}")
     return "; ".join(parts)
 
 
-def _finish_drains(view: PoolView, nodes_by_id: Mapping[str, Node], now: float
-                   ) -> tuple[list[Action], set[str]]:
+def _finish_drains(view: PoolView, ctx: PlanContext) -> tuple[list[Action], set[str]]:
     """Retire drained nodes; stop drains past their deadline. Returns the drains it ended."""
     policy = view.policy
+    now = ctx.now
     actions: list[Action] = []
     ended: set[str] = set()
     for drain in view.drains:
-        node = nodes_by_id.get(drain.identity)
+        node = ctx.nodes_by_id.get(drain.identity)
         facts = node.facts if node is not None and node.state is not NodeState.UNKNOWN else None
         machine = node.machine if node is not None else None
+        why = _drain_purpose(drain.identity, ctx)
         if facts is not None and machine is not None and facts.gears.total == 0:
             actions.append(Retire(pool=policy.name, identity=drain.identity,
                                   provider=machine.provider, machine_id=machine.machine_id,
                                   reason=f"pool {policy.name}: {drain.identity} is drained "
-                                         f"(0 gears left); retiring its machine"))
+                                         f"(0 gears left){why}; retiring its machine"))
             ended.add(drain.identity)
         elif now >= drain.deadline:
             ended.add(drain.identity)
             left = "unknown" if facts is None else str(facts.gears.total)
-            overdue = f"drain of {drain.identity} passed its deadline " \
+            overdue = f"drain of {drain.identity}{why} passed its deadline " \
                       f"({format_duration(policy.scale_in.drain_timeout)}) with {left} gears left"
             if (policy.scale_in.on_drain_timeout == "retire" and facts is not None
                     and machine is not None and facts.gears.active == 0):
@@ -165,13 +211,34 @@ def _finish_drains(view: PoolView, nodes_by_id: Mapping[str, Node], now: float
             else:
                 actions.append(CancelDrain(pool=policy.name, identity=drain.identity,
                                            reason=f"pool {policy.name}: {overdue}; reactivating"))
+        if drain.identity in ended:
+            ctx.budget.end(policy.name, machine.provider if machine is not None else None)
     return actions, ended
 
 
-def _plan_pool(view: PoolView, *, snapshot: FleetSnapshot, nodes_by_id: Mapping[str, Node],
-               providers: ProvidersFile, statuses: Mapping[str, ProviderStatus], usage: Usage,
-               memory: PoolMemory, now: float, paused: bool) -> _Outcome:
+def _drain_purpose(identity: str, ctx: PlanContext) -> str:
+    """' (preempted by pool X)' for a preemption drain, else ''."""
+    preemption = ctx.preemptions.get(identity)
+    return f" (preempted by pool {preemption.by_pool})" if preemption is not None else ""
+
+
+def _urgent_gears(policy: PoolPolicy, *, demand: int, capacity_now: int) -> tuple[int, str]:
+    """Slots needed *now* (the pool is full) and why; (0, '') when it is not urgent."""
+    urgency = policy.urgency
+    if not urgency.enabled or demand <= 0:
+        return 0, ""
+    if capacity_now > 0 and demand / capacity_now < urgency.full_at:
+        return 0, ""
+    gears = max(0, math.ceil(demand / policy.density.scale_up_above) - capacity_now)
+    density = f"{demand / capacity_now:.2f}" if capacity_now else "n/a (no active node)"
+    return gears, (f"urgent: the pool is full now (active density {density} >= "
+                   f"{urgency.full_at:.2f}), {gears} slots needed now")
+
+
+def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
+               paused: bool) -> _Outcome:
     policy = view.policy
+    snapshot, now = ctx.snapshot, ctx.now
     band = policy.density
     name = policy.name
     floor, floor_why = scheduled_floor(policy, now)
@@ -184,16 +251,21 @@ def _plan_pool(view: PoolView, *, snapshot: FleetSnapshot, nodes_by_id: Mapping[
     want_gears = max(math.ceil(demand / band.target), demand + policy.headroom_gears)
     signals = _read_signals(policy, snapshot, now)
     degraded = bool(view.unknown) or not snapshot.facts_fresh
-    size = view.size
-    per_node = _gears_per_node(view, providers)
+    # Nodes another pool's preemption took from this one in this plan are leaving.
+    size = view.size - ctx.disrupted[name]
+    per_node = _gears_per_node(view, ctx.providers)
 
     figures = (f"{active_gears}/{capacity_now} active gears on {len(view.active)} active nodes"
                + (f", {len(view.pending)} booting (+{view.booting_gears} slots)" if view.pending else "")
                + (f", {requested} gears requested" if requested else "")
                + (f", {len(view.unknown)} unknown" if view.unknown else ""))
 
-    actions, ended = ([], set()) if paused else _finish_drains(view, nodes_by_id, now)
+    actions, ended = ([], set()) if paused else _finish_drains(view, ctx)
     ongoing_drains = [d for d in view.drains if d.identity not in ended]
+    # A drain that ran out of time counts as a scale-down for the cooldown: the next try
+    # waits, then the strategy picks the half-drained node again (it resumes) instead of
+    # starting fresh drains whose gears would refill the node just reactivated.
+    timed_out = any(isinstance(a, CancelDrain) for a in actions)
 
     # Evidence: do we know enough to act on density and headroom?
     evidence = bool(view.active) or bool(view.pending) or (not view.unknown and snapshot.facts_fresh)
@@ -210,9 +282,19 @@ def _plan_pool(view: PoolView, *, snapshot: FleetSnapshot, nodes_by_id: Mapping[
                         if memory.last_scale_up is not None else 0.0)
     floor_gap = max(0, floor - size)
     shortfall = max(want_gears - capacity, 1 if signals.up else 0) if pressure else 0
+    # A spill round re-plans at the same instant after a provider refused part of a growth:
+    # the nodes already made may end the pressure, but the growth decided is finished.
+    if memory.last_scale_up == now and memory.growing_to is not None and \
+            capacity < memory.growing_to and not paused:
+        pressure.append(f"finishing the growth to {memory.growing_to} slots decided this "
+                        f"reconcile (a provider refused part of it)")
+        shortfall = max(shortfall, memory.growing_to - capacity)
+        cooldown_up_left = 0.0
+        stable_up = True
 
     notes: list[str] = []
-    grew = shrank = 0
+    grew = shrank = unplaced = placed_gears = 0
+    unplaced_why = ""
     desired = size
     if paused:
         notes.append("paused: no actions")
@@ -224,14 +306,18 @@ def _plan_pool(view: PoolView, *, snapshot: FleetSnapshot, nodes_by_id: Mapping[
         room = max(0, min(policy.step.max_up, policy.size.max - size))
         min_nodes = floor_gap
         gear_gap = shortfall if stable_up and cooldown_up_left <= 0 else 0
-        # Reactivating a draining node beats provisioning a new one.
+        # Reactivating a draining node beats provisioning a new one (but not a node drained
+        # so that a higher-priority pool gets its quota).
         for drain in ongoing_drains:
-            node = nodes_by_id.get(drain.identity)
+            node = ctx.nodes_by_id.get(drain.identity)
             if room <= 0 or (min_nodes <= 0 and gear_gap <= 0) or node is None or node.facts is None:
+                continue
+            if drain.identity in ctx.preemptions:
                 continue
             actions.append(CancelDrain(pool=name, identity=drain.identity,
                                        reason=f"pool {name}: {trigger}; demand returned: "
                                               f"reactivating {drain.identity} beats provisioning"))
+            ctx.budget.end(name, node.machine.provider if node.machine is not None else None)
             room -= 1
             min_nodes -= 1
             gear_gap -= node.facts.max_active_gears
@@ -241,20 +327,37 @@ def _plan_pool(view: PoolView, *, snapshot: FleetSnapshot, nodes_by_id: Mapping[
                 notes.append(f"wanted more nodes but the pool is at max {policy.size.max}"
                              if size >= policy.size.max else "wanted more nodes; step limit reached")
             else:
-                result = place(policy, providers=providers, statuses=statuses, usage=usage,
-                               min_nodes=max(min_nodes, 0), shortfall_gears=max(gear_gap, 0),
-                               max_nodes=room)
+                urgent, urgent_why = _urgent_gears(policy, demand=demand, capacity_now=capacity_now)
+                result = place(policy, providers=ctx.providers, statuses=ctx.statuses,
+                               usage=ctx.usage, min_nodes=max(min_nodes, 0),
+                               shortfall_gears=max(gear_gap, 0), max_nodes=room, now=now,
+                               urgent_gears=urgent)
                 where = _placement_text(result)
+                speed = (f"; {urgent_why}: {result.urgent_note}" if result.urgent_note else "")
                 reason = (f"pool {name}: {trigger} ({figures}); want {want_gears} slots "
                           f"(target {band.target:.2f}, headroom {policy.headroom_gears}); "
-                          f"+{result.nodes} nodes: {where}")
+                          f"+{result.nodes} nodes: {where}{speed}")
                 for allocation in result.allocations:
                     actions.append(ScaleOut(pool=name, provider=allocation.provider,
                                             blueprint=allocation.blueprint, count=allocation.count,
                                             reason=reason, candidates=result.candidates))
                 grew += result.nodes
+                placed_gears += result.gears
                 wanted = max(min_nodes, math.ceil(max(gear_gap, 0) / per_node))
                 if result.nodes < min(wanted, room):
+                    # A victim's node is a real loss: preemption takes what ends the
+                    # pressure (under the scale-up edge, headroom kept, floor met), not
+                    # what merely reaches the target - unless the pool is full now, when
+                    # facts cannot show how much demand is being refused.
+                    unplaced = min(wanted, room) - result.nodes
+                    if not urgent:
+                        after = capacity + result.gears
+                        relief = max(math.ceil(demand / band.scale_up_above) - after,
+                                     demand + policy.headroom_gears - after, 0)
+                        unplaced = min(unplaced, max(min_nodes - result.nodes,
+                                                     math.ceil(relief / per_node)))
+                    unplaced_why = "; ".join(f"{c.provider} {c.note}" for c in result.candidates
+                                             if not c.chosen) or where
                     notes.append(f"wanted +{min(wanted, room)} nodes, placed {result.nodes}: {where}")
         desired = size + grew
         notes.insert(0, f"growing: {trigger}")
@@ -271,16 +374,19 @@ def _plan_pool(view: PoolView, *, snapshot: FleetSnapshot, nodes_by_id: Mapping[
         blockers = _scale_in_blockers(view, policy, memory, signals, degraded=degraded,
                                       requested=requested, low_since=low_since or now, now=now,
                                       snapshot=snapshot)
+        if timed_out:
+            blockers.append(f"a drain just passed its deadline: cooldown down "
+                            f"{format_duration(policy.cooldown.down)} first")
         if blockers:
             notes.append(f"density {_fmt_density(projected)} < {band.scale_down_below:.2f} "
                          f"but not shrinking: {'; '.join(blockers)}")
         else:
-            drains = _choose_drains(view, policy, providers, want_gears=want_gears, floor=floor,
-                                    ongoing=len(ongoing_drains))
-            for node in drains:
+            drains = _choose_drains(view, policy, ctx, want_gears=want_gears, floor=floor,
+                                    size=size, ongoing=len(ongoing_drains))
+            for node, candidates in drains:
                 assert node.facts is not None
                 actions.append(Drain(
-                    pool=name, identity=node.identity,
+                    pool=name, identity=node.identity, candidates=candidates,
                     reason=(f"pool {name}: projected density {_fmt_density(projected)} < "
                             f"{band.scale_down_below:.2f} for "
                             f"{format_duration(now - (low_since or now))} ({figures}); "
@@ -301,8 +407,10 @@ def _plan_pool(view: PoolView, *, snapshot: FleetSnapshot, nodes_by_id: Mapping[
                      f"[{band.scale_down_below:.2f}, {band.scale_up_above:.2f}]")
     new_memory = replace(
         memory,
+        # New nodes only: a reactivated node shows as draining until its next facts.
+        growing_to=capacity + placed_gears if grew else memory.growing_to,
         last_scale_up=now if grew else memory.last_scale_up,
-        last_scale_down=now if shrank else memory.last_scale_down,
+        last_scale_down=now if shrank or timed_out else memory.last_scale_down,
         low_since=low_since,
         high_since=high_since,
     )
@@ -311,7 +419,11 @@ def _plan_pool(view: PoolView, *, snapshot: FleetSnapshot, nodes_by_id: Mapping[
         draining=len(view.draining), unknown=len(view.unknown), active_gears=active_gears,
         capacity_gears=capacity_now, active_density=density, desired_nodes=desired,
         degraded=degraded, summary=f"{figures}; " + "; ".join(notes), paused=paused)
-    return _Outcome(actions=actions, evaluation=evaluation, memory=new_memory)
+    reading = PoolReading(
+        demand=demand, capacity_now=capacity_now, capacity=capacity, want_gears=want_gears,
+        floor=floor, size=size, pressure=bool(pressure), degraded=degraded, paused=paused,
+        grew=grew, shrank=shrank, unplaced=unplaced, unplaced_why=unplaced_why, figures=figures)
+    return _Outcome(actions=actions, evaluation=evaluation, memory=new_memory, reading=reading)
 
 
 def _scale_in_blockers(view: PoolView, policy: PoolPolicy, memory: PoolMemory, signals: _Signals,
@@ -339,18 +451,43 @@ def _scale_in_blockers(view: PoolView, policy: PoolPolicy, memory: PoolMemory, s
     return blockers
 
 
-def _choose_drains(view: PoolView, policy: PoolPolicy, providers: ProvidersFile, *,
-                   want_gears: int, floor: int, ongoing: int) -> list[Node]:
+def _choose_drains(view: PoolView, policy: PoolPolicy, ctx: PlanContext, *, want_gears: int,
+                   floor: int, size: int, ongoing: int
+                   ) -> list[tuple[Node, tuple[NodeCandidate, ...]]]:
+    """Scale-in victims, each with every node considered and why it was or was not taken."""
     budget = min(policy.step.max_down, policy.scale_in.max_concurrent_drains - ongoing,
-                 view.size - floor)
+                 size - floor)
     remaining = view.capacity_gears
     chosen: list[Node] = []
-    for node in scale_in_order(policy, view.active, providers):
-        if len(chosen) >= budget:
-            break
-        assert node.facts is not None
-        if remaining - node.facts.max_active_gears < want_gears:
+    considered: list[NodeCandidate] = []
+    for node in scale_in_order(policy, view.active, ctx.providers):
+        assert node.facts is not None and node.machine is not None
+        provider = node.machine.provider
+        order = f"{node.facts.gears.total} gears, {provider}"
+        if node.identity in ctx.taken:
+            considered.append(NodeCandidate(node.identity, provider, False,
+                                            "skipped: already drained by another action"))
             continue
+        if len(chosen) >= budget:
+            considered.append(NodeCandidate(
+                node.identity, provider, False,
+                f"skipped: step/drain budget ({max(budget, 0)}) or floor {floor} reached"))
+            continue
+        if remaining - node.facts.max_active_gears < want_gears:
+            considered.append(NodeCandidate(
+                node.identity, provider, False,
+                f"skipped: would leave {remaining - node.facts.max_active_gears} < "
+                f"{want_gears} slots wanted"))
+            continue
+        blocked = ctx.budget.allows(policy, provider)
+        if blocked is not None:
+            considered.append(NodeCandidate(node.identity, provider, False, f"skipped: {blocked}"))
+            continue
+        considered.append(NodeCandidate(node.identity, provider, True,
+                                        f"chosen: {policy.scale_in.strategy} ({order})"))
         chosen.append(node)
+        ctx.budget.take(policy.name, provider)
+        ctx.taken.add(node.identity)
         remaining -= node.facts.max_active_gears
-    return chosen
+    shown = tuple(considered[:20])
+    return [(node, shown) for node in chosen]

@@ -153,6 +153,49 @@ class ScaleIn(Strict):
     on_drain_timeout: Literal["reactivate", "retire"] = "reactivate"
 
 
+class Urgency(Strict):
+    """When a pool is full *now*, time-to-ready beats price for the nodes that relieve it.
+
+    The pool is urgent when its active density (demand over the capacity of its active
+    nodes, booting ones not counted: they are not here yet) is at or above ``full_at``.
+    The nodes needed to bring it back under ``scale_up_above`` then go to the fastest
+    placements first; a placement overtakes a more preferred one only when it is ready at
+    least ``min_time_saved`` sooner. Burst-only placements stay last whatever their speed.
+    """
+
+    enabled: bool = True
+    full_at: float = Field(0.95, gt=0, le=2)
+    min_time_saved: Duration = 60.0
+
+
+class BurstReturnPolicy(Strict):
+    """Replace nodes on burst-only placements by nodes on a preferred one when it has room.
+
+    Make-before-break: the replacement is made first, the burst node is drained only once
+    the pool would not be under pressure without it, then retired. Anti-churn guards: a
+    burst node younger than ``min_node_lifetime`` is kept, a swap saving less than
+    ``min_savings_per_hour`` per node is not made, the pool must not have grown for
+    ``stable_for``, and a swap whose replacement did not come up within
+    ``replace_timeout`` pauses returns for ``retry_after``.
+    """
+
+    enabled: bool = True
+    min_node_lifetime: Duration = 1800.0
+    min_savings_per_hour: float = Field(0.05, ge=0)
+    stable_for: Duration = 600.0
+    max_concurrent: int = Field(2, ge=1)
+    replace_timeout: Duration = 1800.0
+    retry_after: Duration = 1800.0
+
+
+class DisruptionBudget(Strict):
+    """At most ``max_draining`` nodes draining at once, for any reason (scale-in,
+    preemption, burst-and-return). On a pool, unset means ``scale_in.max_concurrent_drains``;
+    on a provider, unset means no limit."""
+
+    max_draining: int | None = Field(None, ge=1)
+
+
 class Placement(Strict):
     provider: Name
     blueprint: Name
@@ -199,6 +242,9 @@ class PoolPolicy(Strict):
     preemptible: bool = False
     placement: list[Placement] = Field(min_length=1)
     signals: list[SignalSpec] = Field(default_factory=list)
+    urgency: Urgency = Urgency()
+    burst_return: BurstReturnPolicy = BurstReturnPolicy()
+    disruption_budget: DisruptionBudget = DisruptionBudget()
 
 
 class Quota(Strict):
@@ -213,6 +259,9 @@ class SimulationSpec(Strict):
     failure_rate: float = Field(0.0, ge=0, le=1)
     capacity_errors_after: int | None = Field(None, ge=0)  # creates before capacity runs out
     capacity_recovers_after: Duration | None = None  # capacity returns this long after
+    # The provider's real quota when it is lower than the file says (another tenant uses
+    # the rest): creates beyond it fail with a quota error.
+    quota_max_nodes: int | None = Field(None, ge=0)
 
 
 ProviderKind = Literal["redfish", "foreman", "vsphere", "ovirt", "ec2", "simulated"]
@@ -226,6 +275,10 @@ class ProviderSpec(Strict):
     boot_time: Duration = 300.0
     settings: dict[str, Any] = Field(default_factory=dict)
     simulation: SimulationSpec | None = None
+    disruption_budget: DisruptionBudget = DisruptionBudget()
+    # After a quota or capacity error (and its back-off), place on healthy providers first
+    # for this long.
+    capacity_error_penalty: Duration = 1800.0
 
 
 class Blueprint(Strict):

@@ -180,7 +180,10 @@ async def _until(event: asyncio.Event, stop: asyncio.Event) -> None:
 
 
 async def follow(reconciler: Reconciler, leadership: Leadership, stop: asyncio.Event) -> None:
-    """Until elected: evaluate pools read-only so status and metrics stay meaningful."""
+    """Until elected: evaluate pools read-only so status and metrics stay meaningful.
+
+    A follower's loop is alive too: it beats (``/healthz``, the systemd watchdog).
+    """
     while not stop.is_set() and not leadership.is_leader:
         try:
             plan = await reconciler.dry_run()
@@ -189,10 +192,13 @@ async def follow(reconciler: Reconciler, leadership: Leadership, stop: asyncio.E
             reconciler.last_success = reconciler.clock.now()
         except Exception:
             log.exception("read-only evaluation failed")
+        reconciler.beat()
         elected = asyncio.create_task(leadership.elected.wait())
         stopping = asyncio.create_task(stop.wait())
         try:
-            await asyncio.wait({elected, stopping}, timeout=reconciler.interval,
+            await asyncio.wait({elected, stopping},
+                               timeout=min(reconciler.interval,
+                                           reconciler.heartbeat_every or reconciler.interval),
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             elected.cancel()
@@ -209,13 +215,23 @@ async def lead(*, reconciler: Reconciler, leadership: Leadership, recovery: Reco
             return
         term = asyncio.Event()
         relay = asyncio.create_task(_relay(term, stop, leadership.deposed))
+        beating = asyncio.create_task(_beat(reconciler))  # recovery's calls are bounded
         try:
-            await recovery.run(reason="start")
+            try:
+                await recovery.run(reason="start")
+            finally:
+                beating.cancel()
             await reconciler.run(term)
         finally:
             relay.cancel()
         if leadership.is_leader and not stop.is_set():
             leadership.step_down("the reconcile loop ended")
+
+
+async def _beat(reconciler: Reconciler) -> None:
+    while True:
+        reconciler.beat()
+        await asyncio.sleep(reconciler.heartbeat_every or reconciler.interval)
 
 
 async def _relay(term: asyncio.Event, stop: asyncio.Event, deposed: asyncio.Event) -> None:

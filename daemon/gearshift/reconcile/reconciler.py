@@ -28,7 +28,15 @@ from gearshift.act.executor import Executor
 from gearshift.act.providers.guard import GuardedProvider
 from gearshift.clock import Clock
 from gearshift.metrics import Metrics
-from gearshift.model import FleetSnapshot, Plan, PlannerState, PoolEvaluation, ScaleOut, Signal
+from gearshift.model import (
+    FleetSnapshot,
+    Plan,
+    PlannerState,
+    PoolEvaluation,
+    ProviderStatus,
+    ScaleOut,
+    Signal,
+)
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.requests import RequestBook
 from gearshift.policy.holder import PolicyHolder
@@ -45,7 +53,21 @@ def _merge_growth(first: PlannerState, later: PlannerState) -> PlannerState:
             current = pools[name].last_scale_up
             if current is None or memory.last_scale_up > current:
                 pools[name] = replace(pools[name], last_scale_up=memory.last_scale_up)
-    return PlannerState(pools=pools)
+    return replace(later, pools=pools)
+
+
+def provider_statuses(providers: Mapping[str, GuardedProvider]) -> dict[str, ProviderStatus]:
+    """Each provider's status, with when it last refused capacity (placement demotes it
+    for its ``capacity_error_penalty`` after that, even once its back-off is over)."""
+    statuses = {}
+    for name, provider in providers.items():
+        status = provider.status()
+        if provider.backoff_until is not None:
+            status = replace(
+                status, capacity_error=provider.backoff_reason or None,
+                capacity_error_at=provider.backoff_until - provider.settings.capacity_backoff)
+        statuses[name] = status
+    return statuses
 
 
 class Reconciler:
@@ -75,6 +97,12 @@ class Reconciler:
         self.reconciles = 0
         self._wake = asyncio.Event()
         self.on_reconciled: list[Callable[[Plan], Awaitable[None] | None]] = []
+        # Liveness: the loop itself calls ``beat()`` after every reconcile and at least every
+        # ``heartbeat_every`` seconds while it waits, so a hung loop stops beating (and the
+        # systemd watchdog, fed from ``on_heartbeat``, restarts the daemon).
+        self.heartbeat_every: float | None = None
+        self.on_heartbeat: list[Callable[[], object]] = []
+        self.last_heartbeat: float | None = None
         # Run before every reconcile, never during one (recovery sweeps).
         self.before: list[Callable[[], Awaitable[object]]] = []
 
@@ -96,7 +124,7 @@ class Reconciler:
         """What the planner would do now, without doing it."""
         snapshot = await self.snapshot()
         return decide.plan(snapshot, self.policies.current, now=snapshot.taken_at,
-                           statuses={n: p.status() for n, p in self.providers.items()},
+                           statuses=provider_statuses(self.providers),
                            state=self.state, paused=frozenset(self.paused))
 
     async def reconcile_once(self) -> Plan:
@@ -112,9 +140,13 @@ class Reconciler:
         plan: Plan | None = None
         for round_ in range(self.spill_rounds):
             snapshot = await self.snapshot()
-            statuses = {n: p.status() for n, p in self.providers.items()}
+            statuses = provider_statuses(self.providers)
+            # A spill round plans on from the earlier round's memory: the growth it decided
+            # (which the planner finishes at the same instant, cooldown or not), the
+            # preemptions and burst-and-return swaps it started.
             candidate = decide.plan(snapshot, policies, now=now, statuses=statuses,
-                                    state=start_state, paused=frozenset(self.paused))
+                                    state=start_state if round_ == 0 else state,
+                                    paused=frozenset(self.paused))
             if round_ > 0:
                 # Spill rounds only place what the first round could not: no second drain.
                 candidate = replace(candidate, actions=tuple(
@@ -137,7 +169,7 @@ class Reconciler:
             # draining), not the reading that led to them.
             snapshot = await self.snapshot()
             after = decide.plan(snapshot, policies, now=now,
-                                statuses={n: p.status() for n, p in self.providers.items()},
+                                statuses=provider_statuses(self.providers),
                                 state=state, paused=frozenset(self.paused))
             self.last_pools = after.pools
         else:
@@ -152,6 +184,8 @@ class Reconciler:
                 limits={p.name: (p.size.min, p.size.max) for p in policies.pools},
                 bands={p.name: (p.density.scale_up_above, p.density.target,
                                 p.density.scale_down_below) for p in policies.pools})
+            self.metrics.record_fleet(snapshot, pools=[p.name for p in policies.pools],
+                                      providers=list(self.providers))
             self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
             self.metrics.reconciles.labels("ok").inc()
             self.metrics.last_success.set(now)
@@ -160,6 +194,27 @@ class Reconciler:
             if result is not None:
                 await result
         return plan
+
+    def beat(self) -> None:
+        """The loop is alive: record it and tell whoever listens (the systemd watchdog)."""
+        self.last_heartbeat = self.clock.now()
+        if self.metrics is not None:
+            self.metrics.loop_heartbeat.set(self.last_heartbeat)
+        for callback in self.on_heartbeat:
+            callback()
+
+    async def idle(self, seconds: float) -> None:
+        """Wait for a wake-up or ``seconds``, beating every ``heartbeat_every`` meanwhile."""
+        deadline = self.clock.now() + seconds
+        while True:
+            remaining = deadline - self.clock.now()
+            if remaining <= 0:
+                return
+            step = remaining if not self.heartbeat_every else min(remaining,
+                                                                  self.heartbeat_every)
+            if await self.clock.wait_for(self._wake, step):
+                return
+            self.beat()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Reconcile on every wake-up or timer tick until ``stop`` is set."""
@@ -177,9 +232,10 @@ class Reconciler:
                     log.exception("reconcile failed; the loop goes on")
                     if self.metrics is not None:
                         self.metrics.reconciles.labels("error").inc()
+                self.beat()  # a failed reconcile still proves the loop runs; a hung one won't
                 if stop.is_set():
                     break
-                await self.clock.wait_for(self._wake, self.interval)
+                await self.idle(self.interval)
                 self._wake.clear()
         finally:
             relay.cancel()

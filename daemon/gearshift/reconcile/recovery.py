@@ -221,7 +221,7 @@ class Recovery:
                 result.actions["create_adopted"] += 1
             await self.journal.adopt(machine)
             await self.journal.advance(op.op_id, phase="created", at=self.clock.now(),
-                                       machine_id=machine.machine_id)
+                                       machine_id=machine.machine_id, identity=machine.name)
             return
         if machine is not None:
             if op.phase == "created":

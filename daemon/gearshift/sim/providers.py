@@ -4,7 +4,8 @@ Each provider named in the providers file gets a ``SimulatedProvider`` that obey
 ``simulation:`` block: boot time (default: the provider's ``boot_time``) plus a random
 jitter, a ``failure_rate`` of transient errors, and capacity errors once
 ``capacity_errors_after`` machines have been made (and, with ``capacity_recovers_after``,
-only for that long). Quotas are enforced as a real provider would.
+only for that long). Quotas are enforced as a real provider would, the real one
+(``quota_max_nodes``) when it is lower than the file says.
 """
 
 from __future__ import annotations
@@ -57,8 +58,11 @@ class SimulatedProvider(Provider):
         if self.rng.random() < self.sim.failure_rate:
             raise TransientError(self.name, "simulated API error (503)")
         owned = sum(1 for n in self.world.nodes.values() if n.provider == self.name)
-        if owned >= self.spec.quota.max_nodes:
-            raise QuotaExceeded(self.name, f"quota of {self.spec.quota.max_nodes} nodes reached")
+        quota = self.spec.quota.max_nodes
+        if self.sim.quota_max_nodes is not None:
+            quota = min(quota, self.sim.quota_max_nodes)
+        if owned >= quota:
+            raise QuotaExceeded(self.name, f"quota of {quota} nodes reached")
         if self._capacity_exhausted(now):
             raise CapacityUnavailable(self.name, "simulated InsufficientInstanceCapacity")
         boot = self.sim.boot_time if self.sim.boot_time is not None else self.spec.boot_time

@@ -25,7 +25,7 @@ import structlog
 from gearshift.act.executor import Executor, ExecutorSettings
 from gearshift.act.providers.guard import GuardedProvider, GuardSettings
 from gearshift.clock import InstantClock
-from gearshift.model import Machine, Plan
+from gearshift.model import Drain, Machine, Plan, ScaleOut
 from gearshift.observe.edges import EdgeWatch
 from gearshift.observe.fleet import FleetModel
 from gearshift.policy.holder import PolicyHolder
@@ -152,6 +152,8 @@ class Simulation:
         self.breaches: dict[str, list[float]] = defaultdict(list)
         self.reactions: dict[str, list[float]] = defaultdict(list)
         self.max_nodes: Counter[str] = Counter()
+        self.preemptions: Counter[tuple[str, str]] = Counter()  # (preempting, victim pool)
+        self.burst_returns: Counter[str] = Counter()  # burst nodes a pool set out to replace
 
     async def _forget(self, identity: str) -> None:
         self.fleet.forget(identity)
@@ -186,6 +188,13 @@ class Simulation:
                 history.append(now)  # a new breach starts
             elif not above and history and history[-1] >= 0:
                 history.append(-now)  # the breach ended
+
+    def _note_decisions(self, plan: Plan) -> None:
+        for action in plan.actions:
+            if isinstance(action, Drain) and action.preempted_by is not None:
+                self.preemptions[(action.preempted_by, action.pool)] += 1
+            elif isinstance(action, ScaleOut) and action.replaces:
+                self.burst_returns[action.pool] += len(action.replaces)
 
     def _note_reactions(self, plan: Plan, now: float) -> None:
         grown = {a.pool for a in plan.actions if a.kind in ("scale_out", "cancel_drain")}
@@ -224,6 +233,7 @@ class Simulation:
                 plan = await self.reconciler.reconcile_once()
                 result.plans += 1
                 self._note_reactions(plan, now)
+                self._note_decisions(plan)
                 next_reconcile = now + options.interval
                 if plan.actions:
                     self.world.advance(now)  # drains and reactivations change placement now
@@ -270,6 +280,12 @@ class Simulation:
             "violations": self.world.violations.as_dict(),
             "breach_reactions": reactions,
             "gear_moves": dict(self.world.move_stats),
+            # Drains planned to free quota for a higher-priority pool: {preempting: {victim: n}}
+            "preemptions": {by: {victim: n for (b, victim), n in sorted(self.preemptions.items())
+                                 if b == by}
+                            for by in sorted({b for b, _ in self.preemptions})},
+            # Burst nodes each pool set out to replace on a preferred placement.
+            "burst_returns": dict(sorted(self.burst_returns.items())),
             "simulated_seconds": end - self.options.start,
             "reconciles": plans,
             "seed": self.options.seed,

@@ -52,3 +52,6 @@ class Platform(abc.ABC):
     @abc.abstractmethod
     async def add(self, node: NodeRef) -> None:
         """Put a new, empty node into a district (if the platform needs it)."""
+
+    async def close(self) -> None:  # noqa: B027 - platforms without resources need nothing
+        """Finish or interrupt work in flight and release connections (at shutdown)."""

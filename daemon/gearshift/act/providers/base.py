@@ -7,17 +7,24 @@ Shaped after the cluster-autoscaler's cloudprovider interface, smaller:
 * ``list_owned()`` finds every machine gearshift made (by a tag or custom attribute),
   so a restart can find them again;
 * ``destroy(machine_id)`` removes one; an unknown or already-gone machine is not an error;
-* ``quota()`` says how many nodes it may hold and holds now.
+* ``quota()`` says how many nodes it may hold and holds now;
+* ``create_many(requests)`` makes several at once (bounded concurrency), each as ``create``
+  would, and reports every request's own outcome.
 
 Failures raise the ``ProviderError`` subclasses from ``gearshift.errors``. Blocking SDKs
-must run in a thread (``asyncio.to_thread``) so the event loop never stalls.
+must run in a thread (``asyncio.to_thread`` or ``common.Blocking``) so the event loop never
+stalls. A provider whose single call may legitimately take long (a vSphere clone waits for
+its task) says so in ``call_timeout``, and the guard around it allows that long.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gearshift.errors import ProviderError
 from gearshift.model import Machine
 from gearshift.policy.schema import Blueprint
 
@@ -50,6 +57,9 @@ class QuotaInfo:
 class Provider(abc.ABC):
     """Somewhere nodes come from."""
 
+    #: the longest one call may take (seconds); None: the guard's default applies
+    call_timeout: float | None = None
+
     def __init__(self, name: str) -> None:
         self.name = name
 
@@ -68,6 +78,24 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def quota(self) -> QuotaInfo:
         """The provider's node quota and how much of it is used."""
+
+    async def create_many(self, requests: Sequence[CreateRequest], *, concurrency: int = 10
+                          ) -> list[Machine | ProviderError]:
+        """Create every request, ``concurrency`` at a time; one outcome per request, in order.
+
+        A failed create does not stop the others: its ``ProviderError`` takes its place in
+        the result, so the caller can journal each node's outcome on its own.
+        """
+        limit = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(request: CreateRequest) -> Machine | ProviderError:
+            async with limit:
+                try:
+                    return await self.create(request)
+                except ProviderError as exc:
+                    return exc
+
+        return list(await asyncio.gather(*(one(r) for r in requests)))
 
     async def close(self) -> None:  # noqa: B027 - providers without connections need nothing
         """Close connections."""

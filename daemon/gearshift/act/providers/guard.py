@@ -1,14 +1,29 @@
 """Retries, timeouts, a circuit breaker and capacity back-off around one provider.
 
-* every call is bounded by ``call_timeout``; a timeout is a ``TransientError``;
-* only transient errors are retried (tenacity: jittered exponential back-off, bounded by
-  ``retry_deadline`` in total), through the clock, so simulations do not really wait;
-* ``breaker_threshold`` failures in a row open the breaker for ``breaker_reset`` seconds,
-  a permanent error (bad credentials, bad config) opens it at once; while open, placement
-  skips the provider, and one trial call after the reset closes it again on success;
+* every call is bounded by a timeout (the provider's own ``call_timeout`` when it declares
+  one, since a vSphere clone legitimately waits on tasks; else ``call_timeout``); a timeout
+  is a ``TransientError``;
+* only transient errors are retried (tenacity: jittered exponential back-off), at most
+  ``retry_attempts`` attempts and never past ``retry_deadline``, both measured on the
+  injected clock, so a simulation neither really waits nor retries without end;
+* the breaker: ``breaker_threshold`` failed calls in a row open it for ``breaker_reset``
+  seconds, a permanent error (bad credentials, bad config) opens it at once. While it is
+  open every call fails at once with ``CircuitOpen`` (no request reaches the provider) and
+  placement skips the provider. After the reset it is half-open: exactly one trial call
+  goes through (others still fail fast); its success closes the breaker, its failure opens
+  it again. A quota or capacity answer, a not-found answer and a success all prove the
+  provider reachable and count as success for the breaker;
 * a quota or capacity error backs the provider off for ``capacity_backoff`` seconds, so
   the rest of the nodes spill to the next placement at once;
-* time-to-ready is measured by the executor and kept here as a moving average.
+* an exception that is not a ``ProviderError`` (a bug in a driver) is reported as a
+  ``PermanentError`` naming its type, so one bad driver cannot crash the reconciler;
+* time-to-ready is measured by the executor and kept here as a moving average; it reaches
+  placement through ``status().boot_time``.
+
+Metrics: ``gearshift_provider_calls_total{provider,op,outcome}`` (outcome ``ok``,
+``transient``, ``quota``, ``capacity``, ``permanent``, ``not_found``, ``circuit_open``;
+one per attempt), ``gearshift_provider_call_seconds{provider,op}``,
+``gearshift_provider_available`` and ``gearshift_provider_time_to_ready_seconds``.
 """
 
 from __future__ import annotations
@@ -19,17 +34,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import structlog
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from gearshift.act.providers.base import CreateRequest, Provider, QuotaInfo
 from gearshift.clock import Clock
 from gearshift.errors import (
     CapacityUnavailable,
+    CircuitOpen,
     NotFound,
     PermanentError,
     ProviderError,
@@ -40,12 +58,14 @@ from gearshift.metrics import Metrics
 from gearshift.model import Machine, ProviderStatus
 
 T = TypeVar("T")
+log = structlog.get_logger(component="gearshift.act.guard")
 
 
 @dataclass(frozen=True)
 class GuardSettings:
     call_timeout: float = 120.0
     retry_deadline: float = 300.0
+    retry_attempts: int = 6
     retry_initial: float = 1.0
     retry_max: float = 30.0
     breaker_threshold: int = 5
@@ -63,15 +83,26 @@ class GuardedProvider:
         self.clock = clock
         self.metrics = metrics
         self.settings = settings or GuardSettings()
-        self.failures = 0
+        self.failures = 0  # failed calls in a row
         self.open_until: float | None = None
+        self.trial_running = False
         self.backoff_until: float | None = None
         self.backoff_reason = ""
         self.last_error: str | None = None
         self.boot_time = boot_time  # configured first, refined by measurements
         self.boot_samples = 0
 
+    @property
+    def call_timeout(self) -> float:
+        return self.provider.call_timeout or self.settings.call_timeout
+
     # -- health -----------------------------------------------------------------------
+    def breaker(self) -> str:
+        """``closed``, ``open`` or ``half-open``."""
+        if self.open_until is None:
+            return "closed"
+        return "open" if self.clock.now() < self.open_until else "half-open"
+
     def status(self) -> ProviderStatus:
         now = self.clock.now()
         why = None
@@ -87,6 +118,8 @@ class GuardedProvider:
 
     def note_time_to_ready(self, seconds: float) -> None:
         """Fold one measured create-to-first-facts time into the estimate."""
+        if seconds < 0:
+            return
         self.boot_samples += 1
         if self.boot_time is None or self.boot_samples == 1:
             self.boot_time = seconds
@@ -101,57 +134,100 @@ class GuardedProvider:
             self.metrics.provider_call_seconds.labels(self.name, op).observe(
                 time.perf_counter() - started)
 
+    def _reached(self) -> None:
+        """The provider answered: the breaker closes."""
+        self.failures = 0
+        self.open_until = None
+
     def _failed(self, error: ProviderError) -> None:
         now = self.clock.now()
         self.last_error = error.kind
         if isinstance(error, QuotaExceeded | CapacityUnavailable):
+            self._reached()
             self.backoff_until = now + self.settings.capacity_backoff
             self.backoff_reason = f"{error.kind} error: {error.message}"
             return
         self.failures += 1
-        if isinstance(error, PermanentError) or self.failures >= self.settings.breaker_threshold:
+        if (isinstance(error, PermanentError) or self.failures >= self.settings.breaker_threshold
+                or self.open_until is not None):  # a failed half-open trial reopens it
             self.open_until = now + self.settings.breaker_reset
+            log.warning("circuit opened", provider=self.name, failures=self.failures,
+                        error=error.kind, reopen_in=self.settings.breaker_reset)
 
-    def _succeeded(self) -> None:
-        self.failures = 0
-        self.open_until = None
+    def _admit(self, op: str) -> bool:
+        """May a call go through now? Returns whether it is the half-open trial."""
+        state = self.breaker()
+        if state == "closed":
+            return False
+        if state == "half-open" and not self.trial_running:
+            self.trial_running = True
+            return True
+        self._record(op, "circuit_open", time.perf_counter())
+        assert self.open_until is not None
+        wait = max(0.0, self.open_until - self.clock.now())
+        raise CircuitOpen(self.name, f"{op} refused: circuit open after {self.failures} "
+                                     f"failure(s) ({self.last_error or 'error'})"
+                          + (f"; retry in {wait:.0f}s" if wait else "; a trial call is running"))
 
     # -- calls ------------------------------------------------------------------------
     async def _call(self, op: str, make: Callable[[], Awaitable[T]]) -> T:
+        trial = self._admit(op)
+        timeout = self.call_timeout
+        began = self.clock.now()
+
         async def attempt() -> T:
             started = time.perf_counter()
             try:
-                async with asyncio.timeout(self.settings.call_timeout):
+                async with asyncio.timeout(timeout):
                     result = await make()
             except TimeoutError as exc:
                 self._record(op, "transient", started)
-                raise TransientError(self.name, f"{op} timed out after "
-                                                f"{self.settings.call_timeout:g}s") from exc
-            except NotFound:
-                self._record(op, "not_found", started)
-                raise
+                raise TransientError(self.name, f"{op} timed out after {timeout:g}s") from exc
             except ProviderError as exc:
                 self._record(op, exc.kind, started)
                 raise
+            except Exception as exc:  # a driver bug: report it, never crash the caller
+                self._record(op, "permanent", started)
+                frame = exc.__traceback__
+                while frame is not None and frame.tb_next is not None:
+                    frame = frame.tb_next
+                where = (f" at {frame.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:"
+                         f"{frame.tb_lineno}" if frame is not None else "")
+                log.error("provider bug", provider=self.name, op=op,
+                          error=type(exc).__name__, where=where.strip())
+                raise PermanentError(self.name, f"{op} failed: unexpected "
+                                                f"{type(exc).__name__}{where}") from None
             self._record(op, "ok", started)
             return result
 
+        def give_up(state: RetryCallState) -> bool:
+            if state.attempt_number >= self.settings.retry_attempts:
+                return True
+            spent = self.clock.now() - began
+            return spent + getattr(state, "upcoming_sleep", 0.0) > self.settings.retry_deadline
+
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TransientError),
-            stop=stop_after_delay(self.settings.retry_deadline),
-            wait=wait_exponential_jitter(initial=self.settings.retry_initial,
-                                         max=self.settings.retry_max),
+            stop=give_up,
+            # exponential from retry_initial up to retry_max, plus up to retry_initial of jitter
+            wait=(wait_exponential(multiplier=self.settings.retry_initial,
+                                   max=self.settings.retry_max)
+                  + wait_random(0, self.settings.retry_initial)),
             sleep=self.clock.sleep,
             reraise=True,
         )
         try:
             result: T = await retrying(attempt)
         except NotFound:
+            self._reached()
             raise
         except ProviderError as exc:
             self._failed(exc)
             raise
-        self._succeeded()
+        finally:
+            if trial:
+                self.trial_running = False
+        self._reached()
         return result
 
     async def create(self, request: CreateRequest) -> Machine:

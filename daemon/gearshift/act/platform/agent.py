@@ -1,0 +1,156 @@
+"""The daemon's side of the node agents' command protocol: MQTT 5 request/response.
+
+A request is published (QoS 1, not retained) to ``{prefix}/nodes/{identity}/command``::
+
+    {"command": "deactivate", "args": {"district": "...", "host": "..."},
+     "request_id": "..."}
+
+with the MQTT 5 properties ``ResponseTopic`` (this client's reply topic,
+``{prefix}/daemon/{client id}/replies``) and ``CorrelationData`` (the request id). The
+agent runs its own allowlisted template for ``command`` and replies on the response
+topic with the same correlation data::
+
+    {"request_id": "...", "command": "deactivate", "ok": true, "exit_code": 0,
+     "stdout": "...", "stderr": "...", "error": null}
+
+Broker-side steps go to ``broker_identity`` (the agent on the broker host); node steps
+(``list_gears``) to the node's own agent. One connection is opened on first use and
+kept; if it drops, requests waiting for replies fail at once (``PlatformError``) and the
+next request reconnects. A request nobody answers within ``timeout`` fails too. Replies
+that match no request waiting (late, duplicated, foreign) are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import aiomqtt
+import structlog
+
+from gearshift.act.platform.openshift import CommandResult
+from gearshift.errors import PlatformError
+from gearshift.observe.mqtt import client_for, response_properties
+from gearshift.settings import MqttSettings
+
+log = structlog.get_logger(component="gearshift.platform.agent")
+
+
+class AgentRunner:
+    """Sends platform steps to node agents and waits for their replies."""
+
+    def __init__(self, settings: MqttSettings, *, broker_identity: str,
+                 node_steps: Collection[str] = ("list_gears",), timeout: float = 600.0) -> None:
+        self.settings = settings
+        self.broker_identity = broker_identity
+        self.node_steps = frozenset(node_steps)
+        self.timeout = timeout
+        self.prefix = settings.prefix.rstrip("/")
+        self.client_id = f"{settings.client_id}-platform-{uuid.uuid4().hex[:8]}"
+        self.reply_topic = f"{self.prefix}/daemon/{self.client_id}/replies"
+        self._client: aiomqtt.Client | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._waiting: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
+        self._connecting = asyncio.Lock()
+
+    def target(self, step: str, node: str) -> str:
+        return node if step in self.node_steps else self.broker_identity
+
+    async def _connect(self) -> aiomqtt.Client:
+        async with self._connecting:
+            if self._client is not None:
+                return self._client
+            client = client_for(self.settings, identifier=self.client_id)
+            try:
+                await client.__aenter__()
+                await client.subscribe(self.reply_topic, qos=1)
+            except aiomqtt.MqttError as exc:
+                raise PlatformError(f"cannot reach the MQTT broker for agent commands: "
+                                    f"{exc}") from exc
+            self._client = client
+            self._reader = asyncio.create_task(self._read(client), name="agent replies")
+            log.info("connected for agent commands", reply_topic=self.reply_topic)
+            return client
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        try:
+            async for message in client.messages:
+                self._deliver(message)
+        except aiomqtt.MqttError as exc:
+            log.warning("MQTT connection for agent commands lost", error=str(exc))
+        finally:
+            if self._client is client:
+                self._client = None
+            for future in self._waiting.values():
+                if not future.done():
+                    future.set_exception(PlatformError(
+                        "the MQTT connection dropped before the agent replied"))
+            self._waiting.clear()
+
+    def _deliver(self, message: aiomqtt.Message) -> None:
+        correlation = getattr(message.properties, "CorrelationData", None)
+        future = self._waiting.get(bytes(correlation)) if correlation else None
+        if future is None or future.done():
+            return  # late, duplicated or not ours
+        payload = message.payload
+        try:
+            reply = json.loads(payload if isinstance(payload, bytes | str) else b"")
+        except ValueError:
+            future.set_exception(PlatformError("the agent's reply is not JSON"))
+            return
+        if not isinstance(reply, dict):
+            future.set_exception(PlatformError("the agent's reply is not a JSON object"))
+            return
+        future.set_result(reply)
+
+    async def run(self, step: str, args: Mapping[str, str], *, node: str) -> CommandResult:
+        target = self.target(step, node)
+        request_id = uuid.uuid4().hex
+        correlation = request_id.encode()
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[correlation] = future
+        try:
+            client = await self._connect()
+            body = {"command": step, "args": dict(args), "request_id": request_id}
+            try:
+                await client.publish(f"{self.prefix}/nodes/{target}/command",
+                                     json.dumps(body).encode(), qos=1,
+                                     properties=response_properties(self.reply_topic, correlation))
+            except aiomqtt.MqttError as exc:
+                raise PlatformError(f"cannot send {step} to agent {target}: {exc}") from exc
+            try:
+                async with asyncio.timeout(self.timeout):
+                    reply = await future
+            except TimeoutError:
+                raise PlatformError(f"agent {target} did not answer {step} within "
+                                    f"{self.timeout:g}s") from None
+        finally:
+            self._waiting.pop(correlation, None)
+        return _result(reply, request_id=request_id, step=step, target=target)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.__aexit__(None, None, None)
+
+
+def _result(reply: dict[str, Any], *, request_id: str, step: str, target: str) -> CommandResult:
+    if reply.get("request_id") not in (None, request_id):
+        raise PlatformError(f"agent {target} answered another request")
+    ok = reply.get("ok")
+    code = reply.get("exit_code")
+    if not isinstance(ok, bool) or (code is not None and not isinstance(code, int)):
+        raise PlatformError(f"agent {target} sent a malformed reply to {step}")
+    error = reply.get("error")
+    return CommandResult(ok=ok, exit_code=code, stdout=str(reply.get("stdout") or ""),
+                         stderr=str(reply.get("stderr") or ""),
+                         error=f"agent {target}: {error}" if error else None)

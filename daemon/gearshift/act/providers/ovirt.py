@@ -1,0 +1,470 @@
+"""oVirt / RHV: a node is a VM made from a template in one cluster, tagged as gearshift's.
+
+* **create**: look the VM up by name (the engine keeps VM names unique); if it is there and
+  carries this request's idempotency key, it is ours from an earlier attempt; otherwise add
+  it from the blueprint's template into the cluster, with the host name and the blueprint's
+  ``user_data`` as cloud-init initialization. Then tag it, wait until the engine has
+  finished copying its disks (``image_locked`` → ``down``), and start it with cloud-init. A
+  start refused for lack of capacity removes the new VM again, so nothing is left behind.
+* **ownership**: the VM's ``comment`` holds ``gearshift:owner=...;provider=...;key=...;
+  pool=...;blueprint=...`` from the moment it is added (atomic with the add; ``provider``
+  keeps two providers on one engine apart), and the ``owner_tag``
+  tag marks it for ``list_owned`` (one search: ``tag=gearshift``). A VM added just before a
+  crash and not yet tagged is found again by name on the retry and tagged then.
+* **destroy**: stop it if it runs, then remove it; unknown or gone is fine, a VM without
+  our owner mark is never touched.
+
+The oVirt SDK (pycurl) is blocking: calls run on the provider's threads, each thread with
+its own SDK connection (one connection serialises its requests on a lock), with pycurl's
+timeout on every request. The SSO token is fetched and revoked by gearshift itself with
+aiohttp: the SDK's own SSO requests carry no timeout, and a hung engine would pin a thread
+for ever. An expired token (401) is fetched again once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import aiohttp
+import ovirtsdk4 as sdk
+import structlog
+from ovirtsdk4 import types
+from pydantic import Field, field_validator, model_validator
+
+from gearshift.act.providers.base import CreateRequest, Provider, QuotaInfo
+from gearshift.act.providers.common import (
+    Blocking,
+    ProviderSettings,
+    Seconds,
+    SecretRef,
+    Slots,
+    parse_settings,
+    plain_or_secret,
+    redact,
+    reveal,
+)
+from gearshift.errors import (
+    CapacityUnavailable,
+    ConfigError,
+    NotFound,
+    PermanentError,
+    ProviderError,
+    QuotaExceeded,
+    TransientError,
+)
+from gearshift.model import Machine
+from gearshift.policy.schema import ProviderSpec
+
+log = structlog.get_logger(component="gearshift.act.ovirt")
+T = TypeVar("T")
+
+MARK = "gearshift:"
+_CAPACITY = ("no host that satisfies", "not enough", "insufficient")
+_QUOTA = ("quota has no sufficient", "quota limit", "quota exceeded")
+_BUSY = ("being copied", "is locked", "try again")
+
+
+class OvirtSettings(ProviderSettings):
+    """``settings:`` of a ``kind: ovirt`` provider."""
+
+    url: str = Field(description="The API URL, e.g. https://engine.example/ovirt-engine/api")
+    username: str | None = Field(None, description="e.g. gearshift@internal")
+    username_env: str | None = None
+    username_file: Path | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    insecure: bool = False
+    ca_file: Path | None = None
+    cluster: str
+    owner_tag: str = Field("gearshift", min_length=1)
+    request_timeout: Seconds = Field(60.0, gt=0)
+    start_timeout: Seconds = Field(600.0, gt=0, description="disk copy and start, at most")
+    workers: int = Field(4, ge=1, le=32)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL such as "
+                             f"https://engine.example/ovirt-engine/api")
+        if parts.username or parts.password:
+            raise ValueError("put no credentials in the URL; use username and password_file")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _credentials(self) -> OvirtSettings:
+        if not any((self.username, self.username_env, self.username_file)):
+            raise ValueError("give username, username_env or username_file")
+        if (self.password_env is None) == (self.password_file is None):
+            raise ValueError("give exactly one of password_env or password_file")
+        return self
+
+
+class OvirtBlueprintSettings(ProviderSettings):
+    memory_mb: int | None = Field(None, ge=128)
+    cpus: int | None = Field(None, ge=1)
+
+
+def _marks(comment: str | None) -> dict[str, str]:
+    if not comment or not comment.startswith(MARK):
+        return {}
+    return dict(part.split("=", 1) for part in comment[len(MARK):].split(";") if "=" in part)
+
+
+class _AuthExpired(Exception):
+    """The engine refused the token: fetch a new one and try once more."""
+
+
+class OvirtProvider(Provider):
+    def __init__(self, spec: ProviderSpec, settings: OvirtSettings) -> None:
+        super().__init__(spec.name)
+        self.spec = spec
+        self.settings = settings
+        self.username = plain_or_secret(provider=spec.name, what="username",
+                                        value=settings.username, env=settings.username_env,
+                                        file=settings.username_file)
+        self.password = SecretRef(provider=spec.name, what="password",
+                                  env=settings.password_env, file=settings.password_file)
+        self.slots = Slots(spec.name, max_nodes=spec.quota.max_nodes)
+        self.blocking = Blocking(spec.name, workers=settings.workers,
+                                 timeout=settings.request_timeout)
+        self.call_timeout = settings.start_timeout + 20 * settings.request_timeout
+        parts = urlsplit(settings.url)
+        base = f"{parts.scheme}://{parts.netloc}"
+        self.sso_url = f"{base}/ovirt-engine/sso/oauth/token"
+        self.logout_url = f"{base}/ovirt-engine/services/sso-logout"
+        self._token: str | None = None
+        self._generation = 0
+        self._local = threading.local()
+        self._connections: list[Any] = []
+        self._connections_lock = threading.Lock()
+        self._token_lock = asyncio.Lock()
+        self._session: aiohttp.ClientSession | None = None
+        self._tag_ready = False
+
+    @classmethod
+    def from_spec(cls, spec: ProviderSpec) -> OvirtProvider:
+        provider = cls(spec, parse_settings(spec, OvirtSettings))
+        for ref in (provider.username, provider.password):
+            if isinstance(ref, SecretRef):
+                ref.check()
+        return provider
+
+    # -- SSO, with aiohttp and a timeout ----------------------------------------------
+    def _secrets(self) -> list[str | None]:
+        try:
+            return [reveal(self.username), self.password.get().get_secret_value(), self._token]
+        except ConfigError:
+            return [self._token]
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            context: ssl.SSLContext | bool = True
+            if self.settings.insecure:
+                context = False
+            elif self.settings.ca_file:
+                context = ssl.create_default_context(cafile=str(self.settings.ca_file))
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=context),
+                timeout=aiohttp.ClientTimeout(total=self.settings.request_timeout))
+        return self._session
+
+    async def _fetch_token(self) -> str:
+        form = {"grant_type": "password", "scope": "ovirt-app-api",
+                "username": reveal(self.username) or "",
+                "password": self.password.get().get_secret_value()}
+        try:
+            async with self._http().post(self.sso_url, data=form,
+                                         headers={"Accept": "application/json"}) as response:
+                if response.status >= 500:
+                    raise TransientError(self.name, f"SSO answered {response.status}")
+                body = await response.json(content_type=None)
+        except TimeoutError as exc:
+            raise TransientError(self.name, f"SSO did not answer within "
+                                            f"{self.settings.request_timeout:g}s") from exc
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise TransientError(self.name, f"SSO request failed: {type(exc).__name__}") from exc
+        if isinstance(body, list):
+            body = body[0] if body else {}
+        if not isinstance(body, dict) or "error" in body or "access_token" not in body:
+            code = body.get("error_code", "error") if isinstance(body, dict) else "error"
+            raise PermanentError(self.name, f"the engine's SSO refused the credentials ({code})")
+        return str(body["access_token"])
+
+    async def _ensure_token(self, *, renew: bool = False) -> None:
+        async with self._token_lock:
+            if self._token is None or renew:
+                self._token = await self._fetch_token()
+                self._generation += 1
+
+    def _connection(self) -> Any:
+        """This thread's SDK connection for the current token."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.generation == self._generation:
+            return conn
+        if conn is not None:
+            with self._connections_lock:
+                if conn in self._connections:
+                    self._connections.remove(conn)
+            conn.close(logout=False)
+        conn = sdk.Connection(url=self.settings.url, token=self._token,
+                              insecure=self.settings.insecure,
+                              ca_file=str(self.settings.ca_file) if self.settings.ca_file else None,
+                              timeout=max(1, math.ceil(self.settings.request_timeout)),
+                              connections=1)
+        self._local.conn, self._local.generation = conn, self._generation
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    # -- running SDK calls ------------------------------------------------------------
+    def _error(self, exc: BaseException, what: str) -> ProviderError:
+        if isinstance(exc, ProviderError):
+            return exc
+        if isinstance(exc, ConfigError):
+            return PermanentError(self.name, f"{what}: {exc}")
+        detail = ""
+        if isinstance(exc, sdk.Error):
+            fault = getattr(exc, "fault", None)
+            detail = (getattr(fault, "detail", None) or getattr(fault, "reason", None)
+                      or str(exc))
+        detail = redact(str(detail or exc), self._secrets()).strip("[]")
+        text = f"{what}: {detail}" if detail else f"{what}: {type(exc).__name__}"
+        low = detail.lower()
+        if isinstance(exc, sdk.ConnectionError | sdk.TimeoutError):
+            return TransientError(self.name, text)
+        if isinstance(exc, sdk.AuthError):
+            return PermanentError(self.name, f"{what}: the engine refused the credentials or "
+                                             f"permissions")
+        if isinstance(exc, sdk.NotFoundError):
+            return NotFound(self.name, text)
+        if isinstance(exc, sdk.Error):
+            code = getattr(exc, "code", None)
+            if any(word in low for word in _QUOTA):
+                return QuotaExceeded(self.name, text)
+            if any(word in low for word in _CAPACITY):
+                return CapacityUnavailable(self.name, text)
+            if code is None or code >= 500 or any(word in low for word in _BUSY):
+                return TransientError(self.name, text)
+            return PermanentError(self.name, text)
+        if isinstance(exc, OSError):
+            return TransientError(self.name, text)
+        return PermanentError(self.name, text)
+
+    async def _run(self, fn: Callable[[Any], T], *, what: str, timeout: float | None = None) -> T:
+        """``fn(system_service)`` on a provider thread; on an expired token, renew once."""
+        await self._ensure_token()
+
+        def call() -> T:
+            try:
+                return fn(self._connection().system_service())
+            except sdk.AuthError as exc:
+                raise _AuthExpired from exc
+            except BaseException as exc:
+                raise self._error(exc, what) from None
+
+        for attempt in (1, 2):
+            try:
+                return await self.blocking(call, what=what, timeout=timeout)
+            except _AuthExpired:
+                if attempt == 2:
+                    break
+                await self._ensure_token(renew=True)
+        raise PermanentError(self.name, f"{what}: the engine refused a fresh token")
+
+    # -- helpers on the SDK (provider threads) ----------------------------------------
+    def _machine(self, vm: Any) -> Machine:
+        marks = _marks(vm.comment)
+        created = vm.creation_time.timestamp() if vm.creation_time else None
+        return Machine(provider=self.name, machine_id=vm.id, name=vm.name,
+                       blueprint=marks.get("blueprint"), pool=marks.get("pool"),
+                       created_at=created, key=marks.get("key"))
+
+    def _ours(self, vm: Any) -> bool:
+        marks = _marks(vm.comment)
+        return marks.get("owner") == self.settings.owner_tag and marks.get("provider") == self.name
+
+    def _ensure_tag(self, system: Any) -> None:
+        if self._tag_ready:
+            return
+        tags = system.tags_service()
+        if not any(t.name == self.settings.owner_tag for t in tags.list()):
+            try:
+                tags.add(types.Tag(name=self.settings.owner_tag,
+                                   description="VMs made by gearshift"))
+            except sdk.Error as exc:
+                if getattr(exc, "code", None) != 409:  # made meanwhile
+                    raise
+        self._tag_ready = True
+
+    def _tag(self, system: Any, vm_id: str) -> None:
+        self._ensure_tag(system)
+        tags = system.vms_service().vm_service(vm_id).tags_service()
+        if any(t.name == self.settings.owner_tag for t in tags.list()):
+            return
+        try:
+            tags.add(types.Tag(name=self.settings.owner_tag))
+        except sdk.Error as exc:
+            if getattr(exc, "code", None) != 409:
+                raise
+
+    def _wait_status(self, service: Any, done: Callable[[str], bool], what: str) -> str:
+        deadline = time.monotonic() + self.settings.start_timeout
+        pause = 0.05
+        while True:
+            status = str(service.get().status.value)
+            if done(status):
+                return status
+            if time.monotonic() >= deadline:
+                raise TransientError(self.name, f"{what}: still {status} after "
+                                                f"{self.settings.start_timeout:g}s")
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+    def _start(self, system: Any, vm_id: str, what: str, *, fresh: bool) -> None:
+        service = system.vms_service().vm_service(vm_id)
+        status = self._wait_status(service, lambda s: s != "image_locked", what)
+        if status in ("up", "powering_up", "reboot_in_progress"):
+            return
+        try:
+            service.start(use_cloud_init=True)
+        except sdk.Error as exc:
+            error = self._error(exc, f"{what}: start")
+            if "vm is running" in error.message.lower():
+                return
+            if fresh and isinstance(error, CapacityUnavailable | QuotaExceeded):
+                service.remove()  # leave nothing behind that nobody asked for
+            raise error from None
+
+    def _create(self, system: Any, request: CreateRequest) -> Machine:
+        what = f"create {request.name}"
+        blueprint = request.blueprint
+        if not blueprint.template:
+            raise PermanentError(self.name, f"blueprint {blueprint.name} names no template")
+        try:
+            extra = OvirtBlueprintSettings.model_validate(blueprint.settings)
+        except ValueError as exc:
+            raise PermanentError(self.name, f"blueprint {blueprint.name} settings: "
+                                            f"{str(exc).splitlines()[0]}") from None
+        vms = system.vms_service()
+        found = vms.list(search=f"name={request.name}")
+        fresh = False
+        if found:
+            vm = found[0]
+            if _marks(vm.comment).get("key") != request.key or not self._ours(vm):
+                raise PermanentError(self.name, f"{what}: a VM with that name exists and is "
+                                                f"not this request's")
+        else:
+            comment = (f"{MARK}owner={self.settings.owner_tag};provider={self.name};"
+                       f"key={request.key};pool={request.pool};blueprint={blueprint.name}")
+            spec = types.Vm(
+                name=request.name, comment=comment,
+                description=f"gearshift node for pool {request.pool}",
+                cluster=types.Cluster(name=self.settings.cluster),
+                template=types.Template(name=blueprint.template),
+                initialization=types.Initialization(host_name=request.name,
+                                                    custom_script=blueprint.user_data))
+            if extra.memory_mb:
+                spec.memory = extra.memory_mb * 1024 * 1024
+            if extra.cpus:
+                spec.cpu = types.Cpu(topology=types.CpuTopology(sockets=extra.cpus, cores=1,
+                                                                 threads=1))
+            try:
+                vm = vms.add(spec)
+                fresh = True
+            except sdk.NotFoundError as exc:
+                raise PermanentError(self.name, f"{what}: the template {blueprint.template!r} "
+                                                f"or cluster {self.settings.cluster!r} does not "
+                                                f"exist ({self._error(exc, what).message})") from None
+            except sdk.Error as exc:
+                if "already in use" not in str(exc):
+                    raise
+                return self._create(system, request)  # an earlier attempt's add won the race
+        self._tag(system, vm.id)
+        self._start(system, vm.id, what, fresh=fresh)
+        return self._machine(vm)
+
+    # -- the contract -----------------------------------------------------------------
+    async def create(self, request: CreateRequest) -> Machine:
+        owned = await self.list_owned()
+        existing = next((m for m in owned if m.key == request.key), None)
+        if existing is not None:
+            await self._run(lambda system: self._start(system, existing.machine_id,
+                                                       f"create {request.name}", fresh=False),
+                            what=f"start {request.name}", timeout=self.call_timeout)
+            return existing
+        async with self.slots.claim(self.list_owned):
+            machine = await self._run(lambda system: self._create(system, request),
+                                      what=f"create {request.name}", timeout=self.call_timeout)
+        log.info("vm created", provider=self.name, vm=machine.machine_id, name=machine.name,
+                 pool=request.pool)
+        return machine
+
+    async def list_owned(self) -> list[Machine]:
+        vms = await self._run(lambda system: system.vms_service().list(
+            search=f"tag={self.settings.owner_tag}"), what="list VMs")
+        return self.slots.counted([self._machine(vm) for vm in vms if self._ours(vm)])
+
+    def _destroy(self, system: Any, machine_id: str) -> bool:
+        what = f"destroy {machine_id}"
+        service = system.vms_service().vm_service(machine_id)
+        try:
+            vm = service.get()
+        except sdk.NotFoundError:
+            return False
+        if not self._ours(vm):
+            raise PermanentError(self.name, f"refusing to {what}: it is not marked as made by "
+                                            f"gearshift ({self.settings.owner_tag})")
+        status = self._wait_status(service, lambda s: s != "image_locked", what)
+        if status != "down":
+            try:
+                service.stop()
+            except sdk.Error as exc:
+                if "not running" not in str(exc):
+                    raise
+            self._wait_status(service, lambda s: s == "down", what)
+        try:
+            service.remove()
+        except sdk.NotFoundError:
+            return False
+        return True
+
+    async def destroy(self, machine_id: str) -> None:
+        try:
+            gone = await self._run(lambda system: self._destroy(system, machine_id),
+                                   what=f"destroy {machine_id}", timeout=self.call_timeout)
+        except NotFound:
+            return
+        if gone:
+            self.slots.released()
+            log.info("vm destroyed", provider=self.name, vm=machine_id)
+
+    async def quota(self) -> QuotaInfo:
+        return QuotaInfo(max_nodes=self.spec.quota.max_nodes, used=len(await self.list_owned()))
+
+    async def close(self) -> None:
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            with contextlib.suppress(sdk.Error):
+                conn.close(logout=False)
+        token, self._token = self._token, None
+        if token is not None and self._session is not None:
+            try:
+                async with self._session.post(self.logout_url, data={"token": token}):
+                    pass
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+        if self._session is not None:
+            await self._session.close()
+        self.blocking.close()

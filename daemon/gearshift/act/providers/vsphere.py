@@ -1,0 +1,504 @@
+"""vSphere: a node is a VM cloned from a template, and it carries gearshift's marks itself.
+
+* **create**: find the VM already made for this idempotency key (a retry or a restart
+  finds it and only makes sure it is powered on); otherwise clone the blueprint's template
+  into the configured resource pool (or the cluster's, or the template's own) and folder,
+  then power it on, waiting on each task with a deadline.
+* **first boot**: the host name and the blueprint's ``user_data`` go into the VM's
+  ``guestinfo.metadata`` / ``guestinfo.userdata`` (base64), which cloud-init's VMware
+  datasource reads on first boot; no customisation spec is needed in the vCenter.
+* **ownership**: the clone spec itself writes ``gearshift.owner``, ``gearshift.provider``
+  (this provider's name, so two providers on one vCenter never claim each other's VMs),
+  ``gearshift.key``, ``gearshift.pool``, ``gearshift.blueprint`` and ``gearshift.created``
+  into the VM's extraConfig. The marks are part of the clone, so no crash can leave an unmarked VM
+  behind, and ``list_owned`` (one property-collector read) finds every VM after a restart.
+  Custom attributes or vAPI tags would need a second call after the clone.
+* **destroy**: power off, then destroy; a VM that is already gone is fine, a VM without
+  our owner mark is never touched.
+
+pyvmomi is blocking: every call runs on the provider's own threads (``common.Blocking``),
+with a socket timeout (``request_timeout``) on every SOAP request and a deadline
+(``task_timeout``) on every task.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import json
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import structlog
+from pydantic import Field, field_validator, model_validator
+from pyVim import connect as _connect
+from pyVmomi import vim as _vim
+from pyVmomi import vmodl as _vmodl
+
+from gearshift.act.providers.base import CreateRequest, Provider, QuotaInfo
+from gearshift.act.providers.common import (
+    Blocking,
+    ProviderSettings,
+    Seconds,
+    SecretRef,
+    Slots,
+    parse_settings,
+    plain_or_secret,
+    redact,
+    reveal,
+)
+from gearshift.errors import (
+    CapacityUnavailable,
+    ConfigError,
+    NotFound,
+    PermanentError,
+    ProviderError,
+    QuotaExceeded,
+    TransientError,
+)
+from gearshift.model import Machine
+from gearshift.policy.schema import ProviderSpec
+
+log = structlog.get_logger(component="gearshift.act.vsphere")
+T = TypeVar("T")
+
+# pyVmomi's classes are generated at import time and untyped: treat them as Any here.
+vim: Any = _vim
+vmodl: Any = _vmodl
+SmartConnect: Any = _connect.SmartConnect
+Disconnect: Any = _connect.Disconnect
+
+MARK = "gearshift."  # extraConfig keys: gearshift.owner, gearshift.key, ...
+OWNER, PROVIDER, KEY, POOL, BLUEPRINT, CREATED = (
+    MARK + k for k in ("owner", "provider", "key", "pool", "blueprint", "created"))
+
+
+class VSphereSettings(ProviderSettings):
+    """``settings:`` of a ``kind: vsphere`` provider."""
+
+    url: str = Field(description="The vCenter SDK URL, e.g. https://vcenter.example/sdk")
+    username: str | None = None
+    username_env: str | None = None
+    username_file: Path | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    insecure: bool = Field(False, description="Skip TLS verification (lab vCenters only)")
+    ca_file: Path | None = None
+    datacenter: str | None = Field(None, description="Default: the only datacenter")
+    cluster: str | None = None
+    resource_pool: str | None = Field(None, description="Default: the cluster's root pool")
+    folder: str | None = Field(None, description="VM folder path below the datacenter's vm/")
+    datastore: str | None = None
+    owner: str = Field("gearshift", min_length=1,
+                       description="Value of the gearshift.owner mark; one per gearshift")
+    request_timeout: Seconds = Field(60.0, gt=0)
+    task_timeout: Seconds = Field(900.0, gt=0)
+    workers: int = Field(4, ge=1, le=32)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL such as https://vcenter/sdk")
+        if parts.username or parts.password:
+            raise ValueError("put no credentials in the URL; use username and password_file")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> VSphereSettings:
+        if not any((self.username, self.username_env, self.username_file)):
+            raise ValueError("give username, username_env or username_file")
+        if (self.password_env is None) == (self.password_file is None):
+            raise ValueError("give exactly one of password_env or password_file")
+        return self
+
+
+class VSphereBlueprintSettings(ProviderSettings):
+    """What a vSphere blueprint's ``settings:`` may add to the clone."""
+
+    cpus: int | None = Field(None, ge=1)
+    memory_mb: int | None = Field(None, ge=128)
+    annotation: str | None = None
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+class VSphereProvider(Provider):
+    def __init__(self, spec: ProviderSpec, settings: VSphereSettings) -> None:
+        super().__init__(spec.name)
+        self.spec = spec
+        self.settings = settings
+        name = spec.name
+        self.username = plain_or_secret(provider=name, what="username", value=settings.username,
+                                        env=settings.username_env, file=settings.username_file)
+        self.password = SecretRef(provider=name, what="password", env=settings.password_env,
+                                  file=settings.password_file)
+        self.slots = Slots(name, max_nodes=spec.quota.max_nodes)
+        self.blocking = Blocking(name, workers=settings.workers, timeout=settings.request_timeout)
+        # A create waits for two tasks and a handful of requests.
+        self.call_timeout = 2 * settings.task_timeout + 10 * settings.request_timeout
+        self._si: Any = None
+        self._lock = threading.Lock()
+        self._places: dict[str, Any] = {}
+
+    @classmethod
+    def from_spec(cls, spec: ProviderSpec) -> VSphereProvider:
+        settings = parse_settings(spec, VSphereSettings)
+        provider = cls(spec, settings)
+        for ref in (provider.username, provider.password):
+            if isinstance(ref, SecretRef):
+                ref.check()
+        return provider
+
+    # -- plumbing (all of it runs on the provider's threads) --------------------------
+    def _secrets(self) -> list[str | None]:
+        try:
+            return [reveal(self.username), self.password.get().get_secret_value()]
+        except ConfigError:
+            return []
+
+    def _connect(self) -> Any:
+        with self._lock:
+            if self._si is not None:
+                return self._si
+            parts = urlsplit(self.settings.url)
+            context = None
+            if not self.settings.insecure:
+                context = ssl.create_default_context(
+                    cafile=str(self.settings.ca_file) if self.settings.ca_file else None)
+            self._si = SmartConnect(
+                protocol=parts.scheme, host=parts.hostname,
+                port=parts.port or (443 if parts.scheme == "https" else 80),
+                path=parts.path or "/sdk", user=reveal(self.username),
+                pwd=self.password.get().get_secret_value(),
+                sslContext=context, disableSslCertValidation=self.settings.insecure,
+                httpConnectionTimeout=self.settings.request_timeout)
+            return self._si
+
+    def _session(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(service_instance)``, logging in again once if the session expired."""
+        try:
+            return fn(self._connect())
+        except vim.fault.NotAuthenticated:
+            with self._lock:
+                self._si = None
+            return fn(self._connect())
+
+    def _error(self, exc: BaseException, what: str) -> ProviderError:
+        """One exception from pyvmomi or the network, as gearshift's error type."""
+        if isinstance(exc, ProviderError):
+            return exc
+        if isinstance(exc, ConfigError):
+            return PermanentError(self.name, f"{what}: {exc}")
+        name = type(exc).__name__
+        text = redact(str(getattr(exc, "msg", "") or exc), self._secrets())
+        detail = f"{what}: {name}" + (f": {text}" if text and text != name else "")
+        if isinstance(exc, vmodl.fault.ManagedObjectNotFound):
+            return NotFound(self.name, detail)
+        if isinstance(exc, vim.fault.InvalidLogin | vim.fault.NoPermission
+                      | vim.fault.NotAuthenticated):
+            return PermanentError(self.name, f"{what}: vCenter refused the credentials or "
+                                             f"permissions ({name})")
+        if isinstance(exc, vim.fault.InsufficientResourcesFault | vim.fault.NoDiskSpace
+                      | vim.fault.NoCompatibleHost):
+            return CapacityUnavailable(self.name, detail)
+        if isinstance(exc, vim.fault.TaskInProgress | vim.fault.Timedout
+                      | vmodl.fault.HostCommunication | vmodl.fault.SystemError
+                      | vmodl.fault.RequestCanceled | vim.fault.HostConnectFault):
+            return TransientError(self.name, detail)
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return PermanentError(self.name, f"{what}: the vCenter TLS certificate is not "
+                                             f"trusted (set ca_file, or insecure for a lab)")
+        if isinstance(exc, OSError | http.client.HTTPException | TimeoutError):
+            return TransientError(self.name, detail)
+        return PermanentError(self.name, detail)
+
+    async def _run(self, fn: Callable[[], T], *, what: str, timeout: float | None = None) -> T:
+        def guarded() -> T:
+            try:
+                return fn()
+            except BaseException as exc:
+                raise self._error(exc, what) from None
+        return await self.blocking(guarded, what=what, timeout=timeout)
+
+    def _retrieve(self, si: Any, root: Any, kind: Any, paths: list[str],
+                  recursive: bool = True) -> list[tuple[Any, dict[str, Any]]]:
+        """Every ``kind`` object below ``root`` with the properties ``paths``, in one call."""
+        content = si.RetrieveContent()
+        view = content.viewManager.CreateContainerView(root, [kind], recursive)
+        try:
+            pc = vmodl.query.PropertyCollector
+            spec = pc.FilterSpec(
+                objectSet=[pc.ObjectSpec(obj=view, skip=True, selectSet=[pc.TraversalSpec(
+                    name="view", path="view", skip=False, type=vim.view.ContainerView)])],
+                propSet=[pc.PropertySpec(type=kind, pathSet=paths)])
+            found = content.propertyCollector.RetrieveContents([spec]) or []
+        finally:
+            view.DestroyView()
+        return [(o.obj, {p.name: p.val for p in o.propSet}) for o in found]
+
+    def _wait(self, task: Any, what: str) -> Any:
+        """Wait for a task until it ends or ``task_timeout`` passes."""
+        deadline = time.monotonic() + self.settings.task_timeout
+        pause = 0.05
+        while True:
+            info = task.info
+            if info.state == vim.TaskInfo.State.success:
+                return info.result
+            if info.state == vim.TaskInfo.State.error:
+                raise info.error or vmodl.fault.SystemError(msg=f"{what} failed")
+            if time.monotonic() >= deadline:
+                raise TransientError(self.name, f"{what}: task still running after "
+                                                f"{self.settings.task_timeout:g}s")
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+    def _datacenter(self, si: Any) -> Any:
+        if "dc" in self._places:
+            return self._places["dc"]
+        content = si.RetrieveContent()
+        found = self._retrieve(si, content.rootFolder, vim.Datacenter, ["name"])
+        wanted = self.settings.datacenter
+        matches = [o for o, p in found if wanted is None or p.get("name") == wanted]
+        if len(matches) != 1:
+            names = sorted(p.get("name", "?") for _, p in found)
+            raise PermanentError(self.name, (f"datacenter {wanted!r} not found" if wanted else
+                                             "several datacenters: set settings.datacenter")
+                                 + f" (there are: {', '.join(names)})")
+        self._places["dc"] = matches[0]
+        return matches[0]
+
+    def _find_one(self, si: Any, root: Any, kind: Any, name: str, what: str) -> Any:
+        matches = [o for o, p in self._retrieve(si, root, kind, ["name"]) if p.get("name") == name]
+        if not matches:
+            raise PermanentError(self.name, f"{what} {name!r} not found")
+        if len(matches) > 1:
+            raise PermanentError(self.name, f"{what} {name!r} is ambiguous: "
+                                            f"{len(matches)} objects have that name")
+        return matches[0]
+
+    def _template(self, si: Any, name: str) -> Any:
+        key = f"template:{name}"
+        if key not in self._places:
+            dc = self._datacenter(si)
+            self._places[key] = self._find_one(si, dc.vmFolder, vim.VirtualMachine, name,
+                                               "template")
+        return self._places[key]
+
+    def _pool(self, si: Any, template: Any) -> Any:
+        s = self.settings
+        if s.resource_pool is None and s.cluster is None:
+            props = dict(self._retrieve_one(si, template, vim.VirtualMachine, ["resourcePool"]))
+            if props.get("resourcePool") is not None:
+                return props["resourcePool"]
+            raise PermanentError(self.name, "the template has no resource pool (it is a "
+                                            "template): set settings.cluster or resource_pool")
+        if "pool" not in self._places:
+            dc = self._datacenter(si)
+            if s.resource_pool is not None:
+                self._places["pool"] = self._find_one(si, dc.hostFolder, vim.ResourcePool,
+                                                      s.resource_pool, "resource pool")
+            else:
+                assert s.cluster is not None
+                cluster = self._find_one(si, dc.hostFolder, vim.ClusterComputeResource,
+                                         s.cluster, "cluster")
+                self._places["pool"] = dict(self._retrieve_one(
+                    si, cluster, vim.ClusterComputeResource, ["resourcePool"]))["resourcePool"]
+        return self._places["pool"]
+
+    def _retrieve_one(self, si: Any, obj: Any, kind: Any, paths: list[str]) -> dict[str, Any]:
+        pc = vmodl.query.PropertyCollector
+        spec = pc.FilterSpec(objectSet=[pc.ObjectSpec(obj=obj, skip=False)],
+                             propSet=[pc.PropertySpec(type=kind, pathSet=paths)])
+        found = si.RetrieveContent().propertyCollector.RetrieveContents([spec]) or []
+        return {p.name: p.val for o in found for p in o.propSet}
+
+    def _folder(self, si: Any) -> Any:
+        if "folder" not in self._places:
+            dc = self._datacenter(si)
+            if self.settings.folder is None:
+                self._places["folder"] = dc.vmFolder
+            else:
+                path = f"{dc.name}/vm/{self.settings.folder.strip('/')}"
+                folder = si.RetrieveContent().searchIndex.FindByInventoryPath(path)
+                if folder is None:
+                    raise PermanentError(self.name, f"VM folder {self.settings.folder!r} "
+                                                    f"not found")
+                self._places["folder"] = folder
+        return self._places["folder"]
+
+    def _datastore(self, si: Any) -> Any:
+        if self.settings.datastore is None:
+            return None
+        if "datastore" not in self._places:
+            dc = self._datacenter(si)
+            self._places["datastore"] = self._find_one(si, dc.datastoreFolder, vim.Datastore,
+                                                       self.settings.datastore, "datastore")
+        return self._places["datastore"]
+
+    def _ours(self, marks: dict[str, str]) -> bool:
+        return marks.get(OWNER) == self.settings.owner and marks.get(PROVIDER) == self.name
+
+    def _machine(self, vm: Any, name: str, marks: dict[str, str]) -> Machine:
+        created = marks.get(CREATED)
+        return Machine(provider=self.name, machine_id=vm._moId, name=name,
+                       blueprint=marks.get(BLUEPRINT), pool=marks.get(POOL),
+                       created_at=float(created) if created else None, key=marks.get(KEY))
+
+    def _owned(self, si: Any) -> list[tuple[Any, Machine, str]]:
+        dc = self._datacenter(si)
+        owned = []
+        for vm, props in self._retrieve(si, dc.vmFolder, vim.VirtualMachine,
+                                        ["name", "config.extraConfig", "runtime.powerState"]):
+            marks = {o.key: str(o.value) for o in props.get("config.extraConfig") or []
+                     if o.key.startswith(MARK)}
+            if not self._ours(marks):
+                continue
+            owned.append((vm, self._machine(vm, props.get("name", vm._moId), marks),
+                          str(props.get("runtime.powerState", ""))))
+        return owned
+
+    def _power_on(self, si: Any, vm: Any, state: str, what: str) -> None:
+        if state == vim.VirtualMachine.PowerState.poweredOn:
+            return
+        with contextlib.suppress(vim.fault.InvalidPowerState):  # powered on meanwhile
+            self._wait(vm.PowerOnVM_Task(), f"{what}: power on")
+
+    # -- the contract -----------------------------------------------------------------
+    def _create(self, request: CreateRequest) -> Machine:
+        what = f"create {request.name}"
+        blueprint = request.blueprint
+        if not blueprint.template:
+            raise PermanentError(self.name, f"blueprint {blueprint.name} names no template")
+        try:
+            extra = VSphereBlueprintSettings.model_validate(blueprint.settings)
+        except ValueError as exc:
+            raise PermanentError(self.name, f"blueprint {blueprint.name} settings: "
+                                            f"{str(exc).splitlines()[0]}") from None
+
+        def clone(si: Any) -> Machine:
+            template = self._template(si, blueprint.template or "")
+            marks = {OWNER: self.settings.owner, PROVIDER: self.name, KEY: request.key,
+                     POOL: request.pool,
+                     BLUEPRINT: blueprint.name, CREATED: f"{time.time():.0f}"}
+            metadata = {"instance-id": request.name, "local-hostname": request.name}
+            options = {**marks, "guestinfo.metadata": _b64(json.dumps(metadata)),
+                       "guestinfo.metadata.encoding": "base64"}
+            if blueprint.user_data:
+                options.update({"guestinfo.userdata": _b64(blueprint.user_data),
+                                "guestinfo.userdata.encoding": "base64"})
+            config = vim.vm.ConfigSpec(
+                extraConfig=[vim.option.OptionValue(key=k, value=v) for k, v in options.items()],
+                annotation=extra.annotation or f"made by gearshift for pool {request.pool}")
+            if extra.cpus:
+                config.numCPUs = extra.cpus
+            if extra.memory_mb:
+                config.memoryMB = extra.memory_mb
+            spec = vim.vm.CloneSpec(
+                location=vim.vm.RelocateSpec(pool=self._pool(si, template),
+                                             datastore=self._datastore(si)),
+                powerOn=False, template=False, config=config)
+            fresh = True
+            try:
+                vm = self._wait(template.CloneVM_Task(folder=self._folder(si), name=request.name,
+                                                      spec=spec), f"{what}: clone")
+            except vim.fault.DuplicateName:
+                fresh = False
+                # A clone from an earlier attempt finished meanwhile: use it if it is ours.
+                mine = [(v, m) for v, m, _ in self._owned(si) if m.key == request.key]
+                if not mine:
+                    raise PermanentError(self.name, f"{what}: a VM named {request.name} "
+                                                    f"exists and is not gearshift's") from None
+                vm = mine[0][0]
+            try:
+                self._power_on(si, vm, "", what)
+            except Exception as exc:
+                if fresh and isinstance(self._error(exc, what),
+                                        CapacityUnavailable | QuotaExceeded):
+                    # no room to run it: leave nothing behind that nobody asked for
+                    with contextlib.suppress(Exception):
+                        self._wait(vm.Destroy_Task(), f"{what}: remove the clone")
+                raise
+            return self._machine(vm, request.name, marks)
+
+        return self._session(clone)
+
+    async def create(self, request: CreateRequest) -> Machine:
+        existing = await self._run(lambda: self._session(
+            lambda si: [(vm, m, state) for vm, m, state in self._owned(si)
+                        if m.key == request.key]), what=f"find {request.name}")
+        if existing:
+            vm, machine, state = existing[0]
+            await self._run(lambda: self._session(
+                lambda si: self._power_on(si, vm, state, f"create {request.name}")),
+                what=f"power on {request.name}", timeout=self.call_timeout)
+            return machine
+        async with self.slots.claim(self.list_owned):
+            machine = await self._run(lambda: self._create(request), what=f"create {request.name}",
+                                      timeout=self.call_timeout)
+        log.info("vm created", provider=self.name, vm=machine.machine_id, name=machine.name,
+                 pool=request.pool)
+        return machine
+
+    async def list_owned(self) -> list[Machine]:
+        owned = await self._run(lambda: self._session(self._owned), what="list VMs")
+        return self.slots.counted([machine for _, machine, _ in owned])
+
+    def _destroy(self, machine_id: str) -> bool:
+        what = f"destroy {machine_id}"
+
+        def destroy(si: Any) -> bool:
+            vm = vim.VirtualMachine(machine_id, si._stub)
+            try:
+                props = self._retrieve_one(si, vm, vim.VirtualMachine,
+                                           ["config.extraConfig", "runtime.powerState"])
+            except vmodl.fault.ManagedObjectNotFound:
+                return False
+            if not props:
+                return False
+            marks = {o.key: str(o.value) for o in props.get("config.extraConfig") or []}
+            if not self._ours(marks):
+                raise PermanentError(self.name, f"refusing to {what}: it does not carry "
+                                                f"{OWNER}={self.settings.owner} and "
+                                                f"{PROVIDER}={self.name}")
+            if props.get("runtime.powerState") != vim.VirtualMachine.PowerState.poweredOff:
+                with contextlib.suppress(vim.fault.InvalidPowerState):  # off meanwhile
+                    self._wait(vm.PowerOffVM_Task(), f"{what}: power off")
+            try:
+                self._wait(vm.Destroy_Task(), what)
+            except vmodl.fault.ManagedObjectNotFound:
+                return False
+            return True
+
+        return self._session(destroy)
+
+    async def destroy(self, machine_id: str) -> None:
+        try:
+            gone = await self._run(lambda: self._destroy(machine_id), what=f"destroy {machine_id}",
+                                   timeout=self.call_timeout)
+        except NotFound:
+            return  # vanished while we were at it
+        if gone:
+            self.slots.released()
+            log.info("vm destroyed", provider=self.name, vm=machine_id)
+
+    async def quota(self) -> QuotaInfo:
+        return QuotaInfo(max_nodes=self.spec.quota.max_nodes, used=len(await self.list_owned()))
+
+    async def close(self) -> None:
+        si, self._si = self._si, None
+        if si is not None:
+            with contextlib.suppress(ProviderError, OSError, vmodl.MethodFault):
+                await self.blocking(lambda: Disconnect(si), what="log out",
+                                    timeout=min(5.0, self.settings.request_timeout))
+        self.blocking.close()
+

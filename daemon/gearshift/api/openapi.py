@@ -1,0 +1,336 @@
+"""The OpenAPI 3.1 document of the HTTP API, served at ``/v1/openapi.json``.
+
+Hand-written next to the handlers it describes, because it is a contract for the people
+and tools that call us (scripts, the PaaS broker's capacity requests, the ``gearshift``
+CLI); it is generated per request only in that pool names come from the policies in
+force, so a client (or schemathesis) knows which names exist. It is kept true by the
+tests: schemathesis runs every operation against a live daemon and checks status codes,
+content types and bodies against it, and a test checks that every route the server
+registers is documented here and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from gearshift import __version__
+
+MAX_GEARS = 100_000
+MAX_REASON = 200
+MAX_TTL_TEXT = 32
+MAX_TTL_SECONDS = 7 * 86400
+EVENTS_DEFAULT = 200
+EVENTS_MAX = 500
+# A duration as policy files write it (90s, 10m, 1h30m, 1d): at least one part, in order.
+_S = r"\d+(\.\d+)?s"
+DURATION_PATTERN = (rf"^(\d+d(\d+h)?(\d+m)?({_S})?|\d+h(\d+m)?({_S})?|\d+m({_S})?|{_S})$")
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
+    return {"type": [kind, "null"], **extra}
+
+
+_COUNT = {"type": "integer", "minimum": 0}
+_TIME = {"type": "string", "format": "date-time"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "string"}},
+    },
+    "Health": {
+        "type": "object", "additionalProperties": False,
+        "required": ["alive", "last_heartbeat", "last_reconcile"],
+        "properties": {
+            "alive": {"type": "boolean", "description": "the reconcile loop beat recently"},
+            "last_heartbeat": _nullable("string", format="date-time"),
+            "last_reconcile": _nullable("string", format="date-time"),
+        },
+    },
+    "Ready": {
+        "type": "object", "additionalProperties": False,
+        "required": ["ready", "facts_fresh", "last_reconcile"],
+        "properties": {
+            "ready": {"type": "boolean",
+                      "description": "facts are fresh and a reconcile has succeeded"},
+            "facts_fresh": {"type": "boolean"},
+            "last_reconcile": _nullable("string", format="date-time"),
+        },
+    },
+    "NodeCounts": {
+        "type": "object", "additionalProperties": False,
+        "required": ["active", "booting", "draining", "unknown"],
+        "properties": {state: _COUNT for state in ("active", "booting", "draining", "unknown")},
+    },
+    "PoolStatus": {
+        "type": "object", "additionalProperties": False,
+        "required": ["nodes", "active_density", "desired_nodes", "degraded", "paused", "min",
+                     "max", "band", "summary"],
+        "properties": {
+            "nodes": _ref("NodeCounts"),
+            "active_density": _nullable("number", minimum=0,
+                                        description="active gears / max_active_gears over "
+                                                    "the pool's active nodes"),
+            "desired_nodes": _COUNT,
+            "degraded": {"type": "boolean",
+                         "description": "some of the pool's facts cannot be trusted"},
+            "paused": {"type": "boolean"},
+            "min": _COUNT,
+            "max": _COUNT,
+            "band": {
+                "type": "object", "additionalProperties": False,
+                "required": ["scale_up_above", "target", "scale_down_below"],
+                "properties": {k: {"type": "number"}
+                               for k in ("scale_up_above", "target", "scale_down_below")},
+            },
+            "summary": {"type": "string"},
+        },
+    },
+    "ProviderStatus": {
+        "type": "object",
+        "required": ["name", "available", "why_unavailable", "nodes"],
+        "properties": {
+            "name": {"type": "string"},
+            "available": {"type": "boolean",
+                          "description": "false while the circuit is open or backed off"},
+            "why_unavailable": _nullable("string"),
+            "boot_time": _nullable("number", description="measured time-to-ready, seconds"),
+            "nodes": _COUNT,
+        },
+    },
+    "Status": {
+        "type": "object", "additionalProperties": False,
+        "required": ["pools", "leader", "facts_fresh", "last_reconcile", "providers",
+                     "policy_errors"],
+        "properties": {
+            "pools": {"type": "object", "additionalProperties": _ref("PoolStatus")},
+            "leader": {"type": "boolean"},
+            "facts_fresh": {"type": "boolean"},
+            "last_reconcile": _nullable("string", format="date-time"),
+            "providers": {"type": "object", "additionalProperties": _ref("ProviderStatus")},
+            "policy_errors": {
+                "type": "array", "items": {"type": "string"},
+                "description": "FILE:LINE:COL: message per problem of the last refused "
+                               "reload; the last good policies stay in force meanwhile"},
+            "decisions": {
+                "type": "array", "description": "the latest actions, newest first, with "
+                                                "their reasons and candidates",
+                "items": {"allOf": [_ref("Action"), {
+                    "type": "object", "required": ["at"], "properties": {"at": _TIME}}]}},
+            "leadership": {
+                "type": "object", "description": "this instance in the leader election",
+                "properties": {
+                    "holder": {"type": "string", "description": "this instance's lease name"},
+                    "token": _nullable("integer", description="fencing token while leader"),
+                    "terms": _COUNT, "journal": {"type": "string"}}},
+            "operations": {
+                "type": "object", "description": "journaled operations in flight, by kind",
+                "additionalProperties": {
+                    "type": "object", "properties": {
+                        "count": _COUNT, "oldest_age_seconds": {"type": "number"},
+                        "phases": {"type": "object", "additionalProperties": _COUNT}}}},
+            "recoveries": {
+                "type": "object", "description": "recoveries performed since start",
+                "properties": {"performed": _COUNT, "incomplete": {"type": "boolean"}}},
+        },
+    },
+    "PoolEvaluation": {
+        "type": "object",
+        "required": ["pool", "active", "booting", "draining", "unknown", "active_gears",
+                     "capacity_gears", "active_density", "desired_nodes", "degraded",
+                     "summary", "paused"],
+        "properties": {
+            "pool": {"type": "string"},
+            **{k: _COUNT for k in ("active", "booting", "draining", "unknown", "active_gears",
+                                   "capacity_gears", "desired_nodes")},
+            "active_density": _nullable("number", minimum=0),
+            "degraded": {"type": "boolean"},
+            "summary": {"type": "string"},
+            "paused": {"type": "boolean"},
+        },
+    },
+    "Candidate": {
+        "type": "object", "required": ["provider", "blueprint", "chosen", "free", "note"],
+        "properties": {"provider": {"type": "string"}, "blueprint": {"type": "string"},
+                       "chosen": _COUNT, "free": {"type": "integer"},
+                       "note": {"type": "string"}},
+    },
+    "Action": {
+        "type": "object", "required": ["kind", "pool", "reason"],
+        "description": "scale_out carries provider, blueprint, count and the candidates "
+                       "considered; drain and cancel_drain an identity; retire an identity, "
+                       "provider and machine_id",
+        "properties": {
+            "kind": {"type": "string", "enum": ["scale_out", "drain", "cancel_drain", "retire"]},
+            "pool": {"type": "string"},
+            "reason": {"type": "string", "description": "why, in words an SRE reads"},
+            "provider": {"type": "string"},
+            "blueprint": {"type": "string"},
+            "count": {"type": "integer", "minimum": 1},
+            "identity": {"type": "string"},
+            "machine_id": {"type": "string"},
+            "candidates": {"type": "array", "items": _ref("Candidate")},
+        },
+    },
+    "Plan": {
+        "type": "object", "additionalProperties": False,
+        "required": ["at", "pools", "actions"],
+        "properties": {
+            "at": _TIME,
+            "pools": {"type": "object", "additionalProperties": _ref("PoolEvaluation")},
+            "actions": {"type": "array", "items": _ref("Action")},
+        },
+    },
+    "Event": {
+        "type": "object", "required": ["at", "kind", "pool", "target", "outcome", "reason"],
+        "properties": {
+            "at": _TIME,
+            "kind": {"type": "string"},
+            "pool": {"type": "string"},
+            "target": {"type": "string"},
+            "outcome": {"type": "string", "enum": ["ok", "failed", "refused"]},
+            "reason": {"type": "string"},
+            "error": _nullable("string"),
+        },
+    },
+    "Events": {
+        "type": "object", "additionalProperties": False, "required": ["events"],
+        "properties": {"events": {"type": "array", "items": _ref("Event"),
+                                  "description": "newest first"}},
+    },
+    "PoolPaused": {
+        "type": "object", "additionalProperties": False, "required": ["pool", "paused"],
+        "properties": {"pool": {"type": "string"}, "paused": {"type": "boolean"}},
+    },
+    "CapacityRequestCreated": {
+        "type": "object", "additionalProperties": False,
+        "required": ["id", "pool", "gears", "expires_at"],
+        "properties": {"id": {"type": "string"}, "pool": {"type": "string"},
+                       "gears": {"type": "integer", "minimum": 1, "maximum": MAX_GEARS},
+                       "expires_at": _TIME},
+    },
+}
+
+
+def _capacity_request(pools: Sequence[str]) -> dict[str, Any]:
+    pool: dict[str, Any] = {"type": "string", "description": "a pool in the policies in force"}
+    if pools:
+        pool["enum"] = list(pools)
+    return {
+        "type": "object", "additionalProperties": False, "required": ["pool", "gears"],
+        "properties": {
+            "pool": pool,
+            "gears": {"type": "integer", "minimum": 1, "maximum": MAX_GEARS,
+                      "description": "extra active-gear slots to hold free"},
+            "ttl": {"type": "string", "pattern": DURATION_PATTERN, "maxLength": MAX_TTL_TEXT,
+                    "default": "30m",
+                    "description": "how long the request holds, e.g. 10m (longer than 7d is "
+                                   "capped at 7d)"},
+            "reason": {"type": "string", "maxLength": MAX_REASON},
+        },
+    }
+
+
+def openapi_document(*, pools: Sequence[str], max_body: int) -> dict[str, Any]:
+    """The document, with the pools in force as the names the API accepts."""
+    pool_param: dict[str, Any] = {"type": "string"}
+    if pools:
+        pool_param["enum"] = list(pools)
+    secured: list[dict[str, list[str]]] = [{"bearer": []}]
+    auth_errors = {
+        "401": _error("no bearer token given"),
+        "403": _error("the token is wrong, or the daemon has no token configured"),
+    }
+    pool_op = {
+        "tags": ["operator"], "security": secured,
+        "parameters": [{"name": "name", "in": "path", "required": True, "schema": pool_param}],
+        "responses": {"200": _json(_ref("PoolPaused"), "done (idempotent)"), **auth_errors,
+                      "404": _error("no such pool")},
+    }
+    text = {"description": "", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "gearshift", "version": __version__,
+                 "description": "The gearshift daemon's HTTP API (127.0.0.1:9310 by default). "
+                                "Mutating calls need `Authorization: Bearer TOKEN` with the "
+                                "token from `http.token_file`. Request bodies larger than "
+                                f"{max_body} bytes are refused with 413."},
+        "paths": {
+            "/": {"get": {
+                "summary": "status page", "tags": ["read"],
+                "responses": {"200": {"description": "HTML page polling /v1/status",
+                                      "content": {"text/html": {"schema": {"type": "string"}}}}},
+            }},
+            "/healthz": {"get": {
+                "summary": "is the reconcile loop alive", "tags": ["read"],
+                "responses": {"200": _json(_ref("Health"), "alive"),
+                              "503": _json(_ref("Health"), "the loop has not beaten lately")},
+            }},
+            "/readyz": {"get": {
+                "summary": "are the facts fresh and has a reconcile succeeded", "tags": ["read"],
+                "responses": {"200": _json(_ref("Ready"), "ready"),
+                              "503": _json(_ref("Ready"), "not ready")},
+            }},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics (text exposition 0.0.4)", "tags": ["read"],
+                "responses": {"200": {**text, "description": "gearshift_* metrics"}},
+            }},
+            "/v1/openapi.json": {"get": {
+                "summary": "this document", "tags": ["read"],
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
+            }},
+            "/v1/status": {"get": {
+                "summary": "fleet status by pool and provider", "tags": ["read"],
+                "responses": {"200": _json(_ref("Status"), "status")},
+            }},
+            "/v1/plan": {"get": {
+                "summary": "what the planner would do now (dry run, changes nothing)",
+                "tags": ["read"],
+                "responses": {"200": _json(_ref("Plan"), "every action with its reason and "
+                                                         "the placements considered")},
+            }},
+            "/v1/events": {"get": {
+                "summary": "recent actions, newest first", "tags": ["read"],
+                "parameters": [{"name": "limit", "in": "query", "required": False,
+                                "schema": {"type": "integer", "minimum": 1,
+                                           "maximum": EVENTS_MAX, "default": EVENTS_DEFAULT}}],
+                "responses": {"200": _json(_ref("Events"), "events"),
+                              "400": _error("bad limit")},
+            }},
+            "/v1/pools/{name}/pause": {"post": {
+                **pool_op, "summary": "pause a pool: no actions for it until resumed"}},
+            "/v1/pools/{name}/resume": {"post": {
+                **pool_op, "summary": "resume a paused pool"}},
+            "/v1/capacity-requests": {"post": {
+                "summary": "hold room for gears about to arrive", "tags": ["operator"],
+                "security": secured,
+                "requestBody": {"required": True, "content": {
+                    JSON: {"schema": _capacity_request(pools)}}},
+                "responses": {
+                    "201": _json(_ref("CapacityRequestCreated"), "held until expires_at"),
+                    "400": _error("the body is not a JSON object"), **auth_errors,
+                    "413": _error(f"the body is larger than {max_body} bytes"),
+                    "422": _error("a field is missing or invalid"),
+                },
+            }},
+        },
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
