@@ -16,6 +16,7 @@ import pytest
 
 from gearshift.sim.broker import mosquitto_available, start_mosquitto
 from peers import ACTIVEMQ_APT, Broker, activemq_broker, activemq_missing, mosquitto_broker
+from pgpeer import PgServer, start_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 # Subprocesses (`python -m gearshift ...`) import this checkout's code, whatever is installed.
@@ -85,3 +86,16 @@ def broker(request: pytest.FixtureRequest) -> Broker:
     if peer.process is None or peer.process.poll() is not None:
         peer.start()  # a broker-loss test left it stopped
     return peer
+
+# -- PostgreSQL (journal HA tests) ------------------------------------------------------
+APT["postgres"] = "apt-get install -y postgresql"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgServer]:
+    """A PostgreSQL server for the session, on a free port, in a throw-away directory."""
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -13,6 +13,11 @@ source, reconciler, HTTP API, sd_notify, signals and the policy watcher. Tests r
 ``serve`` in a real process with simulated providers (tests/sim_daemon.py), so the
 wiring they check is this one.
 
+The journal is ``journal.kind`` (SQLite by default). Only the holder of the journal's
+leader lease acts: on election it first runs recovery (journal against provider
+listings and facts), then reconciles; a follower evaluates read-only for ``/v1/status``
+(``"leader": false``) and keeps the heartbeat going.
+
 Liveness: ``WATCHDOG=1`` is sent only from the reconcile loop's own heartbeat (after every
 reconcile, and every ``WATCHDOG_USEC/2`` while it idles), never from a side task, so a
 hung loop stops it and systemd restarts the daemon.
@@ -27,10 +32,10 @@ from pathlib import Path
 
 import structlog
 
-from gearshift.act.executor import Executor
+from gearshift.act.executor import Executor, ExecutorSettings
 from gearshift.act.platform.base import Platform
 from gearshift.act.platform.null import NullPlatform
-from gearshift.act.providers.guard import GuardedProvider
+from gearshift.act.providers.guard import GuardedProvider, GuardSettings
 from gearshift.act.providers.registry import build_provider
 from gearshift.api.server import ApiServer
 from gearshift.clock import Clock, SystemClock
@@ -43,11 +48,20 @@ from gearshift.observe.mqtt import MqttFactSource
 from gearshift.observe.prometheus import PrometheusSignalSource
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.watch import PolicyWatcher
+from gearshift.reconcile.leader import Leadership, lead
 from gearshift.reconcile.reconciler import Reconciler
+from gearshift.reconcile.recovery import Recovery, RecoverySettings
 from gearshift.reconcile.supervisor import TaskFactory, supervise
 from gearshift.reconcile.wakeup import EdgeWaker
-from gearshift.settings import MqttSettings, PlatformSettings, Settings, load_settings
-from gearshift.store.journal import Journal, MemoryJournal
+from gearshift.settings import (
+    MqttSettings,
+    OperationsSettings,
+    PlatformSettings,
+    Settings,
+    load_settings,
+)
+from gearshift.store.factory import open_journal
+from gearshift.store.journal import Journal
 from gearshift.systemd import Notifier
 
 log = structlog.get_logger(component="gearshift.daemon")
@@ -62,6 +76,12 @@ def build_platform(settings: PlatformSettings, mqtt: MqttSettings | None = None)
         from gearshift.act.platform.openshift import build_openshift  # noqa: PLC0415
 
         return build_openshift(settings, mqtt=mqtt)
+    if settings.kind == "simulated":
+        from gearshift.act.platform.simulated import SimulatedWorldPlatform  # noqa: PLC0415
+
+        if not settings.url:
+            raise ConfigError(["platform: kind simulated needs url (a world server)"])
+        return SimulatedWorldPlatform(settings.url)
     raise ConfigError([f"platform kind {settings.kind!r} is not available in this version; "
                        f"use platform: {{kind: none}}"])
 
@@ -73,6 +93,19 @@ def fleet_summary(plan: Plan) -> str:
         flag = " degraded" if e.degraded else ""
         parts.append(f"{name} {e.active}+{e.booting} nodes d={density}{flag}")
     return "; ".join(parts) or "no pools"
+
+
+def guard_settings(ops: OperationsSettings) -> GuardSettings:
+    return GuardSettings(call_timeout=ops.call_timeout, retry_deadline=ops.retry_deadline,
+                         retry_initial=ops.retry_initial, retry_max=ops.retry_max,
+                         breaker_threshold=ops.breaker_threshold,
+                         breaker_reset=ops.breaker_reset, capacity_backoff=ops.capacity_backoff)
+
+
+def executor_settings(ops: OperationsSettings) -> ExecutorSettings:
+    return ExecutorSettings(move_batch=ops.move_batch,
+                            provisioning_timeout_factor=ops.provisioning_timeout_factor,
+                            min_provisioning_timeout=ops.min_provisioning_timeout)
 
 
 def read_token(path: Path | None) -> str | None:
@@ -107,10 +140,11 @@ async def run_daemon(config: Path, *, settings: Settings | None = None) -> int:
     if policies.current.providers is None:
         raise ConfigError([f"{settings.providers_file}:1:1: no kind: Providers document found"])
     providers = {spec.name: GuardedProvider(build_provider(spec), clock=clock, metrics=metrics,
-                                            boot_time=spec.boot_time)
+                                            boot_time=spec.boot_time,
+                                            settings=guard_settings(settings.operations))
                  for spec in policies.current.providers.providers}
     platform = build_platform(settings.platform, settings.mqtt)
-    journal = MemoryJournal()
+    journal = await open_journal(settings.journal)
     return await serve(settings, policies=policies, providers=providers, platform=platform,
                        journal=journal, clock=clock, metrics=metrics)
 
@@ -121,14 +155,17 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
                 tasks: Mapping[str, TaskFactory] | None = None) -> int:
     """Run the daemon on parts already built, until SIGTERM; ``tasks`` run alongside."""
     notifier = Notifier()
-    metrics.leader.set(1)  # one instance, always the leader until HA lands
+    leadership = Leadership(journal, holder=settings.journal.instance,
+                            ttl=settings.journal.lease_ttl, renew=settings.journal.lease_renew,
+                            poll=settings.journal.lease_poll, metrics=metrics)
     metrics.start_time.set(clock.now())
     for outcome in ("ok", "error"):
         metrics.reconciles.labels(outcome)
     fleet = FleetModel(stale_after=settings.reconcile.stale_after)
     source = MqttFactSource(settings.mqtt, fleet, metrics=metrics, clock=clock)
     executor = Executor(providers=providers, platform=platform, journal=journal, clock=clock,
-                        metrics=metrics, on_retired=source.forget_node)
+                        metrics=metrics, on_retired=source.forget_node,
+                        settings=executor_settings(settings.operations))
     signal_source = (PrometheusSignalSource(settings.prometheus, lambda: policies.current,
                                             clock=clock, metrics=metrics)
                      if settings.prometheus is not None else None)
@@ -143,11 +180,24 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
         signal_source.on_edge = reconciler.wake
     source.pool_exists = lambda name: policies.current.pool(name) is not None
     source.requests = reconciler.requests
+    recovery = Recovery(journal=journal, providers=providers, platform=platform, fleet=fleet,
+                        policies=policies, clock=clock, metrics=metrics, holder=leadership.holder,
+                        forget=source.forget_node,
+                        settings=RecoverySettings(orphan_grace=settings.operations.orphan_grace,
+                                                  sweep_every=settings.operations.orphan_sweep))
+    reconciler.before.append(recovery.maybe_sweep)
     waker = EdgeWaker(reconciler, debounce=settings.reconcile.debounce)
     source.on_facts = waker.poke
     api = ApiServer(reconciler, metrics, token=read_token(settings.http.token_file),
                     max_body=settings.http.max_body,
-                    stale_loop_after=settings.reconcile.hung_after)
+                    stale_loop_after=settings.reconcile.hung_after,
+                    leader=lambda: leadership.is_leader,
+                    extra_status=lambda: {
+                        "leadership": {"holder": leadership.holder, "token": leadership.token,
+                                       "terms": leadership.terms, "journal": journal.kind},
+                        "operations": executor.in_flight,
+                        "recoveries": {"performed": recovery.runs,
+                                       "incomplete": recovery.incomplete}})
     reconciler.heartbeat_every = min(HEARTBEAT, notifier.watchdog_interval or HEARTBEAT)
     reconciler.on_heartbeat.append(notifier.watchdog)
 
@@ -198,10 +248,12 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
                 task.cancel()
             reconciler.beat()
         if not stop.is_set():
-            await reconciler.run(stop)
+            await lead(reconciler=reconciler, leadership=leadership, recovery=recovery,
+                       caught_up=source.caught_up.wait, stop=stop)
 
     jobs: dict[str, TaskFactory] = {"facts": source.run, "edges": waker.run,
-                                    "reconcile": reconcile, **(tasks or {})}
+                                    "reconcile": reconcile, "leadership": leadership.run,
+                                    **(tasks or {})}
     if settings.policy_poll > 0:
         jobs["policy-watch"] = watcher.run
     if signal_source is not None:
@@ -221,6 +273,7 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
         await platform.close()
         for provider in providers.values():
             await provider.close()
+        await leadership.release()
         await journal.close()
         log.info("stopped")
     return 0

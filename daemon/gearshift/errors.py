@@ -19,8 +19,12 @@ Callers decide what to do by class, never by parsing messages::
     │   └── ApiError             the daemon said no; .status is the HTTP status
     ├── SignalQueryFailed        a Prometheus signal query gave no usable value (.outcome)
     ├── FactsUnavailable         the agent could not read its node's facts this time
-    └── CommandRefused           the agent will not run a requested command (not allowed,
-                                 bad arguments, malformed request)
+    ├── CommandRefused           the agent will not run a requested command (not allowed,
+    │                            bad arguments, malformed request)
+    └── JournalError             the journal cannot be read or written as asked
+        ├── JournalSchemaError   the store's schema is newer than this gearshift (refuse to start)
+        ├── BadTransition        an operation asked to move backwards (a bug; nothing written)
+        └── Fenced               our leader lease moved on: this write is refused, step down
 
 Messages never carry secrets: provider code builds them from names and ids only.
 """
@@ -108,6 +112,26 @@ class PlatformError(GearshiftError):
 
 class MoveFailed(PlatformError):
     """Some gears could not be moved off a draining node."""
+
+
+class JournalError(GearshiftError):
+    """The journal could not do what was asked (store unreachable, bad state)."""
+
+
+class JournalSchemaError(JournalError):
+    """The journal's schema is newer than this version of gearshift understands."""
+
+
+class BadTransition(JournalError):
+    """An operation was asked to move to a phase it cannot reach from where it is."""
+
+
+class Fenced(JournalError):
+    """A write carried a fencing token that is no longer the leader's: refused.
+
+    Raised when another instance has taken the leader lease; the instance that gets it
+    must stop acting at once (it is a deposed leader).
+    """
 
 
 class DaemonError(GearshiftError):

@@ -109,6 +109,28 @@ class Metrics:
         self.signal_value = Gauge("gearshift_signal_value",
                                   "Latest value of a pool's Prometheus signal (NaN when "
                                   "unavailable).", ["pool", "signal"], registry=r)
+        # -- the journal, recovery and leadership -----------------------------------------
+        self.operations_by_phase = Gauge("gearshift_operations_in_flight_by_phase",
+                                         "Journaled operations not yet done, by kind and phase.",
+                                         ["kind", "phase"], registry=r)
+        self.oldest_operation_age_by_kind = Gauge(
+            "gearshift_oldest_operation_age_by_kind_seconds",
+            "Age of the oldest operation in flight, by kind (0 when none).", ["kind"],
+            registry=r)
+        self.recoveries = Counter("gearshift_recoveries",
+                                  "Recoveries performed (journal against provider listings "
+                                  "and facts), by reason (start, sweep) and outcome.",
+                                  ["reason", "outcome"], registry=r)
+        self.recovery_actions = Counter("gearshift_recovery_actions",
+                                        "What recoveries did, by action.", ["action"],
+                                        registry=r)
+        self.leader_changes = Counter("gearshift_leader_changes",
+                                      "Times this instance became leader or stepped down.",
+                                      ["to"], registry=r)
+        self.journal_fenced_writes = Counter(
+            "gearshift_journal_fenced_writes",
+            "Journal writes refused because another instance holds the leader lease now.",
+            registry=r)
 
     def record_pools(self, pools: Mapping[str, PoolEvaluation], *,
                      limits: dict[str, tuple[int, int]],

@@ -108,10 +108,20 @@ class JournalSettings(Section):
     path: Path = Field(Path("/var/lib/gearshift/journal.db"), description="SQLite file.")
     dsn: SecretStr | None = Field(None, description="PostgreSQL DSN (kind: postgres).")
     dsn_file: Path | None = Field(None, description="File holding the PostgreSQL DSN.")
+    lease_ttl: Seconds = Field(10.0, description=(
+        "PostgreSQL: the leader lease lasts this long unless renewed; a follower takes over "
+        "at most this long (plus one poll) after the leader dies."))
+    lease_renew: Seconds = Field(2.0, description="How often the leader renews its lease.")
+    lease_poll: Seconds = Field(1.0, description="How often a follower tries to take the lease.")
+    instance: str | None = Field(None, description=(
+        "This instance's name in the lease (default: host name and process id)."))
+
+    def secret_dsn(self) -> SecretStr | None:
+        return read_secret(self.dsn, self.dsn_file, what="journal DSN")
 
 
 class PlatformSettings(Section):
-    kind: Literal["openshift", "none"] = Field(
+    kind: Literal["openshift", "none", "simulated"] = Field(
         "none", description="How nodes are deactivated, drained and removed.")
     commands: dict[str, str] = Field(default_factory=dict, description=(
         "Command templates by step (deactivate, activate, move, remove, add, list_gears); "
@@ -132,6 +142,34 @@ class PlatformSettings(Section):
         "A gear whose move failed is tried again after this long."))
     stop_grace: Seconds = Field(30.0, description=(
         "On shutdown, wait this long for gear moves in flight before interrupting them."))
+    url: str | None = Field(None, description=(
+        "kind simulated: the simulated world server (python -m gearshift.sim.server)."))
+
+
+class OperationsSettings(Section):
+    """How operations are carried out: provider call bounds, timeouts, recovery."""
+
+    call_timeout: Seconds = Field(120.0, description="Longest one provider call may take.")
+    retry_deadline: Seconds = Field(300.0, description=(
+        "Transient provider errors are retried (jittered back-off) for at most this long."))
+    retry_initial: Seconds = Field(1.0, description="First retry back-off.")
+    retry_max: Seconds = Field(30.0, description="Longest retry back-off.")
+    breaker_threshold: int = Field(5, ge=1, description="Failures in a row that open the "
+                                                        "provider's circuit breaker.")
+    breaker_reset: Seconds = Field(120.0, description="How long an open breaker stays open.")
+    capacity_backoff: Seconds = Field(300.0, description=(
+        "How long a provider is skipped after a quota, capacity or provisioning failure."))
+    provisioning_timeout_factor: float = Field(3.0, gt=0, description=(
+        "A new node that publishes no facts within its provider's time-to-ready times this "
+        "is retired, and the provider backed off."))
+    min_provisioning_timeout: Seconds = Field(120.0, description=(
+        "Never retire a silent new node sooner than this."))
+    orphan_grace: Seconds = Field(900.0, description=(
+        "A machine carrying our tag that the journal does not know and that never "
+        "published facts is retired once it is this old."))
+    orphan_sweep: Seconds = Field(600.0, description=(
+        "How often providers are listed to find such machines (besides at start)."))
+    move_batch: int = Field(10, ge=1, description="Gears moved per drain per reconcile.")
 
 
 class LogSettings(Section):
@@ -170,6 +208,7 @@ class Settings(BaseSettings):
         "(SIGHUP always reloads)."))
     prometheus: PrometheusSettings | None = Field(
         None, description="Query pools' PromQL signals here; unset: signals are unavailable.")
+    operations: OperationsSettings = OperationsSettings()
 
     @model_validator(mode="after")
     def _one_password_source(self) -> Settings:

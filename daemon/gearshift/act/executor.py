@@ -9,7 +9,13 @@
 * ``Retire``: checked once more against the latest facts (never a node with active gears),
   removed from its district, machine destroyed, forgotten.
 * ``progress``: registers booting nodes when their first fresh facts arrive (measuring
-  time-to-ready), retires nodes that never came up in time, pushes gear moves along.
+  time-to-ready), retires nodes that never came up in time (never while the fact source
+  is down, never one that reports active gears) and backs their provider off, pushes
+  gear moves along, finishes cancellations.
+
+Every step is journaled before it is taken (``store.journal`` lists the phases), so a
+restart at any instant can repeat the step it was about to take; a retire is refused on
+facts older than the node's deactivation, which could miss gears placed just before.
 """
 
 from __future__ import annotations
@@ -28,7 +34,6 @@ from gearshift.act.providers.guard import GuardedProvider
 from gearshift.clock import Clock
 from gearshift.errors import (
     CapacityUnavailable,
-    GearshiftError,
     PlatformError,
     ProviderError,
     QuotaExceeded,
@@ -45,7 +50,7 @@ from gearshift.model import (
     ScaleOut,
 )
 from gearshift.policy.schema import PolicySet
-from gearshift.store.journal import Journal, Operation
+from gearshift.store.journal import DONE_PHASES, PHASES, Journal, Operation
 
 log = structlog.get_logger(component="gearshift.act")
 
@@ -101,6 +106,7 @@ class Executor:
         self.on_retired = on_retired
         self.events: deque[Event] = deque(maxlen=500)
         self.counts: Counter[tuple[str, str]] = Counter()  # (kind, outcome) since start
+        self.in_flight: dict[str, dict[str, object]] = {}  # for /v1/status
 
     # -- bookkeeping ------------------------------------------------------------------
     def _event(self, report: ExecutionReport, *, kind: str, pool: str, target: str,
@@ -218,6 +224,9 @@ class Executor:
         op = await self._drain_op(action.identity)
         node = next((n for n in snapshot.nodes if n.identity == action.identity), None)
         district = node.facts.district_uuid if node is not None and node.facts else None
+        if op is not None:
+            # Journal the intent first: a restart finds "cancelling" and reactivates.
+            op = await self.journal.advance(op.op_id, phase="cancelling", at=self.clock.now())
         try:
             await self.platform.activate(NodeRef(action.identity, district))
         except PlatformError as exc:
@@ -246,22 +255,48 @@ class Executor:
                         error=f"unknown provider {action.provider}")
             return
         op = await self._drain_op(action.identity)
+        if op is not None and op.phase == "cancelling":
+            self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
+                        outcome="refused", reason=action.reason,
+                        error="its drain is being cancelled")
+            return
+        seen = node.last_seen if node is not None else None
+        if op is not None and op.phase in ("deactivating", "moving") and (
+                seen is None or seen < op.updated_at):
+            # Facts from before the node left its district may miss gears placed on it
+            # just before: only facts the node published since then can prove it empty.
+            self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
+                        outcome="refused", reason=action.reason,
+                        error="facts predate the deactivation; waiting for newer ones")
+            return
+        now = self.clock.now()
         try:
-            if op is not None:
-                await self.journal.advance(op.op_id, phase="retiring", at=self.clock.now())
+            if op is None:
+                op = Operation(
+                    op_id=self.new_id(), kind="drain", pool=action.pool,
+                    identity=action.identity, phase="removing", started_at=now, updated_at=now,
+                    provider=action.provider, machine_id=action.machine_id, deadline=now,
+                    reason=action.reason)
+                await self.journal.begin(op)
+            else:
+                await self.journal.advance(op.op_id, phase="removing", at=now)
             await self.platform.remove(NodeRef(action.identity, facts.district_uuid))
+            await self.journal.advance(op.op_id, phase="retiring", at=self.clock.now())
             await provider.destroy(action.machine_id)
-        except GearshiftError as exc:
+        except (PlatformError, ProviderError) as exc:
             self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
                         outcome="failed", reason=action.reason, error=exc.__class__.__name__)
             return
-        await self.journal.release(action.identity)
-        if op is not None:
-            await self.journal.advance(op.op_id, phase="retired", at=self.clock.now())
-        if self.on_retired is not None:
-            await self.on_retired(action.identity)
+        await self._forget_retired(action.identity)
+        await self.journal.advance(op.op_id, phase="retired", at=self.clock.now())
         self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
                     outcome="ok", reason=action.reason, provider=action.provider)
+
+    async def _forget_retired(self, identity: str) -> None:
+        """The machine is gone: forget it, and its retained facts, before closing the op."""
+        await self.journal.release(identity)
+        if self.on_retired is not None:
+            await self.on_retired(identity)
 
     # -- in flight --------------------------------------------------------------------
     async def progress(self, snapshot: FleetSnapshot, is_fresh: Callable[[str], bool]) -> None:
@@ -269,8 +304,17 @@ class Executor:
         now = self.clock.now()
         nodes = {n.identity: n for n in snapshot.nodes}
         for op in await self.journal.open_operations():
-            if op.kind == "create" and op.phase == "created":
-                await self._progress_create(op, now, is_fresh)
+            if op.kind == "create" and op.phase in ("created", "abandoning"):
+                await self._progress_create(op, now, is_fresh, snapshot)
+            elif op.kind == "drain" and op.phase == "cancelling":
+                node = nodes.get(op.identity)
+                district = node.facts.district_uuid if node is not None and node.facts else None
+                try:
+                    await self.platform.activate(NodeRef(op.identity, district))
+                except PlatformError as exc:
+                    log.warning("reactivating a node failed", node=op.identity, error=str(exc))
+                    continue
+                await self.journal.advance(op.op_id, phase="cancelled", at=self.clock.now())
             elif op.kind == "drain" and op.phase == "moving":
                 node = nodes.get(op.identity)
                 if node is None or node.facts is None or node.facts.gears.total == 0:
@@ -280,31 +324,64 @@ class Executor:
                                                    limit=self.settings.move_batch)
                 except PlatformError as exc:
                     log.warning("gear moves failed", node=op.identity, error=str(exc))
-        if self.metrics is not None:
-            ops = await self.journal.open_operations()
-            for kind in ("create", "drain"):
-                self.metrics.operations_in_flight.labels(kind).set(
-                    sum(1 for o in ops if o.kind == kind))
-            self.metrics.oldest_operation_age.set(
-                max((now - o.started_at for o in ops), default=0.0))
+        await self.record_operations(now)
+
+    async def record_operations(self, now: float) -> None:
+        """Export the operations in flight: by kind and phase, and the oldest by kind."""
+        ops = await self.journal.open_operations()
+        self.in_flight = {kind: {"count": sum(1 for o in ops if o.kind == kind),
+                                 "oldest_age_seconds": round(max(
+                                     (now - o.started_at for o in ops if o.kind == kind),
+                                     default=0.0), 1),
+                                 "phases": dict(Counter(o.phase for o in ops if o.kind == kind))}
+                          for kind in PHASES}
+        if self.metrics is None:
+            return
+        for kind, phases in PHASES.items():
+            of_kind = [o for o in ops if o.kind == kind]
+            self.metrics.operations_in_flight.labels(kind).set(len(of_kind))
+            self.metrics.oldest_operation_age_by_kind.labels(kind).set(
+                max((now - o.started_at for o in of_kind), default=0.0))
+            for phase in phases:
+                if phase not in DONE_PHASES:
+                    self.metrics.operations_by_phase.labels(kind, phase).set(
+                        sum(1 for o in of_kind if o.phase == phase))
+        self.metrics.oldest_operation_age.set(max((now - o.started_at for o in ops), default=0.0))
+
+    def provisioning_timeout(self, provider: GuardedProvider | None) -> float:
+        expected = provider.boot_time if provider is not None and provider.boot_time else 0.0
+        return max(self.settings.min_provisioning_timeout,
+                   expected * self.settings.provisioning_timeout_factor)
 
     async def _progress_create(self, op: Operation, now: float,
-                               is_fresh: Callable[[str], bool]) -> None:
+                               is_fresh: Callable[[str], bool], snapshot: FleetSnapshot) -> None:
         provider = self.providers.get(op.provider or "")
-        if is_fresh(op.identity):
+        if op.phase == "created" and is_fresh(op.identity):
             await self.journal.advance(op.op_id, phase="registered", at=now)
             if provider is not None:
                 provider.note_time_to_ready(now - op.started_at)
             log.info("node registered", node=op.identity, pool=op.pool, provider=op.provider,
                      time_to_ready=round(now - op.started_at, 1))
             return
-        expected = provider.boot_time if provider is not None and provider.boot_time else 0.0
-        timeout = max(self.settings.min_provisioning_timeout,
-                      expected * self.settings.provisioning_timeout_factor)
-        if now - op.started_at <= timeout or provider is None or op.machine_id is None:
+        timeout = self.provisioning_timeout(provider)
+        if op.phase == "created":
+            if now - op.started_at <= timeout or provider is None or op.machine_id is None:
+                return
+            if not snapshot.facts_fresh:
+                # While the fact source is down, silence proves nothing: wait for it.
+                return
+            node = next((n for n in snapshot.nodes if n.identity == op.identity), None)
+            if node is not None and node.facts is not None and node.facts.gears.active > 0:
+                log.warning("a new node never became fresh but reports active gears: "
+                            "not retiring it", node=op.identity)
+                return
+            log.warning("node never came up: retiring it", node=op.identity,
+                        provider=op.provider, waited=round(now - op.started_at),
+                        timeout=round(timeout))
+            op = await self.journal.advance(op.op_id, phase="abandoning", at=now,
+                                            error=f"no facts within {timeout:.0f}s")
+        if provider is None or op.machine_id is None:
             return
-        log.warning("node never came up: retiring it", node=op.identity, provider=op.provider,
-                    waited=round(now - op.started_at), timeout=round(timeout))
         try:
             await provider.destroy(op.machine_id)
         except ProviderError as exc:
@@ -313,5 +390,6 @@ class Executor:
             return
         provider.backoff_until = now + provider.settings.capacity_backoff
         provider.backoff_reason = f"{op.identity} published no facts within {timeout:.0f}s"
-        await self.journal.release(op.identity)
-        await self.journal.advance(op.op_id, phase="failed", at=now, error="provisioning timeout")
+        await self._forget_retired(op.identity)
+        await self.journal.advance(op.op_id, phase="failed", at=self.clock.now(),
+                                   error="provisioning timeout")

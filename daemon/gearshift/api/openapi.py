@@ -132,6 +132,21 @@ SCHEMAS: dict[str, Any] = {
                                                 "their reasons and candidates",
                 "items": {"allOf": [_ref("Action"), {
                     "type": "object", "required": ["at"], "properties": {"at": _TIME}}]}},
+            "leadership": {
+                "type": "object", "description": "this instance in the leader election",
+                "properties": {
+                    "holder": {"type": "string", "description": "this instance's lease name"},
+                    "token": _nullable("integer", description="fencing token while leader"),
+                    "terms": _COUNT, "journal": {"type": "string"}}},
+            "operations": {
+                "type": "object", "description": "journaled operations in flight, by kind",
+                "additionalProperties": {
+                    "type": "object", "properties": {
+                        "count": _COUNT, "oldest_age_seconds": {"type": "number"},
+                        "phases": {"type": "object", "additionalProperties": _COUNT}}}},
+            "recoveries": {
+                "type": "object", "description": "recoveries performed since start",
+                "properties": {"performed": _COUNT, "incomplete": {"type": "boolean"}}},
         },
     },
     "PoolEvaluation": {

@@ -118,12 +118,14 @@ def parse_capacity_request(data: Any, *, pools: Collection[str]) -> tuple[str, i
 class ApiServer:
     def __init__(self, reconciler: Reconciler, metrics: Metrics, *, token: str | None,
                  max_body: int = 65536, leader: Callable[[], bool] = lambda: True,
-                 stale_loop_after: float = 300.0) -> None:
+                 stale_loop_after: float = 300.0,
+                 extra_status: Callable[[], dict[str, Any]] | None = None) -> None:
         self.reconciler = reconciler
         self.metrics = metrics
         self.token = token
         self.max_body = max_body
         self.leader = leader
+        self.extra_status = extra_status  # leadership, operations in flight, recoveries
         self.stale_loop_after = stale_loop_after
         self.app = web.Application(client_max_size=max_body)
         self.app.add_routes([
@@ -232,6 +234,7 @@ class ApiServer:
             "providers": providers,
             "policy_errors": list(self.reconciler.policies.problems),
             "decisions": list(reversed(self.decisions))[:20],
+            **(self.extra_status() if self.extra_status is not None else {}),
         }
 
     async def status(self, request: web.Request) -> web.Response:

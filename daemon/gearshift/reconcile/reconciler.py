@@ -103,6 +103,8 @@ class Reconciler:
         self.heartbeat_every: float | None = None
         self.on_heartbeat: list[Callable[[], object]] = []
         self.last_heartbeat: float | None = None
+        # Run before every reconcile, never during one (recovery sweeps).
+        self.before: list[Callable[[], Awaitable[object]]] = []
 
     def wake(self, reason: str = "") -> None:
         """Run a reconcile as soon as possible."""
@@ -127,6 +129,8 @@ class Reconciler:
 
     async def reconcile_once(self) -> Plan:
         started = time.perf_counter()
+        for hook in self.before:
+            await hook()
         policies = self.policies.current
         now = self.clock.now()
         snapshot = await self.snapshot()

@@ -78,7 +78,8 @@ class SimulatedProvider(Provider):
         return self._machine(node)
 
     async def list_owned(self) -> list[Machine]:
-        return [self._machine(n) for n in self.world.nodes.values() if n.provider == self.name]
+        return [self._machine(n) for n in self.world.nodes.values()
+                if n.provider == self.name and n.tagged]
 
     async def destroy(self, machine_id: str) -> None:
         node = next((n for n in self.world.nodes.values() if n.machine_id == machine_id), None)

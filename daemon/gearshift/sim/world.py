@@ -55,6 +55,7 @@ class SimNode:
     moves: list[_Move] = field(default_factory=list)
     seq: int = 0
     dirty: bool = True  # facts changed since last published
+    tagged: bool = True  # carries gearshift's owner tag (False: someone else's machine)
 
     def ready(self, now: float) -> bool:
         return now >= self.ready_at

@@ -1,26 +1,69 @@
 """The journal of intents and in-flight operations: written before acting, read after a restart.
 
 An ``Operation`` is one create or one drain, identified by ``op_id``, which is also the
-idempotency key handed to the provider. Its ``phase`` moves forward only:
+idempotency key handed to the provider. Each step is journaled *before* it is carried
+out, so a restart at any instant finds the step it was about to take (or had just
+taken) and can repeat it safely. Its ``phase`` moves forward only (``TRANSITIONS``)::
 
-    create: requested -> created -> registered            (or failed)
-    drain:  deactivating -> moving -> retiring -> retired  (or cancelled)
+    create: requested -> created -> registered
+                     \\          \\-> abandoning -> failed   (never came up: retired)
+                      \\-> failed
+    drain:  deactivating -> moving -> removing -> retiring -> retired
+                   \\           \\         \\          \\
+                    +-----------+---------+----------+-> cancelling -> cancelled
+
+``requested``: about to call the provider; ``created``: the machine exists;
+``registered``: the node published fresh facts. ``deactivating``: about to take the
+node out of its district; ``moving``: gears are being moved away; ``removing``: about
+to remove it from its district; ``retiring``: about to destroy its machine;
+``retired``: gone. ``cancelling``: about to reactivate it.
+
+The journal also remembers the machines gearshift owns, the recoveries it performed,
+and the leader lease. With a lease in use every write carries the fencing token the
+lease was granted with; a write whose token is no longer the lease's is refused with
+``Fenced``, so a deposed leader cannot record (and so cannot start) anything.
 
 ``Journal`` is the interface; ``MemoryJournal`` keeps it in a dict (tests, ``simulate``,
-``demo``). The durable stores implement the same methods.
+``demo``); ``store.sqlite`` and ``store.postgres`` are the durable stores.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from gearshift.errors import BadTransition, Fenced
 from gearshift.model import DrainProgress, Machine, PendingNode
 
 OpKind = Literal["create", "drain"]
 DONE_PHASES = frozenset({"registered", "failed", "retired", "cancelled"})
+START_PHASES: dict[str, frozenset[str]] = {
+    "create": frozenset({"requested"}),
+    # removing: a retire without a drain; retiring: an orphan found by recovery
+    "drain": frozenset({"deactivating", "removing", "retiring"}),
+}
+TRANSITIONS: dict[str, dict[str, frozenset[str]]] = {
+    "create": {
+        "requested": frozenset({"created", "failed"}),
+        "created": frozenset({"registered", "abandoning", "failed"}),
+        "abandoning": frozenset({"failed"}),
+    },
+    "drain": {
+        "deactivating": frozenset({"moving", "removing", "cancelling", "cancelled"}),
+        "moving": frozenset({"removing", "cancelling", "cancelled"}),
+        "removing": frozenset({"retiring", "cancelling", "cancelled", "retired"}),
+        "retiring": frozenset({"retired", "cancelling", "cancelled"}),
+        "cancelling": frozenset({"cancelled"}),
+    },
+}
+PHASES: dict[str, tuple[str, ...]] = {
+    "create": ("requested", "created", "abandoning", "registered", "failed"),
+    "drain": ("deactivating", "moving", "removing", "retiring", "cancelling", "retired",
+              "cancelled"),
+}
 
 
 @dataclass(frozen=True)
@@ -45,9 +88,60 @@ class Operation:
         return self.phase in DONE_PHASES
 
 
-class Journal(abc.ABC):
-    """Durable record of operations and of the machines gearshift owns."""
+def check_transition(op: Operation, phase: str) -> None:
+    """Refuse a step backwards (or out of a finished operation); the same phase is fine."""
+    if phase == op.phase:
+        return
+    allowed = TRANSITIONS.get(op.kind, {}).get(op.phase, frozenset())
+    if phase not in allowed:
+        raise BadTransition(f"operation {op.op_id} ({op.kind}) cannot go from {op.phase} "
+                            f"to {phase}")
 
+
+def check_start(op: Operation) -> None:
+    if op.phase not in START_PHASES.get(op.kind, frozenset()):
+        raise BadTransition(f"operation {op.op_id} ({op.kind}) cannot start in {op.phase}")
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """Who holds the leader lease, with which fencing token, for how much longer."""
+
+    holder: str | None
+    token: int
+    expires_in: float | None  # seconds; negative: expired; None: held until released
+
+
+@dataclass(frozen=True)
+class RecoveryRecord:
+    at: float
+    holder: str
+    summary: dict[str, int]
+
+
+class Journal(abc.ABC):
+    """Durable record of operations, of the machines gearshift owns, and of the lease."""
+
+    kind = "abstract"
+
+    def __init__(self) -> None:
+        self.token: int | None = None  # fencing token every write must carry (None: unfenced)
+        self.on_fenced: Callable[[], None] | None = None
+        self.fenced_writes = 0
+
+    # -- fencing ----------------------------------------------------------------------
+    def fence(self, token: int | None) -> None:
+        """From now on every write must carry ``token`` (the lease's), or is refused."""
+        self.token = token
+
+    def _refuse(self, current: int | None) -> Fenced:
+        self.fenced_writes += 1
+        if self.on_fenced is not None:
+            self.on_fenced()
+        return Fenced(f"journal write refused: this instance's fencing token {self.token} is "
+                      f"no longer the leader's ({current}); another instance leads now")
+
+    # -- operations -------------------------------------------------------------------
     @abc.abstractmethod
     async def begin(self, op: Operation) -> None:
         """Record a new operation before anything is done for it."""
@@ -61,6 +155,15 @@ class Journal(abc.ABC):
         """Every operation not yet done, oldest first."""
 
     @abc.abstractmethod
+    async def get(self, op_id: str) -> Operation | None:
+        """One operation, done or not."""
+
+    @abc.abstractmethod
+    async def history(self, *, limit: int = 1000) -> list[Operation]:
+        """Operations, done or not, newest first (at most ``limit``)."""
+
+    # -- machines ---------------------------------------------------------------------
+    @abc.abstractmethod
     async def adopt(self, machine: Machine) -> None:
         """Remember a machine as ours (created by us, or found by its tag)."""
 
@@ -72,6 +175,41 @@ class Journal(abc.ABC):
     async def machines(self) -> dict[str, Machine]:
         """Owned machines by node identity."""
 
+    # -- recoveries -------------------------------------------------------------------
+    @abc.abstractmethod
+    async def record_recovery(self, record: RecoveryRecord) -> None:
+        """Remember that a recovery ran and what it did."""
+
+    @abc.abstractmethod
+    async def recoveries(self) -> list[RecoveryRecord]:
+        """Every recovery recorded, oldest first."""
+
+    # -- the leader lease -------------------------------------------------------------
+    @abc.abstractmethod
+    async def acquire_lease(self, holder: str, ttl: float) -> int | None:
+        """Take the leader lease if it is free or expired: the new fencing token, or None."""
+
+    @abc.abstractmethod
+    async def renew_lease(self, holder: str, token: int, ttl: float) -> bool:
+        """Extend our lease; False when it is no longer ours (someone took it over)."""
+
+    @abc.abstractmethod
+    async def release_lease(self, holder: str, token: int) -> None:
+        """Give the lease up (graceful stop), so a follower need not wait for it to expire."""
+
+    @abc.abstractmethod
+    async def lease(self) -> LeaseInfo | None:
+        """The lease as it stands, or None when nobody ever held it."""
+
+    @property
+    def lease_ttl_matters(self) -> bool:
+        """False when the lease is held by a lock the OS frees on death (no expiry needed)."""
+        return True
+
+    async def schema_version(self) -> int:
+        """The version of the store's schema (0 for stores without one)."""
+        return 0
+
     async def close(self) -> None:  # noqa: B027 - optional for stores without resources
         """Release the store's resources."""
 
@@ -79,19 +217,40 @@ class Journal(abc.ABC):
 class MemoryJournal(Journal):
     """The journal in a dict: forgets everything on exit (tests, simulate, demo)."""
 
+    kind = "memory"
+
     def __init__(self) -> None:
+        super().__init__()
         self._ops: dict[str, Operation] = {}
+        self._done: dict[str, Operation] = {}
         self._machines: dict[str, Machine] = {}
+        self._recoveries: list[RecoveryRecord] = []
+        self._lease: tuple[str | None, int, float] | None = None  # holder, token, expires (mono)
+
+    def _check(self) -> None:
+        if self.token is None:
+            return
+        current = self._lease[1] if self._lease is not None else None
+        if current != self.token:
+            raise self._refuse(current)
 
     async def begin(self, op: Operation) -> None:
-        if op.op_id in self._ops:
+        self._check()
+        check_start(op)
+        if op.op_id in self._ops or op.op_id in self._done:
             raise ValueError(f"operation {op.op_id} already journaled")
         self._ops[op.op_id] = op
 
     async def advance(self, op_id: str, *, phase: str, at: float, **changes: Any) -> Operation:
-        op = replace(self._ops[op_id], phase=phase, updated_at=at, **changes)
+        self._check()
+        current = self._ops.get(op_id) or self._done.get(op_id)
+        if current is None:
+            raise KeyError(f"no operation {op_id}")
+        check_transition(current, phase)
+        op = replace(current, phase=phase, updated_at=at, **changes)
         if op.done:
-            self._ops.pop(op_id)
+            self._ops.pop(op_id, None)
+            self._done[op_id] = op
         else:
             self._ops[op_id] = op
         return op
@@ -99,22 +258,66 @@ class MemoryJournal(Journal):
     async def open_operations(self) -> list[Operation]:
         return sorted(self._ops.values(), key=lambda o: o.started_at)
 
+    async def get(self, op_id: str) -> Operation | None:
+        return self._ops.get(op_id) or self._done.get(op_id)
+
+    async def history(self, *, limit: int = 1000) -> list[Operation]:
+        every = [*self._ops.values(), *self._done.values()]
+        return sorted(every, key=lambda o: o.started_at, reverse=True)[:limit]
+
     async def adopt(self, machine: Machine) -> None:
+        self._check()
         self._machines[machine.name] = machine
 
     async def release(self, identity: str) -> None:
+        self._check()
         self._machines.pop(identity, None)
 
     async def machines(self) -> dict[str, Machine]:
         return dict(self._machines)
 
+    async def record_recovery(self, record: RecoveryRecord) -> None:
+        self._check()
+        self._recoveries.append(record)
+
+    async def recoveries(self) -> list[RecoveryRecord]:
+        return list(self._recoveries)
+
+    async def acquire_lease(self, holder: str, ttl: float) -> int | None:
+        now = time.monotonic()
+        if self._lease is not None:
+            current, token, expires = self._lease
+            if current is not None and expires > now:
+                return None
+            token += 1
+        else:
+            token = 1
+        self._lease = (holder, token, now + ttl)
+        return token
+
+    async def renew_lease(self, holder: str, token: int, ttl: float) -> bool:
+        if self._lease is None or self._lease[:2] != (holder, token):
+            return False
+        self._lease = (holder, token, time.monotonic() + ttl)
+        return True
+
+    async def release_lease(self, holder: str, token: int) -> None:
+        if self._lease is not None and self._lease[:2] == (holder, token):
+            self._lease = (None, token, time.monotonic())
+
+    async def lease(self) -> LeaseInfo | None:
+        if self._lease is None:
+            return None
+        holder, token, expires = self._lease
+        return LeaseInfo(holder=holder, token=token, expires_in=expires - time.monotonic())
+
 
 def pending_nodes(ops: Iterable[Operation]) -> list[PendingNode]:
-    """Creates not yet registered: capacity on its way."""
+    """Creates not yet registered (nor being given up): capacity on its way."""
     return [PendingNode(identity=o.identity, pool=o.pool, provider=o.provider or "",
                         blueprint=o.blueprint or "", max_active_gears=o.max_active_gears,
                         requested_at=o.started_at)
-            for o in ops if o.kind == "create" and not o.done]
+            for o in ops if o.kind == "create" and not o.done and o.phase != "abandoning"]
 
 
 def drains_in_flight(ops: Iterable[Operation]) -> list[DrainProgress]:

@@ -20,13 +20,15 @@ KINDS: dict[str, tuple[str, str, str | None, str | None]] = {
     "ec2": ("gearshift.act.providers.ec2", "Ec2Provider", "ec2", "aiobotocore"),
     "redfish": ("gearshift.act.providers.baremetal", "BareMetalProvider", None, None),
     "foreman": ("gearshift.act.providers.baremetal", "BareMetalProvider", None, None),
+    "simulated": ("gearshift.act.providers.simulated", "SimulatedWorldProvider", None, None),
 }
 
 
 def build_provider(spec: ProviderSpec) -> Provider:
-    if spec.kind == "simulated":
+    if spec.kind == "simulated" and "url" not in spec.settings:
         raise ConfigError([f"provider {spec.name}: kind simulated exists only in "
-                           f"`gearshift simulate` and `gearshift demo`"])
+                           f"`gearshift simulate` and `gearshift demo`, or with settings.url "
+                           f"(a world server: python -m gearshift.sim.server)"])
     module_name, class_name, extra, sdk = KINDS[spec.kind]
     if sdk is not None:
         try:

@@ -1,0 +1,278 @@
+"""The journal on PostgreSQL (asyncpg, extra ``postgres``): for two or more instances (HA).
+
+Same tables and migrations as SQLite (``store.migrations``), applied under a
+transaction-scoped advisory lock so two daemons starting together migrate once.
+
+The leader lease is a row (``gearshift_lease``) with a holder, a fencing token and an
+expiry on the *database's* clock, so the instances' clocks do not matter. Taking an
+expired or released lease increments the token. Every write runs in a transaction that
+first reads the lease row ``FOR SHARE`` and compares its token with ours: a takeover
+(an ``UPDATE`` of that row) waits for writes in progress to commit, and any write after
+it sees the new token and is refused (``Fenced``). So a deposed leader that wakes up
+late (a long GC pause, a frozen VM, a network partition) cannot record anything, and
+since gearshift journals every step before taking it, cannot do anything either.
+
+The DSN is a secret: it is never logged nor put in an error message (only host, port
+and database name are).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from gearshift.errors import ConfigError, JournalError
+from gearshift.model import Machine
+from gearshift.store import migrations
+from gearshift.store.journal import (
+    Journal,
+    LeaseInfo,
+    Operation,
+    RecoveryRecord,
+    check_start,
+    check_transition,
+)
+from gearshift.store.sqlite import OP_COLUMNS
+
+T = TypeVar("T")
+
+MIGRATION_LOCK = 0x6765617273  # "gears": one advisory lock id for schema changes
+_SELECT_OPS = f"SELECT {', '.join(OP_COLUMNS)} FROM gearshift_operations"
+
+
+def describe_dsn(dsn: str) -> str:
+    """host:port/database of a DSN, without user or password."""
+    try:
+        parts = urlsplit(dsn)
+        host = parts.hostname or "localhost"
+        port = parts.port or 5432
+        database = parts.path.lstrip("/") or "(default)"
+    except ValueError:
+        return "PostgreSQL (unparseable DSN)"
+    return f"postgresql://{host}:{port}/{database}"
+
+
+class _Stale(Exception):
+    def __init__(self, current: int | None) -> None:
+        super().__init__(current)
+        self.current = current
+
+
+def _op(row: Any) -> Operation:
+    return Operation(**{c: row[c] for c in OP_COLUMNS})
+
+
+class PostgresJournal(Journal):
+    kind = "postgres"
+
+    def __init__(self, pool: Any, *, where: str) -> None:
+        super().__init__()
+        self.pool = pool
+        self.where = where
+        self.version = 0
+
+    @classmethod
+    async def open(cls, dsn: str, *, migrate_upto: int | None = None,
+                   connect_timeout: float = 10.0) -> PostgresJournal:
+        try:
+            import asyncpg  # noqa: PLC0415 - the postgres extra is optional
+        except ImportError as exc:
+            raise ConfigError(["journal.kind postgres needs asyncpg: "
+                               "pip install 'gearshift[postgres]'"]) from exc
+        where = describe_dsn(dsn)
+        try:
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4, command_timeout=10,
+                                             timeout=connect_timeout)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise JournalError(f"cannot connect to the journal at {where}: "
+                               f"{exc.__class__.__name__}") from None
+        journal = cls(pool, where=where)
+        try:
+            journal.version = await journal._migrate(migrate_upto)
+        except BaseException:
+            await pool.close()
+            raise
+        return journal
+
+    async def _migrate(self, upto: int | None) -> int:
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+                await conn.execute(migrations.VERSION_TABLE["postgres"])
+                found = await conn.fetchval(
+                    "SELECT COALESCE(MAX(version), 0) FROM gearshift_schema_version")
+            for migration in migrations.pending(found, where=self.where):
+                if upto is not None and migration.version > upto:
+                    break
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+                    now_at = await conn.fetchval(
+                        "SELECT COALESCE(MAX(version), 0) FROM gearshift_schema_version")
+                    if now_at < migration.version:
+                        for statement in migration.postgres:
+                            await conn.execute(statement)
+                        await conn.execute(
+                            "INSERT INTO gearshift_schema_version VALUES ($1, $2, "
+                            "EXTRACT(EPOCH FROM clock_timestamp()))",
+                            migration.version, migration.description)
+                found = migration.version
+        return int(found)
+
+    async def _call(self, make: Callable[[Any], Awaitable[T]]) -> T:
+        import asyncpg  # noqa: PLC0415
+
+        try:
+            async with self.pool.acquire() as conn:
+                return await make(conn)
+        except _Stale as stale:
+            raise self._refuse(stale.current) from None
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise JournalError(f"journal at {self.where} failed: "
+                               f"{exc.__class__.__name__}: {str(exc)[:200]}") from None
+
+    async def _write(self, fn: Callable[[Any], Awaitable[T]], *, fenced: bool = True) -> T:
+        async def run(conn: Any) -> T:
+            async with conn.transaction():
+                if fenced and self.token is not None:
+                    current = await conn.fetchval(
+                        "SELECT token FROM gearshift_lease WHERE name = 'leader' FOR SHARE")
+                    if current != self.token:
+                        raise _Stale(current)
+                return await fn(conn)
+
+        return await self._call(run)
+
+    # -- operations -------------------------------------------------------------------
+    async def begin(self, op: Operation) -> None:
+        check_start(op)
+        import asyncpg  # noqa: PLC0415
+
+        async def insert(conn: Any) -> None:
+            placeholders = ", ".join(f"${i}" for i in range(1, len(OP_COLUMNS) + 2))
+            try:
+                await conn.execute(
+                    f"INSERT INTO gearshift_operations ({', '.join(OP_COLUMNS)}, done) "
+                    f"VALUES ({placeholders})",
+                    *[getattr(op, c) for c in OP_COLUMNS], op.done)
+            except asyncpg.UniqueViolationError as exc:
+                raise ValueError(f"operation {op.op_id} already journaled") from exc
+
+        await self._write(insert)
+
+    async def advance(self, op_id: str, *, phase: str, at: float, **changes: Any) -> Operation:
+        unknown = set(changes) - set(OP_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown operation fields: {', '.join(sorted(unknown))}")
+
+        async def update(conn: Any) -> Operation:
+            row = await conn.fetchrow(f"{_SELECT_OPS} WHERE op_id = $1 FOR UPDATE", op_id)
+            if row is None:
+                raise KeyError(f"no operation {op_id}")
+            current = _op(row)
+            check_transition(current, phase)
+            fields = {"phase": phase, "updated_at": at, **changes}
+            new = replace(current, **fields)
+            assignments = ", ".join(f"{k} = ${i}" for i, k in enumerate(fields, start=1))
+            n = len(fields)
+            await conn.execute(f"UPDATE gearshift_operations SET {assignments}, done = ${n + 1} "
+                               f"WHERE op_id = ${n + 2}", *fields.values(), new.done, op_id)
+            return new
+
+        return await self._write(update)
+
+    async def open_operations(self) -> list[Operation]:
+        rows = await self._call(lambda conn: conn.fetch(
+            f"{_SELECT_OPS} WHERE NOT done ORDER BY started_at, op_id"))
+        return [_op(r) for r in rows]
+
+    async def get(self, op_id: str) -> Operation | None:
+        row = await self._call(lambda conn: conn.fetchrow(f"{_SELECT_OPS} WHERE op_id = $1",
+                                                          op_id))
+        return _op(row) if row is not None else None
+
+    async def history(self, *, limit: int = 1000) -> list[Operation]:
+        rows = await self._call(lambda conn: conn.fetch(
+            f"{_SELECT_OPS} ORDER BY started_at DESC, op_id LIMIT $1", limit))
+        return [_op(r) for r in rows]
+
+    # -- machines ---------------------------------------------------------------------
+    async def adopt(self, machine: Machine) -> None:
+        await self._write(lambda conn: conn.execute(
+            "INSERT INTO gearshift_machines VALUES ($1, $2, $3, $4, $5, $6, $7) "
+            "ON CONFLICT (identity) DO UPDATE SET provider = EXCLUDED.provider, "
+            "machine_id = EXCLUDED.machine_id, blueprint = EXCLUDED.blueprint, "
+            "pool = EXCLUDED.pool, created_at = EXCLUDED.created_at, key = EXCLUDED.key",
+            machine.name, machine.provider, machine.machine_id, machine.blueprint,
+            machine.pool, machine.created_at, machine.key))
+
+    async def release(self, identity: str) -> None:
+        await self._write(lambda conn: conn.execute(
+            "DELETE FROM gearshift_machines WHERE identity = $1", identity))
+
+    async def machines(self) -> dict[str, Machine]:
+        rows = await self._call(lambda conn: conn.fetch(
+            "SELECT identity, provider, machine_id, blueprint, pool, created_at, key "
+            "FROM gearshift_machines"))
+        return {r["identity"]: Machine(provider=r["provider"], machine_id=r["machine_id"],
+                                       name=r["identity"], blueprint=r["blueprint"],
+                                       pool=r["pool"], created_at=r["created_at"], key=r["key"])
+                for r in rows}
+
+    # -- recoveries -------------------------------------------------------------------
+    async def record_recovery(self, record: RecoveryRecord) -> None:
+        await self._write(lambda conn: conn.execute(
+            "INSERT INTO gearshift_recoveries (at, holder, summary) VALUES ($1, $2, $3)",
+            record.at, record.holder, json.dumps(record.summary, sort_keys=True)))
+
+    async def recoveries(self) -> list[RecoveryRecord]:
+        rows = await self._call(lambda conn: conn.fetch(
+            "SELECT at, holder, summary FROM gearshift_recoveries ORDER BY id"))
+        return [RecoveryRecord(at=r["at"], holder=r["holder"], summary=json.loads(r["summary"]))
+                for r in rows]
+
+    # -- the lease --------------------------------------------------------------------
+    async def acquire_lease(self, holder: str, ttl: float) -> int | None:
+        token = await self._write(lambda conn: conn.fetchval(
+            "INSERT INTO gearshift_lease (name, holder, token, expires_at) "
+            "VALUES ('leader', $1, 1, clock_timestamp() + make_interval(secs => $2)) "
+            "ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, "
+            "token = gearshift_lease.token + 1, expires_at = EXCLUDED.expires_at "
+            "WHERE gearshift_lease.holder IS NULL "
+            "OR gearshift_lease.expires_at < clock_timestamp() "
+            "RETURNING token", holder, float(ttl)), fenced=False)
+        return int(token) if token is not None else None
+
+    async def renew_lease(self, holder: str, token: int, ttl: float) -> bool:
+        renewed = await self._write(lambda conn: conn.fetchval(
+            "UPDATE gearshift_lease SET expires_at = clock_timestamp() + make_interval(secs => $3) "
+            "WHERE name = 'leader' AND holder = $1 AND token = $2 RETURNING token",
+            holder, token, float(ttl)), fenced=False)
+        return renewed is not None
+
+    async def release_lease(self, holder: str, token: int) -> None:
+        await self._write(lambda conn: conn.execute(
+            "UPDATE gearshift_lease SET holder = NULL, expires_at = clock_timestamp() "
+            "WHERE name = 'leader' AND holder = $1 AND token = $2", holder, token), fenced=False)
+
+    async def lease(self) -> LeaseInfo | None:
+        row = await self._call(lambda conn: conn.fetchrow(
+            "SELECT holder, token, EXTRACT(EPOCH FROM expires_at - clock_timestamp()) AS left_s "
+            "FROM gearshift_lease WHERE name = 'leader'"))
+        if row is None:
+            return None
+        return LeaseInfo(holder=row["holder"], token=int(row["token"]),
+                         expires_in=float(row["left_s"]))
+
+    async def schema_version(self) -> int:
+        return self.version
+
+    async def close(self) -> None:
+        try:
+            async with asyncio.timeout(5):
+                await self.pool.close()
+        except TimeoutError:
+            self.pool.terminate()

@@ -1,0 +1,357 @@
+"""The default journal: one SQLite file (WAL, fsync on every commit), for a single host.
+
+Why stdlib ``sqlite3`` in one dedicated thread rather than ``aiosqlite``: aiosqlite is
+that same idea (a thread owning the connection) behind another dependency; a
+one-worker executor gives the event loop the same guarantee (it never blocks on disk)
+and keeps every statement on the thread that opened the connection.
+
+Durability: ``journal_mode=WAL`` with ``synchronous=FULL``, so a commit has reached the
+disk before ``begin``/``advance`` return, and the caller acts only after that. A
+``kill -9`` at any instant leaves either the old or the new record, never half of one.
+
+Leadership on one host: the lease is an exclusive ``flock`` on ``PATH.lock``, which the
+kernel frees the moment its holder dies (so a restarted daemon takes over at once, no
+expiry to wait for), plus a fencing token in ``gearshift_lease`` that goes up with every
+acquisition and that every write checks inside its transaction. SQLite is for one host:
+use PostgreSQL when two instances run on different machines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gearshift.errors import ConfigError, JournalError
+from gearshift.model import Machine
+from gearshift.store import migrations
+from gearshift.store.journal import (
+    Journal,
+    LeaseInfo,
+    Operation,
+    RecoveryRecord,
+    check_start,
+    check_transition,
+)
+
+T = TypeVar("T")
+
+OP_COLUMNS = ("op_id", "kind", "pool", "identity", "phase", "started_at", "updated_at",
+              "provider", "blueprint", "machine_id", "max_active_gears", "deadline", "reason",
+              "error")
+_SELECT_OPS = f"SELECT {', '.join(OP_COLUMNS)} FROM gearshift_operations"
+
+
+class _Stale(Exception):
+    """Raised inside the journal thread: the lease's token is not ours any more."""
+
+    def __init__(self, current: int | None) -> None:
+        super().__init__(current)
+        self.current = current
+
+
+def row_to_operation(row: Any) -> Operation:
+    values = dict(zip(OP_COLUMNS, row, strict=True))
+    return Operation(**values)
+
+
+def _machine(row: Any) -> Machine:
+    identity, provider, machine_id, blueprint, pool, created_at, key = row
+    return Machine(provider=provider, machine_id=machine_id, name=identity, blueprint=blueprint,
+                   pool=pool, created_at=created_at, key=key)
+
+
+def migrate_sqlite(conn: sqlite3.Connection, *, where: str, upto: int | None = None) -> int:
+    """Bring the schema up to date (or to ``upto``); returns the version reached."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(migrations.VERSION_TABLE["sqlite"])
+        found = conn.execute("SELECT COALESCE(MAX(version), 0) FROM gearshift_schema_version"
+                             ).fetchone()[0]
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    todo = migrations.pending(found, where=where)
+    for migration in todo:
+        if upto is not None and migration.version > upto:
+            break
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated meanwhile: check again under the lock.
+            now_at = conn.execute("SELECT COALESCE(MAX(version), 0) FROM gearshift_schema_version"
+                                  ).fetchone()[0]
+            if now_at < migration.version:
+                for statement in migration.sqlite:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO gearshift_schema_version VALUES (?, ?, ?)",
+                             (migration.version, migration.description, time.time()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        found = migration.version
+    return int(found)
+
+
+class SqliteJournal(Journal):
+    kind = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.lock_path = path.with_name(path.name + ".lock")
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gearshift-journal")
+        self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        self.version = 0
+
+    @classmethod
+    async def open(cls, path: Path, *, migrate_upto: int | None = None) -> SqliteJournal:
+        """Open (creating if needed) and migrate the journal at ``path``."""
+        journal = cls(path)
+        try:
+            await journal._run(journal._open, migrate_upto)
+        except BaseException:
+            await journal.close()
+            raise
+        return journal
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, fn, *args)
+
+    def _open(self, migrate_upto: int | None) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError([f"journal.path: cannot open the SQLite journal {self.path}: "
+                               f"{exc}"]) from exc
+        self._conn = conn
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        self.version = migrate_sqlite(conn, where=str(self.path), upto=migrate_upto)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise JournalError("the journal is closed")
+        return self._conn
+
+    def _tx(self, fn: Callable[[sqlite3.Connection], T], *, fenced: bool = True) -> T:
+        """Run ``fn`` in one write transaction, after checking the fencing token."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if fenced and self.token is not None:
+                row = conn.execute("SELECT token FROM gearshift_lease WHERE name = 'leader'"
+                                   ).fetchone()
+                current = row[0] if row is not None else None
+                if current != self.token:
+                    raise _Stale(current)
+            result = fn(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return result
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return await self._run(self._tx, fn)
+        except _Stale as stale:
+            raise self._refuse(stale.current) from None
+
+    # -- operations -------------------------------------------------------------------
+    async def begin(self, op: Operation) -> None:
+        check_start(op)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            values = [getattr(op, c) for c in OP_COLUMNS]
+            try:
+                conn.execute(f"INSERT INTO gearshift_operations ({', '.join(OP_COLUMNS)}, done) "
+                             f"VALUES ({', '.join('?' * len(OP_COLUMNS))}, ?)",
+                             (*values, int(op.done)))
+            except sqlite3.IntegrityError as exc:
+                raise ValueError(f"operation {op.op_id} already journaled") from exc
+
+        await self._write(insert)
+
+    async def advance(self, op_id: str, *, phase: str, at: float, **changes: Any) -> Operation:
+        unknown = set(changes) - set(OP_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown operation fields: {', '.join(sorted(unknown))}")
+
+        def update(conn: sqlite3.Connection) -> Operation:
+            row = conn.execute(f"{_SELECT_OPS} WHERE op_id = ?", (op_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no operation {op_id}")
+            current = row_to_operation(row)
+            check_transition(current, phase)
+            fields = {"phase": phase, "updated_at": at, **changes}
+            new = replace(current, **fields)
+            assignments = ", ".join(f"{k} = ?" for k in fields)
+            conn.execute(f"UPDATE gearshift_operations SET {assignments}, done = ? "
+                         f"WHERE op_id = ?", (*fields.values(), int(new.done), op_id))
+            return new
+
+        return await self._write(update)
+
+    async def open_operations(self) -> list[Operation]:
+        def query() -> list[Operation]:
+            rows = self.conn.execute(f"{_SELECT_OPS} WHERE done = 0 ORDER BY started_at, op_id"
+                                     ).fetchall()
+            return [row_to_operation(r) for r in rows]
+
+        return await self._run(query)
+
+    async def get(self, op_id: str) -> Operation | None:
+        def query() -> Operation | None:
+            row = self.conn.execute(f"{_SELECT_OPS} WHERE op_id = ?", (op_id,)).fetchone()
+            return row_to_operation(row) if row is not None else None
+
+        return await self._run(query)
+
+    async def history(self, *, limit: int = 1000) -> list[Operation]:
+        def query() -> list[Operation]:
+            rows = self.conn.execute(f"{_SELECT_OPS} ORDER BY started_at DESC, op_id LIMIT ?",
+                                     (limit,)).fetchall()
+            return [row_to_operation(r) for r in rows]
+
+        return await self._run(query)
+
+    # -- machines ---------------------------------------------------------------------
+    async def adopt(self, machine: Machine) -> None:
+        def upsert(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO gearshift_machines VALUES (?, ?, ?, ?, ?, ?, ?) "
+                         "ON CONFLICT (identity) DO UPDATE SET provider = excluded.provider, "
+                         "machine_id = excluded.machine_id, blueprint = excluded.blueprint, "
+                         "pool = excluded.pool, created_at = excluded.created_at, "
+                         "key = excluded.key",
+                         (machine.name, machine.provider, machine.machine_id, machine.blueprint,
+                          machine.pool, machine.created_at, machine.key))
+
+        await self._write(upsert)
+
+    async def release(self, identity: str) -> None:
+        await self._write(lambda conn: conn.execute(
+            "DELETE FROM gearshift_machines WHERE identity = ?", (identity,)))
+
+    async def machines(self) -> dict[str, Machine]:
+        def query() -> dict[str, Machine]:
+            rows = self.conn.execute("SELECT identity, provider, machine_id, blueprint, pool, "
+                                     "created_at, key FROM gearshift_machines").fetchall()
+            return {r[0]: _machine(r) for r in rows}
+
+        return await self._run(query)
+
+    # -- recoveries -------------------------------------------------------------------
+    async def record_recovery(self, record: RecoveryRecord) -> None:
+        await self._write(lambda conn: conn.execute(
+            "INSERT INTO gearshift_recoveries (at, holder, summary) VALUES (?, ?, ?)",
+            (record.at, record.holder, json.dumps(record.summary, sort_keys=True))))
+
+    async def recoveries(self) -> list[RecoveryRecord]:
+        def query() -> list[RecoveryRecord]:
+            rows = self.conn.execute("SELECT at, holder, summary FROM gearshift_recoveries "
+                                     "ORDER BY id").fetchall()
+            return [RecoveryRecord(at=r[0], holder=r[1], summary=json.loads(r[2])) for r in rows]
+
+        return await self._run(query)
+
+    # -- the lease --------------------------------------------------------------------
+    @property
+    def lease_ttl_matters(self) -> bool:
+        return False
+
+    def _acquire(self, holder: str, ttl: float) -> int | None:
+        if self._lock_fd is None:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            self._lock_fd = fd
+
+        def take(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT token FROM gearshift_lease WHERE name = 'leader'"
+                               ).fetchone()
+            token = (row[0] if row is not None else 0) + 1
+            conn.execute("INSERT INTO gearshift_lease VALUES ('leader', ?, ?, ?) "
+                         "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+                         "token = excluded.token, expires_at = excluded.expires_at",
+                         (holder, token, time.time() + ttl))
+            return int(token)
+
+        return self._tx(take, fenced=False)
+
+    async def acquire_lease(self, holder: str, ttl: float) -> int | None:
+        return await self._run(self._acquire, holder, ttl)
+
+    async def renew_lease(self, holder: str, token: int, ttl: float) -> bool:
+        def renew(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute("UPDATE gearshift_lease SET expires_at = ? WHERE name = 'leader' "
+                                  "AND holder = ? AND token = ?", (time.time() + ttl, holder, token))
+            return cursor.rowcount == 1
+
+        if self._lock_fd is None:
+            return False
+        return await self._run(lambda: self._tx(renew, fenced=False))
+
+    async def release_lease(self, holder: str, token: int) -> None:
+        def release(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE gearshift_lease SET holder = NULL, expires_at = ? "
+                         "WHERE name = 'leader' AND holder = ? AND token = ?",
+                         (time.time(), holder, token))
+
+        def unlock() -> None:
+            if self._lock_fd is not None:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+        try:
+            await self._run(lambda: self._tx(release, fenced=False))
+        finally:
+            await self._run(unlock)
+
+    async def lease(self) -> LeaseInfo | None:
+        def query() -> LeaseInfo | None:
+            row = self.conn.execute("SELECT holder, token, expires_at FROM gearshift_lease "
+                                    "WHERE name = 'leader'").fetchone()
+            if row is None:
+                return None
+            return LeaseInfo(holder=row[0], token=int(row[1]),
+                             expires_in=None if row[0] is not None else row[2] - time.time())
+
+        return await self._run(query)
+
+    async def schema_version(self) -> int:
+        return self.version
+
+    async def close(self) -> None:
+        def shut() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+        try:
+            await self._run(shut)
+        finally:
+            self._thread.shutdown(wait=True)

@@ -1,0 +1,174 @@
+"""kill -9 at random moments, dozens of times: nothing is created twice, leaked or stranded.
+
+The world (providers, PaaS, node agents) is a server process that outlives the daemon
+and keeps the score (``tests/worldrig.py``). The daemon is the real ``gearshift run``
+with the SQLite journal, killed with SIGKILL and restarted ``KILLS`` times at moments
+drawn from a seeded RNG: half at any instant after start (start-up, recovery, planning,
+acting), half aimed at a phase: just after an operation reaches that phase in the
+journal (mid-create, mid-deactivation, mid-move, mid-removal, mid-destroy, mid-cancel).
+Provider calls take 0.4 s and PaaS steps 0.25 s in this world (real ones take longer),
+so those windows are wide enough to be hit. Demand swings between levels, so creates
+and drains are always under way.
+
+At the end one more daemon is started and left to converge; then the world and the
+journal must agree exactly: no duplicate create (no key created twice, no destroyed
+key asked for again), no leaked machine (every machine of ours is in the journal and
+every journaled machine exists), no node destroyed with active gears, no machine
+without our tag touched, every drain retired or cancelled and every node back in
+service.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import need
+from gearshift.sim.broker import start_mosquitto
+from worldrig import Daemon, DaemonConfig, World, owned_world_nodes, read_sqlite_journal
+
+SEED = 20261124
+KILLS = 50
+LEVELS = (10, 40, 90, 150, 190, 60, 5)
+PHASES = ("requested", "created", "deactivating", "moving", "removing", "retiring",
+          "cancelling", None)
+
+
+def _converged(world: World, journal: Path) -> tuple[bool, str]:
+    report = world.report()
+    view = read_sqlite_journal(journal)
+    ours = owned_world_nodes(report)
+    if view.open_ops:
+        return False, f"{len(view.open_ops)} operations open"
+    if set(ours) != set(view.machines):
+        return False, f"world {sorted(ours)} != journal {sorted(view.machines)}"
+    if not all(n["ready"] and n["district_active"] for n in ours.values()):
+        return False, "nodes not ready or out of service"
+    return True, "ok"
+
+
+def _wait_converged(world: World, journal: Path, *, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    stable_since = None
+    why = "not checked"
+    while time.monotonic() < deadline:
+        ok, why = _converged(world, journal)
+        if ok:
+            stable_since = stable_since or time.monotonic()
+            if time.monotonic() - stable_since >= 3.0:
+                return "converged"
+        else:
+            stable_since = None
+        time.sleep(0.25)
+    return why
+
+
+def _wait_for_phase(journal: Path, daemon: Daemon, phase: str | None, *, timeout: float
+                    ) -> bool:
+    """Wait until an open operation is in ``phase`` (any phase when None)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and daemon.alive:
+        if journal.exists():
+            try:
+                if any(phase is None or o["phase"] == phase
+                       for o in read_sqlite_journal(journal).open_ops):
+                    return True
+            except sqlite3.Error:  # not created yet, or mid-migration
+                pass
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    need("mosquitto")
+    rng = random.Random(SEED)
+    broker, port = start_mosquitto(tmp_path)
+    world = World(tmp_path, mqtt_port=port, seed=SEED)
+    journal = tmp_path / "journal.db"
+    daemon = Daemon(tmp_path, world, DaemonConfig(
+        mqtt_port=port, journal={"kind": "sqlite", "path": str(journal)}))
+    kills: list[dict[str, Any]] = []
+    try:
+        world.foreign("not-ours-1")
+        world.faults(slow_seconds=0.4, platform_slow_seconds=0.25)
+        for i in range(KILLS):
+            if i % 3 == 0:
+                world.demand(rng.choice(LEVELS))
+            daemon.start()
+            if rng.random() < 0.5:
+                mode = "any moment"
+                time.sleep(rng.uniform(0.7, 3.0))
+            else:
+                phase = rng.choice(PHASES)
+                mode = f"aimed at {phase or 'any phase'}"
+                _wait_for_phase(journal, daemon, phase, timeout=6.0)
+                time.sleep(rng.uniform(0.0, 0.15))
+            assert daemon.alive, f"daemon died by itself before kill {i}:\n{daemon.log_text()[-3000:]}"
+            daemon.kill()
+            view = read_sqlite_journal(journal) if journal.exists() else None
+            kills.append({"mode": mode, "open": Counter(
+                f"{o['kind']}:{o['phase']}" for o in (view.open_ops if view else []))})
+
+        world.demand(50)
+        daemon.start()
+        outcome = _wait_converged(world, journal, timeout=120)
+        assert outcome == "converged", f"did not converge: {outcome}\n{daemon.log_text()[-4000:]}"
+        assert daemon.stop() == 0
+        report = world.report()
+        view = read_sqlite_journal(journal)
+    finally:
+        if daemon.alive:
+            daemon.kill()
+        world.stop()
+        broker.terminate()
+        broker.wait(5)
+
+    violations = report["violations"]
+    ours = owned_world_nodes(report)
+    interrupted = Counter(k for kill in kills for k in kill["open"])
+    figures = {
+        "kills": len(kills),
+        "kills_with_operations_in_flight": sum(1 for k in kills if k["open"]),
+        "interrupted_phases": dict(interrupted),
+        "machines_made": report["machines_made"], "destroyed": report["destroyed"],
+        "recoveries_recorded": len(view.recoveries),
+        "recovery_actions": dict(sum((Counter(json.loads(r["summary"])) for r in view.recoveries),
+                                     Counter())),
+        "violations": violations,
+        "provider_calls": report["total_provider_calls"],
+    }
+    print(json.dumps(figures, indent=2))
+
+    # Nothing doubled: one machine per key, and no destroyed key ever asked for again.
+    assert violations["duplicate_creates"] == 0, report["resurrected_keys"]
+    # Every machine the world made was journaled (its key is a create op) before it was made.
+    create_ops = {o["op_id"] for o in view.all_ops if o["kind"] == "create"}
+    made_keys = {n["key"] for n in report["nodes"] if n["tagged"]}
+    assert made_keys <= create_ops
+    # Nothing leaked, nothing phantom.
+    assert set(ours) == set(view.machines)
+    # Nothing destroyed with active gears; nothing that is not ours touched.
+    assert violations["retired_with_active_gears"] == 0, report["retired"]
+    assert all(r["active"] == 0 for r in report["retired"])
+    assert violations["foreign_touched"] == 0
+    assert any(n["identity"] == "not-ours-1" for n in report["nodes"])
+    # Every drain finished or was cancelled, and every node is back in service.
+    drains = [o for o in view.all_ops if o["kind"] == "drain"]
+    assert all(o["phase"] in ("retired", "cancelled") for o in drains)
+    assert all(n["district_active"] for n in ours.values())
+    assert not view.open_ops
+    # The run exercised what it claims to: many creates and retirements, kills in flight.
+    assert len(kills) >= 50
+    assert figures["kills_with_operations_in_flight"] >= 15
+    assert len(interrupted) >= 4, interrupted  # kills landed in several different phases
+    assert report["machines_made"] >= 8 and report["destroyed"] >= 5
+    assert sum(1 for d in drains if d["phase"] == "retired") >= 5

@@ -1,0 +1,286 @@
+"""The journal stores (memory, SQLite, a real PostgreSQL): one contract, migrations, fencing."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import ROOT
+from gearshift.errors import BadTransition, Fenced, JournalError, JournalSchemaError
+from gearshift.model import Machine
+from gearshift.store import migrations
+from gearshift.store.journal import (
+    Journal,
+    MemoryJournal,
+    Operation,
+    RecoveryRecord,
+    drains_in_flight,
+    pending_nodes,
+)
+from gearshift.store.postgres import PostgresJournal, describe_dsn
+from gearshift.store.sqlite import SqliteJournal
+from pgpeer import PASSWORD, PgServer
+from worldrig import POOL, PROVIDERS
+
+Opener = Callable[[], Coroutine[Any, Any, Journal]]
+
+
+def create_op(op_id: str = "op-1", *, at: float = 100.0, identity: str = "n1") -> Operation:
+    return Operation(op_id=op_id, kind="create", pool="small", identity=identity,
+                     phase="requested", started_at=at, updated_at=at, provider="rack-a",
+                     blueprint="small-bm", max_active_gears=60, reason="pool small: test")
+
+
+def drain_op(op_id: str = "drain-1", *, at: float = 200.0, identity: str = "n9") -> Operation:
+    return Operation(op_id=op_id, kind="drain", pool="small", identity=identity,
+                     phase="deactivating", started_at=at, updated_at=at, provider="rack-a",
+                     machine_id="m-9", deadline=at + 600, reason="pool small: shrink")
+
+
+async def _openers(kind: str, request: pytest.FixtureRequest, tmp_path: Path
+                   ) -> AsyncIterator[Opener]:
+    """Opens journals on one shared store (a second open sees what the first wrote)."""
+    opened: list[Journal] = []
+    memory = MemoryJournal()
+    if kind == "postgres":
+        server: PgServer = request.getfixturevalue("postgres")
+        dsn = server.create_database(f"j_{uuid.uuid4().hex[:12]}")
+
+    async def open_one() -> Journal:
+        journal: Journal
+        if kind == "memory":
+            journal = memory
+        elif kind == "sqlite":
+            journal = await SqliteJournal.open(tmp_path / "journal.db")
+        else:
+            journal = await PostgresJournal.open(dsn)
+        opened.append(journal)
+        return journal
+
+    yield open_one
+    for journal in opened:
+        await journal.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def opener(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
+    async for open_one in _openers(request.param, request, tmp_path):
+        yield open_one
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def durable_opener(request: pytest.FixtureRequest, tmp_path: Path
+                         ) -> AsyncIterator[Opener]:
+    """Stores two processes can share (a MemoryJournal has no second holder to fence)."""
+    async for open_one in _openers(request.param, request, tmp_path):
+        yield open_one
+
+
+async def test_operations_are_recorded_advanced_and_listed(opener: Opener) -> None:
+    journal = await opener()
+    await journal.begin(create_op("a", at=101))
+    await journal.begin(drain_op("b", at=100))
+    advanced = await journal.advance("a", phase="created", at=105, machine_id="m-1")
+    assert advanced.phase == "created" and advanced.machine_id == "m-1"
+    assert advanced.updated_at == 105
+    again = await opener()
+    open_ops = await again.open_operations()
+    assert [o.op_id for o in open_ops] == ["b", "a"]  # oldest first
+    assert open_ops[1] == advanced
+    assert [p.identity for p in pending_nodes(open_ops)] == ["n1"]
+    assert [d.identity for d in drains_in_flight(open_ops)] == ["n9"]
+    await journal.advance("a", phase="registered", at=110)
+    assert [o.op_id for o in await again.open_operations()] == ["b"]
+    done = await again.get("a")
+    assert done is not None and done.done and done.phase == "registered"
+    assert {o.op_id for o in await again.history()} == {"a", "b"}
+
+
+async def test_phases_only_move_forward_and_a_refused_step_writes_nothing(opener: Opener
+                                                                          ) -> None:
+    journal = await opener()
+    await journal.begin(drain_op("d"))
+    await journal.advance("d", phase="moving", at=201)
+    await journal.advance("d", phase="moving", at=202)  # repeating a step is fine
+    with pytest.raises(BadTransition, match="cannot go from moving to deactivating"):
+        await journal.advance("d", phase="deactivating", at=203)
+    await journal.advance("d", phase="removing", at=204)
+    await journal.advance("d", phase="retiring", at=205)
+    await journal.advance("d", phase="retired", at=206)
+    with pytest.raises(BadTransition):
+        await journal.advance("d", phase="cancelling", at=207)
+    op = await journal.get("d")
+    assert op is not None and (op.phase, op.updated_at) == ("retired", 206)
+    with pytest.raises(BadTransition, match="cannot start in moving"):
+        await journal.begin(Operation(**{**drain_op("e").__dict__, "phase": "moving"}))
+    assert await journal.get("e") is None
+
+
+async def test_an_operation_id_is_journaled_once(opener: Opener) -> None:
+    journal = await opener()
+    await journal.begin(create_op("same"))
+    with pytest.raises(ValueError, match="already journaled"):
+        await journal.begin(create_op("same"))
+
+
+async def test_owned_machines_and_recoveries(opener: Opener) -> None:
+    journal = await opener()
+    machine = Machine(provider="rack-a", machine_id="m-1", name="n1", blueprint="small-bm",
+                      pool="small", created_at=99.5, key="op-1")
+    await journal.adopt(machine)
+    await journal.adopt(Machine(provider="rack-a", machine_id="m-2", name="n2"))
+    await journal.record_recovery(RecoveryRecord(at=1.0, holder="h", summary={"adopted": 2}))
+    again = await opener()
+    assert (await again.machines())["n1"] == machine
+    await again.release("n2")
+    await again.release("never-there")
+    assert set(await journal.machines()) == {"n1"}
+    assert [r.summary for r in await journal.recoveries()] == [{"adopted": 2}]
+
+
+async def test_the_lease_is_exclusive_and_a_deposed_holders_writes_are_refused(
+        durable_opener: Opener) -> None:
+    first = await durable_opener()
+    second = await durable_opener()
+    token = await first.acquire_lease("first", 0.5)
+    assert token is not None
+    first.fence(token)
+    fenced: list[bool] = []
+    first.on_fenced = lambda: fenced.append(True)
+    await first.begin(create_op("before"))
+    assert await second.acquire_lease("second", 5) is None  # held
+    assert await first.renew_lease("first", token, 0.5)
+    # The first holder stalls (no renewals) or dies; the second takes over.
+    if isinstance(first, SqliteJournal):
+        await first.release_lease("first", token)  # flock: the kernel frees it on death
+    else:
+        await asyncio.sleep(0.7)
+    taken = await second.acquire_lease("second", 5)
+    assert taken is not None and taken > token
+    second.fence(taken)
+    # The deposed holder wakes up and tries to carry on: every write is refused.
+    with pytest.raises(Fenced, match="no longer the leader"):
+        await first.begin(create_op("late"))
+    with pytest.raises(Fenced):
+        await first.advance("before", phase="created", at=1)
+    with pytest.raises(Fenced):
+        await first.adopt(Machine(provider="rack-a", machine_id="m-x", name="x"))
+    with pytest.raises(Fenced):
+        await first.release("x")
+    assert fenced == [True, True, True, True]
+    assert await second.get("late") is None
+    before = await second.get("before")
+    assert before is not None and before.phase == "requested"
+    assert not await first.renew_lease("first", token, 5)
+    # The new holder writes as usual.
+    await second.advance("before", phase="created", at=2, machine_id="m")
+    lease = await second.lease()
+    assert lease is not None and lease.holder == "second" and lease.token == taken
+
+
+async def test_a_released_lease_is_taken_at_once(opener: Opener) -> None:
+    first = await opener()
+    token = await first.acquire_lease("a", 60)
+    assert token is not None
+    await first.release_lease("a", token)
+    second = await opener()
+    taken = await second.acquire_lease("b", 60)
+    assert taken is not None and taken > token
+
+
+# -- migrations --------------------------------------------------------------------------
+async def test_an_old_sqlite_journal_migrates_forward_keeping_its_operations(tmp_path: Path
+                                                                             ) -> None:
+    path = tmp_path / "old.db"
+    old = await SqliteJournal.open(path, migrate_upto=1)
+    assert await old.schema_version() == 1
+    await old.begin(create_op("kept"))
+    await old.close()
+    with sqlite3.connect(path) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "gearshift_lease" not in tables  # really the old shape
+    journal = await SqliteJournal.open(path)
+    try:
+        assert await journal.schema_version() == migrations.LATEST
+        assert [o.op_id for o in await journal.open_operations()] == ["kept"]
+        assert await journal.acquire_lease("me", 5) == 1  # version 2's table
+        await journal.record_recovery(RecoveryRecord(at=1, holder="me", summary={}))  # v3
+    finally:
+        await journal.close()
+    with sqlite3.connect(path) as conn:
+        versions = [r[0] for r in conn.execute(
+            "SELECT version FROM gearshift_schema_version ORDER BY version")]
+    assert versions == [m.version for m in migrations.MIGRATIONS]
+
+
+async def test_a_newer_sqlite_schema_refuses_to_start(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    await (await SqliteJournal.open(path)).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO gearshift_schema_version VALUES (99, 'from the future', 0)")
+    with pytest.raises(JournalSchemaError, match=r"schema version 99, newer than this "
+                                                 r"gearshift understands \(up to 3\)"):
+        await SqliteJournal.open(path)
+
+
+async def test_an_old_postgres_journal_migrates_forward_and_a_newer_one_refuses(
+        postgres: PgServer) -> None:
+    dsn = postgres.create_database(f"m_{uuid.uuid4().hex[:12]}")
+    old = await PostgresJournal.open(dsn, migrate_upto=1)
+    assert old.version == 1
+    await old.begin(create_op("kept"))
+    await old.close()
+    assert "gearshift_lease" not in postgres.psql(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'", dsn.rsplit("/", 1)[1])
+    # Two instances starting together migrate once (the advisory lock serialises them).
+    both = await asyncio.gather(PostgresJournal.open(dsn), PostgresJournal.open(dsn))
+    try:
+        assert [j.version for j in both] == [migrations.LATEST] * 2
+        assert [o.op_id for o in await both[0].open_operations()] == ["kept"]
+    finally:
+        for journal in both:
+            await journal.close()
+    database = dsn.rsplit("/", 1)[1]
+    assert postgres.psql("SELECT string_agg(version::text, ',' ORDER BY version) "
+                         "FROM gearshift_schema_version", database).strip() == "1,2,3"
+    postgres.psql("INSERT INTO gearshift_schema_version VALUES (42, 'future', 0)", database)
+    with pytest.raises(JournalSchemaError, match="schema version 42") as refused:
+        await PostgresJournal.open(dsn)
+    assert PASSWORD not in str(refused.value)
+
+
+def test_gearshift_run_refuses_a_journal_from_a_newer_gearshift(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(migrations.VERSION_TABLE["sqlite"])
+        conn.execute("INSERT INTO gearshift_schema_version VALUES (7, 'future', 0)")
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "small.yaml").write_text(POOL)
+    providers = tmp_path / "providers.yaml"
+    providers.write_text(PROVIDERS.format(url="http://127.0.0.1:9"))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"policies_dir: {policies}\nproviders_file: {providers}\n"
+                      f"http: {{port: 0}}\njournal: {{kind: sqlite, path: {path}}}\n")
+    result = subprocess.run([sys.executable, "-m", "gearshift", "run", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60, check=False, cwd=ROOT)
+    assert result.returncode == 3, result.stderr
+    assert "schema version 7, newer than this gearshift understands" in result.stderr
+    assert "refusing to start" in result.stderr
+
+
+async def test_an_unreachable_postgres_is_a_clear_error_without_the_password() -> None:
+    dsn = f"postgresql://gs:{PASSWORD}@127.0.0.1:9/gearshift"
+    with pytest.raises(JournalError) as failed:
+        await PostgresJournal.open(dsn, connect_timeout=2)
+    assert "postgresql://127.0.0.1:9/gearshift" in str(failed.value)
+    assert PASSWORD not in str(failed.value)
+    assert describe_dsn(dsn) == "postgresql://127.0.0.1:9/gearshift"
