@@ -139,3 +139,48 @@ async def test_nodes_register_when_their_facts_arrive_and_time_to_ready_is_measu
 
 def test_providers_fixture_is_valid() -> None:
     assert ProvidersFile.model_validate(PROVIDERS).providers
+
+
+async def test_a_slow_create_goes_on_in_the_background_without_stalling_the_loop() -> None:
+    """A create slower than create_wait leaves the reconcile; its node counts as booting,
+    the next reconcile does not order it again, and recovery leaves it to finish."""
+    from gearshift.act.executor import ExecutorSettings
+    from gearshift.reconcile.recovery import Recovery
+
+    clock = ManualClock()
+    rig = Rig(policy_set(pool()), demand=110, clock=clock)
+    await rig.seed()
+    release = asyncio.Event()
+    provider = rig.providers["rack-a"].provider
+    real_create = provider.create
+
+    async def slow_create(request):  # type: ignore[no-untyped-def]
+        await release.wait()
+        return await real_create(request)
+
+    provider.create = slow_create  # type: ignore[method-assign]
+    rig.executor.settings = ExecutorSettings(create_wait=0.05)
+    await asyncio.wait_for(rig.reconciler.reconcile_once(), 5)
+    (op,) = await rig.journal.open_operations()
+    assert op.phase == "requested" and op.op_id in rig.executor.creating
+    second = await asyncio.wait_for(rig.reconciler.reconcile_once(), 5)
+    assert not [a for a in second.actions if a.kind == "scale_out"]  # it is counted as booting
+    assert rig.reconciler.last_pools["small"].booting == 1
+
+    recovery = Recovery(journal=rig.journal, providers=rig.providers,
+                        platform=rig.executor.platform, fleet=rig.fleet,
+                        policies=rig.reconciler.policies, clock=clock,
+                        creating=lambda: rig.executor.creating)
+    result = await recovery.run(reason="sweep")
+    assert result.actions["create_in_progress"] == 1
+    assert result.actions["create_reissued"] == 0
+
+    release.set()
+    for _ in range(50):
+        if not rig.executor.creating:
+            break
+        await asyncio.sleep(0.01)
+    (op,) = await rig.journal.open_operations()
+    assert op.phase == "created"
+    assert len([n for n in rig.world.nodes.values() if not n.key.startswith("seed")]) == 1
+    await rig.executor.close()

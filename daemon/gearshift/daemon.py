@@ -103,7 +103,7 @@ def guard_settings(ops: OperationsSettings) -> GuardSettings:
 
 
 def executor_settings(ops: OperationsSettings) -> ExecutorSettings:
-    return ExecutorSettings(move_batch=ops.move_batch,
+    return ExecutorSettings(move_batch=ops.move_batch, create_wait=ops.create_wait,
                             provisioning_timeout_factor=ops.provisioning_timeout_factor,
                             min_provisioning_timeout=ops.min_provisioning_timeout)
 
@@ -182,7 +182,7 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
     source.requests = reconciler.requests
     recovery = Recovery(journal=journal, providers=providers, platform=platform, fleet=fleet,
                         policies=policies, clock=clock, metrics=metrics, holder=leadership.holder,
-                        forget=source.forget_node,
+                        forget=source.forget_node, creating=lambda: executor.creating,
                         settings=RecoverySettings(orphan_grace=settings.operations.orphan_grace,
                                                   sweep_every=settings.operations.orphan_sweep))
     reconciler.before.append(recovery.maybe_sweep)
@@ -270,6 +270,7 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await api.stop()
+        await executor.close()
         await platform.close()
         for provider in providers.values():
             await provider.close()

@@ -170,6 +170,9 @@ class OperationsSettings(Section):
     orphan_sweep: Seconds = Field(600.0, description=(
         "How often providers are listed to find such machines (besides at start)."))
     move_batch: int = Field(10, ge=1, description="Gears moved per drain per reconcile.")
+    create_wait: Seconds = Field(60.0, gt=0, description=(
+        "A reconcile waits this long for its creates; slower ones go on in the background "
+        "(journaled, counted as booting), so one slow provider never stalls the loop."))
 
 
 class LogSettings(Section):

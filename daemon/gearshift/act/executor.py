@@ -81,6 +81,9 @@ class ExecutionReport:
 @dataclass(frozen=True)
 class ExecutorSettings:
     create_concurrency: int = 10
+    # A reconcile waits this long for its creates; slower ones (a vCenter clone can take
+    # many minutes) go on in the background, journaled as requested, counted as booting.
+    create_wait: float = 60.0
     move_batch: int = 10  # gears moved per drain per reconcile
     provisioning_timeout_factor: float = 3.0  # x time-to-ready before a silent node is retired
     min_provisioning_timeout: float = 120.0
@@ -107,6 +110,8 @@ class Executor:
         self.events: deque[Event] = deque(maxlen=500)
         self.counts: Counter[tuple[str, str]] = Counter()  # (kind, outcome) since start
         self.in_flight: dict[str, dict[str, object]] = {}  # for /v1/status
+        self.creating: set[str] = set()  # op ids whose provider call is running right now
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- bookkeeping ------------------------------------------------------------------
     def _event(self, report: ExecutionReport, *, kind: str, pool: str, target: str,
@@ -167,26 +172,49 @@ class Executor:
                 started_at=now, updated_at=now, provider=action.provider,
                 blueprint=blueprint.name, max_active_gears=blueprint.expected_max_active_gears,
                 reason=action.reason))
-            async with limit:
-                try:
+            self.creating.add(op_id)
+            try:
+                async with limit:
                     machine = await provider.create(CreateRequest(
                         key=op_id, name=name, pool=action.pool, blueprint=blueprint))
-                except ProviderError as exc:
-                    await self.journal.advance(op_id, phase="failed", at=self.clock.now(),
-                                               error=f"{exc.kind}: {exc.message}")
-                    if isinstance(exc, QuotaExceeded | CapacityUnavailable):
-                        report.spill = True
-                    self._event(report, kind=action.kind, pool=action.pool, target=name,
-                                outcome="failed", reason=action.reason, error=exc.kind,
-                                provider=action.provider)
-                    return
+            except ProviderError as exc:
+                await self.journal.advance(op_id, phase="failed", at=self.clock.now(),
+                                           error=f"{exc.kind}: {exc.message}")
+                if isinstance(exc, QuotaExceeded | CapacityUnavailable):
+                    report.spill = True
+                self._event(report, kind=action.kind, pool=action.pool, target=name,
+                            outcome="failed", reason=action.reason, error=exc.kind,
+                            provider=action.provider)
+                return
+            finally:
+                self.creating.discard(op_id)
             await self.journal.adopt(machine)
             await self.journal.advance(op_id, phase="created", at=self.clock.now(),
                                        machine_id=machine.machine_id, identity=machine.name)
             self._event(report, kind=action.kind, pool=action.pool, target=name, outcome="ok",
                         reason=action.reason, provider=action.provider)
 
-        await asyncio.gather(*(create_one() for _ in range(action.count)))
+        tasks = {asyncio.create_task(create_one()) for _ in range(action.count)}
+        _, slow = await asyncio.wait(tasks, timeout=self.settings.create_wait)
+        for task in tasks - slow:
+            task.result()  # a journal error must not pass silently
+        for task in slow:
+            log.info("create still running; it goes on in the background", pool=action.pool,
+                     provider=action.provider, waited=self.settings.create_wait)
+            self._background.add(task)
+            task.add_done_callback(self._create_finished)
+
+    def _create_finished(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background create failed", error=repr(task.exception()))
+
+    async def close(self) -> None:
+        """Stop creates still running in the background; their ops stay ``requested``
+        in the journal, so recovery asks again with the same key after a restart."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _drain(self, action: Drain, snapshot: FleetSnapshot, policies: PolicySet,
                      report: ExecutionReport) -> None:

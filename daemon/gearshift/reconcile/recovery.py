@@ -12,7 +12,8 @@ one. The three sources and what it does with them:
 
 Unfinished creates: ``requested`` and the machine is listed (found by its key, the op
 id): adopt it; not listed: ask again *with the same key*, which providers treat
-idempotently, so there is never a second machine. ``created`` and listed: keep waiting
+idempotently, so there is never a second machine (unless this process's own create call
+is still running in the background: then it is left to finish). ``created`` and listed: keep waiting
 for facts (the provisioning timeout still applies); no longer listed: it was destroyed,
 close the op (never re-create: that would be a duplicate). ``abandoning``: the
 executor finishes destroying it.
@@ -39,7 +40,7 @@ not hammered. Every run is counted in ``gearshift_recoveries_total`` and what it
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 import structlog
@@ -96,7 +97,8 @@ class Recovery:
                  platform: Platform, fleet: FleetModel, policies: PolicyHolder, clock: Clock,
                  metrics: Metrics | None = None, settings: RecoverySettings | None = None,
                  holder: str = "", new_id: Callable[[], str] = _new_id,
-                 forget: Callable[[str], Awaitable[None]] | None = None) -> None:
+                 forget: Callable[[str], Awaitable[None]] | None = None,
+                 creating: Callable[[], Collection[str]] = frozenset) -> None:
         self.journal = journal
         self.providers = providers
         self.platform = platform
@@ -108,6 +110,7 @@ class Recovery:
         self.holder = holder
         self.new_id = new_id
         self.forget = forget
+        self.creating = creating  # op ids whose create call this process is still making
         self.first_seen: dict[tuple[str, str], float] = {}
         self.last_run: float | None = None
         self.incomplete = False
@@ -212,6 +215,9 @@ class Recovery:
     async def _create(self, op: Operation, machine: Machine | None, result: RecoveryResult,
                       now: float) -> None:
         if op.phase == "requested":
+            if machine is None and op.op_id in self.creating():
+                result.actions["create_in_progress"] += 1  # our own call is still running
+                return
             if machine is None:
                 machine = await self._reissue(op, result)
                 if machine is None:
