@@ -18,8 +18,9 @@ import pytest
 
 from builders import policy_set, pool
 from gearshift.api.openapi import openapi_document
-from gearshift.api.server import ApiServer, parse_capacity_request
+from gearshift.api.server import ApiServer
 from gearshift.clock import ManualClock
+from gearshift.observe.requests import parse_capacity_request
 from live import TOKEN, LiveDaemon, start_daemon
 from test_reconciler import Rig
 

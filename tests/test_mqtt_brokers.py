@@ -142,7 +142,7 @@ async def test_a_burst_of_garbage_is_counted_and_good_facts_still_flow(broker: B
     fleet = FleetModel(stale_after=600)
     book = RequestBook()
     source = MqttFactSource(settings, fleet, metrics=metrics, requests=book,
-                            pool_exists=lambda name: name == "small")
+                            pool_names=lambda: {"small"})
     rounds = 15
     now = time.time()
     with capture_logs() as logs:
@@ -258,7 +258,7 @@ async def test_capacity_requests_over_mqtt_drive_scale_out_until_met_or_expired(
     reconciler = sim_reconciler(policies, clock=clock, fleet=fleet)
     metrics = Metrics()
     source = MqttFactSource(settings, fleet, clock=clock, requests=reconciler.requests,
-                            pool_exists=lambda n: policies.pool(n) is not None,
+                            pool_names=lambda: {p.name for p in policies.pools},
                             on_facts=lambda: reconciler.wake("request"), metrics=metrics)
     async with client_for(settings) as publisher:
         # A retained request would come back with a new expiry on every reconnect: the
@@ -280,7 +280,7 @@ async def test_capacity_requests_over_mqtt_drive_scale_out_until_met_or_expired(
              "id": "req-1"}).encode(), qos=1)
         await wait_until(lambda: len(reconciler.requests.active(clock.now())) == 1)
         snapshot = await reconciler.snapshot()
-        assert [(r.request_id, r.gears) for r in snapshot.requests] == [("req-1", 150)]
+        assert [(r.request_id, r.gears) for r in snapshot.requests] == [("mqtt:req-1", 150)]
         plan = await reconciler.reconcile_once()
         grown = sum(a.count for a in plan.actions if isinstance(a, ScaleOut))
         assert grown >= 3  # 40 + 150 gears wanted at target 0.65 → ≥ 5 nodes, 2 there
@@ -290,6 +290,16 @@ async def test_capacity_requests_over_mqtt_drive_scale_out_until_met_or_expired(
 
         await clock.advance(601)
         assert not (await reconciler.snapshot()).requests  # expired
+
+        # The same rules as POST /v1/capacity-requests: ttl capped at 7 days, nothing
+        # unknown, no unknown pools.
+        for body in ({"pool": "small", "gears": 5, "ttl": "99999999d"},
+                     {"pool": "small", "gears": 5, "colour": "red"},
+                     {"pool": "nope", "gears": 5}):
+            await publisher.publish(f"{prefix}/requests", json.dumps(body).encode(), qos=1)
+        await wait_until(lambda: bad_counts(metrics).get("bad_request") == 2)
+        (capped,) = reconciler.requests.active(clock.now())
+        assert capped.expires_at == clock.now() + 7 * 86400
 
 
 async def test_a_fact_crossing_the_edge_wakes_the_reconciler_at_once(broker: Broker) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from gearshift.errors import ConfigError
 from gearshift.logs import configure
 from gearshift.settings import load_settings
 
@@ -48,8 +49,22 @@ def test_secrets_from_files_never_print(tmp_path: Path, monkeypatch: pytest.Monk
 def test_unknown_settings_are_refused(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("mqtt: {hots: x}\n")
-    with pytest.raises(ValueError, match="hots"):
+    with pytest.raises(ConfigError, match="hots"):
         load_settings(config)
+
+
+def test_a_mistyped_setting_never_echoes_its_value(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("mqtt: {pasword: hunter2, password: [hunter3]}\n")
+    monkeypatch.setenv("GEARSHIFT_JOURNAL__DSNFILE", "postgresql://gs:S3cret@db/gs")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    text = "\n".join(caught.value.problems)
+    assert f"{config}: mqtt.pasword: Extra inputs are not permitted" in text
+    assert "journal.dsnfile" in text
+    for secret in ("hunter2", "hunter3", "S3cret"):
+        assert secret not in text
 
 
 def test_json_lines_off_a_terminal_with_secrets_masked() -> None:

@@ -178,7 +178,7 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
                             signals=signal_source.signals if signal_source else None)
     if signal_source is not None:
         signal_source.on_edge = reconciler.wake
-    source.pool_exists = lambda name: policies.current.pool(name) is not None
+    source.pool_names = lambda: {p.name for p in policies.current.pools}
     source.requests = reconciler.requests
     recovery = Recovery(journal=journal, providers=providers, platform=platform, fleet=fleet,
                         policies=policies, clock=clock, metrics=metrics, holder=leadership.holder,

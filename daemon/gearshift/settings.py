@@ -12,7 +12,16 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +30,7 @@ from pydantic_settings import (
 )
 
 from gearshift.durations import parse_duration
+from gearshift.errors import ConfigError
 
 _config_file: ContextVar[Path | None] = ContextVar("gearshift_config_file", default=None)
 
@@ -239,5 +249,14 @@ def load_settings(config: Path | None) -> Settings:
     token = _config_file.set(config)
     try:
         return Settings()
+    except ValidationError as exc:
+        # Only where and what: pydantic's own text quotes the input, which may be a secret.
+        where = str(config) if config is not None else "environment"
+        raise ConfigError([
+            f"{where}: {'.'.join(str(part) for part in error['loc']) or 'settings'}: "
+            f"{error['msg']}" for error in exc.errors(include_url=False, include_input=False)
+        ]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{config}: not valid YAML: {exc.__class__.__name__}"]) from None
     finally:
         _config_file.reset(token)

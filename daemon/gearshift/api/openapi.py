@@ -15,16 +15,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from gearshift import __version__
+from gearshift.observe.requests import (
+    DURATION_PATTERN,
+    MAX_GEARS,
+    MAX_REASON,
+    MAX_TTL_TEXT,
+)
 
-MAX_GEARS = 100_000
-MAX_REASON = 200
-MAX_TTL_TEXT = 32
-MAX_TTL_SECONDS = 7 * 86400
 EVENTS_DEFAULT = 200
 EVENTS_MAX = 500
-# A duration as policy files write it (90s, 10m, 1h30m, 1d): at least one part, in order.
-_S = r"\d+(\.\d+)?s"
-DURATION_PATTERN = (rf"^(\d+d(\d+h)?(\d+m)?({_S})?|\d+h(\d+m)?({_S})?|\d+m({_S})?|{_S})$")
 
 JSON = "application/json"
 

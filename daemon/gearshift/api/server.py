@@ -15,10 +15,9 @@ import hmac
 import importlib.resources
 import json
 import logging
-import re
 import uuid
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -28,20 +27,11 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gearshift.api.openapi import (
-    DURATION_PATTERN,
-    EVENTS_DEFAULT,
-    EVENTS_MAX,
-    MAX_GEARS,
-    MAX_REASON,
-    MAX_TTL_SECONDS,
-    MAX_TTL_TEXT,
-    openapi_document,
-)
-from gearshift.durations import parse_duration
+from gearshift.api.openapi import EVENTS_DEFAULT, EVENTS_MAX, openapi_document
 from gearshift.explain import action_to_dict, plan_to_dict
 from gearshift.metrics import Metrics
 from gearshift.model import CapacityRequest, Plan
+from gearshift.observe.requests import parse_capacity_request
 from gearshift.reconcile.reconciler import Reconciler
 
 
@@ -51,7 +41,6 @@ def _iso(at: float | None) -> str | None:
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-_TTL = re.compile(DURATION_PATTERN)
 log = structlog.get_logger(component="gearshift.api")
 
 
@@ -77,42 +66,12 @@ _server_log.propagate = False
 _server_log.setLevel(logging.WARNING)
 if not _server_log.handlers:
     _server_log.addHandler(_OneLine())
-_REQUEST_KEYS = frozenset({"pool", "gears", "ttl", "reason"})
 
 
 def _fail(cls: type[web.HTTPError], message: str, **kwargs: Any) -> web.HTTPError:
     """An HTTP error whose body is JSON ``{"error": message}``, like every other answer."""
     return cls(text=f'{{"error": {json.dumps(message)}}}', content_type="application/json",
                **kwargs)
-
-
-def parse_capacity_request(data: Any, *, pools: Collection[str]) -> tuple[str, int, float, str]:
-    """(pool, gears, ttl seconds, reason) from a request body; ValueError says what is wrong.
-
-    Exactly the ``CapacityRequest`` schema of the OpenAPI document: what it allows is
-    accepted, everything else is refused (schemathesis checks both directions).
-    """
-    if not isinstance(data, dict):
-        raise TypeError("the body must be a JSON object")
-    unknown = sorted(str(k) for k in data if k not in _REQUEST_KEYS)
-    if unknown:
-        raise ValueError(f"unknown field(s): {', '.join(unknown)[:100]}")
-    pool, gears = data.get("pool"), data.get("gears")
-    if not isinstance(pool, str) or pool not in pools:
-        raise ValueError("pool: must name a pool in the policies in force")
-    if isinstance(gears, float) and gears.is_integer():
-        gears = int(gears)  # JSON Schema counts 120.0 as an integer, so do we
-    if not isinstance(gears, int) or isinstance(gears, bool) or not 0 < gears <= MAX_GEARS:
-        raise ValueError(f"gears: must be an integer from 1 to {MAX_GEARS}")
-    ttl_text = data.get("ttl", "30m")
-    if (not isinstance(ttl_text, str) or len(ttl_text) > MAX_TTL_TEXT
-            or not _TTL.match(ttl_text)):
-        raise ValueError("ttl: must be a duration such as 90s, 10m, 2h, 1h30m or 1d")
-    ttl = min(parse_duration(ttl_text), float(MAX_TTL_SECONDS))
-    reason = data.get("reason", "")
-    if not isinstance(reason, str) or len(reason) > MAX_REASON:
-        raise ValueError(f"reason: must be a string of at most {MAX_REASON} characters")
-    return pool, gears, ttl, reason
 
 
 class ApiServer:

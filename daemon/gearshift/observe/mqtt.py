@@ -38,7 +38,7 @@ import random
 import ssl
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import aiomqtt
@@ -47,18 +47,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gearshift.clock import Clock, SystemClock
-from gearshift.durations import parse_duration
 from gearshift.errors import BadMessage
 from gearshift.metrics import Metrics
 from gearshift.model import CapacityRequest, FleetSnapshot
 from gearshift.observe.facts import parse_facts
 from gearshift.observe.fleet import FleetModel
-from gearshift.observe.requests import RequestBook
+from gearshift.observe.requests import RequestBook, parse_capacity_request
 from gearshift.settings import MqttSettings, Settings
 
 log = structlog.get_logger(component="gearshift.mqtt")
 
-MAX_REQUEST_GEARS = 100_000
 MAX_IDENTITY = 255
 
 
@@ -159,7 +157,7 @@ class MqttFactSource:
                  metrics: Metrics | None = None, clock: Clock | None = None,
                  requests: RequestBook | None = None,
                  on_facts: Callable[[], None] | None = None,
-                 pool_exists: Callable[[str], bool] | None = None,
+                 pool_names: Callable[[], Collection[str]] | None = None,
                  rng: random.Random | None = None) -> None:
         self.settings = settings
         self.fleet = fleet
@@ -167,7 +165,7 @@ class MqttFactSource:
         self.clock = clock or SystemClock()
         self.requests = requests
         self.on_facts = on_facts
-        self.pool_exists = pool_exists
+        self.pool_names = pool_names
         self.prefix = settings.prefix.rstrip("/")
         self.connected = asyncio.Event()
         self.caught_up = asyncio.Event()
@@ -258,25 +256,18 @@ class MqttFactSource:
             data = json.loads(payload)
         except (ValueError, RecursionError) as exc:
             raise BadMessage("invalid_json", str(exc)[:80]) from exc
-        if not isinstance(data, dict):
-            raise BadMessage("not_an_object", type(data).__name__)
-        pool, gears = data.get("pool"), data.get("gears")
-        if (not isinstance(pool, str) or not isinstance(gears, int) or isinstance(gears, bool)
-                or not 0 < gears <= MAX_REQUEST_GEARS):
-            raise BadMessage("wrong_type", f"request needs pool (string) and gears "
-                                           f"(int 1..{MAX_REQUEST_GEARS})")
-        if self.pool_exists is not None and not self.pool_exists(pool):
-            raise BadMessage("unknown_pool", pool[:80])
+        pools = self.pool_names() if self.pool_names is not None else None
+        request_id = data.pop("id", None) if isinstance(data, dict) else None
         try:
-            ttl = parse_duration(str(data.get("ttl", "30m")))
+            pool, gears, ttl, reason = parse_capacity_request(data, pools=pools)
+        except TypeError as exc:
+            raise BadMessage("not_an_object", str(exc)) from exc
         except ValueError as exc:
-            raise BadMessage("bad_value", str(exc)[:80]) from exc
-        if ttl <= 0:
-            raise BadMessage("bad_value", "ttl must be positive")
-        request_id = data.get("id")
+            raise BadMessage("bad_request", str(exc)[:120]) from exc
+        # Ids are namespaced so an MQTT client cannot replace a request made over HTTP.
         self.requests.add(CapacityRequest(
-            request_id=str(request_id)[:100] if request_id else uuid.uuid4().hex, pool=pool,
-            gears=gears, expires_at=now + ttl, reason=str(data.get("reason", ""))[:200]))
+            request_id=f"mqtt:{str(request_id)[:100] if request_id else uuid.uuid4().hex}",
+            pool=pool, gears=gears, expires_at=now + ttl, reason=reason))
         if self.on_facts is not None:
             self.on_facts()
 

@@ -6,9 +6,54 @@ from ``POST /v1/capacity-requests`` and the MQTT topic ``{prefix}/requests``; bo
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection
+from typing import Any
+
+from gearshift.durations import parse_duration
 from gearshift.model import CapacityRequest
 
 MAX_OPEN_REQUESTS = 1000
+MAX_GEARS = 100_000
+MAX_REASON = 200
+MAX_TTL_TEXT = 32
+MAX_TTL_SECONDS = 7 * 86400
+# A duration as policy files write it (90s, 10m, 1h30m, 1d): at least one part, in order.
+_S = r"\d+(\.\d+)?s"
+DURATION_PATTERN = (rf"^(\d+d(\d+h)?(\d+m)?({_S})?|\d+h(\d+m)?({_S})?|\d+m({_S})?|{_S})$")
+_TTL = re.compile(DURATION_PATTERN)
+_REQUEST_KEYS = frozenset({"pool", "gears", "ttl", "reason"})
+
+
+def parse_capacity_request(data: Any, *, pools: Collection[str] | None
+                           ) -> tuple[str, int, float, str]:
+    """(pool, gears, ttl seconds, reason) from a request body; ValueError says what is wrong.
+
+    Both ways in (HTTP and MQTT) use it, so both accept exactly the ``CapacityRequest``
+    schema of the OpenAPI document (schemathesis checks the HTTP side both ways).
+    """
+    if not isinstance(data, dict):
+        raise TypeError("the body must be a JSON object")
+    unknown = sorted(str(k) for k in data if k not in _REQUEST_KEYS)
+    if unknown:
+        raise ValueError(f"unknown field(s): {', '.join(unknown)[:100]}")
+    pool, gears = data.get("pool"), data.get("gears")
+    if not isinstance(pool, str) or (pools is not None and pool not in pools):
+        raise ValueError("pool: must name a pool in the policies in force")
+    if isinstance(gears, float) and gears.is_integer():
+        gears = int(gears)  # JSON Schema counts 120.0 as an integer, so do we
+    if not isinstance(gears, int) or isinstance(gears, bool) or not 0 < gears <= MAX_GEARS:
+        raise ValueError(f"gears: must be an integer from 1 to {MAX_GEARS}")
+    ttl_text = data.get("ttl", "30m")
+    if (not isinstance(ttl_text, str) or len(ttl_text) > MAX_TTL_TEXT
+            or not _TTL.match(ttl_text)):
+        raise ValueError("ttl: must be a duration such as 90s, 10m, 2h, 1h30m or 1d")
+    ttl = min(parse_duration(ttl_text), float(MAX_TTL_SECONDS))
+    reason = data.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        raise ValueError(f"reason: must be a string of at most {MAX_REASON} characters")
+    return pool, gears, ttl, reason
+
 
 
 class RequestBook:
