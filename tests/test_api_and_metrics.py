@@ -111,3 +111,21 @@ async def test_status_shows_each_decision_with_its_candidates(client: TestClient
     assert notes["ec2-east"] == "not needed: preferred placements cover it"
     page = await (await client.get("/")).text()
     assert "Recent decisions" in page and "s.decisions" in page
+
+
+async def test_a_follower_refuses_mutations_it_could_not_carry_out() -> None:
+    clock = ManualClock()
+    rig = Rig(policy_set(pool()), demand=110, clock=clock)
+    await rig.seed()
+    api = ApiServer(rig.reconciler, rig.metrics, token=TOKEN, leader=lambda: False)
+    right = {"Authorization": f"Bearer {TOKEN}"}
+    async with TestClient(TestServer(api.app)) as test_client:
+        paused = await test_client.post("/v1/pools/small/pause", headers=right)
+        assert paused.status == 409
+        assert "follower" in (await paused.json())["error"]
+        assert not rig.reconciler.paused
+        held = await test_client.post("/v1/capacity-requests", headers=right,
+                                      json={"pool": "small", "gears": 10})
+        assert held.status == 409
+        assert rig.reconciler.requests.active(clock.now()) == []
+        assert (await test_client.post("/v1/pools/small/pause")).status == 401

@@ -254,6 +254,7 @@ def openapi_document(*, pools: Sequence[str], max_body: int) -> dict[str, Any]:
     auth_errors = {
         "401": _error("no bearer token given"),
         "403": _error("the token is wrong, or the daemon has no token configured"),
+        "409": _error("this instance is a follower: ask the leader (see /v1/status)"),
     }
     pool_op = {
         "tags": ["operator"], "security": secured,

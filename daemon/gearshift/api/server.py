@@ -131,6 +131,10 @@ class ApiServer:
         expected = (self.token or "").encode("utf-8")
         if not hmac.compare_digest(given, expected) or self.token is None:
             raise _fail(web.HTTPForbidden, "token not accepted")
+        if not self.leader():
+            # A follower's reconciler does not act: accepting would tell a lie.
+            raise _fail(web.HTTPConflict, "this instance is a follower: ask the leader "
+                                          "(see leadership in /v1/status)")
 
     # -- views ------------------------------------------------------------------------
     async def healthz(self, request: web.Request) -> web.Response:
