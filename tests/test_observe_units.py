@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from datetime import UTC, datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -36,6 +37,32 @@ def test_retained_replay_without_ts_is_no_sign_of_life() -> None:
     assert not fleet.is_fresh("n1", 170)
     fleet.ingest(facts(seq=None), received_at=200)  # live
     assert fleet.is_fresh("n1", 250)
+
+
+def test_retained_facts_without_ts_of_an_unknown_node_are_stale_until_heard_live() -> None:
+    fleet = FleetModel(stale_after=60)
+    fleet.ingest(facts(seq=None), received_at=1000, retained=True)  # perhaps long dead
+    assert fleet.snapshot(1000).nodes[0].state is NodeState.UNKNOWN
+    fleet.ingest(facts(seq=None, active=11), received_at=1005)  # heard live
+    assert fleet.snapshot(1005).nodes[0].state is NodeState.ACTIVE
+
+
+def test_facts_from_the_future_are_refused_and_do_not_block_later_ones() -> None:
+    import time
+
+    src, metrics = source()
+    now = time.time()
+
+    def message(ts: float, active: int) -> bytes:
+        stamp = datetime.fromtimestamp(ts, UTC).isoformat()
+        return json.dumps({"schema": "gearshift.node.facts/1", "identity": "n1", "ts": stamp,
+                           "node_profile": "small", "limits": {"max_active_gears": 60},
+                           "gears": {"total": active, "active": active}}).encode()
+
+    src.handle("gs/v1/nodes/n1/facts", message(now + 86400 * 365 * 70, 50))  # year 2096
+    src.handle("gs/v1/nodes/n1/facts", message(now, 12))
+    assert 'gearshift_bad_messages_total{reason="clock_skew"} 1.0' in metrics.exposition().decode()
+    assert src.fleet.facts("n1").gears.active == 12  # type: ignore[union-attr]
 
 
 def test_offline_then_facts_produced_after_the_will_bring_the_node_back() -> None:
@@ -179,13 +206,13 @@ def test_routing_rejects_what_no_subscription_should_deliver() -> None:
     src.handle("gs/v1/nodes/" + "x" * 300 + "/facts", b"{}")
     src.handle("gs/v1/requests", json.dumps({"pool": "small", "gears": 3}).encode(),
                retained=True)
-    src.handle("gs/v1/requests", json.dumps({"pool": "small", "gears": 3, "ttl": "0s"}).encode())
+    src.handle("gs/v1/requests", json.dumps({"pool": "small", "gears": 3, "ttl": "soon"}).encode())
     src.handle("gs/v1/nodes/n1/status", b"x" * 100)
     text = metrics.exposition().decode()
     assert 'gearshift_bad_messages_total{reason="unknown_topic"} 3.0' in text
     assert 'gearshift_bad_messages_total{reason="bad_identity"} 1.0' in text
     assert 'gearshift_bad_messages_total{reason="retained_request"} 1.0' in text
-    assert 'gearshift_bad_messages_total{reason="bad_value"} 1.0' in text
+    assert 'gearshift_bad_messages_total{reason="bad_request"} 1.0' in text
     assert 'gearshift_bad_messages_total{reason="bad_status"} 1.0' in text
 
 

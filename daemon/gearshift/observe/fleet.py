@@ -105,8 +105,11 @@ class FleetModel:
             return False
         if facts.produced_at is not None:
             seen = min(received_at, facts.produced_at)
-        elif retained and entry is not None:
-            seen = entry.last_seen  # a replay of facts without ts says nothing about age
+        elif retained:
+            # A replay of facts without ts says nothing about their age: a node we did not
+            # know yet counts as known but stale until it is heard live.
+            seen = (entry.last_seen if entry is not None
+                    else received_at - self.stale_after - 1.0)
         else:
             seen = received_at
         offline_at = entry.offline_at if entry is not None else self._offline.get(identity)

@@ -57,6 +57,8 @@ from gearshift.settings import MqttSettings, Settings
 
 log = structlog.get_logger(component="gearshift.mqtt")
 
+MAX_CLOCK_SKEW = 300.0  # facts stamped further in the future than this are refused
+
 MAX_IDENTITY = 255
 
 
@@ -222,6 +224,10 @@ class MqttFactSource:
             if len(payload) > self.settings.max_payload:
                 raise BadMessage("too_large", f"{len(payload)} bytes")
             facts = parse_facts(payload, topic_identity=identity)
+            if facts.produced_at is not None and facts.produced_at > now + MAX_CLOCK_SKEW:
+                # Stored, it would make every correct message after it look out of order.
+                raise BadMessage("clock_skew", f"ts is {facts.produced_at - now:.0f}s ahead "
+                                               f"of ours: check the node's NTP")
             if self.fleet.ingest(facts, received_at=now, retained=retained):
                 if self.metrics is not None:
                     self.metrics.facts_received.inc()
