@@ -29,6 +29,7 @@ import asyncio
 import signal
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -47,6 +48,7 @@ from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mqtt import MqttFactSource
 from gearshift.observe.prometheus import PrometheusSignalSource
 from gearshift.policy.holder import PolicyHolder
+from gearshift.policy.schema import ProvidersFile, ProviderSpec
 from gearshift.policy.watch import PolicyWatcher
 from gearshift.reconcile.leader import Leadership, lead
 from gearshift.reconcile.reconciler import Reconciler
@@ -127,8 +129,35 @@ def load_policies(settings: Settings, metrics: Metrics) -> PolicyHolder:
         metrics.policy_errors.set(len(holder.problems))
 
     holder = PolicyHolder([settings.policies_dir, settings.providers_file], on_reload=reloaded)
+    built = holder.current.providers
+    holder.check = lambda candidate: providers_needing_restart(
+        built, candidate.providers, file=settings.providers_file)
     metrics.policy_errors.set(0)
     return holder
+
+
+def providers_needing_restart(built: ProvidersFile | None, candidate: ProvidersFile | None, *,
+                              file: Path) -> list[str]:
+    """Why a reloaded providers file cannot take effect without a restart (empty: it can).
+
+    Providers are built (connections, credentials) once at start; quotas, costs, boot
+    times and blueprints are read live, but a provider added, removed or given another
+    kind or settings would be half applied, so such an edit is refused until a restart.
+    """
+    def shape(spec: ProviderSpec) -> tuple[str, dict[str, Any]]:
+        return spec.kind, spec.settings
+
+    before = {p.name: shape(p) for p in built.providers} if built else {}
+    after = {p.name: shape(p) for p in candidate.providers} if candidate else {}
+    changed = sorted(
+        [f"{name} added" for name in after.keys() - before.keys()]
+        + [f"{name} removed" for name in before.keys() - after.keys()]
+        + [f"{name}'s kind or settings changed" for name in after.keys() & before.keys()
+           if after[name] != before[name]])
+    if not changed:
+        return []
+    return [f"{file}:1:1: providers changed ({', '.join(changed)}): restart gearshift to "
+            f"apply provider changes (systemctl restart gearshift)"]
 
 
 async def run_daemon(config: Path, *, settings: Settings | None = None) -> int:

@@ -20,11 +20,13 @@ log = structlog.get_logger(component="gearshift.policy")
 
 class PolicyHolder:
     def __init__(self, paths: Sequence[Path], *,
-                 on_reload: Callable[[str], None] | None = None) -> None:
+                 on_reload: Callable[[str], None] | None = None,
+                 check: Callable[[PolicySet], list[str]] | None = None) -> None:
         self.paths = list(paths)
         self.current: PolicySet = load_policy_set(self.paths)  # the first load must succeed
         self.problems: list[str] = []
         self.on_reload = on_reload
+        self.check = check  # extra reasons to refuse a reloaded set (what needs a restart)
 
     @classmethod
     def fixed(cls, policies: PolicySet) -> PolicyHolder:
@@ -34,6 +36,7 @@ class PolicyHolder:
         holder.current = policies
         holder.problems = []
         holder.on_reload = None
+        holder.check = None
         return holder
 
     def reload(self) -> bool:
@@ -42,10 +45,16 @@ class PolicyHolder:
             return True
         try:
             candidate = load_policy_set(self.paths)
+            problems = self.check(candidate) if self.check is not None else []
         except ConfigError as exc:
-            self.problems = exc.problems
+            problems = exc.problems
+        except Exception as exc:  # a loader bug must refuse the edit, not kill the watcher
+            log.exception("policy reload failed unexpectedly")
+            problems = [f"{self.paths[0]}:1:1: could not load: {exc.__class__.__name__}"]
+        if problems:
+            self.problems = problems
             log.error("policy reload refused: keeping the last good policies",
-                      problems=exc.problems)
+                      problems=problems)
             if self.on_reload:
                 self.on_reload("refused")
             return False

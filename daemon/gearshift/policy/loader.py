@@ -85,6 +85,12 @@ def _convert(loader: yaml.SafeLoader, node: yaml.Node, path: Path_, doc: _Docume
     return loader.construct_object(node, deep=True)
 
 
+def _line_col(text: str, offset: int) -> Position:
+    """1-based line and column of a character offset."""
+    before = text[:offset]
+    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
+
+
 def _read_documents(file: Path, problems: list[str]) -> list[_Document]:
     try:
         text = file.read_text(encoding="utf-8")
@@ -92,7 +98,13 @@ def _read_documents(file: Path, problems: list[str]) -> list[_Document]:
         problems.append(f"{file}:1:1: cannot read file: {exc.__class__.__name__}: {exc}")
         return []
     documents = []
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # its reader already refuses control characters
+    except yaml.reader.ReaderError as exc:
+        line, col = _line_col(text, exc.position)
+        problems.append(f"{file}:{line}:{col}: not readable YAML: {exc.reason} "
+                        f"(character {exc.character!r})")
+        return []
     try:
         while loader.check_node():
             node = loader.get_node()
@@ -105,6 +117,10 @@ def _read_documents(file: Path, problems: list[str]) -> list[_Document]:
         mark = exc.problem_mark or exc.context_mark
         line, col = _position(mark) if mark else (1, 1)
         problems.append(f"{file}:{line}:{col}: YAML syntax error: {exc.problem or exc}")
+        return []
+    except (yaml.YAMLError, RecursionError) as exc:
+        problems.append(f"{file}:1:1: not readable YAML: {exc.__class__.__name__} "
+                        f"(nested too deeply?)")
         return []
     finally:
         loader.dispose()
