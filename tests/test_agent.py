@@ -79,6 +79,18 @@ async def test_openshift_facter_file(tmp_path: Path) -> None:
         await FactSource(config.facts, config.identity).read()
 
 
+async def test_a_yaml_facts_file_with_an_unquoted_timestamp(tmp_path: Path) -> None:
+    """YAML reads `ts: 2025-01-01T00:00:00Z` as a datetime: it must not kill the agent."""
+    path = tmp_path / "facts.yaml"
+    path.write_text("schema: gearshift.node.facts/1\nts: 2025-01-01T00:00:00Z\n"
+                    "node_profile: small\nlimits: {max_active_gears: 60}\n"
+                    "gears: {total: 3, active: 2}\nwhen: 2025-01-01\n")
+    config = AgentConfig.model_validate({"identity": "node1.example.com",
+                                         "facts": {"kind": "file", "path": str(path)}})
+    facts = await FactSource(config.facts, config.identity).read()
+    assert facts.produced_at == 1735689600.0 and facts.gears.active == 2
+
+
 def test_container_states_from_podman_and_docker_output() -> None:
     assert count_containers(PODMAN_PS) == {"started": 2, "stopped": 2, "idle": 1}
     assert count_containers(DOCKER_PS) == {"started": 1, "stopped": 2, "deploying": 1,
@@ -181,9 +193,13 @@ async def test_the_runner_runs_only_what_is_allowed_and_safely(
     refused = await runner.handle(request("rm", "r2", path="/"))
     assert refused is not None and refused["error"] == "not allowed" and not refused["ok"]
     assert refused["request_id"] == "r2" and refused["exit_code"] is None
-    for evil in ("x; rm -rf /", "$(reboot)", "-rf", "a b", "`id`", "", "é"):
+    for evil in ("x; rm -rf /", "$(reboot)", "-rf", "a b", "`id`", "", "é", "host\n",
+                 "x" * 4097):
         result = await runner.handle(request("deactivate", district="d", host=evil))
         assert result is not None and not result["ok"] and "not allowed" in result["error"]
+    gears = ",".join(f"{i:032x}" for i in range(20))  # 20 UUIDs for one oo-admin-move
+    listed = await runner.handle(request("deactivate", district="d", host=gears))
+    assert listed is not None and listed["ok"] and gears in listed["stdout"]
     failed = await runner.handle(request("fail"))
     assert failed is not None and (failed["ok"], failed["exit_code"]) == (False, 3)
     assert failed["stderr"] == "oops\n"

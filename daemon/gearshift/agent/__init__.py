@@ -27,7 +27,7 @@ Requests arrive on ``{prefix}/nodes/{identity}/command`` (QoS 1). Payload::
      "request_id": "2f8c..."}
 
 Only commands named in the config's ``commands:`` allowlist run, each mapped to a command
-template such as ``oo-admin-ctl-district -c deactivate-node -n {district} -i {host}``.
+template such as ``oo-admin-ctl-district -c deactivate-node -u {district} -i {host}``.
 The template is split with ``shlex`` once, at load time; every ``{name}`` is replaced by
 the whole argument, inside one argv element, and the result runs with
 ``asyncio.create_subprocess_exec`` (never a shell) under ``command_timeout``. Arguments

@@ -28,7 +28,8 @@ log = structlog.get_logger(component="gearshift.agent.commands")
 
 MAX_OUTPUT = 64 * 1024
 MAX_REQUEST = 16 * 1024
-ARGUMENT = re.compile(r"^[A-Za-z0-9._:@%+=,][A-Za-z0-9._:@%+=,-]{0,252}$")
+# Long enough for a list of gear UUIDs (oo-admin-move --gear_uuid a,b,c,...).
+ARGUMENT = re.compile(r"[A-Za-z0-9._:@%+=,][A-Za-z0-9._:@%+=,-]{0,4095}")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -69,8 +70,8 @@ def _check_args(raw: Any) -> dict[str, str]:
     for key, value in raw.items():
         if not isinstance(key, str) or not key.isidentifier():
             raise CommandRefused(f"bad argument name {str(key)[:40]!r}")
-        if not isinstance(value, str) or not ARGUMENT.match(value):
-            raise CommandRefused(f"argument {key} is not allowed: use 1-253 characters from "
+        if not isinstance(value, str) or not ARGUMENT.fullmatch(value):
+            raise CommandRefused(f"argument {key} is not allowed: use 1-4096 characters from "
                           f"[A-Za-z0-9._:@%+=,-], not starting with '-'")
         args[key] = value
     return args

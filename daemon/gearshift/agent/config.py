@@ -9,9 +9,14 @@ Example::
     poll: 5s                             # look for changed facts this often
     facts: {kind: openshift, path: /etc/mcollective/facts.yaml}
     commands:
-      deactivate: oo-admin-ctl-district -c deactivate-node -n {district} -i {host}
-      activate: oo-admin-ctl-district -c activate-node -n {district} -i {host}
-      evacuate: oo-admin-move --gear_uuid {gears} -i {target}
+      # what the daemon's OpenShift platform (via: agent) sends, on the broker host's agent:
+      deactivate: oo-admin-ctl-district -c deactivate-node -u {district} -i {host}
+      activate: oo-admin-ctl-district -c activate-node -u {district} -i {host}
+      remove: oo-admin-ctl-district -c remove-node -u {district} -i {host}
+      add: oo-admin-ctl-district -c add-node -u {district} -i {host}
+      move: oo-admin-move --gear_uuid {gears} --json
+      # and on every node's own agent:
+      list_gears: oo-admin-ctl-gears list
     command_timeout: 10m
 
 Secrets follow the daemon's rules: ``password_file`` rather than a password in the file.

@@ -12,6 +12,7 @@ import asyncio
 import json
 import shutil
 from collections import Counter
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,23 @@ def facts_from_mapping(data: Any, identity: str) -> NodeFacts:
     payload = ({**data, "identity": data.get("identity", identity)} if "schema" in data
                else _flat(data))
     try:
-        return parse_facts(json.dumps(payload).encode(), topic_identity=identity)
+        # YAML turns unquoted timestamps into datetimes: JSON gets their ISO form.
+        text = json.dumps(payload, default=_as_json)
+    except (TypeError, ValueError) as exc:
+        raise FactsUnavailable(f"facts cannot be written as JSON: {exc}") from exc
+    try:
+        return parse_facts(text.encode(), topic_identity=identity)
     except BadMessage as exc:
         raise FactsUnavailable(f"facts rejected: {exc}") from exc
+
+
+def _as_json(value: Any) -> str:
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return aware.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not a fact value")
 
 
 def _read(path: Path) -> Any:
