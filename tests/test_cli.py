@@ -132,3 +132,21 @@ def test_demo_scales_up_and_back_down_in_a_minute() -> None:
     assert int(summary["nodes created"]) >= 3, result.stdout
     assert int(summary["max nodes"]) > 2, result.stdout
     assert int(summary["nodes retired"]) >= 1, result.stdout
+
+
+def test_plan_says_clearly_when_it_cannot_read_the_fleet(tmp_path: Path) -> None:
+    from gearshift.sim.broker import free_port
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"policies_dir: {ROOT / 'policies'}\n"
+                      f"providers_file: {ROOT / 'policies' / 'providers.yaml'}\n"
+                      f"mqtt: {{port: {free_port()}}}\n")
+    result = gearshift("plan", "--config", str(config), "--wait", "0.1")
+    assert result.returncode == 3
+    assert "no MQTT broker answered at 127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr
+    snapshot = tmp_path / "fleet.json"
+    snapshot.write_text('{"nodes": [], "machines": [{"identity": "n1"}]}')
+    result = gearshift("plan", "--config", str(config), "--snapshot", str(snapshot))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"{snapshot}:1:1: machines and requests need")

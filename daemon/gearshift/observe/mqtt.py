@@ -47,7 +47,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gearshift.clock import Clock, SystemClock
-from gearshift.errors import BadMessage
+from gearshift.errors import BadMessage, FactsUnavailable
 from gearshift.metrics import Metrics
 from gearshift.model import CapacityRequest, FleetSnapshot
 from gearshift.observe.facts import parse_facts
@@ -431,16 +431,23 @@ async def collect_snapshot(settings: Settings, *, wait: float) -> FleetSnapshot:
     source = MqttFactSource(settings.mqtt, fleet)
     stop = asyncio.Event()
     task = asyncio.create_task(source.run(stop))
+    caught_up = False
     try:
-        async with asyncio.timeout(wait + 10):
-            await source.connected.wait()
+        try:
+            async with asyncio.timeout(wait + 10):
+                await source.connected.wait()
+        except TimeoutError:
+            raise FactsUnavailable(f"no MQTT broker answered at {settings.mqtt.host}:"
+                                   f"{settings.mqtt.port} within {wait + 10:g}s") from None
         try:  # the catch-up marker says when the retained facts are all in
             async with asyncio.timeout(wait):
                 await source.caught_up.wait()
+            caught_up = True
         except TimeoutError:
             pass
     finally:
         stop.set()
         await task
-    fleet.source_up = True
+    # Not caught up: the plan must not shrink on a partial fleet (scale-in stays frozen).
+    fleet.source_up = caught_up
     return fleet.snapshot(time.time())

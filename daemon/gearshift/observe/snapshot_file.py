@@ -59,13 +59,18 @@ def load_snapshot(path: Path, *, now: float, stale_after: float) -> FleetSnapsho
         fleet.set_online(str(identity), False, at=at)
     if problems:
         raise ConfigError(problems)
-    machines = {
-        m["identity"]: Machine(provider=m["provider"], machine_id=m["machine_id"],
-                               name=m["identity"], pool=m.get("pool"),
-                               created_at=m.get("created_at"))
-        for m in data.get("machines", [])}
-    requests = [CapacityRequest(request_id=f"file-{i}", pool=r["pool"], gears=int(r["gears"]),
-                                expires_at=at + parse_duration(r.get("ttl", "30m")),
-                                reason=r.get("reason", ""))
-                for i, r in enumerate(data.get("requests", []))]
+    try:
+        machines = {
+            m["identity"]: Machine(provider=m["provider"], machine_id=m["machine_id"],
+                                   name=m["identity"], pool=m.get("pool"),
+                                   created_at=m.get("created_at"))
+            for m in data.get("machines", [])}
+        requests = [CapacityRequest(request_id=f"file-{i}", pool=r["pool"], gears=int(r["gears"]),
+                                    expires_at=at + parse_duration(r.get("ttl", "30m")),
+                                    reason=r.get("reason", ""))
+                    for i, r in enumerate(data.get("requests", []))]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError([f"{path}:1:1: machines and requests need identity, provider, "
+                           f"machine_id / pool, gears (and a ttl like 30m): "
+                           f"{exc.__class__.__name__}: {exc}"]) from exc
     return fleet.snapshot(at, machines=machines, requests=requests)
