@@ -88,6 +88,7 @@ MISTAKES = [
      "scale_down_below (0.85) must be below scale_up_above (0.8)"),
     ("bad cron", '"0 8 * * 1-5"', '"0 25 * * 1-5"', "12:12", "hour: '25' is outside 0-23"),
     ("bad cron field count", '"0 8 * * 1-5"', '"0 8 * *"', "12:12", "must have 5 fields"),
+    ("schedule too long", "duration: 10h", "duration: 100000000d", "12:37", "at most 366d"),
     ("missing key", "size: {min: 2, max: 40}\n", "", "1:1", "missing required key 'size'"),
     ("wrong type", "size: {min: 2, max: 40}", "size: {min: two, max: 40}", "6:13",
      "valid integer"),

@@ -264,3 +264,20 @@ def test_read_value(body: object, expected: float | str) -> None:
         with pytest.raises(SignalQueryFailed) as caught:
             read_value(body)
         assert caught.value.outcome == expected
+
+
+async def test_an_unreadable_token_file_fails_the_query_not_the_task(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The signals task must not crash-loop on a missing token file: each query fails,
+    is counted, and on_error decides what the planner makes of it."""
+    from gearshift.sim.broker import free_port
+
+    policies = policy_set(pool(signals=[signal("queue", "max(test_queue_length)")]))
+    metrics = Metrics()
+    source = PrometheusSignalSource(
+        PrometheusSettings(url=f"http://127.0.0.1:{free_port()}",
+                           token_file=tmp_path / "missing.token"),
+        lambda: policies, metrics=metrics)
+    readings = await source.poll_once()
+    assert [(s.name, s.value) for s in readings] == [("queue", None)]
+    assert ('gearshift_signal_queries_total{outcome="error",pool="small",signal="queue"} 1.0'
+            in metrics.exposition().decode())

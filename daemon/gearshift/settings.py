@@ -78,7 +78,8 @@ class MqttSettings(Section):
     password_file: Path | None = Field(None, description="File holding the broker password.")
     tls: TlsSettings | None = Field(None, description="Connect with TLS when set.")
     keepalive: int = Field(30, description="MQTT keepalive in seconds.")
-    max_payload: int = Field(65536, description="Larger messages are rejected.")
+    max_payload: int = Field(65536, ge=1024, le=65536, description=(
+        "Larger messages are rejected (64 KiB at most: the facts parser's own limit)."))
     reconnect_min: Seconds = Field(1.0, description="First reconnect delay after a broker "
                                                     "loss (jittered, doubling).")
     reconnect_max: Seconds = Field(60.0, description="Longest reconnect delay.")

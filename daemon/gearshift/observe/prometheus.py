@@ -120,15 +120,19 @@ class PrometheusSignalSource:
     def _headers(self) -> dict[str, str]:
         if self.settings.token_file is None:
             return {}
-        token = self.settings.token_file.read_text(encoding="utf-8").strip()
+        try:
+            token = self.settings.token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:  # a failed query, not a dead task
+            raise SignalQueryFailed("error", f"cannot read the token file: "
+                                             f"{exc.__class__.__name__}") from exc
         return {"Authorization": f"Bearer {token}"}
-
 
     async def _query(self, session: aiohttp.ClientSession, spec: SignalSpec) -> float:
         form = {"query": spec.query, "timeout": f"{spec.timeout:g}s"}
+        headers = self._headers()
         try:
             async with asyncio.timeout(spec.timeout):
-                async with session.post(self.url, data=form, headers=self._headers(),
+                async with session.post(self.url, data=form, headers=headers,
                                         ssl=self._ssl) as response:
                     raw = await response.content.read(MAX_RESPONSE + 1)
                     if len(raw) > MAX_RESPONSE:

@@ -120,6 +120,9 @@ class Stabilization(Strict):
     down: Duration = 900.0
 
 
+MAX_SCHEDULE_DURATION = 366 * 86400
+
+
 class Schedule(Strict):
     """Raise the pool's floor to ``min`` for ``duration`` after every cron fire time."""
 
@@ -132,6 +135,13 @@ class Schedule(Strict):
     @classmethod
     def _valid_cron(cls, value: str) -> str:
         parse_cron(value)
+        return value
+
+    @field_validator("duration")
+    @classmethod
+    def _duration_within_a_year(cls, value: float) -> float:
+        if not 0 < value <= MAX_SCHEDULE_DURATION:
+            raise ValueError("duration must be more than 0s and at most 366d")
         return value
 
     @field_validator("timezone")
