@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 
 import aiomqtt
 
@@ -17,7 +18,12 @@ from gearshift.settings import MqttSettings
 PREFIX = "gearshift/v1"
 
 
-def facts(identity: str, *, active: int, seq: int, ts: str = "2030-01-01T00:00:00Z") -> bytes:
+# One ts for every message (not ahead of the daemon's clock: see MAX_CLOCK_SKEW), so the
+# order between messages of a node is decided by seq.
+TS = datetime.now(UTC).isoformat()
+
+
+def facts(identity: str, *, active: int, seq: int, ts: str = TS) -> bytes:
     return json.dumps({
         "schema": "gearshift.node.facts/1", "ts": ts, "seq": seq, "identity": identity,
         "node_profile": "small", "limits": {"max_active_gears": 60},
