@@ -273,6 +273,36 @@ async def test_a_call_that_never_returns_times_out_as_transient() -> None:
     assert counted(metrics, "transient", op="list") == 2
 
 
+async def test_a_retry_gets_only_what_is_left_of_the_deadline_as_its_timeout() -> None:
+    """The first attempt took 19.9 of the 20 s deadline (on the injected clock) and failed;
+    the retry that follows may not run for a whole call_timeout on top."""
+    clock = SkippingClock()
+    gate = asyncio.Event()  # never set: the retry hangs
+
+    def slow_failure() -> object:
+        clock.set(clock.now() + 19.9)
+        raise TransientError("fake", "connection reset")
+
+    provider = Scripted(slow_failure, ok)
+    settings = GuardSettings(retry_deadline=20, retry_attempts=5, retry_initial=0.001,
+                             retry_max=0.001, call_timeout=120)
+    guard = GuardedProvider(provider, clock=clock, settings=settings)
+    original = provider._step
+
+    async def step() -> object:
+        if provider.calls >= 1:
+            provider.gate = gate
+        return await original()
+
+    provider._step = step  # type: ignore[method-assign]
+    with pytest.raises(TransientError) as caught:
+        await guard.create(request())
+    # What was left of the deadline (< 0.1 s), not call_timeout's 120 s.
+    timeout = float(caught.value.message.rsplit("after ", 1)[1].rstrip("s"))
+    assert 0 < timeout < 0.1
+    assert 2 <= provider.calls <= settings.retry_attempts
+
+
 async def test_a_driver_bug_becomes_a_permanent_error_naming_its_type() -> None:
     guard = GuardedProvider(Scripted(bug), clock=ManualClock(), settings=SETTINGS)
     with pytest.raises(PermanentError, match="unexpected KeyError"):

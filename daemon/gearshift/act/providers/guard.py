@@ -5,7 +5,9 @@
   is a ``TransientError``;
 * only transient errors are retried (tenacity: jittered exponential back-off), at most
   ``retry_attempts`` attempts and never past ``retry_deadline``, both measured on the
-  injected clock, so a simulation neither really waits nor retries without end;
+  injected clock, so a simulation neither really waits nor retries without end; a retry
+  gets only what is left of the deadline as its timeout, so a call and its retries end
+  within the longer of the first attempt's timeout and ``retry_deadline``;
 * the breaker: ``breaker_threshold`` failed calls in a row open it for ``breaker_reset``
   seconds, a permanent error (bad credentials, bad config) opens it at once. While it is
   open every call fails at once with ``CircuitOpen`` (no request reaches the provider) and
@@ -172,10 +174,18 @@ class GuardedProvider:
     # -- calls ------------------------------------------------------------------------
     async def _call(self, op: str, make: Callable[[], Awaitable[T]]) -> T:
         trial = self._admit(op)
-        timeout = self.call_timeout
         began = self.clock.now()
+        attempts = 0
 
         async def attempt() -> T:
+            nonlocal attempts
+            attempts += 1
+            timeout = self.call_timeout
+            if attempts > 1:  # a retry: only what is left of the deadline
+                timeout = min(timeout, self.settings.retry_deadline - (self.clock.now() - began))
+                if timeout <= 0:
+                    raise TransientError(self.name, f"{op}: retry deadline "
+                                                    f"({self.settings.retry_deadline:g}s) spent")
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(timeout):
