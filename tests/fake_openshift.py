@@ -94,7 +94,12 @@ def district_tool(argv: list[str]) -> int:
             else:
                 del nodes[host]
         elif command == "add-node":
-            nodes[host] = True
+            home = next((d for d, members in data["districts"].items() if host in members), None)
+            if home is not None:
+                error = (f"Node with server identity: {host} already belongs to another "
+                         f"district: {home}")
+            else:
+                nodes[host] = True
     if error:
         print(f"ERROR OUTPUT:\n{error}")  # and exit status 0, as the real tool does
     else:

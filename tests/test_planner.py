@@ -315,6 +315,49 @@ def test_returning_demand_cancels_a_drain_before_provisioning() -> None:
     assert added(result) == 2
 
 
+@pytest.mark.parametrize(
+    ("phase", "gears_left", "deadline", "demand", "expected"),
+    [
+        # Being removed from its district: past its deadline it is not reactivated (it
+        # may be out of its district already); once empty, the retire resumes.
+        ("removing", 3, NOW - 1, False, []),
+        ("removing", 0, NOW - 1, False, [Retire]),
+        # Demand returning never reactivates a node past the point of no return.
+        ("removing", 3, NOW + 600, True, []),
+        # Its machine is being destroyed: the executor finishes that on its own.
+        ("retiring", 0, NOW - 1, False, []),
+        ("retiring", 0, NOW + 600, True, []),
+        # Before that point, both still happen.
+        ("moving", 3, NOW - 1, False, [CancelDrain]),
+        ("moving", 3, NOW + 600, True, [CancelDrain]),
+    ],
+)
+def test_drains_past_the_point_of_no_return_are_never_reactivated(
+        phase: str, gears_left: int, deadline: float, demand: bool, expected: list[type]) -> None:
+    fleet = nodes(4, active=55 if demand else 30) + [
+        draining("d1", active=0, total=gears_left)]
+    progress = replace(drain("d1", started=NOW - 1200, deadline=deadline), phase=phase)
+    result = plan(snapshot(fleet, drains=(progress,)), policy_set(pool()), now=NOW)
+    ended = [type(a) for a in result.actions if isinstance(a, Retire | CancelDrain)]
+    assert ended == expected
+
+
+def test_a_spill_round_keeps_the_whole_growth_within_step_max_up() -> None:
+    """Round one placed 5 (step.max_up), 2 were refused; the spill round places 2, not 5."""
+    policies = policy_set(pool())
+    hot = nodes(20, active=60)
+    first = plan(snapshot(hot), policies, now=NOW)
+    assert added(first) == 5
+    made = [booting(f"b{i}") for i in range(3)]
+    second = plan(snapshot(hot, pending=tuple(made)), policies, now=NOW, state=first.state)
+    assert added(second) == 2
+    assert "finishing the growth" in second.actions[0].reason
+    # A later reconcile is a new growth with its own step.
+    third = plan(snapshot(hot, pending=tuple(made)), policies, now=NOW + 3600,
+                 state=second.state)
+    assert added(third) == 5
+
+
 # -- schedules -------------------------------------------------------------------------
 
 def at(text: str) -> float:

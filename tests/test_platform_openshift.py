@@ -45,6 +45,7 @@ from gearshift.model import (
     NodeState,
     Plan,
     Retire,
+    ScaleOut,
 )
 from gearshift.observe.mqtt import response_properties
 from gearshift.settings import MqttSettings, PlatformSettings
@@ -189,6 +190,82 @@ async def test_district_steps_run_real_commands_and_are_idempotent(fake: Fake) -
     assert N2 not in fake.state["districts"][DISTRICT]
     with pytest.raises(PlatformError, match="in no district"):
         await platform.deactivate(NodeRef(N3, None))
+
+
+async def test_remove_and_add_are_idempotent_across_districts(fake: Fake) -> None:
+    platform = fake.platform()
+    await platform.remove(NodeRef(N3, None))  # in no district: nothing to remove it from
+    await platform.remove(NodeRef(N3, "NONE"))
+    assert fake.calls("oo-admin-ctl-district") == []
+    new = "n4.example.com"
+    await platform.add(NodeRef(new, DISTRICT))
+    await platform.add(NodeRef(new, DISTRICT))  # "already belongs to": a repeated add
+    assert fake.state["districts"][DISTRICT][new] is True
+    assert len(fake.calls("oo-admin-ctl-district")) == 2
+
+
+async def test_listing_gears_has_its_own_short_timeout(fake: Fake, tmp_path: Path) -> None:
+    slow = tmp_path / "slow-list"
+    slow.write_text("#!/bin/sh\nexec sleep 30\n")
+    slow.chmod(0o755)
+    platform = fake.platform(list_timeout=0.5, allowed_programs=[str(slow), *fake.tools.values()],
+                             commands={"list_gears": f"{slow} {{host}}"})
+    assert platform.settings.timeout == 30  # moves and district steps keep the long one
+    with pytest.raises(PlatformError, match=r"timed out after 0\.5s; killed"):
+        await platform.move_gears(NodeRef(N1, DISTRICT), limit=5)
+
+
+async def test_a_new_node_joins_its_blueprints_district_before_it_counts_as_up(
+        fake: Fake) -> None:
+    platform = fake.platform()
+    clock = ManualClock()
+    journal = MemoryJournal()
+    new = "n4.example.com"
+
+    class Machines(Provider):
+        async def create(self, request: CreateRequest) -> Machine:
+            return Machine("rack-a", "m-n4", request.name, pool="small", key=request.key)
+
+        async def list_owned(self) -> list[Machine]:
+            return []
+
+        async def destroy(self, machine_id: str) -> None:
+            raise AssertionError("nothing is destroyed here")
+
+        async def quota(self) -> QuotaInfo:
+            return QuotaInfo(10, 3)
+
+    providers = {"apiVersion": "gearshift/v1", "kind": "Providers",
+                 "providers": [{"name": "rack-a", "kind": "simulated",
+                                "quota": {"max_nodes": 10}}],
+                 "blueprints": [{"name": "small-bm", "provider": "rack-a",
+                                 "node_profile": "small", "district": DISTRICT}]}
+    policies = policy_set(pool(), providers=providers)
+    executor = Executor(providers={"rack-a": GuardedProvider(Machines("rack-a"), clock=clock)},
+                        platform=platform, journal=journal, clock=clock, new_id=lambda: "op4")
+    scale_out = ScaleOut(pool="small", provider="rack-a", blueprint="small-bm", count=1,
+                         reason="test")
+    await executor.execute(Plan(clock.now(), (scale_out,), {}, state=None),  # type: ignore[arg-type]
+                           FleetSnapshot(taken_at=clock.now(), nodes=()), policies)
+    await journal.advance("op4", phase="created", at=clock.now(), identity=new)
+
+    def seen(district: str) -> FleetSnapshot:
+        facts = NodeFacts(identity=new, node_profile="small", max_active_gears=60,
+                          gears=GearCounts(total=0, active=0), district_uuid=district,
+                          district_active=district != "NONE")
+        return FleetSnapshot(taken_at=clock.now(), nodes=(Node(
+            identity=new, state=NodeState.ACTIVE if district != "NONE" else NodeState.DRAINING,
+            facts=facts, last_seen=clock.now()),))
+
+    # First facts: in no district. It is added, and stays booting until facts show it.
+    await executor.progress(seen("NONE"), lambda identity: True, policies=policies)
+    assert fake.state["districts"][DISTRICT][new] is True
+    op = await journal.get("op4")
+    assert op is not None and op.phase == "created"
+    await executor.progress(seen(DISTRICT), lambda identity: True, policies=policies)
+    op = await journal.get("op4")
+    assert op is not None and op.phase == "registered"
+    assert [c["argv"][2] for c in fake.calls("oo-admin-ctl-district")] == ["add-node"]
 
 
 async def test_a_command_past_its_timeout_is_killed(fake: Fake, tmp_path: Path) -> None:

@@ -16,12 +16,22 @@ import pytest
 from builders import policy_set, pool
 from conftest import need
 from gearshift.act.executor import Executor, ExecutorSettings
+from gearshift.act.platform.base import MoveReport, NodeRef
 from gearshift.act.providers.base import CreateRequest
 from gearshift.act.providers.guard import GuardedProvider, GuardSettings
 from gearshift.clock import ManualClock
-from gearshift.errors import Fenced, TransientError
+from gearshift.errors import Fenced, PlatformError, TransientError
 from gearshift.metrics import Metrics
-from gearshift.model import Action, Drain, Machine, Plan, PlannerState, Retire
+from gearshift.model import (
+    Action,
+    Drain,
+    FleetSnapshot,
+    Machine,
+    Plan,
+    PlannerState,
+    Retire,
+    ScaleOut,
+)
 from gearshift.observe.fleet import FleetModel
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.schema import PolicySet
@@ -407,3 +417,214 @@ async def test_operation_recovery_and_leader_metrics_pass_promtool() -> None:
     result = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
                             capture_output=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- retires and drains that fail half-way -------------------------------------------------
+class FlakyDestroy(SimulatedProvider):
+    """Destroys fail ``failures`` times (the call never reached the machine), then work."""
+
+    failures = 1
+
+    async def destroy(self, machine_id: str) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise TransientError(self.name, "destroy: connection reset")
+        await super().destroy(machine_id)
+
+
+class CountingPlatform(SimulatedPlatform):
+    """The simulated PaaS, counting every step; ``lose_deactivate`` makes a deactivation
+    land but its answer get lost; ``crash_on`` makes a step raise a bug."""
+
+    def __init__(self, world: SimWorld) -> None:
+        super().__init__(world)
+        self.calls: list[tuple[str, str]] = []
+        self.lose_deactivate = False
+        self.crash_on: str | None = None
+
+    def _note(self, step: str, node: NodeRef) -> None:
+        self.calls.append((step, node.identity))
+        if self.crash_on == node.identity:
+            raise RuntimeError("a bug in a platform adapter")
+
+    async def deactivate(self, node: NodeRef) -> None:
+        self._note("deactivate", node)
+        await super().deactivate(node)
+        if self.lose_deactivate:
+            raise PlatformError(f"deactivate {node.identity}: no answer")
+
+    async def activate(self, node: NodeRef) -> None:
+        self._note("activate", node)
+        await super().activate(node)
+
+    async def move_gears(self, node: NodeRef, *, limit: int) -> MoveReport:
+        self._note("move", node)
+        return await super().move_gears(node, limit=limit)
+
+    async def remove(self, node: NodeRef) -> None:
+        self._note("remove", node)
+
+
+def flaky_rig(*, failures: int = 1) -> tuple[Rig, CountingPlatform]:
+    rig = Rig()
+    rig.raw = FlakyDestroy(rig.spec, world=rig.world, clock=rig.clock, rng=random.Random(1))
+    rig.raw.failures = failures
+    rig.provider = GuardedProvider(rig.raw, clock=rig.clock, metrics=rig.metrics,
+                                   settings=GuardSettings(retry_deadline=0), boot_time=60)
+    platform = CountingPlatform(rig.world)
+    rig.platform = platform
+    rig.executor = Executor(providers={"rack-a": rig.provider}, platform=platform,
+                            journal=rig.journal, clock=rig.clock, metrics=rig.metrics,
+                            on_retired=rig._forget)
+    rig.recovery.providers = {"rack-a": rig.provider}
+    rig.recovery.platform = platform
+    return rig, platform
+
+
+async def drained_node(rig: Rig, name: str) -> tuple[Machine, Retire]:
+    """``name`` deactivated by a drain, empty, with facts newer than the deactivation."""
+    machine = await rig.running_node(name, active=0)
+    rig.publish()
+    snapshot = rig.fleet.snapshot(rig.clock.now(), machines=await rig.journal.machines())
+    report = await rig.executor.execute(plan(Drain(pool="small", identity=name, reason="t")),
+                                        snapshot, rig.policies)
+    assert [e.outcome for e in report.events] == ["ok"]
+    await rig.clock.advance(1)
+    rig.publish()
+    return machine, Retire(pool="small", identity=name, provider="rack-a",
+                           machine_id=machine.machine_id, reason="drained")
+
+
+async def fresh_snapshot(rig: Rig) -> FleetSnapshot:
+    ops = await rig.journal.open_operations()
+    return rig.fleet.snapshot(rig.clock.now(), machines=await rig.journal.machines(),
+                              drains=drains_in_flight(ops))
+
+
+async def test_a_retire_whose_destroy_failed_resumes_at_the_destroy() -> None:
+    rig, platform = flaky_rig(failures=1)
+    _, retire = await drained_node(rig, "victim")
+    report = await rig.executor.execute(plan(retire), await fresh_snapshot(rig), rig.policies)
+    assert [(e.outcome, e.error) for e in report.events] == [("failed", "TransientError")]
+    op = next(o for o in await rig.journal.open_operations() if o.identity == "victim")
+    assert op.phase == "retiring" and "victim" in rig.world.nodes
+    # The planner asks again: the retire goes on from the destroy (no second remove, and
+    # no "cannot go from retiring to removing").
+    report = await rig.executor.execute(plan(retire), await fresh_snapshot(rig), rig.policies)
+    assert [e.outcome for e in report.events] == ["ok"]
+    assert "victim" not in rig.world.nodes
+    assert [c for c in platform.calls if c[0] == "remove"] == [("remove", "victim")]
+    assert [o.phase for o in await rig.journal.history() if o.identity == "victim"] == [
+        "retired"]
+
+
+async def test_a_retiring_machine_is_destroyed_again_without_waiting_for_its_facts() -> None:
+    rig, _ = flaky_rig(failures=1)
+    _, retire = await drained_node(rig, "victim")
+    await rig.executor.execute(plan(retire), await fresh_snapshot(rig), rig.policies)
+    rig.world.nodes["victim"].ready_at = 1e18  # half torn down: it publishes nothing more
+    await rig.clock.advance(60)  # its facts are stale now
+    snapshot = await fresh_snapshot(rig)
+    assert {n.identity: n.state.value for n in snapshot.nodes}["victim"] == "unknown"
+    await rig.executor.progress(snapshot, lambda i: False)
+    assert "victim" not in rig.world.nodes and rig.forgotten == ["victim"]
+    assert await rig.journal.open_operations() == []
+
+
+async def test_recovery_destroys_a_retiring_machine_of_ours_again() -> None:
+    rig, _ = flaky_rig(failures=1)
+    _, retire = await drained_node(rig, "victim")
+    await rig.executor.execute(plan(retire), await fresh_snapshot(rig), rig.policies)
+    result = await rig.recovery.run()  # after a restart
+    assert result.actions["drain_finished"] == 1
+    assert "victim" not in rig.world.nodes
+    assert await rig.journal.open_operations() == []
+
+
+async def test_a_retire_is_refused_while_newer_facts_still_show_the_node_in_service() -> None:
+    rig, _ = flaky_rig(failures=0)
+    _, retire = await drained_node(rig, "victim")
+    # Someone (or a lost command) put it back in service after the deactivation.
+    rig.world.nodes["victim"].district_active = True
+    await rig.clock.advance(1)
+    rig.publish()
+    report = await rig.executor.execute(plan(retire), await fresh_snapshot(rig), rig.policies)
+    assert report.events[0].outcome == "refused"
+    assert "still show the node active" in (report.events[0].error or "")
+    assert "victim" in rig.world.nodes
+
+
+async def test_a_deactivation_whose_answer_was_lost_is_undone_before_the_drain_closes() -> None:
+    rig, platform = flaky_rig(failures=0)
+    await rig.running_node("victim", active=0)
+    rig.publish()
+    platform.lose_deactivate = True
+    snapshot = rig.fleet.snapshot(rig.clock.now(), machines=await rig.journal.machines())
+    report = await rig.executor.execute(plan(Drain(pool="small", identity="victim", reason="t")),
+                                        snapshot, rig.policies)
+    assert [e.outcome for e in report.events] == ["failed"]
+    assert rig.world.nodes["victim"].district_active is False  # it did land
+    op = next(o for o in await rig.journal.open_operations() if o.identity == "victim")
+    assert op.phase == "cancelling"
+    await rig.executor.progress(await fresh_snapshot(rig), lambda i: True)
+    assert rig.world.nodes["victim"].district_active is True
+    assert [o.phase for o in await rig.journal.history() if o.identity == "victim"] == [
+        "cancelled"]
+
+
+async def test_one_action_crashing_does_not_stop_the_others() -> None:
+    rig, platform = flaky_rig(failures=0)
+    await rig.running_node("bad", active=0)
+    await rig.running_node("good", active=0)
+    rig.publish()
+    platform.crash_on = "bad"
+    snapshot = rig.fleet.snapshot(rig.clock.now(), machines=await rig.journal.machines())
+    report = await rig.executor.execute(
+        plan(Drain(pool="small", identity="bad", reason="t"),
+             Drain(pool="small", identity="good", reason="t")), snapshot, rig.policies)
+    assert [(e.target, e.outcome, e.error) for e in report.events] == [
+        ("bad", "failed", "RuntimeError"), ("good", "ok", None)]
+    assert rig.world.nodes["good"].district_active is False
+
+
+async def test_no_gear_moves_are_asked_of_a_node_whose_facts_are_stale() -> None:
+    rig, platform = flaky_rig(failures=0)
+    await rig.running_node("victim", active=4)
+    rig.publish()
+    snapshot = rig.fleet.snapshot(rig.clock.now(), machines=await rig.journal.machines())
+    await rig.executor.execute(plan(Drain(pool="small", identity="victim", reason="t")),
+                               snapshot, rig.policies)
+    await rig.clock.advance(1)
+    rig.publish()
+    await rig.executor.progress(await fresh_snapshot(rig), lambda i: True)
+    assert platform.calls.count(("move", "victim")) == 1
+    rig.world.nodes["victim"].ready_at = 1e18  # its agent went silent
+    await rig.clock.advance(60)
+    await rig.executor.progress(await fresh_snapshot(rig), lambda i: False)
+    assert platform.calls.count(("move", "victim")) == 1
+
+
+class LostAnswer(SimulatedProvider):
+    """Makes the machine, then the answer is lost (a timeout)."""
+
+    async def create(self, request: CreateRequest) -> Machine:
+        await super().create(request)
+        raise TransientError(self.name, "create timed out after 120s")
+
+
+async def test_a_create_whose_answer_was_lost_stays_requested_and_is_never_made_twice() -> None:
+    rig = Rig()
+    raw = LostAnswer(rig.spec, world=rig.world, clock=rig.clock, rng=random.Random(1))
+    guarded = GuardedProvider(raw, clock=rig.clock, settings=GuardSettings(retry_deadline=0),
+                              boot_time=60)
+    rig.executor = Executor(providers={"rack-a": guarded}, platform=rig.platform,
+                            journal=rig.journal, clock=rig.clock, new_id=lambda: "op1")
+    report = await rig.executor.execute(
+        plan(ScaleOut(pool="small", provider="rack-a", blueprint="small-bm", count=1,
+                      reason="t")), rig.fleet.snapshot(rig.clock.now()), rig.policies)
+    assert [(e.outcome, e.error) for e in report.events] == [("failed", "transient")]
+    op = await rig.journal.get("op1")
+    assert op is not None and op.phase == "requested"  # counted as booting, not forgotten
+    result = await rig.recovery.run()  # asks with the same key: the machine made is found
+    assert result.actions == {"create_adopted": 1}
+    assert machines_for_key(rig.world, "op1") == 1 and len(rig.world.nodes) == 1

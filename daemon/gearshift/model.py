@@ -104,7 +104,7 @@ class DrainProgress:
     pool: str
     started_at: float
     deadline: float
-    phase: str  # deactivating | moving | empty | removed
+    phase: str  # its journal phase: deactivating | moving | removing | retiring | cancelling
     reason: str = ""
 
 
@@ -264,6 +264,9 @@ class PoolMemory:
     high_since: float | None = None  # density above the band (continuously) since
     returns_paused_until: float | None = None  # burst-and-return backs off after a failure
     growing_to: int | None = None  # slots (booting included) the last growth aimed for
+    # Pool size before the last growth (reactivated nodes counted as growth): a spill round
+    # at the same instant may add only what keeps the whole growth within step.max_up.
+    grown_from: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

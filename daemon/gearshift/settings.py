@@ -138,6 +138,9 @@ class PlatformSettings(Section):
         "Command templates by step (deactivate, activate, move, remove, add, list_gears); "
         "the defaults are OpenShift v2's oo-admin-ctl-district and oo-admin-move."))
     timeout: Seconds = Field(600.0, description="Longest a platform command may run.")
+    list_timeout: Seconds = Field(30.0, description=(
+        "Longest listing a draining node's gears (list_gears) may take: it runs on every "
+        "reconcile of a drain, so a node that does not answer must not hold the loop."))
     via: Literal["broker", "agent"] = Field("broker", description=(
         "broker: run the commands here (gearshift runs on the broker host); agent: ask the "
         "node agents over MQTT 5 (request/response on nodes/{identity}/command)."))

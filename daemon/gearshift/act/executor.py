@@ -6,12 +6,21 @@
 * ``Drain``: journal, deactivate the node in its district, then (in ``progress``) move its
   gears away in bounded batches until it is empty.
 * ``CancelDrain``: reactivate the node, close the drain.
-* ``Retire``: checked once more against the latest facts (never a node with active gears),
-  removed from its district, machine destroyed, forgotten.
+* ``Retire``: checked once more against the latest facts (never a node with active gears,
+  never a drained node whose facts still show it active in its district), removed from
+  its district, machine destroyed, forgotten. A retire that failed half-way resumes at
+  the step it stopped at.
 * ``progress``: registers booting nodes when their first fresh facts arrive (measuring
-  time-to-ready), retires nodes that never came up in time (never while the fact source
-  is down, never one that reports active gears) and backs their provider off, pushes
-  gear moves along, finishes cancellations.
+  time-to-ready; a node in no district joins its blueprint's district first), retires
+  nodes that never came up in time (never while the fact source is down, never one that
+  reports active gears) and backs their provider off, pushes gear moves along (never on a
+  node whose facts are not fresh), finishes cancellations, destroys again machines whose
+  destroy failed.
+
+Actions are carried out one by one, each on its own: one that fails (whatever the error,
+short of the journal itself failing) is reported and the others still run.
+A create whose outcome is unknown (a timeout, a dropped connection) stays ``requested``:
+recovery asks again with the same key, so the machine is never made twice.
 
 Every step is journaled before it is taken (``store.journal`` lists the phases), so a
 restart at any instant can repeat the step it was about to take; a retire is refused on
@@ -34,9 +43,12 @@ from gearshift.act.providers.guard import GuardedProvider
 from gearshift.clock import Clock
 from gearshift.errors import (
     CapacityUnavailable,
+    CircuitOpen,
+    JournalError,
     PlatformError,
     ProviderError,
     QuotaExceeded,
+    TransientError,
 )
 from gearshift.metrics import Metrics
 from gearshift.model import (
@@ -138,7 +150,16 @@ class Executor:
                       policies: PolicySet) -> ExecutionReport:
         report = ExecutionReport()
         for action in plan.actions:
-            await self._execute_one(action, snapshot, policies, report)
+            try:
+                await self._execute_one(action, snapshot, policies, report)
+            except JournalError:
+                raise  # nothing can be done safely without the journal
+            except Exception as exc:  # one action's bug must not stop the others
+                log.exception("action crashed", kind=action.kind, pool=action.pool)
+                self._event(report, kind=action.kind, pool=action.pool,
+                            target=getattr(action, "identity", getattr(action, "provider", "")),
+                            outcome="failed", reason=action.reason,
+                            error=exc.__class__.__name__)
         return report
 
     async def _execute_one(self, action: Action, snapshot: FleetSnapshot, policies: PolicySet,
@@ -178,8 +199,15 @@ class Executor:
                     machine = await provider.create(CreateRequest(
                         key=op_id, name=name, pool=action.pool, blueprint=blueprint))
             except ProviderError as exc:
-                await self.journal.advance(op_id, phase="failed", at=self.clock.now(),
-                                           error=f"{exc.kind}: {exc.message}")
+                if isinstance(exc, TransientError) and not isinstance(exc, CircuitOpen):
+                    # Timed out or cut off: the machine may exist. Keep the op requested;
+                    # recovery asks again with the same key, never a second machine.
+                    log.warning("create outcome unknown; recovery will ask again with the "
+                                "same key", node=name, provider=action.provider,
+                                error=exc.kind)
+                else:
+                    await self.journal.advance(op_id, phase="failed", at=self.clock.now(),
+                                               error=f"{exc.kind}: {exc.message}")
                 if isinstance(exc, QuotaExceeded | CapacityUnavailable):
                     report.spill = True
                 self._event(report, kind=action.kind, pool=action.pool, target=name,
@@ -234,7 +262,9 @@ class Executor:
         try:
             await self.platform.deactivate(NodeRef(action.identity, node.facts.district_uuid))
         except PlatformError as exc:
-            await self.journal.advance(op_id, phase="cancelled", at=self.clock.now(),
+            # It may have been deactivated all the same (the command ran, its answer was
+            # lost): reactivate it before closing the drain (``progress`` does it).
+            await self.journal.advance(op_id, phase="cancelling", at=self.clock.now(),
                                        error=str(exc))
             self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
                         outcome="failed", reason=action.reason, error="platform")
@@ -289,14 +319,20 @@ class Executor:
                         error="its drain is being cancelled")
             return
         seen = node.last_seen if node is not None else None
-        if op is not None and op.phase in ("deactivating", "moving") and (
-                seen is None or seen < op.updated_at):
-            # Facts from before the node left its district may miss gears placed on it
-            # just before: only facts the node published since then can prove it empty.
-            self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
-                        outcome="refused", reason=action.reason,
-                        error="facts predate the deactivation; waiting for newer ones")
-            return
+        if op is not None and op.phase in ("deactivating", "moving"):
+            if seen is None or seen < op.updated_at:
+                # Facts from before the node left its district may miss gears placed on it
+                # just before: only facts the node published since then can prove it empty.
+                self._event(report, kind=action.kind, pool=action.pool,
+                            target=action.identity, outcome="refused", reason=action.reason,
+                            error="facts predate the deactivation; waiting for newer ones")
+                return
+            if facts.district_active:
+                # The node still says it takes new gears: the deactivation did not land.
+                self._event(report, kind=action.kind, pool=action.pool,
+                            target=action.identity, outcome="refused", reason=action.reason,
+                            error="facts still show the node active in its district")
+                return
         now = self.clock.now()
         try:
             if op is None:
@@ -306,10 +342,11 @@ class Executor:
                     provider=action.provider, machine_id=action.machine_id, deadline=now,
                     reason=action.reason)
                 await self.journal.begin(op)
-            else:
+            elif op.phase != "retiring":
                 await self.journal.advance(op.op_id, phase="removing", at=now)
-            await self.platform.remove(NodeRef(action.identity, facts.district_uuid))
-            await self.journal.advance(op.op_id, phase="retiring", at=self.clock.now())
+            if op.phase != "retiring":  # a retire resumed after a failed destroy: removed
+                await self.platform.remove(NodeRef(action.identity, facts.district_uuid))
+                await self.journal.advance(op.op_id, phase="retiring", at=self.clock.now())
             await provider.destroy(action.machine_id)
         except (PlatformError, ProviderError) as exc:
             self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
@@ -327,13 +364,16 @@ class Executor:
             await self.on_retired(identity)
 
     # -- in flight --------------------------------------------------------------------
-    async def progress(self, snapshot: FleetSnapshot, is_fresh: Callable[[str], bool]) -> None:
+    async def progress(self, snapshot: FleetSnapshot, is_fresh: Callable[[str], bool], *,
+                       policies: PolicySet | None = None) -> None:
         """Move every open operation one step forward."""
         now = self.clock.now()
         nodes = {n.identity: n for n in snapshot.nodes}
         for op in await self.journal.open_operations():
             if op.kind == "create" and op.phase in ("created", "abandoning"):
-                await self._progress_create(op, now, is_fresh, snapshot)
+                await self._progress_create(op, now, is_fresh, snapshot, policies)
+            elif op.kind == "drain" and op.phase == "retiring":
+                await self._destroy_again(op)
             elif op.kind == "drain" and op.phase == "cancelling":
                 node = nodes.get(op.identity)
                 district = node.facts.district_uuid if node is not None and node.facts else None
@@ -345,8 +385,9 @@ class Executor:
                 await self.journal.advance(op.op_id, phase="cancelled", at=self.clock.now())
             elif op.kind == "drain" and op.phase == "moving":
                 node = nodes.get(op.identity)
-                if node is None or node.facts is None or node.facts.gears.total == 0:
-                    continue
+                if (node is None or node.facts is None or node.state is NodeState.UNKNOWN
+                        or node.facts.gears.total == 0):
+                    continue  # a silent node cannot list its gears: do not wait on it
                 try:
                     await self.platform.move_gears(NodeRef(op.identity, node.facts.district_uuid),
                                                    limit=self.settings.move_batch)
@@ -381,10 +422,52 @@ class Executor:
         return max(self.settings.min_provisioning_timeout,
                    expected * self.settings.provisioning_timeout_factor)
 
-    async def _progress_create(self, op: Operation, now: float,
-                               is_fresh: Callable[[str], bool], snapshot: FleetSnapshot) -> None:
+    async def _destroy_again(self, op: Operation) -> None:
+        """A retire whose destroy failed (it is out of its district): destroy it again."""
         provider = self.providers.get(op.provider or "")
-        if op.phase == "created" and is_fresh(op.identity):
+        if provider is None or op.machine_id is None:
+            return
+        try:
+            await provider.destroy(op.machine_id)
+        except ProviderError as exc:
+            log.warning("destroying a retired node's machine failed again; trying later",
+                        node=op.identity, provider=op.provider, error=exc.kind)
+            return
+        await self._forget_retired(op.identity)
+        await self.journal.advance(op.op_id, phase="retired", at=self.clock.now())
+        log.info("machine destroyed on a second try", node=op.identity, provider=op.provider)
+
+    async def _join_district(self, op: Operation, snapshot: FleetSnapshot,
+                             policies: PolicySet | None) -> bool:
+        """A new node in no district joins its blueprint's (if it names one).
+
+        False until its facts show it in a district: until then it stays booting (pending),
+        so the pool counts it, rather than as a node that takes no gears.
+        """
+        providers_file = policies.providers if policies is not None else None
+        blueprint = providers_file.blueprint(op.blueprint or "") if providers_file else None
+        if blueprint is None or not blueprint.district:
+            return True
+        node = next((n for n in snapshot.nodes if n.identity == op.identity), None)
+        district = node.facts.district_uuid if node is not None and node.facts else None
+        if district and district.upper() != "NONE":
+            return True
+        try:
+            await self.platform.add(NodeRef(op.identity, blueprint.district))
+        except PlatformError as exc:
+            log.warning("adding a new node to its district failed; trying again",
+                        node=op.identity, district=blueprint.district, error=str(exc))
+            return False
+        log.info("new node added to its district; waiting for its facts to show it",
+                 node=op.identity, district=blueprint.district)
+        return False
+
+    async def _progress_create(self, op: Operation, now: float,
+                               is_fresh: Callable[[str], bool], snapshot: FleetSnapshot,
+                               policies: PolicySet | None) -> None:
+        provider = self.providers.get(op.provider or "")
+        if (op.phase == "created" and is_fresh(op.identity)
+                and await self._join_district(op, snapshot, policies)):
             await self.journal.advance(op.op_id, phase="registered", at=now)
             if provider is not None:
                 provider.note_time_to_ready(now - op.started_at)

@@ -180,6 +180,11 @@ def _placement_text(result: PlacementResult) -> str:
     return "; ".join(parts)
 
 
+# Drain phases past which a node is never reactivated: it is being taken out of its
+# district (``removing``) or its machine destroyed (``retiring``); the retire only resumes.
+POINT_OF_NO_RETURN = frozenset({"removing", "retiring"})
+
+
 def _finish_drains(view: PoolView, ctx: PlanContext) -> tuple[list[Action], set[str]]:
     """Retire drained nodes; stop drains past their deadline. Returns the drains it ended."""
     policy = view.policy
@@ -187,6 +192,8 @@ def _finish_drains(view: PoolView, ctx: PlanContext) -> tuple[list[Action], set[
     actions: list[Action] = []
     ended: set[str] = set()
     for drain in view.drains:
+        if drain.phase == "retiring":
+            continue  # out of its district, its machine being destroyed: the executor finishes
         node = ctx.nodes_by_id.get(drain.identity)
         facts = node.facts if node is not None and node.state is not NodeState.UNKNOWN else None
         machine = node.machine if node is not None else None
@@ -197,7 +204,7 @@ def _finish_drains(view: PoolView, ctx: PlanContext) -> tuple[list[Action], set[
                                   reason=f"pool {policy.name}: {drain.identity} is drained "
                                          f"(0 gears left){why}; retiring its machine"))
             ended.add(drain.identity)
-        elif now >= drain.deadline:
+        elif now >= drain.deadline and drain.phase not in POINT_OF_NO_RETURN:
             ended.add(drain.identity)
             left = "unknown" if facts is None else str(facts.gears.total)
             overdue = f"drain of {drain.identity}{why} passed its deadline " \
@@ -284,8 +291,9 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     shortfall = max(want_gears - capacity, 1 if signals.up else 0) if pressure else 0
     # A spill round re-plans at the same instant after a provider refused part of a growth:
     # the nodes already made may end the pressure, but the growth decided is finished.
-    if memory.last_scale_up == now and memory.growing_to is not None and \
-            capacity < memory.growing_to and not paused:
+    spill_round = memory.last_scale_up == now and memory.growing_to is not None
+    if spill_round and memory.growing_to is not None and capacity < memory.growing_to \
+            and not paused:
         pressure.append(f"finishing the growth to {memory.growing_to} slots decided this "
                         f"reconcile (a provider refused part of it)")
         shortfall = max(shortfall, memory.growing_to - capacity)
@@ -293,7 +301,7 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
         stable_up = True
 
     notes: list[str] = []
-    grew = shrank = unplaced = placed_gears = 0
+    grew = shrank = unplaced = placed_gears = reactivated = 0
     unplaced_why = ""
     desired = size
     if paused:
@@ -304,6 +312,9 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
              if floor_gap else [])
             + (pressure if stable_up and cooldown_up_left <= 0 else []))
         room = max(0, min(policy.step.max_up, policy.size.max - size))
+        if spill_round and memory.grown_from is not None:
+            # The growth decided earlier at this instant counts against the same step.
+            room = max(0, min(room, policy.step.max_up - max(0, size - memory.grown_from)))
         min_nodes = floor_gap
         gear_gap = shortfall if stable_up and cooldown_up_left <= 0 else 0
         # Reactivating a draining node beats provisioning a new one (but not a node drained
@@ -312,7 +323,7 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
             node = ctx.nodes_by_id.get(drain.identity)
             if room <= 0 or (min_nodes <= 0 and gear_gap <= 0) or node is None or node.facts is None:
                 continue
-            if drain.identity in ctx.preemptions:
+            if drain.identity in ctx.preemptions or drain.phase in POINT_OF_NO_RETURN:
                 continue
             actions.append(CancelDrain(pool=name, identity=drain.identity,
                                        reason=f"pool {name}: {trigger}; demand returned: "
@@ -322,6 +333,7 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
             min_nodes -= 1
             gear_gap -= node.facts.max_active_gears
             grew += 1
+            reactivated += 1
         if min_nodes > 0 or gear_gap > 0:
             if room <= 0:
                 notes.append(f"wanted more nodes but the pool is at max {policy.size.max}"
@@ -409,6 +421,8 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
         memory,
         # New nodes only: a reactivated node shows as draining until its next facts.
         growing_to=capacity + placed_gears if grew else memory.growing_to,
+        grown_from=(memory.grown_from if spill_round and memory.grown_from is not None
+                    else size - reactivated) if grew else memory.grown_from,
         last_scale_up=now if grew else memory.last_scale_up,
         last_scale_down=now if shrank or timed_out else memory.last_scale_down,
         low_since=low_since,

@@ -302,6 +302,9 @@ class Blueprint(Strict):
     image: str | None = None  # EC2 AMI
     instance_type: str | None = None
     user_data: str | None = None  # first-boot data (cloud-init)
+    # The district (its UUID, as oo-admin-ctl-district -u takes it) a new node joins once
+    # it publishes facts; without it a node in no district takes no gears.
+    district: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
     settings: dict[str, Any] = Field(default_factory=dict)  # provider-specific extras
 
     @property

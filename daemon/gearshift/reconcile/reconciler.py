@@ -134,7 +134,8 @@ class Reconciler:
         policies = self.policies.current
         now = self.clock.now()
         snapshot = await self.snapshot()
-        await self.executor.progress(snapshot, lambda i: self.fleet.is_fresh(i, now))
+        await self.executor.progress(snapshot, lambda i: self.fleet.is_fresh(i, now),
+                                     policies=policies)
         start_state = self.state
         state = start_state
         plan: Plan | None = None

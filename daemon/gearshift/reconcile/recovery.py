@@ -20,8 +20,9 @@ executor finishes destroying it.
 
 Unfinished drains: ``deactivating``/``moving``: deactivate again (idempotent) so the node
 surely takes no new gears, and stamp the op, so a retire needs facts newer than that;
-``cancelling``: reactivate and close; ``removing``/``retiring``: the planner retires
-the node once fresh facts show it empty; in every phase a machine no longer listed is
+``cancelling``: reactivate and close; ``removing``: the planner retires the node once
+fresh facts show it empty (never reactivated: it may be out of its district already);
+``retiring``: destroy the machine again and close; in every phase a machine no longer listed is
 gone: forget it (and its retained facts) and close the op.
 
 Machines we own that are no longer listed are forgotten. Machines listed with our tag
@@ -287,12 +288,14 @@ class Recovery:
                 await self.platform.activate(node)
                 await self.journal.advance(op.op_id, phase="cancelled", at=self.clock.now())
                 result.actions["drain_cancelled"] += 1
-            elif op.phase == "retiring" and op.identity not in owned:
-                # An orphan's retirement (never in the journal's machines): destroy again.
+            elif op.phase == "retiring":
+                # Out of its district already (or an orphan never in it): destroy again.
+                # Never wait for facts: a machine half-destroyed publishes none.
                 await self.providers[op.provider or ""].destroy(machine.machine_id)
                 await self._gone(op.identity)
                 await self.journal.advance(op.op_id, phase="retired", at=self.clock.now())
-                result.actions["orphan_retired"] += 1
+                result.actions["orphan_retired" if op.identity not in owned
+                               else "drain_finished"] += 1
             else:
                 result.actions["drain_resumed"] += 1  # the planner retires it once it is empty
         except (PlatformError, ProviderError) as exc:

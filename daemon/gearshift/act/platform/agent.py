@@ -107,8 +107,10 @@ class AgentRunner:
             return
         future.set_result(reply)
 
-    async def run(self, step: str, args: Mapping[str, str], *, node: str) -> CommandResult:
+    async def run(self, step: str, args: Mapping[str, str], *, node: str,
+                  timeout: float | None = None) -> CommandResult:
         target = self.target(step, node)
+        limit = timeout if timeout is not None else self.timeout
         request_id = uuid.uuid4().hex
         correlation = request_id.encode()
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -123,11 +125,11 @@ class AgentRunner:
             except aiomqtt.MqttError as exc:
                 raise PlatformError(f"cannot send {step} to agent {target}: {exc}") from exc
             try:
-                async with asyncio.timeout(self.timeout):
+                async with asyncio.timeout(limit):
                     reply = await future
             except TimeoutError:
                 raise PlatformError(f"agent {target} did not answer {step} within "
-                                    f"{self.timeout:g}s") from None
+                                    f"{limit:g}s") from None
         finally:
             self._waiting.pop(correlation, None)
         return _result(reply, request_id=request_id, step=step, target=target)

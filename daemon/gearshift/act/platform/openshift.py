@@ -33,7 +33,12 @@ listing shows what is left, so a drain resumes where it stopped.
 **Idempotency.** ``oo-admin-ctl-district`` reports errors as ``ERROR OUTPUT:`` with exit
 status 0; the adapter treats that as a failure, except for the answers that mean the
 step is already done ("is already deactivated", "is already active", "doesn't belong to
-district" on remove), so a resumed drain can repeat its last step safely.
+district" on remove, "already belongs to" on add), so a resumed drain can repeat
+its last step safely; a remove of a node in no district is done already.
+
+**New nodes.** A blueprint may name the ``district`` its nodes join: once a new node
+publishes facts in no district, the executor runs ``add`` for it, and counts it as
+booting until its facts show the district.
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ _ALREADY = {
     "deactivate": ("is already deactivated",),
     "activate": ("is already active",),
     "remove": ("doesn't belong to district",),
+    "add": ("already belongs to",),
 }
 _OUTPUT_LIMIT = 1 << 20  # read at most 1 MiB of a command's output
 
@@ -163,8 +169,10 @@ class CommandResult:
 
 
 class Runner(Protocol):
-    async def run(self, step: str, args: Mapping[str, str], *, node: str) -> CommandResult:
-        """Run ``step`` with ``args``; ``node`` is the node it is about."""
+    async def run(self, step: str, args: Mapping[str, str], *, node: str,
+                  timeout: float | None = None) -> CommandResult:
+        """Run ``step`` with ``args``; ``node`` is the node it is about; ``timeout``
+        overrides the runner's own."""
 
     async def close(self) -> None:
         """Release connections."""
@@ -182,8 +190,10 @@ class LocalRunner:
         self.templates = templates
         self.timeout = timeout
 
-    async def run(self, step: str, args: Mapping[str, str], *, node: str) -> CommandResult:
+    async def run(self, step: str, args: Mapping[str, str], *, node: str,
+                  timeout: float | None = None) -> CommandResult:
         argv = self.templates[step].render(args)
+        limit = timeout if timeout is not None else self.timeout
         started = time.perf_counter()
         try:
             process = await asyncio.create_subprocess_exec(
@@ -192,12 +202,12 @@ class LocalRunner:
         except OSError as exc:
             return CommandResult(False, None, "", "", f"cannot run {argv[0]}: {exc.strerror}")
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(limit):
                 out, err = await process.communicate()
         except TimeoutError:
             await _kill(process)
             return CommandResult(False, None, "", "", f"{argv[0]} timed out after "
-                                                      f"{self.timeout:g}s; killed")
+                                                      f"{limit:g}s; killed")
         except asyncio.CancelledError:
             await _kill(process)
             raise
@@ -257,6 +267,12 @@ class OpenShiftPlatform(Platform):
         await self._district_step("activate", node)
 
     async def remove(self, node: NodeRef) -> None:
+        if not node.district or node.district.upper() == "NONE":
+            # In no district: there is nothing to remove it from (a resumed retire whose
+            # remove-node already ran, or a node that never joined one).
+            log.info("platform step done", step="remove", node=node.identity,
+                     district=None, note="in no district already")
+            return
         await self._district_step("remove", node)
 
     async def add(self, node: NodeRef) -> None:
@@ -266,7 +282,7 @@ class OpenShiftPlatform(Platform):
     async def list_gears(self, node: NodeRef) -> list[str]:
         """The UUIDs of every gear on ``node`` (one per line of ``oo-admin-ctl-gears list``)."""
         result = await self.runner.run("list_gears", {"host": node.identity},
-                                       node=node.identity)
+                                       node=node.identity, timeout=self.settings.list_timeout)
         if not result.ok:
             raise PlatformError(f"cannot list the gears of {node.identity}: {result.describe()}")
         gears = []
