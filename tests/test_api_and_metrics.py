@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -11,6 +12,7 @@ from builders import policy_set, pool
 from conftest import need
 from gearshift.api.server import ApiServer
 from gearshift.clock import ManualClock
+from gearshift.store.sqlite import SqliteJournal
 from test_reconciler import Rig
 
 TOKEN = "s3cret-token-for-tests"
@@ -50,6 +52,21 @@ async def test_health_plan_events_and_page(client: TestClient) -> None:
     assert "projected density 0.92" in events["events"][0]["reason"]
     page = await client.get("/")
     assert "gearshift" in await page.text()
+
+
+async def test_a_plan_the_journal_cannot_give_is_a_503_with_the_reason(
+        client: TestClient, tmp_path: Path) -> None:
+    journal = await SqliteJournal.open(tmp_path / "journal.db")
+    await journal.close()  # as good as a store that is down: every call is a JournalError
+    client.rig.reconciler.journal = journal  # type: ignore[attr-defined]
+    refused = await client.get("/v1/plan")
+    assert refused.status == 503
+    error = (await refused.json())["error"]
+    assert error == (f"SQLite journal {tmp_path / 'journal.db'}: open_operations failed: "
+                     f"the journal is closed")
+    # The rest of the API stays up.
+    assert (await client.get("/v1/status")).status == 200
+    assert (await client.get("/healthz")).status == 200
 
 
 async def test_mutations_need_the_bearer_token(client: TestClient) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -11,10 +13,17 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from conftest import ROOT
-from gearshift.errors import BadTransition, Fenced, JournalError, JournalSchemaError
+from gearshift.errors import (
+    BadTransition,
+    ConfigError,
+    Fenced,
+    JournalError,
+    JournalSchemaError,
+)
 from gearshift.model import Machine
 from gearshift.store import migrations
 from gearshift.store.journal import (
@@ -284,3 +293,146 @@ async def test_an_unreachable_postgres_is_a_clear_error_without_the_password() -
     assert "postgresql://127.0.0.1:9/gearshift" in str(failed.value)
     assert PASSWORD not in str(failed.value)
     assert describe_dsn(dsn) == "postgresql://127.0.0.1:9/gearshift"
+
+
+# -- driver failures surface as JournalError ---------------------------------------------
+async def test_a_locked_sqlite_journal_is_a_journal_error_and_works_again_once_free(
+        tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    journal = await SqliteJournal.open(path, busy_timeout=0.2)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")  # another process writing, and taking its time
+        with pytest.raises(JournalError, match=rf"SQLite journal {re.escape(str(path))}: begin failed: "
+                                               r"OperationalError: database is locked"):
+            await journal.begin(create_op("locked"))
+        with pytest.raises(JournalError, match=r"acquire_lease failed: .*database is locked"):
+            await journal.acquire_lease("me", 5)
+        assert await journal.open_operations() == []  # WAL: reading still works
+        blocker.execute("ROLLBACK")
+        await journal.begin(create_op("free"))
+        assert await journal.acquire_lease("me", 5) == 1
+    finally:
+        blocker.close()
+        await journal.close()
+    assert [o.op_id for o in await reopen_ops(path)] == ["free"]
+
+
+async def reopen_ops(path: Path) -> list[Operation]:
+    journal = await SqliteJournal.open(path)
+    try:
+        return await journal.open_operations()
+    finally:
+        await journal.close()
+
+
+async def test_a_sqlite_journal_whose_directory_is_removed_refuses_writes(tmp_path: Path
+                                                                          ) -> None:
+    directory = tmp_path / "state"
+    journal = await SqliteJournal.open(directory / "journal.db")
+    try:
+        await journal.begin(create_op("before"))
+        shutil.rmtree(directory)
+        # SQLite itself would go on writing into the unlinked file, and lose it at restart.
+        with pytest.raises(JournalError, match="begin failed: the file was removed or "
+                                               "replaced since it was opened"):
+            await journal.begin(create_op("lost"))
+        with pytest.raises(JournalError, match="advance failed: the file was removed"):
+            await journal.advance("before", phase="created", at=2)
+        with pytest.raises(JournalError, match=r"acquire_lease failed: FileNotFoundError"):
+            await journal.acquire_lease("me", 5)
+    finally:
+        await journal.close()
+    with pytest.raises(JournalError, match="open_operations failed: the journal is closed"):
+        await journal.open_operations()
+
+
+async def test_a_sqlite_journal_replaced_under_a_running_daemon_refuses_writes(
+        tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    journal = await SqliteJournal.open(path)
+    try:
+        await journal.begin(create_op("before"))
+        (tmp_path / "restored.db").write_bytes(path.read_bytes())
+        (tmp_path / "restored.db").replace(path)  # a backup restored with mv
+        with pytest.raises(JournalError, match="removed or replaced"):
+            await journal.release("n1")
+    finally:
+        await journal.close()
+
+
+async def test_a_sqlite_file_that_is_not_a_journal_is_a_journal_error(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    path.write_bytes(b"this is not an SQLite database " * 200)
+    with pytest.raises(JournalError, match=rf"SQLite journal {re.escape(str(path))}: open failed: "
+                                           r"DatabaseError: file is not a database"):
+        await SqliteJournal.open(path)
+
+
+async def test_a_postgres_backend_terminated_mid_write_is_a_journal_error(
+        postgres: PgServer) -> None:
+    database = f"t_{uuid.uuid4().hex[:12]}"
+    dsn = postgres.create_database(database)
+    journal = await PostgresJournal.open(dsn)
+    blocker = await asyncpg.connect(dsn)
+    try:
+        # Hold the table so the journal's INSERT waits on a backend we can find and kill.
+        holding = blocker.transaction()
+        await holding.start()
+        await blocker.execute("LOCK TABLE gearshift_operations IN ACCESS EXCLUSIVE MODE")
+        write = asyncio.create_task(journal.begin(create_op("doomed")))
+        for _ in range(100):
+            waiting = await blocker.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> "
+                "pg_backend_pid() AND wait_event_type = 'Lock'", database)
+            if waiting:
+                break
+            await asyncio.sleep(0.05)
+        assert len(waiting) == 1
+        assert await blocker.fetchval("SELECT pg_terminate_backend($1)", waiting[0]["pid"])
+        with pytest.raises(JournalError) as failed:
+            await write
+        message = str(failed.value)
+        assert message.startswith(f"PostgreSQL journal at postgresql://127.0.0.1:"
+                                  f"{postgres.port}/{database}: begin failed: "), message
+        # The first failure, not the transaction's rollback on the dead connection after it.
+        assert "terminating connection due to administrator command" in message, message
+        assert PASSWORD not in message
+        await holding.rollback()
+        # The pool replaces the dead connection: the journal goes on.
+        await journal.begin(create_op("after"))
+        assert [o.op_id for o in await journal.open_operations()] == ["after"]
+    finally:
+        await blocker.close()
+        await journal.close()
+
+
+async def test_a_closed_postgres_pool_is_a_journal_error(postgres: PgServer) -> None:
+    dsn = postgres.create_database(f"c_{uuid.uuid4().hex[:12]}")
+    journal = await PostgresJournal.open(dsn)
+    await journal.pool.close()
+    with pytest.raises(JournalError, match="open_operations failed: InterfaceError") as failed:
+        await journal.open_operations()
+    assert PASSWORD not in str(failed.value)
+    with pytest.raises(JournalError, match="acquire_lease failed"):
+        await journal.acquire_lease("me", 5)
+
+
+async def test_a_wrong_postgres_password_is_a_journal_error_without_either_password(
+        postgres: PgServer) -> None:
+    wrong = "not-the-pg-s3cret"
+    dsn = postgres.dsn().replace(PASSWORD, wrong)
+    with pytest.raises(JournalError, match="InvalidPasswordError") as failed:
+        await PostgresJournal.open(dsn, connect_timeout=5)
+    assert wrong not in str(failed.value) and PASSWORD not in str(failed.value)
+
+
+@pytest.mark.parametrize("dsn", [
+    f"host=127.0.0.1 port=9 user=gs password={PASSWORD} dbname=gearshift",
+    f"postgresql://gs:/{PASSWORD}@127.0.0.1:9/gearshift",  # an unescaped "/" in the password
+])
+async def test_a_malformed_dsn_is_refused_without_the_password(dsn: str) -> None:
+    assert describe_dsn(dsn) == "PostgreSQL (unparseable DSN)"
+    with pytest.raises((ConfigError, JournalError)) as failed:
+        await PostgresJournal.open(dsn, connect_timeout=2)
+    assert PASSWORD not in str(failed.value)

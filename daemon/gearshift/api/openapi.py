@@ -302,7 +302,9 @@ def openapi_document(*, pools: Sequence[str], max_body: int) -> dict[str, Any]:
                 "summary": "what the planner would do now (dry run, changes nothing)",
                 "tags": ["read"],
                 "responses": {"200": _json(_ref("Plan"), "every action with its reason and "
-                                                         "the placements considered")},
+                                                         "the placements considered"),
+                              "503": _error("the journal cannot be read (store down or "
+                                            "locked)")},
             }},
             "/v1/events": {"get": {
                 "summary": "recent actions, newest first", "tags": ["read"],

@@ -28,6 +28,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gearshift.api.openapi import EVENTS_DEFAULT, EVENTS_MAX, openapi_document
+from gearshift.errors import JournalError
 from gearshift.explain import action_to_dict, plan_to_dict
 from gearshift.metrics import Metrics
 from gearshift.model import CapacityRequest, Plan
@@ -204,7 +205,11 @@ class ApiServer:
         return web.json_response(self.status_body())
 
     async def plan(self, request: web.Request) -> web.Response:
-        plan = await self.reconciler.dry_run()
+        try:
+            plan = await self.reconciler.dry_run()
+        except JournalError as exc:  # the store is down or locked: say so, not a bare 500
+            log.warning("dry run failed: the journal cannot be read", error=str(exc))
+            raise _fail(web.HTTPServiceUnavailable, str(exc)) from exc
         return web.json_response(plan_to_dict(plan))
 
     async def events(self, request: web.Request) -> web.Response:

@@ -13,7 +13,9 @@ late (a long GC pause, a frozen VM, a network partition) cannot record anything,
 since gearshift journals every step before taking it, cannot do anything either.
 
 The DSN is a secret: it is never logged nor put in an error message (only host, port
-and database name are).
+and database name are). Every driver failure (``asyncpg.PostgresError``, a closed pool
+or connection, ``OSError``, a timeout) surfaces as ``JournalError`` naming the store and
+the journal call, with the DSN's password blanked out of the driver's message.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from gearshift.errors import ConfigError, JournalError
 from gearshift.model import Machine
@@ -53,7 +55,19 @@ def describe_dsn(dsn: str) -> str:
         database = parts.path.lstrip("/") or "(default)"
     except ValueError:
         return "PostgreSQL (unparseable DSN)"
+    # Not a URL ("host=db password=..."), or a password with an unescaped "/" that ends
+    # up in the path: the rest of the text may be the secret itself.
+    if parts.scheme not in ("postgres", "postgresql") or "@" in parts.path:
+        return "PostgreSQL (unparseable DSN)"
     return f"postgresql://{host}:{port}/{database}"
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    """What asyncpg (and the network under it) raises when the store fails."""
+    import asyncpg  # noqa: PLC0415 - the postgres extra is optional
+
+    return (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+            asyncpg.InternalClientError)
 
 
 class _Stale(Exception):
@@ -69,10 +83,11 @@ def _op(row: Any) -> Operation:
 class PostgresJournal(Journal):
     kind = "postgres"
 
-    def __init__(self, pool: Any, *, where: str) -> None:
+    def __init__(self, pool: Any, *, where: str, secrets: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.pool = pool
         self.where = where
+        self._secrets = tuple(s for s in secrets if s)  # blanked out of driver messages
         self.version = 0
 
     @classmethod
@@ -87,54 +102,66 @@ class PostgresJournal(Journal):
         try:
             pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4, command_timeout=10,
                                              timeout=connect_timeout)
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except ValueError as exc:  # asyncpg.ClientConfigurationError, a bad port, ...
+            raise ConfigError([f"journal.dsn: not a usable postgresql:// URL ({where}): "
+                               f"{exc.__class__.__name__}; percent-encode special characters "
+                               f"in the password"]) from None
+        except _driver_errors() as exc:
             raise JournalError(f"cannot connect to the journal at {where}: "
                                f"{exc.__class__.__name__}") from None
-        journal = cls(pool, where=where)
+        password = urlsplit(dsn).password or ""
+        journal = cls(pool, where=where, secrets=(password, unquote(password)))
         try:
-            journal.version = await journal._migrate(migrate_upto)
+            journal.version = await journal._call("open", journal._migrate, migrate_upto)
         except BaseException:
-            await pool.close()
+            await journal.close()
             raise
         return journal
 
-    async def _migrate(self, upto: int | None) -> int:
-        async with self.pool.acquire() as conn:
+    async def _migrate(self, conn: Any, upto: int | None) -> int:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await conn.execute(migrations.VERSION_TABLE["postgres"])
+            found = await conn.fetchval(
+                "SELECT COALESCE(MAX(version), 0) FROM gearshift_schema_version")
+        for migration in migrations.pending(found, where=self.where):
+            if upto is not None and migration.version > upto:
+                break
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-                await conn.execute(migrations.VERSION_TABLE["postgres"])
-                found = await conn.fetchval(
+                now_at = await conn.fetchval(
                     "SELECT COALESCE(MAX(version), 0) FROM gearshift_schema_version")
-            for migration in migrations.pending(found, where=self.where):
-                if upto is not None and migration.version > upto:
-                    break
-                async with conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-                    now_at = await conn.fetchval(
-                        "SELECT COALESCE(MAX(version), 0) FROM gearshift_schema_version")
-                    if now_at < migration.version:
-                        for statement in migration.postgres:
-                            await conn.execute(statement)
-                        await conn.execute(
-                            "INSERT INTO gearshift_schema_version VALUES ($1, $2, "
-                            "EXTRACT(EPOCH FROM clock_timestamp()))",
-                            migration.version, migration.description)
-                found = migration.version
+                if now_at < migration.version:
+                    for statement in migration.postgres:
+                        await conn.execute(statement)
+                    await conn.execute(
+                        "INSERT INTO gearshift_schema_version VALUES ($1, $2, "
+                        "EXTRACT(EPOCH FROM clock_timestamp()))",
+                        migration.version, migration.description)
+            found = migration.version
         return int(found)
 
-    async def _call(self, make: Callable[[Any], Awaitable[T]]) -> T:
-        import asyncpg  # noqa: PLC0415
-
+    async def _call(self, what: str, make: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``make(conn, *args)`` on a pooled connection; a driver error becomes JournalError."""
         try:
             async with self.pool.acquire() as conn:
-                return await make(conn)
+                return await make(conn, *args)
         except _Stale as stale:
             raise self._refuse(stale.current) from None
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise JournalError(f"journal at {self.where} failed: "
-                               f"{exc.__class__.__name__}: {str(exc)[:200]}") from None
+        except _driver_errors() as exc:
+            # A connection lost mid-transaction fails again when the transaction ends
+            # ("the underlying connection is closed"): report the first failure, not that.
+            first: BaseException = exc
+            while isinstance(first.__context__, _driver_errors()):
+                first = first.__context__
+            detail = str(first)[:200]
+            for secret in self._secrets:
+                detail = detail.replace(secret, "***")
+            raise JournalError(f"PostgreSQL journal at {self.where}: {what} failed: "
+                               f"{first.__class__.__name__}: {detail}") from None
 
-    async def _write(self, fn: Callable[[Any], Awaitable[T]], *, fenced: bool = True) -> T:
+    async def _write(self, what: str, fn: Callable[[Any], Awaitable[T]], *,
+                     fenced: bool = True) -> T:
         async def run(conn: Any) -> T:
             async with conn.transaction():
                 if fenced and self.token is not None:
@@ -144,7 +171,7 @@ class PostgresJournal(Journal):
                         raise _Stale(current)
                 return await fn(conn)
 
-        return await self._call(run)
+        return await self._call(what, run)
 
     # -- operations -------------------------------------------------------------------
     async def begin(self, op: Operation) -> None:
@@ -161,7 +188,7 @@ class PostgresJournal(Journal):
             except asyncpg.UniqueViolationError as exc:
                 raise ValueError(f"operation {op.op_id} already journaled") from exc
 
-        await self._write(insert)
+        await self._write("begin", insert)
 
     async def advance(self, op_id: str, *, phase: str, at: float, **changes: Any) -> Operation:
         unknown = set(changes) - set(OP_COLUMNS)
@@ -182,26 +209,26 @@ class PostgresJournal(Journal):
                                f"WHERE op_id = ${n + 2}", *fields.values(), new.done, op_id)
             return new
 
-        return await self._write(update)
+        return await self._write("advance", update)
 
     async def open_operations(self) -> list[Operation]:
-        rows = await self._call(lambda conn: conn.fetch(
+        rows = await self._call("open_operations", lambda conn: conn.fetch(
             f"{_SELECT_OPS} WHERE NOT done ORDER BY started_at, op_id"))
         return [_op(r) for r in rows]
 
     async def get(self, op_id: str) -> Operation | None:
-        row = await self._call(lambda conn: conn.fetchrow(f"{_SELECT_OPS} WHERE op_id = $1",
-                                                          op_id))
+        row = await self._call("get", lambda conn: conn.fetchrow(
+            f"{_SELECT_OPS} WHERE op_id = $1", op_id))
         return _op(row) if row is not None else None
 
     async def history(self, *, limit: int = 1000) -> list[Operation]:
-        rows = await self._call(lambda conn: conn.fetch(
+        rows = await self._call("history", lambda conn: conn.fetch(
             f"{_SELECT_OPS} ORDER BY started_at DESC, op_id LIMIT $1", limit))
         return [_op(r) for r in rows]
 
     # -- machines ---------------------------------------------------------------------
     async def adopt(self, machine: Machine) -> None:
-        await self._write(lambda conn: conn.execute(
+        await self._write("adopt", lambda conn: conn.execute(
             "INSERT INTO gearshift_machines VALUES ($1, $2, $3, $4, $5, $6, $7) "
             "ON CONFLICT (identity) DO UPDATE SET provider = EXCLUDED.provider, "
             "machine_id = EXCLUDED.machine_id, blueprint = EXCLUDED.blueprint, "
@@ -210,11 +237,11 @@ class PostgresJournal(Journal):
             machine.pool, machine.created_at, machine.key))
 
     async def release(self, identity: str) -> None:
-        await self._write(lambda conn: conn.execute(
+        await self._write("release", lambda conn: conn.execute(
             "DELETE FROM gearshift_machines WHERE identity = $1", identity))
 
     async def machines(self) -> dict[str, Machine]:
-        rows = await self._call(lambda conn: conn.fetch(
+        rows = await self._call("machines", lambda conn: conn.fetch(
             "SELECT identity, provider, machine_id, blueprint, pool, created_at, key "
             "FROM gearshift_machines"))
         return {r["identity"]: Machine(provider=r["provider"], machine_id=r["machine_id"],
@@ -224,19 +251,19 @@ class PostgresJournal(Journal):
 
     # -- recoveries -------------------------------------------------------------------
     async def record_recovery(self, record: RecoveryRecord) -> None:
-        await self._write(lambda conn: conn.execute(
+        await self._write("record_recovery", lambda conn: conn.execute(
             "INSERT INTO gearshift_recoveries (at, holder, summary) VALUES ($1, $2, $3)",
             record.at, record.holder, json.dumps(record.summary, sort_keys=True)))
 
     async def recoveries(self) -> list[RecoveryRecord]:
-        rows = await self._call(lambda conn: conn.fetch(
+        rows = await self._call("recoveries", lambda conn: conn.fetch(
             "SELECT at, holder, summary FROM gearshift_recoveries ORDER BY id"))
         return [RecoveryRecord(at=r["at"], holder=r["holder"], summary=json.loads(r["summary"]))
                 for r in rows]
 
     # -- the lease --------------------------------------------------------------------
     async def acquire_lease(self, holder: str, ttl: float) -> int | None:
-        token = await self._write(lambda conn: conn.fetchval(
+        token = await self._write("acquire_lease", lambda conn: conn.fetchval(
             "INSERT INTO gearshift_lease (name, holder, token, expires_at) "
             "VALUES ('leader', $1, 1, clock_timestamp() + make_interval(secs => $2)) "
             "ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, "
@@ -247,19 +274,19 @@ class PostgresJournal(Journal):
         return int(token) if token is not None else None
 
     async def renew_lease(self, holder: str, token: int, ttl: float) -> bool:
-        renewed = await self._write(lambda conn: conn.fetchval(
+        renewed = await self._write("renew_lease", lambda conn: conn.fetchval(
             "UPDATE gearshift_lease SET expires_at = clock_timestamp() + make_interval(secs => $3) "
             "WHERE name = 'leader' AND holder = $1 AND token = $2 RETURNING token",
             holder, token, float(ttl)), fenced=False)
         return renewed is not None
 
     async def release_lease(self, holder: str, token: int) -> None:
-        await self._write(lambda conn: conn.execute(
+        await self._write("release_lease", lambda conn: conn.execute(
             "UPDATE gearshift_lease SET holder = NULL, expires_at = clock_timestamp() "
             "WHERE name = 'leader' AND holder = $1 AND token = $2", holder, token), fenced=False)
 
     async def lease(self) -> LeaseInfo | None:
-        row = await self._call(lambda conn: conn.fetchrow(
+        row = await self._call("lease", lambda conn: conn.fetchrow(
             "SELECT holder, token, EXTRACT(EPOCH FROM expires_at - clock_timestamp()) AS left_s "
             "FROM gearshift_lease WHERE name = 'leader'"))
         if row is None:

@@ -14,6 +14,13 @@ kernel frees the moment its holder dies (so a restarted daemon takes over at onc
 expiry to wait for), plus a fencing token in ``gearshift_lease`` that goes up with every
 acquisition and that every write checks inside its transaction. SQLite is for one host:
 use PostgreSQL when two instances run on different machines.
+
+Failures: every ``sqlite3`` error (``database is locked`` after the busy timeout, ``disk
+I/O error``, ``unable to open database file``, a file that is not a database, a file
+unlinked under us) and every ``OSError`` (the lock file) surfaces as ``JournalError``
+naming the file and the journal call, so callers handle one class. A write also checks
+that ``path`` is still the file the journal opened: SQLite would carry on writing into a
+removed (or replaced) file, and those writes would be lost at the next start.
 """
 
 from __future__ import annotations
@@ -51,6 +58,21 @@ OP_COLUMNS = ("op_id", "kind", "pool", "identity", "phase", "started_at", "updat
 _SELECT_OPS = f"SELECT {', '.join(OP_COLUMNS)} FROM gearshift_operations"
 
 
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open, without hiding the error that got us here.
+
+    SQLite may already have rolled back by itself (a disk I/O error, a full disk); a
+    ``ROLLBACK`` then would raise "no transaction is active" in place of the real error.
+    """
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+class _Moved(Exception):
+    """Raised inside the journal thread: ``path`` is no longer the file we opened."""
+
+
 class _Stale(Exception):
     """Raised inside the journal thread: the lease's token is not ours any more."""
 
@@ -79,7 +101,7 @@ def migrate_sqlite(conn: sqlite3.Connection, *, where: str, upto: int | None = N
                              ).fetchone()[0]
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        rollback(conn)
         raise
     todo = migrations.pending(found, where=where)
     for migration in todo:
@@ -97,7 +119,7 @@ def migrate_sqlite(conn: sqlite3.Connection, *, where: str, upto: int | None = N
                              (migration.version, migration.description, time.time()))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
         found = migration.version
     return int(found)
@@ -106,47 +128,72 @@ def migrate_sqlite(conn: sqlite3.Connection, *, where: str, upto: int | None = N
 class SqliteJournal(Journal):
     kind = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout: float = 10.0) -> None:
         super().__init__()
         self.path = path
         self.lock_path = path.with_name(path.name + ".lock")
+        self.busy_timeout = busy_timeout  # seconds a write waits for another writer
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gearshift-journal")
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
+        self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of the file we opened
+        self._closed = False
         self.version = 0
 
     @classmethod
-    async def open(cls, path: Path, *, migrate_upto: int | None = None) -> SqliteJournal:
+    async def open(cls, path: Path, *, migrate_upto: int | None = None,
+                   busy_timeout: float = 10.0) -> SqliteJournal:
         """Open (creating if needed) and migrate the journal at ``path``."""
-        journal = cls(path)
+        journal = cls(path, busy_timeout=busy_timeout)
         try:
-            await journal._run(journal._open, migrate_upto)
+            await journal._run("open", journal._open, migrate_upto)
         except BaseException:
             await journal.close()
             raise
         return journal
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _run(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the journal's thread; a driver or OS error becomes JournalError."""
+        if self._closed:
+            raise JournalError(f"SQLite journal {self.path}: {what} failed: the journal is "
+                               f"closed")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, fn, *args)
+        try:
+            return await loop.run_in_executor(self._thread, fn, *args)
+        except (sqlite3.Error, OSError) as exc:
+            raise JournalError(f"SQLite journal {self.path}: {what} failed: "
+                               f"{exc.__class__.__name__}: {exc}") from exc
+        except _Moved:
+            raise JournalError(f"SQLite journal {self.path}: {what} failed: the file was "
+                               f"removed or replaced since it was opened, so writes would be "
+                               f"lost; restart gearshift") from None
 
     def _open(self, migrate_upto: int | None) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0)
+            conn = sqlite3.connect(str(self.path), isolation_level=None,
+                                   timeout=self.busy_timeout)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError([f"journal.path: cannot open the SQLite journal {self.path}: "
                                f"{exc}"]) from exc
         self._conn = conn
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
         self.version = migrate_sqlite(conn, where=str(self.path), upto=migrate_upto)
+        self._file = self._identity()
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return stat.st_dev, stat.st_ino
 
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            raise JournalError("the journal is closed")
+            raise JournalError(f"SQLite journal {self.path} is closed")
         return self._conn
 
     def _tx(self, fn: Callable[[sqlite3.Connection], T], *, fenced: bool = True) -> T:
@@ -154,6 +201,8 @@ class SqliteJournal(Journal):
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if self._identity() != self._file:
+                raise _Moved
             if fenced and self.token is not None:
                 row = conn.execute("SELECT token FROM gearshift_lease WHERE name = 'leader'"
                                    ).fetchone()
@@ -163,13 +212,13 @@ class SqliteJournal(Journal):
             result = fn(conn)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
         return result
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
-            return await self._run(self._tx, fn)
+            return await self._run(what, self._tx, fn)
         except _Stale as stale:
             raise self._refuse(stale.current) from None
 
@@ -186,7 +235,7 @@ class SqliteJournal(Journal):
             except sqlite3.IntegrityError as exc:
                 raise ValueError(f"operation {op.op_id} already journaled") from exc
 
-        await self._write(insert)
+        await self._write("begin", insert)
 
     async def advance(self, op_id: str, *, phase: str, at: float, **changes: Any) -> Operation:
         unknown = set(changes) - set(OP_COLUMNS)
@@ -206,7 +255,7 @@ class SqliteJournal(Journal):
                          f"WHERE op_id = ?", (*fields.values(), int(new.done), op_id))
             return new
 
-        return await self._write(update)
+        return await self._write("advance", update)
 
     async def open_operations(self) -> list[Operation]:
         def query() -> list[Operation]:
@@ -214,14 +263,14 @@ class SqliteJournal(Journal):
                                      ).fetchall()
             return [row_to_operation(r) for r in rows]
 
-        return await self._run(query)
+        return await self._run("open_operations", query)
 
     async def get(self, op_id: str) -> Operation | None:
         def query() -> Operation | None:
             row = self.conn.execute(f"{_SELECT_OPS} WHERE op_id = ?", (op_id,)).fetchone()
             return row_to_operation(row) if row is not None else None
 
-        return await self._run(query)
+        return await self._run("get", query)
 
     async def history(self, *, limit: int = 1000) -> list[Operation]:
         def query() -> list[Operation]:
@@ -229,7 +278,7 @@ class SqliteJournal(Journal):
                                      (limit,)).fetchall()
             return [row_to_operation(r) for r in rows]
 
-        return await self._run(query)
+        return await self._run("history", query)
 
     # -- machines ---------------------------------------------------------------------
     async def adopt(self, machine: Machine) -> None:
@@ -242,10 +291,10 @@ class SqliteJournal(Journal):
                          (machine.name, machine.provider, machine.machine_id, machine.blueprint,
                           machine.pool, machine.created_at, machine.key))
 
-        await self._write(upsert)
+        await self._write("adopt", upsert)
 
     async def release(self, identity: str) -> None:
-        await self._write(lambda conn: conn.execute(
+        await self._write("release", lambda conn: conn.execute(
             "DELETE FROM gearshift_machines WHERE identity = ?", (identity,)))
 
     async def machines(self) -> dict[str, Machine]:
@@ -254,11 +303,11 @@ class SqliteJournal(Journal):
                                      "created_at, key FROM gearshift_machines").fetchall()
             return {r[0]: _machine(r) for r in rows}
 
-        return await self._run(query)
+        return await self._run("machines", query)
 
     # -- recoveries -------------------------------------------------------------------
     async def record_recovery(self, record: RecoveryRecord) -> None:
-        await self._write(lambda conn: conn.execute(
+        await self._write("record_recovery", lambda conn: conn.execute(
             "INSERT INTO gearshift_recoveries (at, holder, summary) VALUES (?, ?, ?)",
             (record.at, record.holder, json.dumps(record.summary, sort_keys=True))))
 
@@ -268,7 +317,7 @@ class SqliteJournal(Journal):
                                      "ORDER BY id").fetchall()
             return [RecoveryRecord(at=r[0], holder=r[1], summary=json.loads(r[2])) for r in rows]
 
-        return await self._run(query)
+        return await self._run("recoveries", query)
 
     # -- the lease --------------------------------------------------------------------
     @property
@@ -298,7 +347,7 @@ class SqliteJournal(Journal):
         return self._tx(take, fenced=False)
 
     async def acquire_lease(self, holder: str, ttl: float) -> int | None:
-        return await self._run(self._acquire, holder, ttl)
+        return await self._run("acquire_lease", self._acquire, holder, ttl)
 
     async def renew_lease(self, holder: str, token: int, ttl: float) -> bool:
         def renew(conn: sqlite3.Connection) -> bool:
@@ -308,7 +357,7 @@ class SqliteJournal(Journal):
 
         if self._lock_fd is None:
             return False
-        return await self._run(lambda: self._tx(renew, fenced=False))
+        return await self._run("renew_lease", lambda: self._tx(renew, fenced=False))
 
     async def release_lease(self, holder: str, token: int) -> None:
         def release(conn: sqlite3.Connection) -> None:
@@ -324,9 +373,9 @@ class SqliteJournal(Journal):
                 self._lock_fd = None
 
         try:
-            await self._run(lambda: self._tx(release, fenced=False))
+            await self._run("release_lease", lambda: self._tx(release, fenced=False))
         finally:
-            await self._run(unlock)
+            await self._run("release_lease", unlock)
 
     async def lease(self) -> LeaseInfo | None:
         def query() -> LeaseInfo | None:
@@ -337,7 +386,7 @@ class SqliteJournal(Journal):
             return LeaseInfo(holder=row[0], token=int(row[1]),
                              expires_in=None if row[0] is not None else row[2] - time.time())
 
-        return await self._run(query)
+        return await self._run("lease", query)
 
     async def schema_version(self) -> int:
         return self.version
@@ -351,7 +400,10 @@ class SqliteJournal(Journal):
                 os.close(self._lock_fd)
                 self._lock_fd = None
 
+        if self._closed:
+            return
         try:
-            await self._run(shut)
+            await self._run("close", shut)
         finally:
+            self._closed = True
             self._thread.shutdown(wait=True)
