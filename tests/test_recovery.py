@@ -19,8 +19,8 @@ from gearshift.act.executor import Executor, ExecutorSettings
 from gearshift.act.platform.base import MoveReport, NodeRef
 from gearshift.act.providers.base import CreateRequest
 from gearshift.act.providers.guard import GuardedProvider, GuardSettings
-from gearshift.clock import ManualClock
-from gearshift.errors import Fenced, PlatformError, TransientError
+from gearshift.clock import InstantClock, ManualClock
+from gearshift.errors import Fenced, JournalError, PlatformError, TransientError
 from gearshift.metrics import Metrics
 from gearshift.model import (
     Action,
@@ -35,7 +35,8 @@ from gearshift.model import (
 from gearshift.observe.fleet import FleetModel
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.schema import PolicySet
-from gearshift.reconcile.leader import Leadership
+from gearshift.reconcile.leader import Leadership, lead
+from gearshift.reconcile.reconciler import Reconciler
 from gearshift.reconcile.recovery import Recovery, RecoverySettings
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
 from gearshift.sim.world import SimNode, SimWorld
@@ -628,3 +629,33 @@ async def test_a_create_whose_answer_was_lost_stays_requested_and_is_never_made_
     result = await rig.recovery.run()  # asks with the same key: the machine made is found
     assert result.actions == {"create_adopted": 1}
     assert machines_for_key(rig.world, "op1") == 1 and len(rig.world.nodes) == 1
+
+
+async def test_a_leader_whose_recovery_cannot_use_the_journal_steps_down_and_tries_again(
+        ) -> None:
+    rig = Rig()
+    leadership = Leadership(rig.journal, holder="me", ttl=10, renew=0.05, poll=0.01)
+    reconciler = Reconciler(fleet=rig.fleet, policies=PolicyHolder.fixed(rig.policies),
+                            executor=rig.executor, journal=rig.journal,
+                            providers={"rack-a": rig.provider}, clock=InstantClock(),
+                            interval=1.0)
+    stop = asyncio.Event()
+    seen: list[bool] = []
+
+    class BrokenOnce:
+        async def run(self, *, reason: str) -> None:
+            seen.append(leadership.is_leader)
+            if len(seen) == 1:
+                raise JournalError("SQLite journal j.db: begin failed: database is locked")
+            stop.set()
+
+    async def caught_up() -> None:
+        return None
+
+    lease = asyncio.create_task(leadership.run(stop))
+    await asyncio.wait_for(lead(reconciler=reconciler, leadership=leadership,
+                                recovery=BrokenOnce(), caught_up=caught_up,  # type: ignore[arg-type]
+                                stop=stop), timeout=10)
+    await asyncio.wait_for(lease, timeout=10)
+    assert seen == [True, True]  # it led each time it recovered
+    assert leadership.terms == 2  # it stepped down after the failure, then was elected again

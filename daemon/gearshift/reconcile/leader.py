@@ -158,11 +158,12 @@ class Leadership:
         finally:
             await self.release()
 
-    async def release(self) -> None:
+    async def release(self, why: str = "stopping") -> None:
+        """Step down and give the lease up, so another instance need not wait for it."""
         token = self.token
         if token is None:
             return
-        self.step_down("stopping")
+        self.step_down(why)
         try:
             await self.journal.release_lease(self.holder, token)
             log.info("lease released", holder=self.holder)
@@ -219,6 +220,13 @@ async def lead(*, reconciler: Reconciler, leadership: Leadership, recovery: Reco
         try:
             try:
                 await recovery.run(reason="start")
+            except JournalError as exc:
+                # Acting without a journal is never safe: give the lease up, wait, try again.
+                log.error("recovery failed: the journal is unusable; stepping down",
+                          error=str(exc))
+                await leadership.release("recovery could not use the journal")
+                await reconciler.clock.wait_for(stop, reconciler.interval)
+                continue
             finally:
                 beating.cancel()
             await reconciler.run(term)
