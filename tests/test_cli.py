@@ -72,6 +72,31 @@ def test_run_refuses_a_provider_whose_credentials_are_missing(tmp_path: Path) ->
             "is empty or unset") in result.stderr
 
 
+def test_config_check_checks_each_kind_s_settings_without_credentials(tmp_path: Path) -> None:
+    """`config check` validates the providers file as `validate` does, kind settings
+    included, before any credential exists (GS_VSPHERE_USER is unset here)."""
+    providers = tmp_path / "providers.yaml"
+    text = (ROOT / "policies" / "providers.yaml").read_text()
+    providers.write_text(text.replace("settings: {region: us-east-1}",
+                                      "settings: {region: us-east-1, spot: sometimes}"))
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    shutil.copy(ROOT / "policies" / "small.yaml", policies)
+    token = tmp_path / "api.token"
+    token.write_text("t" * 32 + "\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"policies_dir: {policies}\nproviders_file: {providers}\n"
+                      f"http: {{token_file: {token}}}\n")
+    env = {k: v for k, v in os.environ.items() if k != "GS_VSPHERE_USER"}
+    result = subprocess.run([sys.executable, "-m", "gearshift", "config", "check", "--config",
+                             str(config)], capture_output=True, text=True, check=False,
+                            cwd=ROOT, timeout=60, env=env)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.splitlines() == [
+        f"{providers}:22:41: provider ec2-east (kind ec2): settings.spot: Input should be a "
+        f"valid boolean, unable to interpret input"]
+
+
 def test_run_starts_with_real_providers_while_their_endpoints_are_unreachable(
         tmp_path: Path) -> None:
     """The example providers (Redfish rack, vCenter, EC2) build from their settings and

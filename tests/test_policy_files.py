@@ -4,13 +4,25 @@ its FILE:LINE:COL."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from conftest import ROOT
+from gearshift.act.providers.kind_settings import (
+    KIND_SETTINGS,
+    Ec2BlueprintSettings,
+    Ec2Settings,
+    ForemanSettings,
+    MachineSpec,
+    OvirtSettings,
+    VSphereSettings,
+)
+from gearshift.act.providers.registry import KINDS
 from gearshift.demo import demo_policy_dir
 from gearshift.errors import ConfigError
 from gearshift.policy.loader import load_policy_set, validate_paths
@@ -33,7 +45,7 @@ POLICY_SETS = [
 @pytest.mark.parametrize("paths", POLICY_SETS, ids=lambda p: str(p[0].relative_to(ROOT))
                          if p[0].is_relative_to(ROOT) else "demo")
 def test_shipped_policies_validate(paths: list[Path]) -> None:
-    assert validate_paths(paths) == []
+    assert validate_paths(paths, kinds=KIND_SETTINGS) == []
     assert load_policy_set(paths).pools
 
 
@@ -165,3 +177,197 @@ def test_schema_command_prints_json_schema() -> None:
     assert schema["additionalProperties"] is False
     assert {"apiVersion", "selector", "size", "placement"} <= set(schema["properties"])
     assert schema["$defs"]["Cooldown"]["properties"]["up"]["type"] == "string"
+
+
+# -- each provider kind's own settings: --------------------------------------------------
+# The blueprint comes first so its settings sit on line 8 whatever the kind; the provider's
+# settings start on line 14.
+KIND_FILE = """\
+apiVersion: gearshift/v1
+kind: Providers
+blueprints:
+  - name: b1
+    provider: p1
+    node_profile: small
+    template: t1
+    settings: {blueprint}
+providers:
+  - name: p1
+    kind: {kind}
+    quota: {{max_nodes: 3}}
+    settings:
+{settings}"""
+
+FOREMAN_BLOCK = ("      foreman:\n"
+                 "        url: https://foreman.example\n"
+                 "        username: gearshift\n"
+                 "        password_file: /nonexistent/foreman.token\n")
+# Credentials are named, never read: the variable is unset and the file does not exist.
+KIND_SETTINGS_OK = {
+    "vsphere": ("      url: https://vcenter.example/sdk\n"
+                "      username: svc-gearshift\n"
+                "      password_env: GS_TEST_UNSET_PASSWORD\n"
+                "      cluster: C1\n",
+                "{cpus: 2, memory_mb: 4096}"),
+    "ovirt": ("      url: https://engine.example/ovirt-engine/api\n"
+              "      username_env: GS_TEST_UNSET_USER\n"
+              "      password_file: /nonexistent/ovirt.pw\n"
+              "      cluster: Default\n"
+              "      insecure: true\n",
+              "{cpus: 2}"),
+    "ec2": ("      region: eu-west-1\n"
+            "      subnet_id: subnet-0abc\n"
+            "      credentials_file: /nonexistent/aws.credentials\n",
+            "{launch_template_name: lt-small, spot: true}"),
+    "redfish": ("      machines:\n"
+                "        - bmc: https://10.0.0.11\n"
+                "          system: /redfish/v1/Systems/1\n"
+                "      power_off: ForceOff\n",
+                "{}"),
+    "foreman": ("      machines:\n"
+                "        - {bmc: https://10.0.0.11, hostname: node1.example}\n"
+                + FOREMAN_BLOCK, "{}"),
+}
+
+
+def kind_file(tmp_path: Path, kind: str, old: str = "", new: str = "", *,
+              blueprint: str | None = None) -> Path:
+    settings, blueprint_ok = KIND_SETTINGS_OK[kind]
+    assert old in settings, (kind, old)
+    text = KIND_FILE.format(kind=kind, settings=settings.replace(old, new, 1),
+                            blueprint=blueprint or blueprint_ok)
+    path = tmp_path / "providers.yaml"
+    path.write_text(text)
+    return path
+
+
+def allowed(model: type[BaseModel]) -> str:
+    return ", ".join(sorted(model.model_fields))
+
+
+# (case, kind, text replaced in the provider's settings, its replacement,
+#  or a blueprint's settings, LINE:COL, message after "FILE:LINE:COL: ")
+KIND_MISTAKES: list[tuple[str, str, str, str, str | None, str, str]] = [
+    ("vsphere bad key", "vsphere", "cluster: C1", "clustr: C1", None, "17:7",
+     f"provider p1 (kind vsphere): settings.clustr: unknown key 'clustr' "
+     f"(allowed here: {allowed(VSphereSettings)})"),
+    ("vsphere wrong type", "vsphere", "cluster: C1", "workers: many", None, "17:16",
+     "provider p1 (kind vsphere): settings.workers: Input should be a valid integer, "
+     "unable to parse string as an integer"),
+    ("vsphere bad url", "vsphere", "https://vcenter.example/sdk", "vcenter.example", None,
+     "14:12", "provider p1 (kind vsphere): settings.url: 'vcenter.example' is not an "
+     "http(s) URL such as https://vcenter/sdk"),
+    ("vsphere no password", "vsphere", "      password_env: GS_TEST_UNSET_PASSWORD\n", "",
+     None, "14:7", "provider p1 (kind vsphere): settings: give exactly one of password_env "
+     "or password_file"),
+    ("ovirt bad key", "ovirt", "insecure: true", "insecrue: true", None, "18:7",
+     f"provider p1 (kind ovirt): settings.insecrue: unknown key 'insecrue' "
+     f"(allowed here: {allowed(OvirtSettings)})"),
+    ("ovirt wrong type", "ovirt", "insecure: true", "start_timeout: soon", None, "18:22",
+     "provider p1 (kind ovirt): settings.start_timeout: invalid duration 'soon': use a "
+     "number with a unit, e.g. 90s, 10m, 2h, 1h30m, 1d"),
+    ("ovirt missing key", "ovirt", "      cluster: Default\n", "", None, "14:7",
+     "provider p1 (kind ovirt): settings: missing required key 'cluster'"),
+    ("ovirt username twice", "ovirt", "      cluster", "      username: gs@internal\n"
+     "      cluster", None, "14:7", "provider p1 (kind ovirt): settings: give the username "
+     "once, as one of username, username_env, username_file"),
+    ("ec2 bad key", "ec2", "subnet_id:", "subnet:", None, "15:7",
+     f"provider p1 (kind ec2): settings.subnet: unknown key 'subnet' "
+     f"(allowed here: {allowed(Ec2Settings)})"),
+    ("ec2 wrong type", "ec2", "subnet_id: subnet-0abc", "spot: maybe", None, "15:13",
+     "provider p1 (kind ec2): settings.spot: Input should be a valid boolean, unable to "
+     "interpret input"),
+    ("redfish nested bad key", "redfish", "system:", "sytem:", None, "16:11",
+     f"provider p1 (kind redfish): settings.machines[0].sytem: unknown key 'sytem' "
+     f"(allowed here: {allowed(MachineSpec)})"),
+    ("redfish wrong value", "redfish", "ForceOff", "PowerOff", None, "17:18",
+     "provider p1 (kind redfish): settings.power_off: String should match pattern "
+     "'^(GracefulShutdown|ForceOff)$'"),
+    ("redfish wrong type", "redfish", "      machines:\n        - bmc: https://10.0.0.11\n"
+     "          system: /redfish/v1/Systems/1\n", "      machines: https://10.0.0.11\n", None,
+     "14:17", "provider p1 (kind redfish): settings.machines: Input should be a valid list"),
+    ("foreman bad key", "foreman", "username: gearshift", "usernme: gearshift", None, "18:9",
+     f"provider p1 (kind foreman): settings.foreman.usernme: unknown key 'usernme' "
+     f"(allowed here: {allowed(ForemanSettings)})"),
+    ("foreman without foreman", "foreman", FOREMAN_BLOCK, "", None, "14:7",
+     "provider p1 (kind foreman): settings.foreman: give Foreman's url (and credentials)"),
+    ("vsphere blueprint bad key", "vsphere", "", "", "{cpu: 2}", "8:16",
+     "blueprint b1 (provider p1, kind vsphere): settings.cpu: unknown key 'cpu' "
+     "(allowed here: annotation, cpus, memory_mb)"),
+    ("vsphere blueprint bad value", "vsphere", "", "", "{cpus: 0}", "8:22",
+     "blueprint b1 (provider p1, kind vsphere): settings.cpus: Input should be greater than "
+     "or equal to 1"),
+    ("ovirt blueprint wrong type", "ovirt", "", "", "{memory_mb: lots}", "8:27",
+     "blueprint b1 (provider p1, kind ovirt): settings.memory_mb: Input should be a valid "
+     "integer, unable to parse string as an integer"),
+    ("ec2 blueprint bad key", "ec2", "", "", "{launch_template: lt-small}", "8:16",
+     f"blueprint b1 (provider p1, kind ec2): settings.launch_template: unknown key "
+     f"'launch_template' (allowed here: {allowed(Ec2BlueprintSettings)})"),
+    ("ec2 blueprint two templates", "ec2", "", "",
+     "{launch_template_id: lt-0abc, launch_template_name: lt-small}", "8:15",
+     "blueprint b1 (provider p1, kind ec2): settings: give launch_template_id or "
+     "launch_template_name, not both"),
+]
+
+
+@pytest.mark.parametrize(("case", "kind", "old", "new", "blueprint", "where", "message"),
+                         KIND_MISTAKES, ids=[m[0] for m in KIND_MISTAKES])
+def test_each_kind_settings_mistake_is_reported_at_its_line_and_column(
+        tmp_path: Path, case: str, kind: str, old: str, new: str, blueprint: str | None,
+        where: str, message: str) -> None:
+    path = kind_file(tmp_path, kind, old, new, blueprint=blueprint)
+    assert validate_paths([path], kinds=KIND_SETTINGS) == [f"{path}:{where}: {message}"]
+
+
+@pytest.mark.parametrize("kind", sorted(KIND_SETTINGS_OK))
+def test_valid_kind_settings_pass_without_credentials_or_network(
+        tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("validate tried to reach the network")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.delenv("GS_TEST_UNSET_PASSWORD", raising=False)
+    monkeypatch.delenv("GS_TEST_UNSET_USER", raising=False)
+    assert validate_paths([kind_file(tmp_path, kind)], kinds=KIND_SETTINGS) == []
+
+
+def test_every_real_kind_has_its_settings_models() -> None:
+    assert set(KIND_SETTINGS.providers) == set(KINDS) - {"simulated"}
+    assert set(KIND_SETTINGS.blueprints) == {"vsphere", "ovirt", "ec2"}
+
+
+def test_kind_settings_are_checked_only_once_the_file_s_shape_is_right(tmp_path: Path) -> None:
+    path = kind_file(tmp_path, "vsphere", "cluster: C1", "clustr: C1")
+    path.write_text(path.read_text().replace("quota: {max_nodes: 3}", "quota: {}"))
+    (problem,) = validate_paths([path], kinds=KIND_SETTINGS)
+    assert "missing required key 'max_nodes'" in problem
+
+
+def test_validate_command_checks_kind_settings_without_any_sdk(tmp_path: Path) -> None:
+    """The SDKs are optional extras: a CI job without them still gets every settings
+    problem, because the settings models import no SDK."""
+    providers = tmp_path / "providers.yaml"
+    providers.write_text(
+        "apiVersion: gearshift/v1\nkind: Providers\nproviders:\n"
+        "  - {name: vc, kind: vsphere, quota: {max_nodes: 1}, settings: {url: x}}\n"
+        "  - {name: ov, kind: ovirt, quota: {max_nodes: 1}, settings: {cluster: [C1]}}\n"
+        "  - {name: aws, kind: ec2, quota: {max_nodes: 1}, settings: {regoin: us-east-1}}\n")
+    without_sdks = ("import sys\n"
+                    "for sdk in ('pyVmomi', 'pyVim', 'ovirtsdk4', 'aiobotocore', 'botocore'):\n"
+                    "    sys.modules[sdk] = None  # `import sdk` now raises ImportError\n"
+                    "from gearshift.cli import main\n"
+                    "sys.exit(main(sys.argv[1:]))\n")
+    result = subprocess.run([sys.executable, "-c", without_sdks, "validate", str(providers)],
+                            capture_output=True, text=True, check=False, cwd=ROOT)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.splitlines() == [
+        f"{providers}:4:70: provider vc (kind vsphere): settings.url: 'x' is not an http(s) "
+        f"URL such as https://vcenter/sdk",
+        f"{providers}:5:62: provider ov (kind ovirt): settings: missing required key 'url'",
+        f"{providers}:5:72: provider ov (kind ovirt): settings.cluster: Input should be a "
+        f"valid string",
+        f"{providers}:6:61: provider aws (kind ec2): settings: missing required key 'region'",
+        f"{providers}:6:62: provider aws (kind ec2): settings.regoin: unknown key 'regoin' "
+        f"(allowed here: {allowed(Ec2Settings)})",
+    ]

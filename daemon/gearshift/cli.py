@@ -39,9 +39,10 @@ examples:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from gearshift.act.providers.kind_settings import KIND_SETTINGS  # noqa: PLC0415
     from gearshift.policy.loader import validate_paths  # noqa: PLC0415 - keep start-up light
 
-    problems = validate_paths(args.paths)
+    problems = validate_paths(args.paths, kinds=KIND_SETTINGS)
     for line in problems:
         print(line)
     if not problems and not args.quiet:
@@ -186,13 +187,15 @@ def _cmd_config(args: argparse.Namespace) -> int:
         return 0
     if args.config is None:
         args.parser.error("config check needs --config FILE")
+    from gearshift.act.providers.kind_settings import KIND_SETTINGS  # noqa: PLC0415
     from gearshift.daemon import read_token  # noqa: PLC0415
     from gearshift.policy.loader import validate_paths  # noqa: PLC0415
     from gearshift.settings import load_settings  # noqa: PLC0415
 
     settings = load_settings(args.config)
     read_token(settings.http.token_file)
-    problems = validate_paths([settings.policies_dir, settings.providers_file])
+    problems = validate_paths([settings.policies_dir, settings.providers_file],
+                              kinds=KIND_SETTINGS)
     for line in problems:
         print(line)
     if not problems:
@@ -250,8 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check policy and provider files",
                        description="Check policy (kind: Pool) and provider (kind: Providers) "
-                                   "files. Prints FILE:LINE:COL: message per problem; exit 1 "
-                                   "if any, 0 if all valid. Directories are read for *.yaml.")
+                                   "files, each provider kind's settings: included (no "
+                                   "credential is read, nothing is connected to). Prints "
+                                   "FILE:LINE:COL: message per problem; exit 1 if any, 0 if "
+                                   "all valid. Directories are read for *.yaml.")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing when valid")
     p.set_defaults(func=_cmd_validate)

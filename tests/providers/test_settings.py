@@ -87,6 +87,11 @@ def test_a_missing_required_setting_is_named(kind: str, drop: str, field: str) -
      "give both a user name and a password (or token), or neither"),
     ("foreman", {"machines": VALID["foreman"]["machines"]},
      "settings.foreman: give Foreman's url"),
+    ("ovirt", {**VALID["ovirt"], "username_env": "GS_SETTINGS_USER"},
+     "settings: give the username once, as one of username, username_env, username_file"),
+    ("redfish", {**VALID["redfish"], "username": "root", "password_env": "GS_SETTINGS_PW",
+                 "password_file": "/nonexistent/bmc.pw"},
+     "settings: give the password once, as one of password_env, password_file"),
 ])
 def test_bad_settings_get_a_clear_message(kind: str, settings: dict[str, Any],
                                           message: str) -> None:

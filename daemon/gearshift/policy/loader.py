@@ -8,13 +8,17 @@ their last good ``PolicySet`` when this raises ``ConfigError``.
 YAML is composed with PyYAML into nodes first, so every value keeps its position, then
 validated by the pydantic models in ``policy.schema``; the files relate to each other
 (placements name providers and blueprints) and those checks run last, on the whole set.
+
+Each provider kind's own ``settings:`` (and its blueprints') are checked too when the
+caller passes the kinds' models as ``KindSettings``: act/ defines them and policy/ sits
+below act/, so ``gearshift validate`` hands them in rather than this module importing them.
 """
 
 from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -30,6 +34,17 @@ Position = tuple[int, int]  # 1-based line, column
 
 _KINDS: dict[str, type[BaseModel]] = {"Pool": PoolPolicy, "Providers": ProvidersFile}
 _SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class KindSettings:
+    """Each provider kind's model for ``settings:``, of its providers and of its blueprints.
+
+    A kind missing from a mapping takes any settings there.
+    """
+
+    providers: Mapping[str, type[BaseModel]] = field(default_factory=dict)
+    blueprints: Mapping[str, type[BaseModel]] = field(default_factory=dict)
 
 
 @dataclass
@@ -175,28 +190,43 @@ def _dotted(path: Path_) -> str:
     return text or "document"
 
 
-def _validation_problems(exc: ValidationError, doc: _Document,
-                         model: type[BaseModel]) -> list[str]:
+def _validation_problems(exc: ValidationError, doc: _Document, model: type[BaseModel],
+                         *, at: Path_ = (), label: str = "") -> list[str]:
+    """One line per error of ``model``, which validated the mapping at ``at`` in ``doc``.
+
+    With ``at`` set (a provider's ``settings``), the key path shown starts at ``at``'s last
+    key and each message is led by ``label`` (which provider or blueprint it is).
+    """
     problems = []
     for error in exc.errors(include_url=False):
         loc = error["loc"]
-        path = _error_path(loc, doc)
-        where = _dotted(path)
+        path = _error_path((*at, *loc), doc)
+        inside = path[:len(at)] == at  # False when the block itself is absent from the file
+        inner = path[len(at):] if inside else ()  # the path within model's mapping
+        # shown from the block's own key on (settings.machines[0].bmc), or the whole path
+        shown = path[max(len(at) - 1, 0):] if inside else at[-1:]
         kind = error["type"]
+        lead = f"{label}: " if label else ""
         if kind == "extra_forbidden":
-            parent = _model_at(model, path[:-1])
+            parent = _model_at(model, inner[:-1])
             allowed = ""
             if parent is not None:
                 names = sorted(f.alias or n for n, f in parent.model_fields.items())
                 allowed = f" (allowed here: {', '.join(names)})"
-            problems.append(doc.problem(path, f"unknown key {path[-1]!r}{allowed}", key=True))
+            where = f"{_dotted(shown)}: " if label else ""
+            problems.append(doc.problem(path, f"{lead}{where}unknown key {path[-1]!r}{allowed}",
+                                        key=True))
         elif kind == "missing":
-            missing = loc[-1]
-            problems.append(doc.problem(path, f"{where}: missing required key {missing!r}"
-                                        if path else f"missing required key {missing!r}"))
+            missing = f"missing required key {loc[-1]!r}"
+            problems.append(doc.problem(path, f"{lead}{_dotted(shown)}: {missing}"
+                                        if shown else missing))
         else:
+            name = loc[-1] if loc else None
+            parent = _model_at(model, inner) if tuple(loc[:-1]) == inner else None
+            if isinstance(name, str) and parent is not None and name in parent.model_fields:
+                shown = (*shown, name)  # a key left out whose default is refused
             message = error["msg"].removeprefix("Value error, ")
-            problems.append(doc.problem(path, f"{where}: {message}"))
+            problems.append(doc.problem(path, f"{lead}{_dotted(shown)}: {message}"))
     return problems
 
 
@@ -271,9 +301,37 @@ def _cross_check(pools: list[tuple[PoolPolicy, _Document]],
     return problems
 
 
-def load_policy_set(paths: Iterable[Path]) -> PolicySet:
+def _kind_settings_problems(spec: ProvidersFile, doc: _Document,
+                            kinds: KindSettings) -> list[str]:
+    """Each provider's and each blueprint's ``settings:`` checked by its kind's own model.
+
+    Only the file is looked at: no credential is read and nothing is connected to.
+    """
+    problems: list[str] = []
+    checks: list[tuple[Path_, str, type[BaseModel] | None, dict[str, Any]]] = [
+        (("providers", i, "settings"), f"provider {p.name} (kind {p.kind})",
+         kinds.providers.get(p.kind), p.settings) for i, p in enumerate(spec.providers)]
+    for i, blueprint in enumerate(spec.blueprints):
+        provider = spec.provider(blueprint.provider)
+        if provider is not None:  # an unknown provider is reported by _cross_check
+            checks.append((("blueprints", i, "settings"),
+                           f"blueprint {blueprint.name} (provider {provider.name}, "
+                           f"kind {provider.kind})",
+                           kinds.blueprints.get(provider.kind), blueprint.settings))
+    for at, label, model, settings in checks:
+        if model is None:
+            continue
+        try:
+            model.model_validate(settings)
+        except ValidationError as exc:
+            problems.extend(_validation_problems(exc, doc, model, at=at, label=label))
+    return problems
+
+
+def load_policy_set(paths: Iterable[Path], *, kinds: KindSettings | None = None) -> PolicySet:
     """Load and validate every file (and every YAML file in every directory) given.
 
+    With ``kinds``, each provider kind's ``settings:`` are validated by its own models too.
     Raises ConfigError listing every problem; nothing partial is ever returned.
     """
     problems: list[str] = []
@@ -305,6 +363,8 @@ def load_policy_set(paths: Iterable[Path]) -> PolicySet:
             problems.append(doc.problem(("kind",), f"kind: a second Providers document "
                                         f"(the first is in {providers[0][1].file})"))
     problems.extend(_cross_check(pools, providers[0] if providers else None))
+    if kinds is not None and providers:
+        problems.extend(_kind_settings_problems(*providers[0], kinds))
     if problems:
         raise ConfigError(problems)
     ordered = sorted((p for p, _ in pools), key=lambda p: (-p.priority, p.name))
@@ -312,10 +372,10 @@ def load_policy_set(paths: Iterable[Path]) -> PolicySet:
                      files=tuple(files))
 
 
-def validate_paths(paths: Iterable[Path]) -> list[str]:
+def validate_paths(paths: Iterable[Path], *, kinds: KindSettings | None = None) -> list[str]:
     """Every problem in ``paths`` as ``FILE:LINE:COL: message`` lines (empty when valid)."""
     try:
-        load_policy_set(paths)
+        load_policy_set(paths, kinds=kinds)
     except ConfigError as exc:
         return exc.problems
     return []

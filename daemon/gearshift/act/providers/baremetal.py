@@ -39,21 +39,22 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
-from pydantic import Field, field_validator, model_validator
 
 from gearshift.act.providers.base import CreateRequest, Provider, QuotaInfo
 from gearshift.act.providers.common import (
-    ProviderSettings,
-    Seconds,
     SecretRef,
     parse_settings,
     plain_or_secret,
     redact,
     reveal,
+)
+from gearshift.act.providers.kind_settings import (
+    BareMetalSettings,
+    Credentials,
+    ForemanKindSettings,
 )
 from gearshift.errors import (
     CapacityUnavailable,
@@ -67,103 +68,6 @@ from gearshift.model import Machine
 from gearshift.policy.schema import ProviderSpec
 
 log = structlog.get_logger(component="gearshift.act.baremetal")
-
-
-def _http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"{value!r} is not an http(s) URL")
-    if parts.username or parts.password:
-        raise ValueError("put no credentials in the URL; use username and password_file")
-    return value.rstrip("/")
-
-
-class Credentials(ProviderSettings):
-    """User name (inline, env or file) and password or token (env or file)."""
-
-    username: str | None = None
-    username_env: str | None = None
-    username_file: Path | None = None
-    password_env: str | None = None
-    password_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _pairs(self) -> Credentials:
-        has_user = any((self.username, self.username_env, self.username_file))
-        has_password = self.password_env is not None or self.password_file is not None
-        if has_user != has_password:
-            raise ValueError("give both a user name and a password (or token), or neither")
-        return self
-
-
-class MachineSpec(ProviderSettings):
-    """One pre-racked machine."""
-
-    name: str | None = Field(None, description="Default: BMC host and system id")
-    bmc: str = Field(description="The BMC's base URL, e.g. https://10.0.0.11")
-    system: str = Field("/redfish/v1/Systems/1", description="The ComputerSystem path")
-    hostname: str | None = Field(None, description="The node identity it publishes facts "
-                                                   "as; default: name")
-    foreman_host: str | None = Field(None, description="Foreman host id or name; default: "
-                                                       "hostname")
-
-    @field_validator("bmc")
-    @classmethod
-    def _bmc(cls, value: str) -> str:
-        return _http_url(value)
-
-    @field_validator("system")
-    @classmethod
-    def _system(cls, value: str) -> str:
-        if not value.startswith("/redfish/v1/Systems/"):
-            raise ValueError(f"{value!r} is not a Redfish system path (/redfish/v1/Systems/ID)")
-        return value.rstrip("/")
-
-    @property
-    def id(self) -> str:
-        if self.name:
-            return self.name
-        return f"{urlsplit(self.bmc).hostname}:{self.system.rsplit('/', 1)[-1]}"
-
-    @property
-    def identity(self) -> str:
-        return self.hostname or self.id
-
-
-class ForemanSettings(Credentials):
-    url: str = Field(description="Foreman's base URL, e.g. https://foreman.example")
-    insecure: bool = False
-    ca_file: Path | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return _http_url(value)
-
-
-class BareMetalSettings(Credentials):
-    """``settings:`` of a ``kind: redfish`` or ``kind: foreman`` provider. The top-level
-    credentials are the BMCs' (Redfish basic auth)."""
-
-    machines: list[MachineSpec] = Field(min_length=1)
-    insecure: bool = Field(False, description="Skip TLS verification of the BMCs")
-    ca_file: Path | None = None
-    state_file: Path | None = None
-    foreman: ForemanSettings | None = None
-    pxe_boot: bool | None = Field(None, description="One-time PXE boot on create; default: "
-                                                    "when Foreman is set")
-    power_off: str = Field("GracefulShutdown", pattern="^(GracefulShutdown|ForceOff)$")
-    request_timeout: Seconds = Field(30.0, gt=0)
-    power_timeout: Seconds = Field(300.0, gt=0)
-    poll_interval: Seconds = Field(1.0, gt=0)
-
-    @model_validator(mode="after")
-    def _unique(self) -> BareMetalSettings:
-        ids = [m.id for m in self.machines]
-        twice = sorted({i for i in ids if ids.count(i) > 1})
-        if twice:
-            raise ValueError(f"machine names must be unique: {', '.join(twice)} appear twice")
-        return self
 
 
 @dataclass(frozen=True)
@@ -332,10 +236,8 @@ class BareMetalProvider(Provider):
 
     @classmethod
     def from_spec(cls, spec: ProviderSpec) -> BareMetalProvider:
-        settings = parse_settings(spec, BareMetalSettings)
-        if spec.kind == "foreman" and settings.foreman is None:
-            raise ConfigError([f"provider {spec.name} (kind foreman): settings.foreman: "
-                               f"give Foreman's url (and credentials)"])
+        model = ForemanKindSettings if spec.kind == "foreman" else BareMetalSettings
+        settings = parse_settings(spec, model)
         provider = cls(spec, settings)
         for rest in (provider.redfish, provider.foreman):
             if rest is None:

@@ -1,8 +1,8 @@
 """What every real provider shares: strict settings, credentials, threads, and the quota cap.
 
 * ``parse_settings`` validates a provider's ``settings:`` block with the kind's own pydantic
-  model (``extra="forbid"``), so a misspelt key fails at start-up with a message that names
-  the provider and the key, never at the first scale-out;
+  model (``extra="forbid"``, in ``kind_settings``), so a misspelt key fails at start-up with
+  a message that names the provider and the key, never at the first scale-out;
 * ``SecretRef`` reads a credential from an environment variable or a file, checks at
   start-up that it is there, and reads it again whenever a provider (re)connects, so a
   rotated password file needs no restart; the value only ever lives in a ``SecretStr``;
@@ -62,7 +62,8 @@ def parse_settings(spec: ProviderSpec, model: type[S]) -> S:
         for error in exc.errors():
             where = ".".join(str(part) for part in error["loc"])
             field = f"settings.{where}" if where else "settings"
-            problems.append(f"provider {spec.name} (kind {spec.kind}): {field}: {error['msg']}")
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"provider {spec.name} (kind {spec.kind}): {field}: {message}")
         raise ConfigError(problems) from None
 
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -59,7 +58,6 @@ from botocore.exceptions import (
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
-from pydantic import Field, model_validator
 
 from gearshift.act.providers.base import (
     BLUEPRINT_TAG,
@@ -71,12 +69,11 @@ from gearshift.act.providers.base import (
     QuotaInfo,
 )
 from gearshift.act.providers.common import (
-    ProviderSettings,
-    Seconds,
     Slots,
     parse_settings,
     redact,
 )
+from gearshift.act.providers.kind_settings import Ec2BlueprintSettings, Ec2Settings
 from gearshift.errors import (
     CapacityUnavailable,
     ConfigError,
@@ -104,41 +101,6 @@ _TRANSIENT = {"RequestLimitExceeded", "Throttling", "ThrottlingException", "Serv
               "InternalError", "Unavailable", "RequestTimeout", "RequestExpired",
               "InternalFailure", "EC2ThrottledException"}
 _GONE = {"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"}
-
-
-class Ec2Settings(ProviderSettings):
-    """``settings:`` of a ``kind: ec2`` provider. Credentials: the standard AWS chain
-    (environment, shared files, instance role), a ``profile``, or a ``credentials_file`` in
-    the AWS shared-credentials format."""
-
-    region: str = Field(min_length=1)
-    endpoint_url: str | None = Field(None, description="A VPC endpoint, or a test server")
-    profile: str | None = None
-    credentials_file: Path | None = None
-    subnet_id: str | None = None
-    security_group_ids: list[str] = Field(default_factory=list)
-    key_name: str | None = None
-    instance_profile: str | None = Field(None, description="IAM instance profile name or ARN")
-    spot: bool = False
-    spot_max_price: str | None = None
-    owner: str = Field("gearshift", min_length=1)
-    request_timeout: Seconds = Field(30.0, gt=0)
-
-
-class Ec2BlueprintSettings(ProviderSettings):
-    launch_template_id: str | None = None
-    launch_template_name: str | None = None
-    launch_template_version: str = "$Default"
-    subnet_id: str | None = None
-    security_group_ids: list[str] | None = None
-    spot: bool | None = None
-    key_name: str | None = None
-
-    @model_validator(mode="after")
-    def _one_template(self) -> Ec2BlueprintSettings:
-        if self.launch_template_id and self.launch_template_name:
-            raise ValueError("give launch_template_id or launch_template_name, not both")
-        return self
 
 
 def _tags(items: list[dict[str, str]] | None) -> dict[str, str]:

@@ -30,7 +30,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -38,13 +37,10 @@ import aiohttp
 import ovirtsdk4 as sdk
 import structlog
 from ovirtsdk4 import types
-from pydantic import Field, field_validator, model_validator
 
 from gearshift.act.providers.base import CreateRequest, Provider, QuotaInfo
 from gearshift.act.providers.common import (
     Blocking,
-    ProviderSettings,
-    Seconds,
     SecretRef,
     Slots,
     parse_settings,
@@ -52,6 +48,7 @@ from gearshift.act.providers.common import (
     redact,
     reveal,
 )
+from gearshift.act.providers.kind_settings import OvirtBlueprintSettings, OvirtSettings
 from gearshift.errors import (
     CapacityUnavailable,
     ConfigError,
@@ -71,48 +68,6 @@ MARK = "gearshift:"
 _CAPACITY = ("no host that satisfies", "not enough", "insufficient")
 _QUOTA = ("quota has no sufficient", "quota limit", "quota exceeded")
 _BUSY = ("being copied", "is locked", "try again")
-
-
-class OvirtSettings(ProviderSettings):
-    """``settings:`` of a ``kind: ovirt`` provider."""
-
-    url: str = Field(description="The API URL, e.g. https://engine.example/ovirt-engine/api")
-    username: str | None = Field(None, description="e.g. gearshift@internal")
-    username_env: str | None = None
-    username_file: Path | None = None
-    password_env: str | None = None
-    password_file: Path | None = None
-    insecure: bool = False
-    ca_file: Path | None = None
-    cluster: str
-    owner_tag: str = Field("gearshift", min_length=1)
-    request_timeout: Seconds = Field(60.0, gt=0)
-    start_timeout: Seconds = Field(600.0, gt=0, description="disk copy and start, at most")
-    workers: int = Field(4, ge=1, le=32)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError(f"{value!r} is not an http(s) URL such as "
-                             f"https://engine.example/ovirt-engine/api")
-        if parts.username or parts.password:
-            raise ValueError("put no credentials in the URL; use username and password_file")
-        return value.rstrip("/")
-
-    @model_validator(mode="after")
-    def _credentials(self) -> OvirtSettings:
-        if not any((self.username, self.username_env, self.username_file)):
-            raise ValueError("give username, username_env or username_file")
-        if (self.password_env is None) == (self.password_file is None):
-            raise ValueError("give exactly one of password_env or password_file")
-        return self
-
-
-class OvirtBlueprintSettings(ProviderSettings):
-    memory_mb: int | None = Field(None, ge=128)
-    cpus: int | None = Field(None, ge=1)
 
 
 def _marks(comment: str | None) -> dict[str, str]:

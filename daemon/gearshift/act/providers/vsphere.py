@@ -31,12 +31,10 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import structlog
-from pydantic import Field, field_validator, model_validator
 from pyVim import connect as _connect
 from pyVmomi import vim as _vim
 from pyVmomi import vmodl as _vmodl
@@ -44,8 +42,6 @@ from pyVmomi import vmodl as _vmodl
 from gearshift.act.providers.base import CreateRequest, Provider, QuotaInfo
 from gearshift.act.providers.common import (
     Blocking,
-    ProviderSettings,
-    Seconds,
     SecretRef,
     Slots,
     parse_settings,
@@ -53,6 +49,7 @@ from gearshift.act.providers.common import (
     redact,
     reveal,
 )
+from gearshift.act.providers.kind_settings import VSphereBlueprintSettings, VSphereSettings
 from gearshift.errors import (
     CapacityUnavailable,
     ConfigError,
@@ -77,55 +74,6 @@ Disconnect: Any = _connect.Disconnect
 MARK = "gearshift."  # extraConfig keys: gearshift.owner, gearshift.key, ...
 OWNER, PROVIDER, KEY, POOL, BLUEPRINT, CREATED = (
     MARK + k for k in ("owner", "provider", "key", "pool", "blueprint", "created"))
-
-
-class VSphereSettings(ProviderSettings):
-    """``settings:`` of a ``kind: vsphere`` provider."""
-
-    url: str = Field(description="The vCenter SDK URL, e.g. https://vcenter.example/sdk")
-    username: str | None = None
-    username_env: str | None = None
-    username_file: Path | None = None
-    password_env: str | None = None
-    password_file: Path | None = None
-    insecure: bool = Field(False, description="Skip TLS verification (lab vCenters only)")
-    ca_file: Path | None = None
-    datacenter: str | None = Field(None, description="Default: the only datacenter")
-    cluster: str | None = None
-    resource_pool: str | None = Field(None, description="Default: the cluster's root pool")
-    folder: str | None = Field(None, description="VM folder path below the datacenter's vm/")
-    datastore: str | None = None
-    owner: str = Field("gearshift", min_length=1,
-                       description="Value of the gearshift.owner mark; one per gearshift")
-    request_timeout: Seconds = Field(60.0, gt=0)
-    task_timeout: Seconds = Field(900.0, gt=0)
-    workers: int = Field(4, ge=1, le=32)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError(f"{value!r} is not an http(s) URL such as https://vcenter/sdk")
-        if parts.username or parts.password:
-            raise ValueError("put no credentials in the URL; use username and password_file")
-        return value
-
-    @model_validator(mode="after")
-    def _credentials(self) -> VSphereSettings:
-        if not any((self.username, self.username_env, self.username_file)):
-            raise ValueError("give username, username_env or username_file")
-        if (self.password_env is None) == (self.password_file is None):
-            raise ValueError("give exactly one of password_env or password_file")
-        return self
-
-
-class VSphereBlueprintSettings(ProviderSettings):
-    """What a vSphere blueprint's ``settings:`` may add to the clone."""
-
-    cpus: int | None = Field(None, ge=1)
-    memory_mb: int | None = Field(None, ge=128)
-    annotation: str | None = None
 
 
 def _b64(text: str) -> str:
