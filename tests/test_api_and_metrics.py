@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from pathlib import Path
 
@@ -12,7 +13,10 @@ from builders import policy_set, pool
 from conftest import need
 from gearshift.api.server import ApiServer
 from gearshift.clock import ManualClock
+from gearshift.reconcile.leader import Leadership, follow, lead
+from gearshift.reconcile.reconciler import Reconciler
 from gearshift.store.sqlite import SqliteJournal
+from rigs import wait_until
 from test_reconciler import Rig
 
 TOKEN = "s3cret-token-for-tests"
@@ -146,3 +150,75 @@ async def test_a_follower_refuses_mutations_it_could_not_carry_out() -> None:
         assert held.status == 409
         assert rig.reconciler.requests.active(clock.now()) == []
         assert (await test_client.post("/v1/pools/small/pause")).status == 401
+
+
+def restarted(rig: Rig) -> Reconciler:
+    """The reconciler a restarted daemon builds on the same journal: it remembers nothing."""
+    return Reconciler(fleet=rig.fleet, policies=rig.reconciler.policies, executor=rig.executor,
+                      journal=rig.journal, providers=rig.providers, clock=rig.clock,
+                      interval=30, metrics=rig.metrics)
+
+
+async def test_a_pause_is_journaled_and_a_new_leader_keeps_it(client: TestClient) -> None:
+    rig: Rig = client.rig  # type: ignore[attr-defined]
+    right = {"Authorization": f"Bearer {TOKEN}"}
+    assert (await client.post("/v1/pools/small/pause", headers=right)).status == 200
+    assert await rig.journal.paused_pools() == {"small": rig.clock.now()}
+    # The daemon restarts (or another instance takes over): elected, it keeps hands off.
+    reconciler = restarted(rig)
+    leadership = Leadership(rig.journal, holder="next")
+    stop = asyncio.Event()
+
+    class Recovered:
+        async def run(self, *, reason: str) -> None:
+            stop.set()  # recovered: run one reconcile, then stop
+
+    async def caught_up() -> None:
+        return None
+
+    assert await leadership.try_acquire()
+    await asyncio.wait_for(lead(reconciler=reconciler, leadership=leadership,
+                                recovery=Recovered(), caught_up=caught_up,  # type: ignore[arg-type]
+                                stop=stop), timeout=10)
+    assert reconciler.paused == {"small"}
+    assert (await reconciler.dry_run()).pools["small"].paused
+    api = ApiServer(reconciler, rig.metrics, token=TOKEN, leader=lambda: True)
+    async with TestClient(TestServer(api.app)) as again:
+        assert (await (await again.get("/v1/status")).json())["pools"]["small"]["paused"]
+        assert (await again.post("/v1/pools/small/resume", headers=right)).status == 200
+    assert await rig.journal.paused_pools() == {}
+    assert not reconciler.paused
+
+
+async def test_a_follower_shows_the_pools_the_leader_paused() -> None:
+    clock = ManualClock()
+    rig = Rig(policy_set(pool()), demand=110, clock=clock)
+    await rig.seed()
+    await rig.journal.pause_pool("small", at=clock.now())  # by the leader, elsewhere
+    leadership = Leadership(rig.journal, holder="follower")
+    stop = asyncio.Event()
+    following = asyncio.create_task(follow(rig.reconciler, leadership, stop))
+    await wait_until(lambda: rig.reconciler.last_plan is not None, what="a read-only plan")
+    stop.set()
+    await asyncio.wait_for(following, 5)
+    api = ApiServer(rig.reconciler, rig.metrics, token=TOKEN, leader=lambda: False)
+    assert api.status_body()["pools"]["small"]["paused"] is True
+    assert rig.reconciler.last_pools["small"].paused
+
+
+async def test_a_pause_the_journal_cannot_record_is_refused_and_changes_nothing(
+        client: TestClient, tmp_path: Path) -> None:
+    rig: Rig = client.rig  # type: ignore[attr-defined]
+    right = {"Authorization": f"Bearer {TOKEN}"}
+    rig.journal.fence(7)  # deposed between the leader check and the write
+    refused = await client.post("/v1/pools/small/pause", headers=right)
+    assert refused.status == 409
+    assert "no longer the leader" in (await refused.json())["error"]
+    assert not rig.reconciler.paused
+    journal = await SqliteJournal.open(tmp_path / "journal.db")
+    await journal.close()  # a store that is down
+    rig.reconciler.journal = journal
+    refused = await client.post("/v1/pools/small/pause", headers=right)
+    assert refused.status == 503
+    assert "pause_pool failed: the journal is closed" in (await refused.json())["error"]
+    assert not rig.reconciler.paused

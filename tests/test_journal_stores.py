@@ -24,15 +24,17 @@ from gearshift.errors import (
     JournalError,
     JournalSchemaError,
 )
-from gearshift.model import Machine
+from gearshift.model import Machine, Preemption
 from gearshift.store import migrations
 from gearshift.store.journal import (
     Journal,
     MemoryJournal,
     Operation,
+    Pruned,
     RecoveryRecord,
     drains_in_flight,
     pending_nodes,
+    preemptions_in_flight,
 )
 from gearshift.store.postgres import PostgresJournal, describe_dsn
 from gearshift.store.sqlite import SqliteJournal
@@ -48,10 +50,12 @@ def create_op(op_id: str = "op-1", *, at: float = 100.0, identity: str = "n1") -
                      blueprint="small-bm", max_active_gears=60, reason="pool small: test")
 
 
-def drain_op(op_id: str = "drain-1", *, at: float = 200.0, identity: str = "n9") -> Operation:
+def drain_op(op_id: str = "drain-1", *, at: float = 200.0, identity: str = "n9",
+             cause: str | None = None, preempted_by: str | None = None) -> Operation:
     return Operation(op_id=op_id, kind="drain", pool="small", identity=identity,
                      phase="deactivating", started_at=at, updated_at=at, provider="rack-a",
-                     machine_id="m-9", deadline=at + 600, reason="pool small: shrink")
+                     machine_id="m-9", deadline=at + 600, reason="pool small: shrink",
+                     cause=cause, preempted_by=preempted_by)
 
 
 async def _openers(kind: str, request: pytest.FixtureRequest, tmp_path: Path
@@ -195,6 +199,87 @@ async def test_the_lease_is_exclusive_and_a_deposed_holders_writes_are_refused(
     assert lease is not None and lease.holder == "second" and lease.token == taken
 
 
+async def test_finished_operations_and_old_recoveries_are_pruned_open_ones_never(
+        opener: Opener) -> None:
+    journal = await opener()
+    await journal.begin(create_op("old-done", at=10))
+    await journal.advance("old-done", phase="failed", at=20)
+    await journal.begin(create_op("recently-done", at=10, identity="n2"))
+    await journal.advance("recently-done", phase="created", at=20)
+    await journal.advance("recently-done", phase="registered", at=150)  # its last step counts
+    await journal.begin(drain_op("old-open", at=5))  # never done, however old
+    await journal.record_recovery(RecoveryRecord(at=50, holder="h", summary={"adopted": 1}))
+    await journal.record_recovery(RecoveryRecord(at=120, holder="h", summary={}))
+    assert await journal.prune(before=100) == Pruned(operations=1, recoveries=1)
+    again = await opener()
+    assert await again.get("old-done") is None
+    assert [o.op_id for o in await again.history()] == ["recently-done", "old-open"]
+    assert [o.op_id for o in await again.open_operations()] == ["old-open"]
+    assert [r.at for r in await again.recoveries()] == [120]
+    assert await again.prune(before=100) == Pruned()  # nothing left that old
+
+
+async def test_paused_pools_outlive_the_instance_that_paused_them(opener: Opener) -> None:
+    journal = await opener()
+    await journal.pause_pool("small", at=10)
+    await journal.pause_pool("big", at=11)
+    await journal.pause_pool("small", at=12)  # again: paused since the first time
+    again = await opener()
+    assert await again.paused_pools() == {"small": 10, "big": 11}
+    await again.resume_pool("big")
+    await again.resume_pool("never-paused")
+    assert await journal.paused_pools() == {"small": 10}
+
+
+async def test_a_drains_cause_is_kept_and_rebuilds_its_preemption(opener: Opener) -> None:
+    journal = await opener()
+    await journal.begin(drain_op("p", at=200, identity="victim", cause="preemption",
+                                 preempted_by="big"))
+    await journal.begin(drain_op("s", at=201, identity="n2", cause="scale_in"))
+    again = await opener()
+    op = await again.get("p")
+    assert op is not None and (op.cause, op.preempted_by) == ("preemption", "big")
+    assert preemptions_in_flight(await again.open_operations()) == {
+        "victim": Preemption(identity="victim", victim_pool="small", by_pool="big",
+                             provider="rack-a", at=200)}
+    await again.advance("p", phase="cancelled", at=300)
+    assert preemptions_in_flight(await again.open_operations()) == {}
+
+
+async def test_first_sightings_are_kept_until_forgotten(opener: Opener) -> None:
+    journal = await opener()
+    await journal.see_first("rack-a", "m-1", at=10)
+    await journal.see_first("rack-a", "m-2", at=11)
+    await journal.see_first("rack-a", "m-1", at=99)  # seen again: the first sighting stays
+    again = await opener()
+    assert await again.first_seen() == {("rack-a", "m-1"): 10, ("rack-a", "m-2"): 11}
+    await again.forget_seen([("rack-a", "m-1"), ("rack-a", "never-seen")])
+    await again.forget_seen([])
+    assert await journal.first_seen() == {("rack-a", "m-2"): 11}
+
+
+async def test_a_deposed_leader_can_neither_prune_nor_pause_nor_note_orphans(
+        opener: Opener) -> None:
+    first = await opener()
+    token = await first.acquire_lease("first", 60)
+    assert token is not None
+    first.fence(token)
+    await first.pause_pool("small", at=1)
+    await first.see_first("rack-a", "m-1", at=1)
+    await first.release_lease("first", token)
+    second = await opener()  # the same store (for memory, the same journal): unfenced
+    assert await second.acquire_lease("second", 60) == token + 1
+    first.fence(token)  # the deposed leader still writes with its old token
+    for write in (first.prune(before=1e12), first.pause_pool("big", at=2),
+                  first.resume_pool("small"), first.see_first("rack-a", "m-2", at=2),
+                  first.forget_seen([("rack-a", "m-1")])):
+        with pytest.raises(Fenced):
+            await write
+    first.fence(None)
+    assert await first.paused_pools() == {"small": 1}
+    assert await first.first_seen() == {("rack-a", "m-1"): 1}
+
+
 async def test_a_released_lease_is_taken_at_once(opener: Opener) -> None:
     first = await opener()
     token = await first.acquire_lease("a", 60)
@@ -206,28 +291,57 @@ async def test_a_released_lease_is_taken_at_once(opener: Opener) -> None:
 
 
 # -- migrations --------------------------------------------------------------------------
+# Operations as version 1 wrote them (an old gearshift knew no later column): one open
+# drain and one create finished long ago.
+V1_OPERATIONS = (
+    "INSERT INTO gearshift_operations (op_id, kind, pool, identity, phase, done, started_at, "
+    "updated_at, provider, machine_id, deadline, reason) VALUES "
+    "('kept', 'drain', 'small', 'n9', 'moving', {false}, 200, 201, 'rack-a', 'm-9', 800, "
+    "'preempted by pool big'), "
+    "('old', 'create', 'small', 'n1', 'registered', {true}, 10, 20, 'rack-a', 'm-1', NULL, '')")
+
+
+async def newer_shapes_work(journal: Journal) -> None:
+    """What versions 2 and up added, used on a journal that was migrated to them."""
+    assert await journal.acquire_lease("me", 5) == 1  # version 2's table
+    await journal.record_recovery(RecoveryRecord(at=1, holder="me", summary={}))  # v3
+    assert await journal.prune(before=100) == Pruned(operations=1, recoveries=1)  # v4
+    await journal.pause_pool("small", at=5)  # v5
+    assert await journal.paused_pools() == {"small": 5}
+    kept = await journal.get("kept")  # v6: an old drain has no cause; a new one does
+    assert kept is not None and (kept.cause, kept.preempted_by) == (None, None)
+    await journal.begin(drain_op("new", at=300, identity="n8", cause="preemption",
+                                 preempted_by="big"))
+    assert set(preemptions_in_flight(await journal.open_operations())) == {"n8"}
+    await journal.see_first("rack-a", "m-7", at=6)  # v7
+    assert await journal.first_seen() == {("rack-a", "m-7"): 6}
+
+
 async def test_an_old_sqlite_journal_migrates_forward_keeping_its_operations(tmp_path: Path
                                                                              ) -> None:
     path = tmp_path / "old.db"
     old = await SqliteJournal.open(path, migrate_upto=1)
     assert await old.schema_version() == 1
-    await old.begin(create_op("kept"))
     await old.close()
     with sqlite3.connect(path) as conn:
+        conn.execute(V1_OPERATIONS.format(false=0, true=1))
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "gearshift_lease" not in tables  # really the old shape
     journal = await SqliteJournal.open(path)
     try:
         assert await journal.schema_version() == migrations.LATEST
         assert [o.op_id for o in await journal.open_operations()] == ["kept"]
-        assert await journal.acquire_lease("me", 5) == 1  # version 2's table
-        await journal.record_recovery(RecoveryRecord(at=1, holder="me", summary={}))  # v3
+        await newer_shapes_work(journal)
     finally:
         await journal.close()
     with sqlite3.connect(path) as conn:
         versions = [r[0] for r in conn.execute(
             "SELECT version FROM gearshift_schema_version ORDER BY version")]
+        plan = " ".join(str(r) for r in conn.execute(
+            "EXPLAIN QUERY PLAN DELETE FROM gearshift_operations WHERE done = 1 "
+            "AND updated_at < 5"))
     assert versions == [m.version for m in migrations.MIGRATIONS]
+    assert "gearshift_operations_finished" in plan  # pruning does not scan every operation
 
 
 async def test_a_newer_sqlite_schema_refuses_to_start(tmp_path: Path) -> None:
@@ -236,7 +350,8 @@ async def test_a_newer_sqlite_schema_refuses_to_start(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("INSERT INTO gearshift_schema_version VALUES (99, 'from the future', 0)")
     with pytest.raises(JournalSchemaError, match=r"schema version 99, newer than this "
-                                                 r"gearshift understands \(up to 3\)"):
+                                                 rf"gearshift understands \(up to "
+                                                 rf"{migrations.LATEST}\)"):
         await SqliteJournal.open(path)
 
 
@@ -245,21 +360,25 @@ async def test_an_old_postgres_journal_migrates_forward_and_a_newer_one_refuses(
     dsn = postgres.create_database(f"m_{uuid.uuid4().hex[:12]}")
     old = await PostgresJournal.open(dsn, migrate_upto=1)
     assert old.version == 1
-    await old.begin(create_op("kept"))
     await old.close()
+    database = dsn.rsplit("/", 1)[1]
+    postgres.psql(V1_OPERATIONS.format(false="FALSE", true="TRUE"), database)
     assert "gearshift_lease" not in postgres.psql(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'", dsn.rsplit("/", 1)[1])
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'", database)
     # Two instances starting together migrate once (the advisory lock serialises them).
     both = await asyncio.gather(PostgresJournal.open(dsn), PostgresJournal.open(dsn))
     try:
         assert [j.version for j in both] == [migrations.LATEST] * 2
         assert [o.op_id for o in await both[0].open_operations()] == ["kept"]
+        await newer_shapes_work(both[0])
     finally:
         for journal in both:
             await journal.close()
-    database = dsn.rsplit("/", 1)[1]
     assert postgres.psql("SELECT string_agg(version::text, ',' ORDER BY version) "
-                         "FROM gearshift_schema_version", database).strip() == "1,2,3"
+                         "FROM gearshift_schema_version", database).strip() == ",".join(
+        str(m.version) for m in migrations.MIGRATIONS)
+    assert "gearshift_operations_finished" in postgres.psql(
+        "SELECT indexname FROM pg_indexes WHERE tablename = 'gearshift_operations'", database)
     postgres.psql("INSERT INTO gearshift_schema_version VALUES (42, 'future', 0)", database)
     with pytest.raises(JournalSchemaError, match="schema version 42") as refused:
         await PostgresJournal.open(dsn)
@@ -270,7 +389,8 @@ def test_gearshift_run_refuses_a_journal_from_a_newer_gearshift(tmp_path: Path) 
     path = tmp_path / "journal.db"
     with sqlite3.connect(path) as conn:
         conn.execute(migrations.VERSION_TABLE["sqlite"])
-        conn.execute("INSERT INTO gearshift_schema_version VALUES (7, 'future', 0)")
+        conn.execute("INSERT INTO gearshift_schema_version VALUES (?, 'future', 0)",
+                     (migrations.LATEST + 1,))
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "small.yaml").write_text(POOL)
@@ -282,7 +402,8 @@ def test_gearshift_run_refuses_a_journal_from_a_newer_gearshift(tmp_path: Path) 
     result = subprocess.run([sys.executable, "-m", "gearshift", "run", "--config", str(config)],
                             capture_output=True, text=True, timeout=60, check=False, cwd=ROOT)
     assert result.returncode == 3, result.stderr
-    assert "schema version 7, newer than this gearshift understands" in result.stderr
+    assert (f"schema version {migrations.LATEST + 1}, newer than this gearshift understands"
+            in result.stderr)
     assert "refusing to start" in result.stderr
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
 from typing import Any
 
 from builders import PROVIDERS, policy_set, pool
+from conftest import need
 from gearshift.act.executor import Executor
 from gearshift.act.providers.guard import GuardedProvider, GuardSettings
 from gearshift.clock import ManualClock
@@ -15,10 +17,12 @@ from gearshift.observe.fleet import FleetModel
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.schema import PolicySet, ProvidersFile
 from gearshift.reconcile.reconciler import Reconciler
+from gearshift.reconcile.retention import JournalPruner
+from gearshift.settings import Settings
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
 from gearshift.sim.runner import seed_fleet
 from gearshift.sim.world import SimWorld
-from gearshift.store.journal import MemoryJournal
+from gearshift.store.journal import MemoryJournal, Operation, RecoveryRecord
 
 
 class Rig:
@@ -184,3 +188,60 @@ async def test_a_slow_create_goes_on_in_the_background_without_stalling_the_loop
     assert op.phase == "created"
     assert len([n for n in rig.world.nodes.values() if not n.key.startswith("seed")]) == 1
     await rig.executor.close()
+
+
+DAY = 86400.0
+
+
+async def finished(rig: Rig, op_id: str, *, done_at: float) -> None:
+    """A create that registered at ``done_at``."""
+    await rig.journal.begin(Operation(op_id=op_id, kind="create", pool="small",
+                                      identity=f"n-{op_id}", phase="requested",
+                                      started_at=done_at - 600, updated_at=done_at - 600))
+    await rig.journal.advance(op_id, phase="created", at=done_at - 300)
+    await rig.journal.advance(op_id, phase="registered", at=done_at)
+
+
+async def test_the_leader_prunes_old_finished_operations_between_reconciles_hourly() -> None:
+    assert Settings().journal.keep_finished == 30 * DAY
+    clock = ManualClock()
+    rig = Rig(policy_set(pool()), demand=60, clock=clock)
+    await rig.seed()
+    now = clock.now()
+    await finished(rig, "old", done_at=now - 31 * DAY)
+    await finished(rig, "recent", done_at=now - 29.99 * DAY)
+    await rig.journal.begin(Operation(op_id="stuck", kind="drain", pool="small", identity="n9",
+                                      phase="deactivating", started_at=now - 90 * DAY,
+                                      updated_at=now - 90 * DAY))
+    await rig.journal.record_recovery(RecoveryRecord(at=now - 40 * DAY, holder="h", summary={}))
+    pruner = JournalPruner(rig.journal, clock=clock, keep=30 * DAY, metrics=rig.metrics)
+    rig.reconciler.before.append(pruner.maybe_prune)
+    await rig.reconciler.reconcile_once()
+    assert await rig.journal.get("old") is None
+    assert {o.op_id for o in await rig.journal.history()} >= {"recent", "stuck"}
+    assert await rig.journal.recoveries() == []
+    text = rig.metrics.exposition().decode()
+    assert 'gearshift_journal_pruned_total{what="operations"} 1.0' in text
+    assert 'gearshift_journal_pruned_total{what="recoveries"} 1.0' in text
+    result = subprocess.run([need("promtool"), "check", "metrics"], input=text.encode(),
+                            capture_output=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # "recent" is old enough a few minutes later, but the next prune is an hour away.
+    await clock.advance(30 * 60)
+    await rig.reconciler.reconcile_once()
+    assert await rig.journal.get("recent") is not None
+    await clock.advance(30 * 60)
+    await rig.reconciler.reconcile_once()
+    assert await rig.journal.get("recent") is None
+    assert await rig.journal.get("stuck") is not None  # not done: never pruned
+    assert 'gearshift_journal_pruned_total{what="operations"} 2.0' in \
+        rig.metrics.exposition().decode()
+
+
+async def test_keep_finished_zero_keeps_everything() -> None:
+    clock = ManualClock()
+    rig = Rig(policy_set(pool()), demand=60, clock=clock)
+    await finished(rig, "ancient", done_at=clock.now() - 1000 * DAY)
+    pruner = JournalPruner(rig.journal, clock=clock, keep=0)
+    assert await pruner.maybe_prune() is None
+    assert await rig.journal.get("ancient") is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import subprocess
+from dataclasses import replace
 
 import pytest
 
@@ -231,6 +232,41 @@ async def test_orphans_healthy_are_adopted_silent_old_ones_retired_others_left_a
     assert metric(rig.metrics.exposition().decode(),
                   "gearshift_recovery_actions_total") == 5
     assert len(await rig.journal.recoveries()) == 2
+
+
+class NoCreatedAt(SimulatedProvider):
+    """A provider whose listing does not say when it made a machine."""
+
+    async def list_owned(self) -> list[Machine]:
+        return [replace(m, created_at=None) for m in await super().list_owned()]
+
+
+async def test_an_orphans_grace_is_not_restarted_by_a_daemon_restarting_in_a_loop() -> None:
+    rig = Rig()
+    raw = NoCreatedAt(rig.spec, world=rig.world, clock=rig.clock, rng=random.Random(1))
+    provider = GuardedProvider(raw, clock=rig.clock, settings=GuardSettings(retry_deadline=0))
+    await raw.create(CreateRequest(key="o1", name="silent", pool="small",
+                                   blueprint=rig.blueprint))
+    rig.world.nodes["silent"].ready_at = 1e18  # never comes up, never publishes
+    await raw.create(CreateRequest(key="o2", name="late", pool="small",
+                                   blueprint=rig.blueprint))
+    rig.world.nodes["late"].ready_at = rig.clock.now() + 150  # comes up, slowly
+    outcomes = []
+    for _ in range(4):  # the daemon restarts every 100s; the grace is 300s
+        rig.publish()
+        recovery = Recovery(journal=rig.journal, providers={"rack-a": provider},
+                            platform=rig.platform, fleet=rig.fleet,
+                            policies=PolicyHolder.fixed(rig.policies), clock=rig.clock,
+                            settings=RecoverySettings(orphan_grace=300, listing_lag=0))
+        outcomes.append(dict((await recovery.run()).actions))
+        await rig.clock.advance(100)
+    assert outcomes == [{"orphan_waiting": 2}, {"orphan_waiting": 2},
+                        {"orphan_waiting": 1, "orphan_adopted": 1}, {"orphan_retired": 1}]
+    assert "silent" not in rig.world.nodes and "late" in await rig.journal.machines()
+    (first,) = (await rig.journal.first_seen()).values()
+    assert first == rig.clock.now() - 400  # when the first of those daemons saw it
+    await recovery.run(reason="sweep")  # no longer listed: its sighting is forgotten
+    assert await rig.journal.first_seen() == {}
 
 
 async def test_a_failed_listing_leaves_that_providers_operations_for_the_next_sweep() -> None:

@@ -18,8 +18,10 @@ import pytest
 
 from conftest import ROOT
 from gearshift.act.executor import Event
+from gearshift.model import Drain, Plan
 from gearshift.policy.loader import load_policy_set
 from gearshift.policy.schema import PolicySet
+from gearshift.reconcile.reconciler import Reconciler
 from gearshift.sim.runner import SimOptions, Simulation
 from gearshift.sim.trace import read_trace
 
@@ -32,6 +34,7 @@ class Run:
     """One finished simulation: its report, events (seconds from start) and unmet samples."""
 
     def __init__(self, name: str, *, edit: Callable[[PolicySet], PolicySet] | None = None,
+                 prepare: Callable[[Simulation], None] | None = None,
                  **options: Any) -> None:
         directory = SCENARIOS / name
         policies = load_policy_set([directory / "pools", directory / "providers.yaml"])
@@ -48,6 +51,8 @@ class Run:
             self.unmet.append((now - self.sim.options.start, sum(world.unmet.values())))
 
         world.advance = recording  # type: ignore[method-assign]
+        if prepare is not None:
+            prepare(self.sim)
         self.report = asyncio.run(self.sim.run()).report
         self.events = [replace(e, at=e.at - self.sim.options.start)
                        for e in self.sim.executor.events]
@@ -173,6 +178,43 @@ def test_critical_pool_preempts_the_preemptible_batch_pool_on_the_rack() -> None
     assert report["node_seconds"]["vsphere-dc1"] > 0
     # Critical's unmet demand: its +62 gears while victims drained and its nodes booted.
     assert 0 < report["unmet_gear_seconds_by_pool"]["critical"] < 62 * 1800
+
+
+def restart_after_the_first_preemption(sim: Simulation) -> None:
+    """The daemon restarts once the first victims drain: a new reconciler (the planner's
+    memory empty) on the same journal, restored as a newly elected leader restores it."""
+    first = sim.reconciler
+
+    async def reconcile_then_restart() -> Plan:
+        plan = await Reconciler.reconcile_once(first)
+        if any(isinstance(a, Drain) and a.preempted_by for a in plan.actions):
+            sim.reconciler = Reconciler(
+                fleet=sim.fleet, policies=first.policies, executor=sim.executor,
+                journal=sim.journal, providers=sim.providers, clock=sim.clock,
+                interval=first.interval)
+            await sim.reconciler.restore()
+        return plan
+
+    first.reconcile_once = reconcile_then_restart  # type: ignore[method-assign]
+
+
+def test_a_restart_while_victims_drain_neither_preempts_again_nor_gives_them_back() -> None:
+    restarted = Run("preemption", prepare=restart_after_the_first_preemption)
+    # It did restart: the reconciler at the end ran only the reconciles after the restart.
+    assert 0 < restarted.sim.reconciler.reconciles < restarted.report["reconciles"]
+    # Without the drains' cause in the journal, batch took its victims back ("demand
+    # returned") and critical preempted them again: 7 preemptions, critical 60s later.
+    assert restarted.report["preemptions"] == {"critical": {"batch": 5}}
+    assert restarted.ok("cancel_drain") == []
+    retires = [e for e in restarted.ok("retire") if e.pool == "batch"]
+    assert len(retires) == 5 and all("(preempted by pool critical)" in e.reason
+                                     for e in retires)
+    baseline = Run("preemption")
+
+    def what(run: Run) -> list[tuple[float, str, str, str]]:
+        return [(e.at, e.kind, e.target, e.outcome) for e in run.events]
+
+    assert what(restarted) == what(baseline)
 
 
 def test_preemption_stops_at_the_victims_min() -> None:

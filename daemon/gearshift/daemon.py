@@ -15,7 +15,9 @@ wiring they check is this one.
 
 The journal is ``journal.kind`` (SQLite by default). Only the holder of the journal's
 leader lease acts: on election it first runs recovery (journal against provider
-listings and facts), then reconciles; a follower evaluates read-only for ``/v1/status``
+listings and facts) and reads back the paused pools and the preemptions in flight, then
+reconciles; between reconciles it sweeps for orphans and prunes finished operations
+(``reconcile.retention``). A follower evaluates read-only for ``/v1/status``
 (``"leader": false``) and keeps the heartbeat going.
 
 Liveness: ``WATCHDOG=1`` is sent only from the reconcile loop's own heartbeat (after every
@@ -53,6 +55,7 @@ from gearshift.policy.watch import PolicyWatcher
 from gearshift.reconcile.leader import Leadership, lead
 from gearshift.reconcile.reconciler import Reconciler
 from gearshift.reconcile.recovery import Recovery, RecoverySettings
+from gearshift.reconcile.retention import JournalPruner
 from gearshift.reconcile.supervisor import TaskFactory, supervise
 from gearshift.reconcile.wakeup import EdgeWaker
 from gearshift.settings import (
@@ -215,6 +218,9 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
                         settings=RecoverySettings(orphan_grace=settings.operations.orphan_grace,
                                                   sweep_every=settings.operations.orphan_sweep))
     reconciler.before.append(recovery.maybe_sweep)
+    pruner = JournalPruner(journal, clock=clock, keep=settings.journal.keep_finished,
+                           metrics=metrics)
+    reconciler.before.append(pruner.maybe_prune)
     waker = EdgeWaker(reconciler, debounce=settings.reconcile.debounce)
     source.on_facts = waker.poke
     api = ApiServer(reconciler, metrics, token=read_token(settings.http.token_file),

@@ -131,6 +131,11 @@ class Metrics:
             "gearshift_journal_fenced_writes",
             "Journal writes refused because another instance holds the leader lease now.",
             registry=r)
+        self.journal_pruned = Counter(
+            "gearshift_journal_pruned",
+            "Finished operations and recovery records deleted from the journal once older "
+            "than journal.keep_finished, by what (operations, recoveries).", ["what"],
+            registry=r)
 
     def record_pools(self, pools: Mapping[str, PoolEvaluation], *,
                      limits: dict[str, tuple[int, int]],

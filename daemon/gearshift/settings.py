@@ -126,6 +126,10 @@ class JournalSettings(Section):
     lease_poll: Seconds = Field(1.0, description="How often a follower tries to take the lease.")
     instance: str | None = Field(None, description=(
         "This instance's name in the lease (default: host name and process id)."))
+    keep_finished: Seconds = Field(30 * 86400.0, ge=0, description=(
+        "Finished operations (and recovery records) are deleted from the journal once "
+        "their last step is this old; the leader looks about once an hour. Operations "
+        "not yet done are never deleted. 0 keeps them for ever."))
 
     def secret_dsn(self) -> SecretStr | None:
         return read_secret(self.dsn, self.dsn_file, what="journal DSN")

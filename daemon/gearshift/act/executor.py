@@ -3,7 +3,8 @@
 * ``ScaleOut``: one journaled create per node (its op id is the provider's idempotency
   key), run concurrently; a quota or capacity error is reported back so the reconciler can
   re-plan at once and spill the rest to the next placement.
-* ``Drain``: journal, deactivate the node in its district, then (in ``progress``) move its
+* ``Drain``: journal (with its cause, and the pool a preemption frees quota for, so a
+  restart knows it), deactivate the node in its district, then (in ``progress``) move its
   gears away in bounded batches until it is empty.
 * ``CancelDrain``: reactivate the node, close the drain.
 * ``Retire``: checked once more against the latest facts (never a node with active gears,
@@ -258,7 +259,8 @@ class Executor:
             op_id=op_id, kind="drain", pool=action.pool, identity=action.identity,
             phase="deactivating", started_at=now, updated_at=now,
             provider=node.machine.provider, machine_id=node.machine.machine_id,
-            deadline=now + policy.scale_in.drain_timeout, reason=action.reason))
+            deadline=now + policy.scale_in.drain_timeout, reason=action.reason,
+            cause=action.cause, preempted_by=action.preempted_by))
         try:
             await self.platform.deactivate(NodeRef(action.identity, node.facts.district_uuid))
         except PlatformError as exc:

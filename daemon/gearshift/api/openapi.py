@@ -259,8 +259,10 @@ def openapi_document(*, pools: Sequence[str], max_body: int) -> dict[str, Any]:
     pool_op = {
         "tags": ["operator"], "security": secured,
         "parameters": [{"name": "name", "in": "path", "required": True, "schema": pool_param}],
-        "responses": {"200": _json(_ref("PoolPaused"), "done (idempotent)"), **auth_errors,
-                      "404": _error("no such pool")},
+        "responses": {"200": _json(_ref("PoolPaused"), "done (idempotent); journaled, so a "
+                                                        "pause outlives a restart"),
+                      **auth_errors, "404": _error("no such pool"),
+                      "503": _error("the journal cannot record it (store down or locked)")},
     }
     text = {"description": "", "content": {"text/plain": {"schema": {"type": "string"}}}}
     return {

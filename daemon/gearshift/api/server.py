@@ -6,7 +6,9 @@ and ``/`` (a small status page). Mutating calls (pause/resume a pool, capacity r
 need ``Authorization: Bearer TOKEN`` with the token from ``http.token_file``: 401 when
 the header is missing, 403 when the token is wrong (compared in constant time); without
 a configured token they are refused (403) rather than open. Request bodies are limited
-to ``http.max_body`` bytes (413). ``/v1/openapi.json`` describes all of it (api/openapi.py).
+to ``http.max_body`` bytes (413). A pause or resume is journaled before it is answered, so
+it outlives a restart or a failover (503 when the journal cannot record it).
+``/v1/openapi.json`` describes all of it (api/openapi.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import logging
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +30,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gearshift.api.openapi import EVENTS_DEFAULT, EVENTS_MAX, openapi_document
-from gearshift.errors import JournalError
+from gearshift.errors import Fenced, JournalError
 from gearshift.explain import action_to_dict, plan_to_dict
 from gearshift.metrics import Metrics
 from gearshift.model import CapacityRequest, Plan
@@ -228,14 +230,26 @@ class ApiServer:
 
     async def pause(self, request: web.Request) -> web.Response:
         name = await self._pool(request)
-        self.reconciler.paused.add(name)
+        await self._journaled(self.reconciler.pause(name))
         return web.json_response({"pool": name, "paused": True})
 
     async def resume(self, request: web.Request) -> web.Response:
         name = await self._pool(request)
-        self.reconciler.paused.discard(name)
-        self.reconciler.wake("pool resumed")
+        await self._journaled(self.reconciler.resume(name))
         return web.json_response({"pool": name, "paused": False})
+
+    @staticmethod
+    async def _journaled(change: Awaitable[None]) -> None:
+        """A pause or resume is journaled (it outlives a restart): say so when it cannot be."""
+        try:
+            await change
+        except Fenced as exc:  # deposed since the check: the new leader must be asked
+            raise _fail(web.HTTPConflict, "this instance is no longer the leader: ask the "
+                                          "leader (see leadership in /v1/status)") from exc
+        except JournalError as exc:
+            log.warning("pause or resume refused: the journal cannot record it",
+                        error=str(exc))
+            raise _fail(web.HTTPServiceUnavailable, str(exc)) from exc
 
     async def capacity_request(self, request: web.Request) -> web.Response:
         self._authorize(request)

@@ -10,8 +10,9 @@ lease's life (the database is unreachable: better idle than unsure).
 
 ``lead`` is the loop's life cycle around it: wait until the fact source has caught up;
 as follower, evaluate pools read-only every interval so ``/v1/status`` stays useful
-(``"leader": false``); on election, run recovery, then reconcile until stopped or
-deposed; then follow again.
+(``"leader": false``, with the pools the leader paused); on election, run recovery, read
+back what the journal remembers (paused pools, preemptions in flight), then reconcile
+until stopped or deposed; then follow again.
 
 On a graceful stop the leader releases the lease, so a follower takes over at once
 instead of waiting for it to expire.
@@ -187,6 +188,7 @@ async def follow(reconciler: Reconciler, leadership: Leadership, stop: asyncio.E
     """
     while not stop.is_set() and not leadership.is_leader:
         try:
+            await reconciler.load_paused()
             plan = await reconciler.dry_run()
             reconciler.last_pools = plan.pools
             reconciler.last_plan = plan
@@ -220,6 +222,7 @@ async def lead(*, reconciler: Reconciler, leadership: Leadership, recovery: Reco
         try:
             try:
                 await recovery.run(reason="start")
+                await reconciler.restore()
             except JournalError as exc:
                 # Acting without a journal is never safe: give the lease up, wait, try again.
                 log.error("recovery failed: the journal is unusable; stepping down",

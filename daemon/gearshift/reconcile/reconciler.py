@@ -12,6 +12,12 @@ a policy reload) and runs one ``reconcile_once``:
 5. export metrics.
 
 A failing reconcile is logged and counted; the loop goes on.
+
+What must survive a restart or a failover is in the journal, and ``restore`` reads it
+back when an instance becomes leader: the pools an operator paused (``pause`` and
+``resume`` write them before the set in memory changes) and the preemptions whose
+victims are still draining (the planner's memory of them would otherwise start empty,
+and the preempting pool preempt again).
 """
 
 from __future__ import annotations
@@ -40,7 +46,12 @@ from gearshift.model import (
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.requests import RequestBook
 from gearshift.policy.holder import PolicyHolder
-from gearshift.store.journal import Journal, drains_in_flight, pending_nodes
+from gearshift.store.journal import (
+    Journal,
+    drains_in_flight,
+    pending_nodes,
+    preemptions_in_flight,
+)
 
 log = structlog.get_logger(component="gearshift.reconcile")
 
@@ -111,6 +122,28 @@ class Reconciler:
         if not self._wake.is_set():
             log.debug("wake", reason=reason)
         self._wake.set()
+
+    async def restore(self) -> None:
+        """Read back what the journal remembers for a new leader (see the module docstring)."""
+        await self.load_paused()
+        restored = preemptions_in_flight(await self.journal.open_operations())
+        self.state = replace(self.state, preemptions={**self.state.preemptions, **restored})
+
+    async def load_paused(self) -> None:
+        """The paused pools as the journal has them (a follower shows the leader's)."""
+        paused = await self.journal.paused_pools()
+        self.paused.clear()
+        self.paused.update(paused)
+
+    async def pause(self, pool: str) -> None:
+        """Hands off ``pool`` until resumed; journaled first, so it outlives a restart."""
+        await self.journal.pause_pool(pool, at=self.clock.now())
+        self.paused.add(pool)
+
+    async def resume(self, pool: str) -> None:
+        await self.journal.resume_pool(pool)
+        self.paused.discard(pool)
+        self.wake("pool resumed")
 
     async def snapshot(self) -> FleetSnapshot:
         now = self.clock.now()

@@ -29,7 +29,10 @@ Machines we own that are no longer listed are forgotten. Machines listed with ou
 that the journal does not know (a create whose answer was lost, a journal restored
 from backup): adopted when their node publishes fresh facts; retired once older than
 ``orphan_grace`` if they never did (only while facts are fresh, and never one whose
-last facts show active gears).
+last facts show active gears). A machine's age is its ``created_at``; for providers that
+do not report one, the time recovery first saw it, which is journaled (so a daemon
+restarting in a loop does not restart the grace every time) and forgotten once the
+machine is ours or no longer listed.
 
 A listing that fails (or a provider whose breaker is open) leaves that provider's
 operations and machines alone until the next try, which backs off from
@@ -112,7 +115,6 @@ class Recovery:
         self.new_id = new_id
         self.forget = forget
         self.creating = creating  # op ids whose create call this process is still making
-        self.first_seen: dict[tuple[str, str], float] = {}
         self.last_run: float | None = None
         self.incomplete = False
         self.runs = 0
@@ -322,6 +324,7 @@ class Recovery:
         """Machines with our tag that the journal does not know: adopt or retire them."""
         known = {(m.provider, m.machine_id) for m in owned.values()}
         busy = {o.identity for o in ops} | {o.op_id for o in ops}
+        seen = await self.journal.first_seen()
         for provider_name, machines in listings.items():
             for machine in machines:
                 ident = (provider_name, machine.machine_id)
@@ -331,6 +334,7 @@ class Recovery:
                     log.info("recovery: adopting a healthy machine of ours the journal did not "
                              "know", node=machine.name, provider=provider_name)
                     await self.journal.adopt(machine)
+                    known.add(ident)
                     result.actions["orphan_adopted"] += 1
                     continue
                 facts = self.fleet.facts(machine.name)
@@ -339,15 +343,17 @@ class Recovery:
                     continue
                 born = machine.created_at
                 if born is None:
-                    born = self.first_seen.setdefault(ident, now)
+                    born = seen.get(ident)
+                if born is None:
+                    born = seen[ident] = now
+                    await self.journal.see_first(provider_name, machine.machine_id, at=now)
                 if now - born < self.settings.orphan_grace or not self.fleet.source_up:
                     result.actions["orphan_waiting"] += 1
                     continue
                 await self._retire_orphan(machine, result, now - born)
         live = {(p, m.machine_id) for p, ms in listings.items() for m in ms}
-        for ident in list(self.first_seen):
-            if ident[0] in listings and ident not in live:
-                del self.first_seen[ident]
+        await self.journal.forget_seen([ident for ident in seen if ident in known or (
+            ident[0] in listings and ident not in live)])
 
     async def _retire_orphan(self, machine: Machine, result: RecoveryResult, age: float) -> None:
         now = self.clock.now()

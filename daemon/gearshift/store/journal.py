@@ -18,10 +18,22 @@ node out of its district; ``moving``: gears are being moved away; ``removing``: 
 to remove it from its district; ``retiring``: about to destroy its machine;
 ``retired``: gone. ``cancelling``: about to reactivate it.
 
+A drain records its ``cause`` (and ``preempted_by``, the pool it frees quota for), so
+a leader that starts while a preemption's victim drains knows it is one
+(``preemptions_in_flight``) and neither preempts for the same shortfall again nor lets
+the victim's pool take the node back.
+
 The journal also remembers the machines gearshift owns, the recoveries it performed,
-and the leader lease. With a lease in use every write carries the fencing token the
-lease was granted with; a write whose token is no longer the lease's is refused with
-``Fenced``, so a deposed leader cannot record (and so cannot start) anything.
+the pools an operator paused (a pause outlives a restart or a failover), when recovery
+first saw each machine of ours it did not know (so an orphan's grace does not start over
+with every restart), and the leader lease. With a lease in use every write carries the
+fencing token the lease was granted with; a write whose token is no longer the lease's
+is refused with ``Fenced``, so a deposed leader cannot record (and so cannot start)
+anything.
+
+Finished operations and recovery records are kept for a while (``prune``, run by the
+leader every hour or so, deletes those older than ``journal.keep_finished``); operations
+not yet done are never pruned, however old.
 
 ``Journal`` is the interface; ``MemoryJournal`` keeps it in a dict (tests, ``simulate``,
 ``demo``); ``store.sqlite`` and ``store.postgres`` are the durable stores.
@@ -31,12 +43,12 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from gearshift.errors import BadTransition, Fenced
-from gearshift.model import DrainProgress, Machine, PendingNode
+from gearshift.model import DrainProgress, Machine, PendingNode, Preemption
 
 OpKind = Literal["create", "drain"]
 DONE_PHASES = frozenset({"registered", "failed", "retired", "cancelled"})
@@ -82,6 +94,8 @@ class Operation:
     deadline: float | None = None
     reason: str = ""
     error: str | None = None
+    cause: str | None = None  # a drain's: scale_in | preemption | burst_return (None: older)
+    preempted_by: str | None = None  # a preemption's drain: the pool that takes its quota
 
     @property
     def done(self) -> bool:
@@ -117,6 +131,14 @@ class RecoveryRecord:
     at: float
     holder: str
     summary: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What one ``prune`` deleted."""
+
+    operations: int = 0
+    recoveries: int = 0
 
 
 class Journal(abc.ABC):
@@ -184,6 +206,38 @@ class Journal(abc.ABC):
     async def recoveries(self) -> list[RecoveryRecord]:
         """Every recovery recorded, oldest first."""
 
+    # -- retention --------------------------------------------------------------------
+    @abc.abstractmethod
+    async def prune(self, *, before: float) -> Pruned:
+        """Delete finished operations last updated before ``before`` (never one not yet
+        done), and recovery records from before it."""
+
+    # -- paused pools -----------------------------------------------------------------
+    @abc.abstractmethod
+    async def pause_pool(self, pool: str, *, at: float) -> None:
+        """Remember that ``pool`` is paused (since ``at``; pausing again keeps the first)."""
+
+    @abc.abstractmethod
+    async def resume_pool(self, pool: str) -> None:
+        """Forget that ``pool`` is paused (nothing happens if it was not)."""
+
+    @abc.abstractmethod
+    async def paused_pools(self) -> dict[str, float]:
+        """Paused pools, with when each was paused."""
+
+    # -- machines recovery saw but the journal did not know ----------------------------
+    @abc.abstractmethod
+    async def first_seen(self) -> dict[tuple[str, str], float]:
+        """When each (provider, machine id) was first seen, for an orphan's grace."""
+
+    @abc.abstractmethod
+    async def see_first(self, provider: str, machine_id: str, *, at: float) -> None:
+        """Remember that the machine was first seen at ``at`` (an earlier sighting stays)."""
+
+    @abc.abstractmethod
+    async def forget_seen(self, machines: Collection[tuple[str, str]]) -> None:
+        """Forget these (provider, machine id) sightings: adopted, retired or gone."""
+
     # -- the leader lease -------------------------------------------------------------
     @abc.abstractmethod
     async def acquire_lease(self, holder: str, ttl: float) -> int | None:
@@ -225,6 +279,8 @@ class MemoryJournal(Journal):
         self._done: dict[str, Operation] = {}
         self._machines: dict[str, Machine] = {}
         self._recoveries: list[RecoveryRecord] = []
+        self._paused: dict[str, float] = {}
+        self._seen: dict[tuple[str, str], float] = {}
         self._lease: tuple[str | None, int, float] | None = None  # holder, token, expires (mono)
 
     def _check(self) -> None:
@@ -283,6 +339,41 @@ class MemoryJournal(Journal):
     async def recoveries(self) -> list[RecoveryRecord]:
         return list(self._recoveries)
 
+    async def prune(self, *, before: float) -> Pruned:
+        self._check()
+        old = [op_id for op_id, op in self._done.items() if op.updated_at < before]
+        for op_id in old:
+            del self._done[op_id]
+        kept = [r for r in self._recoveries if r.at >= before]
+        pruned = Pruned(operations=len(old), recoveries=len(self._recoveries) - len(kept))
+        self._recoveries = kept
+        return pruned
+
+    async def pause_pool(self, pool: str, *, at: float) -> None:
+        self._check()
+        self._paused.setdefault(pool, at)
+
+    async def resume_pool(self, pool: str) -> None:
+        self._check()
+        self._paused.pop(pool, None)
+
+    async def paused_pools(self) -> dict[str, float]:
+        return dict(self._paused)
+
+    async def first_seen(self) -> dict[tuple[str, str], float]:
+        return dict(self._seen)
+
+    async def see_first(self, provider: str, machine_id: str, *, at: float) -> None:
+        self._check()
+        self._seen.setdefault((provider, machine_id), at)
+
+    async def forget_seen(self, machines: Collection[tuple[str, str]]) -> None:
+        if not machines:
+            return
+        self._check()
+        for key in machines:
+            self._seen.pop(key, None)
+
     async def acquire_lease(self, holder: str, ttl: float) -> int | None:
         now = time.monotonic()
         if self._lease is not None:
@@ -318,6 +409,16 @@ def pending_nodes(ops: Iterable[Operation]) -> list[PendingNode]:
                         blueprint=o.blueprint or "", max_active_gears=o.max_active_gears,
                         requested_at=o.started_at)
             for o in ops if o.kind == "create" and not o.done and o.phase != "abandoning"]
+
+
+def preemptions_in_flight(ops: Iterable[Operation]) -> dict[str, Preemption]:
+    """The preemptions whose victims are still draining, by victim identity: what the
+    planner remembered when it started them, rebuilt after a restart or a failover."""
+    return {o.identity: Preemption(identity=o.identity, victim_pool=o.pool,
+                                   by_pool=o.preempted_by, provider=o.provider or "",
+                                   at=o.started_at)
+            for o in ops if o.kind == "drain" and not o.done and o.cause == "preemption"
+            and o.preempted_by is not None}
 
 
 def drains_in_flight(ops: Iterable[Operation]) -> list[DrainProgress]:

@@ -89,6 +89,44 @@ MIGRATIONS: tuple[Migration, ...] = (
                 summary TEXT NOT NULL)""",
         ),
     ),
+    Migration(
+        4, "finished operations found by age, for pruning",
+        sqlite=("CREATE INDEX gearshift_operations_finished ON gearshift_operations "
+                "(done, updated_at)",),
+        postgres=("CREATE INDEX gearshift_operations_finished ON gearshift_operations "
+                  "(done, updated_at)",),
+    ),
+    Migration(
+        5, "paused pools",
+        sqlite=(
+            """CREATE TABLE gearshift_paused_pools (
+                pool TEXT PRIMARY KEY, paused_at REAL NOT NULL)""",
+        ),
+        postgres=(
+            """CREATE TABLE gearshift_paused_pools (
+                pool TEXT PRIMARY KEY, paused_at DOUBLE PRECISION NOT NULL)""",
+        ),
+    ),
+    Migration(
+        6, "why a drain was started, and for which pool",
+        sqlite=("ALTER TABLE gearshift_operations ADD COLUMN cause TEXT",
+                "ALTER TABLE gearshift_operations ADD COLUMN preempted_by TEXT"),
+        postgres=("ALTER TABLE gearshift_operations ADD COLUMN cause TEXT",
+                  "ALTER TABLE gearshift_operations ADD COLUMN preempted_by TEXT"),
+    ),
+    Migration(
+        7, "when recovery first saw a machine of ours the journal did not know",
+        sqlite=(
+            """CREATE TABLE gearshift_first_seen (
+                provider TEXT NOT NULL, machine_id TEXT NOT NULL, seen_at REAL NOT NULL,
+                PRIMARY KEY (provider, machine_id))""",
+        ),
+        postgres=(
+            """CREATE TABLE gearshift_first_seen (
+                provider TEXT NOT NULL, machine_id TEXT NOT NULL,
+                seen_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (provider, machine_id))""",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -34,6 +34,7 @@ from gearshift.store.journal import (
     Journal,
     LeaseInfo,
     Operation,
+    Pruned,
     RecoveryRecord,
     check_start,
     check_transition,
@@ -260,6 +261,52 @@ class PostgresJournal(Journal):
             "SELECT at, holder, summary FROM gearshift_recoveries ORDER BY id"))
         return [RecoveryRecord(at=r["at"], holder=r["holder"], summary=json.loads(r["summary"]))
                 for r in rows]
+
+    # -- retention --------------------------------------------------------------------
+    async def prune(self, *, before: float) -> Pruned:
+        async def delete(conn: Any) -> Pruned:
+            ops = await conn.fetchval(
+                "WITH gone AS (DELETE FROM gearshift_operations WHERE done AND updated_at < $1 "
+                "RETURNING 1) SELECT count(*) FROM gone", before)
+            recoveries = await conn.fetchval(
+                "WITH gone AS (DELETE FROM gearshift_recoveries WHERE at < $1 RETURNING 1) "
+                "SELECT count(*) FROM gone", before)
+            return Pruned(operations=int(ops), recoveries=int(recoveries))
+
+        return await self._write("prune", delete)
+
+    # -- paused pools -----------------------------------------------------------------
+    async def pause_pool(self, pool: str, *, at: float) -> None:
+        await self._write("pause_pool", lambda conn: conn.execute(
+            "INSERT INTO gearshift_paused_pools VALUES ($1, $2) ON CONFLICT (pool) DO NOTHING",
+            pool, at))
+
+    async def resume_pool(self, pool: str) -> None:
+        await self._write("resume_pool", lambda conn: conn.execute(
+            "DELETE FROM gearshift_paused_pools WHERE pool = $1", pool))
+
+    async def paused_pools(self) -> dict[str, float]:
+        rows = await self._call("paused_pools", lambda conn: conn.fetch(
+            "SELECT pool, paused_at FROM gearshift_paused_pools"))
+        return {r["pool"]: r["paused_at"] for r in rows}
+
+    # -- machines recovery saw but the journal did not know ----------------------------
+    async def first_seen(self) -> dict[tuple[str, str], float]:
+        rows = await self._call("first_seen", lambda conn: conn.fetch(
+            "SELECT provider, machine_id, seen_at FROM gearshift_first_seen"))
+        return {(r["provider"], r["machine_id"]): r["seen_at"] for r in rows}
+
+    async def see_first(self, provider: str, machine_id: str, *, at: float) -> None:
+        await self._write("see_first", lambda conn: conn.execute(
+            "INSERT INTO gearshift_first_seen VALUES ($1, $2, $3) "
+            "ON CONFLICT (provider, machine_id) DO NOTHING", provider, machine_id, at))
+
+    async def forget_seen(self, machines: Collection[tuple[str, str]]) -> None:
+        keys = list(machines)
+        if not keys:
+            return
+        await self._write("forget_seen", lambda conn: conn.executemany(
+            "DELETE FROM gearshift_first_seen WHERE provider = $1 AND machine_id = $2", keys))
 
     # -- the lease --------------------------------------------------------------------
     async def acquire_lease(self, holder: str, ttl: float) -> int | None:

@@ -32,7 +32,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -45,6 +45,7 @@ from gearshift.store.journal import (
     Journal,
     LeaseInfo,
     Operation,
+    Pruned,
     RecoveryRecord,
     check_start,
     check_transition,
@@ -54,7 +55,7 @@ T = TypeVar("T")
 
 OP_COLUMNS = ("op_id", "kind", "pool", "identity", "phase", "started_at", "updated_at",
               "provider", "blueprint", "machine_id", "max_active_gears", "deadline", "reason",
-              "error")
+              "error", "cause", "preempted_by")
 _SELECT_OPS = f"SELECT {', '.join(OP_COLUMNS)} FROM gearshift_operations"
 
 
@@ -318,6 +319,56 @@ class SqliteJournal(Journal):
             return [RecoveryRecord(at=r[0], holder=r[1], summary=json.loads(r[2])) for r in rows]
 
         return await self._run("recoveries", query)
+
+    # -- retention --------------------------------------------------------------------
+    async def prune(self, *, before: float) -> Pruned:
+        def delete(conn: sqlite3.Connection) -> Pruned:
+            ops = conn.execute("DELETE FROM gearshift_operations WHERE done = 1 "
+                               "AND updated_at < ?", (before,)).rowcount
+            recoveries = conn.execute("DELETE FROM gearshift_recoveries WHERE at < ?",
+                                      (before,)).rowcount
+            return Pruned(operations=ops, recoveries=recoveries)
+
+        return await self._write("prune", delete)
+
+    # -- paused pools -----------------------------------------------------------------
+    async def pause_pool(self, pool: str, *, at: float) -> None:
+        await self._write("pause_pool", lambda conn: conn.execute(
+            "INSERT INTO gearshift_paused_pools VALUES (?, ?) ON CONFLICT (pool) DO NOTHING",
+            (pool, at)))
+
+    async def resume_pool(self, pool: str) -> None:
+        await self._write("resume_pool", lambda conn: conn.execute(
+            "DELETE FROM gearshift_paused_pools WHERE pool = ?", (pool,)))
+
+    async def paused_pools(self) -> dict[str, float]:
+        def query() -> dict[str, float]:
+            rows = self.conn.execute("SELECT pool, paused_at FROM gearshift_paused_pools"
+                                     ).fetchall()
+            return {r[0]: r[1] for r in rows}
+
+        return await self._run("paused_pools", query)
+
+    # -- machines recovery saw but the journal did not know ----------------------------
+    async def first_seen(self) -> dict[tuple[str, str], float]:
+        def query() -> dict[tuple[str, str], float]:
+            rows = self.conn.execute("SELECT provider, machine_id, seen_at "
+                                     "FROM gearshift_first_seen").fetchall()
+            return {(r[0], r[1]): r[2] for r in rows}
+
+        return await self._run("first_seen", query)
+
+    async def see_first(self, provider: str, machine_id: str, *, at: float) -> None:
+        await self._write("see_first", lambda conn: conn.execute(
+            "INSERT INTO gearshift_first_seen VALUES (?, ?, ?) "
+            "ON CONFLICT (provider, machine_id) DO NOTHING", (provider, machine_id, at)))
+
+    async def forget_seen(self, machines: Collection[tuple[str, str]]) -> None:
+        keys = list(machines)
+        if not keys:
+            return
+        await self._write("forget_seen", lambda conn: conn.executemany(
+            "DELETE FROM gearshift_first_seen WHERE provider = ? AND machine_id = ?", keys))
 
     # -- the lease --------------------------------------------------------------------
     @property
