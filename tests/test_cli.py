@@ -97,6 +97,24 @@ def test_config_check_checks_each_kind_s_settings_without_credentials(tmp_path: 
         f"valid boolean, unable to interpret input"]
 
 
+def test_run_refuses_bad_kind_settings_with_file_line_col(tmp_path: Path) -> None:
+    """`run` reports a kind-settings mistake as validate does, before any credential."""
+    providers = tmp_path / "providers.yaml"
+    text = (ROOT / "policies" / "providers.yaml").read_text()
+    providers.write_text(text.replace("settings: {region: us-east-1}",
+                                      "settings: {region: us-east-1, spot: sometimes}"))
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    shutil.copy(ROOT / "policies" / "small.yaml", policies)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"policies_dir: {policies}\nproviders_file: {providers}\n"
+                      "http: {port: 0}\n")
+    result = gearshift("run", "--config", str(config))
+    assert result.returncode == 1
+    assert (f"{providers}:22:41: provider ec2-east (kind ec2): settings.spot: Input should be "
+            f"a valid boolean") in result.stderr
+
+
 def test_run_starts_with_real_providers_while_their_endpoints_are_unreachable(
         tmp_path: Path) -> None:
     """The example providers (Redfish rack, vCenter, EC2) build from their settings and

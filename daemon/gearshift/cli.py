@@ -71,13 +71,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if args.config is None:
         args.parser.error("give --config FILE (plan here) or --url URL (ask a running daemon)")
     from gearshift import decide  # noqa: PLC0415
+    from gearshift.act.providers.kind_settings import KIND_SETTINGS  # noqa: PLC0415
     from gearshift.explain import plan_to_dict, plan_to_text  # noqa: PLC0415
     from gearshift.observe.snapshot_file import load_snapshot  # noqa: PLC0415
     from gearshift.policy.loader import load_policy_set  # noqa: PLC0415
     from gearshift.settings import load_settings  # noqa: PLC0415
 
     settings = load_settings(args.config)
-    policies = load_policy_set([settings.policies_dir, settings.providers_file])
+    policies = load_policy_set([settings.policies_dir, settings.providers_file],
+                               kinds=KIND_SETTINGS)
     now = time.time()
     if args.snapshot is not None:
         snapshot = load_snapshot(args.snapshot, now=now,

@@ -39,6 +39,7 @@ from gearshift.act.executor import Executor, ExecutorSettings
 from gearshift.act.platform.base import Platform
 from gearshift.act.platform.null import NullPlatform
 from gearshift.act.providers.guard import GuardedProvider, GuardSettings
+from gearshift.act.providers.kind_settings import KIND_SETTINGS
 from gearshift.act.providers.registry import build_provider
 from gearshift.api.server import ApiServer
 from gearshift.clock import Clock, SystemClock
@@ -131,7 +132,8 @@ def load_policies(settings: Settings, metrics: Metrics) -> PolicyHolder:
         metrics.policy_reloads.labels(outcome).inc()
         metrics.policy_errors.set(len(holder.problems))
 
-    holder = PolicyHolder([settings.policies_dir, settings.providers_file], on_reload=reloaded)
+    holder = PolicyHolder([settings.policies_dir, settings.providers_file], on_reload=reloaded,
+                          kinds=KIND_SETTINGS)
     built = holder.current.providers
     holder.check = lambda candidate: providers_needing_restart(
         built, candidate.providers, file=settings.providers_file)

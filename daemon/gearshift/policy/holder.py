@@ -12,7 +12,7 @@ from pathlib import Path
 import structlog
 
 from gearshift.errors import ConfigError
-from gearshift.policy.loader import load_policy_set
+from gearshift.policy.loader import KindSettings, load_policy_set
 from gearshift.policy.schema import PolicySet
 
 log = structlog.get_logger(component="gearshift.policy")
@@ -21,9 +21,12 @@ log = structlog.get_logger(component="gearshift.policy")
 class PolicyHolder:
     def __init__(self, paths: Sequence[Path], *,
                  on_reload: Callable[[str], None] | None = None,
-                 check: Callable[[PolicySet], list[str]] | None = None) -> None:
+                 check: Callable[[PolicySet], list[str]] | None = None,
+                 kinds: KindSettings | None = None) -> None:
         self.paths = list(paths)
-        self.current: PolicySet = load_policy_set(self.paths)  # the first load must succeed
+        self.kinds = kinds  # each provider kind's settings models, checked on every load
+        # the first load must succeed
+        self.current: PolicySet = load_policy_set(self.paths, kinds=kinds)
         self.problems: list[str] = []
         self.on_reload = on_reload
         self.check = check  # extra reasons to refuse a reloaded set (what needs a restart)
@@ -37,6 +40,7 @@ class PolicyHolder:
         holder.problems = []
         holder.on_reload = None
         holder.check = None
+        holder.kinds = None
         return holder
 
     def reload(self) -> bool:
@@ -44,7 +48,7 @@ class PolicyHolder:
         if not self.paths:
             return True
         try:
-            candidate = load_policy_set(self.paths)
+            candidate = load_policy_set(self.paths, kinds=self.kinds)
             problems = self.check(candidate) if self.check is not None else []
         except ConfigError as exc:
             problems = exc.problems
