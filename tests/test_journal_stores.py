@@ -159,6 +159,33 @@ async def test_owned_machines_and_recoveries(opener: Opener) -> None:
     assert [r.summary for r in await journal.recoveries()] == [{"adopted": 2}]
 
 
+async def test_a_leader_reads_its_machines_once_a_follower_always(
+        durable_opener: Opener) -> None:
+    leader, follower = await durable_opener(), await durable_opener()
+    token = await leader.acquire_lease("leader", 30)
+    assert token is not None
+    leader.fence(token)
+    follower.fence(-1)  # never held the lease
+    await leader.adopt(Machine(provider="rack-a", machine_id="m-1", name="n1"))
+    first = await leader.machines()
+    assert set(first) == {"n1"}
+    assert await leader.machines() is first  # kept: nobody else may change them
+    assert set(await follower.machines()) == {"n1"}
+    await leader.adopt(Machine(provider="rack-a", machine_id="m-2", name="n2"))
+    assert set(await leader.machines()) == {"n1", "n2"}  # its own write is seen at once
+    assert set(await follower.machines()) == {"n1", "n2"}  # and the follower reads again
+    await leader.release("n1")
+    assert set(await leader.machines()) == {"n2"}
+    assert set(await follower.machines()) == {"n2"}
+    # A new term reads again: what changed while it did not lead is seen.
+    leader.fence(-1)
+    token = await follower.acquire_lease("follower", 30)
+    assert token is None  # the lease is still the leader's: write as an unfenced store
+    follower.fence(None)
+    await follower.adopt(Machine(provider="rack-a", machine_id="m-3", name="n3"))
+    assert set(await leader.machines()) == {"n2", "n3"}
+
+
 async def test_the_lease_is_exclusive_and_a_deposed_holders_writes_are_refused(
         durable_opener: Opener) -> None:
     first = await durable_opener()

@@ -49,10 +49,17 @@ class Usage:
     def of(cls, snapshot: FleetSnapshot) -> Usage:
         usage = cls()
         pending = {p.identity for p in snapshot.pending}
+        # Counted in one pass, then claimed once per (pool, provider): at 10k nodes a
+        # claim per node was a noticeable share of a plan.
+        owned: Counter[tuple[str | None, str]] = Counter()
         for node in snapshot.nodes:
-            if node.machine is not None and node.identity not in pending:
-                usage.claim(node.machine.pool, node.machine.provider, 1)
-                usage.made(node.machine.provider, node.machine.created_at)
+            machine = node.machine
+            if machine is not None and node.identity not in pending:
+                owned[(machine.pool, machine.provider)] += 1
+                if machine.created_at is not None:
+                    usage.made(machine.provider, machine.created_at)
+        for (pool, provider), count in owned.items():
+            usage.claim(pool, provider, count)
         for booting in snapshot.pending:
             usage.claim(booting.pool, booting.provider, 1)
             usage.made(booting.provider, booting.requested_at)

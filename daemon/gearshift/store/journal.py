@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -150,11 +150,14 @@ class Journal(abc.ABC):
         self.token: int | None = None  # fencing token every write must carry (None: unfenced)
         self.on_fenced: Callable[[], None] | None = None
         self.fenced_writes = 0
+        self._machines_cache: Mapping[str, Machine] | None = None  # see machines()
+        self._machines_generation = 0
 
     # -- fencing ----------------------------------------------------------------------
     def fence(self, token: int | None) -> None:
         """From now on every write must carry ``token`` (the lease's), or is refused."""
         self.token = token
+        self._machines_cache = None  # a new term: read them again
 
     def _refuse(self, current: int | None) -> Fenced:
         self.fenced_writes += 1
@@ -185,17 +188,55 @@ class Journal(abc.ABC):
         """Operations, done or not, newest first (at most ``limit``)."""
 
     # -- machines ---------------------------------------------------------------------
-    @abc.abstractmethod
+    # A reconcile reads the owned machines several times, and at 10k machines one read
+    # costs tens of milliseconds on SQLite. While this instance leads (it holds the lease,
+    # so every other writer is fenced off) they change only through adopt() and release()
+    # here, so the last read is kept until one of them runs or the fencing token changes.
+    # A follower, or a journal used without a lease, always reads. A read that overlapped
+    # a write is not kept (the generation moved), so the cache is never older than the
+    # table.
     async def adopt(self, machine: Machine) -> None:
         """Remember a machine as ours (created by us, or found by its tag)."""
+        self._machines_changing()
+        try:
+            await self._adopt(machine)
+        finally:
+            self._machines_changing()
 
-    @abc.abstractmethod
     async def release(self, identity: str) -> None:
         """Forget a machine: it was destroyed."""
+        self._machines_changing()
+        try:
+            await self._release(identity)
+        finally:
+            self._machines_changing()
+
+    async def machines(self) -> Mapping[str, Machine]:
+        """Owned machines by node identity (read-only: the same mapping may be shared)."""
+        leading = self.token is not None and self.token > 0
+        if leading and self._machines_cache is not None:
+            return self._machines_cache
+        generation = self._machines_generation
+        machines = await self._read_machines()
+        if leading and generation == self._machines_generation:
+            self._machines_cache = machines
+        return machines
+
+    def _machines_changing(self) -> None:
+        self._machines_cache = None
+        self._machines_generation += 1
 
     @abc.abstractmethod
-    async def machines(self) -> dict[str, Machine]:
-        """Owned machines by node identity."""
+    async def _adopt(self, machine: Machine) -> None:
+        """Store ``machine`` as ours (insert or replace by its identity)."""
+
+    @abc.abstractmethod
+    async def _release(self, identity: str) -> None:
+        """Delete the machine of ``identity`` (nothing if there is none)."""
+
+    @abc.abstractmethod
+    async def _read_machines(self) -> dict[str, Machine]:
+        """Every owned machine by node identity, read from the store."""
 
     # -- recoveries -------------------------------------------------------------------
     @abc.abstractmethod
@@ -321,15 +362,15 @@ class MemoryJournal(Journal):
         every = [*self._ops.values(), *self._done.values()]
         return sorted(every, key=lambda o: o.started_at, reverse=True)[:limit]
 
-    async def adopt(self, machine: Machine) -> None:
+    async def _adopt(self, machine: Machine) -> None:
         self._check()
         self._machines[machine.name] = machine
 
-    async def release(self, identity: str) -> None:
+    async def _release(self, identity: str) -> None:
         self._check()
         self._machines.pop(identity, None)
 
-    async def machines(self) -> dict[str, Machine]:
+    async def _read_machines(self) -> dict[str, Machine]:
         return dict(self._machines)
 
     async def record_recovery(self, record: RecoveryRecord) -> None:

@@ -228,7 +228,7 @@ class PostgresJournal(Journal):
         return [_op(r) for r in rows]
 
     # -- machines ---------------------------------------------------------------------
-    async def adopt(self, machine: Machine) -> None:
+    async def _adopt(self, machine: Machine) -> None:
         await self._write("adopt", lambda conn: conn.execute(
             "INSERT INTO gearshift_machines VALUES ($1, $2, $3, $4, $5, $6, $7) "
             "ON CONFLICT (identity) DO UPDATE SET provider = EXCLUDED.provider, "
@@ -237,11 +237,11 @@ class PostgresJournal(Journal):
             machine.name, machine.provider, machine.machine_id, machine.blueprint,
             machine.pool, machine.created_at, machine.key))
 
-    async def release(self, identity: str) -> None:
+    async def _release(self, identity: str) -> None:
         await self._write("release", lambda conn: conn.execute(
             "DELETE FROM gearshift_machines WHERE identity = $1", identity))
 
-    async def machines(self) -> dict[str, Machine]:
+    async def _read_machines(self) -> dict[str, Machine]:
         rows = await self._call("machines", lambda conn: conn.fetch(
             "SELECT identity, provider, machine_id, blueprint, pool, created_at, key "
             "FROM gearshift_machines"))

@@ -282,7 +282,7 @@ class SqliteJournal(Journal):
         return await self._run("history", query)
 
     # -- machines ---------------------------------------------------------------------
-    async def adopt(self, machine: Machine) -> None:
+    async def _adopt(self, machine: Machine) -> None:
         def upsert(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT INTO gearshift_machines VALUES (?, ?, ?, ?, ?, ?, ?) "
                          "ON CONFLICT (identity) DO UPDATE SET provider = excluded.provider, "
@@ -294,11 +294,11 @@ class SqliteJournal(Journal):
 
         await self._write("adopt", upsert)
 
-    async def release(self, identity: str) -> None:
+    async def _release(self, identity: str) -> None:
         await self._write("release", lambda conn: conn.execute(
             "DELETE FROM gearshift_machines WHERE identity = ?", (identity,)))
 
-    async def machines(self) -> dict[str, Machine]:
+    async def _read_machines(self) -> dict[str, Machine]:
         def query() -> dict[str, Machine]:
             rows = self.conn.execute("SELECT identity, provider, machine_id, blueprint, pool, "
                                      "created_at, key FROM gearshift_machines").fetchall()
