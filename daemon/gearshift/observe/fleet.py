@@ -57,6 +57,10 @@ class _SnapshotCache:
     draining: frozenset[str]
     machines: Mapping[str, Machine]
     nodes: tuple[Node, ...]
+    index: dict[str, int]  # identity -> its position in ``nodes``
+
+
+REBUILD_WHOLE_ABOVE = 0.2  # share of the fleet changed since the last snapshot
 
 
 class FleetModel:
@@ -77,6 +81,7 @@ class FleetModel:
         self.source_up = True  # the fact source is connected and has caught up
         self._listeners: list[Callable[[str], None]] = []
         self._version = 0  # bumped by every change a snapshot could show
+        self._dirty: set[str] = set()  # nodes changed since the last snapshot was built
         self._cache: _SnapshotCache | None = None
         self._since: float | None = None  # recovering from a loss at this time
         self._waiting: set[str] = set()  # nodes not heard from since that loss
@@ -90,6 +95,7 @@ class FleetModel:
 
     def _changed(self, identity: str) -> None:
         self._version += 1
+        self._dirty.add(identity)
         for listener in self._listeners:
             listener(identity)
 
@@ -139,6 +145,7 @@ class FleetModel:
             entry.node = None
             self._waiting.discard(identity)
             self._version += 1
+            self._dirty.add(identity)
 
     def set_online(self, identity: str, online: bool, *, at: float,
                    retained: bool = False) -> None:
@@ -153,6 +160,7 @@ class FleetModel:
             return
         entry.offline_at = None if online else at
         self._version += 1
+        self._dirty.add(identity)
         if entry.online != online:
             entry.online = online
             entry.node = None
@@ -161,6 +169,7 @@ class FleetModel:
             self._waiting.discard(identity)  # offline is unknown anyway: no need to wait
 
     def forget(self, identity: str) -> None:
+        self._cache = None  # rare (a retirement): the next snapshot is built whole, in order
         self._entries.pop(identity, None)
         self._offline.pop(identity, None)
         self._waiting.discard(identity)
@@ -218,34 +227,60 @@ class FleetModel:
         A reconcile takes several snapshots in a row; at 10k nodes rebuilding them is most
         of its cost. Nothing changes between two snapshots unless a message arrived (the
         version), the drains or machines differ, or a node's facts turned stale (time).
+        When only a few nodes changed since the last one (a fact crossing an edge, agents
+        republishing), only theirs are rebuilt.
         """
         cache = self._cache
-        if (cache is not None and cache.version == self._version and now <= cache.valid_until
-                and cache.draining == draining
-                and (cache.machines is machines or cache.machines == machines)):
+        same_inputs = (cache is not None and now <= cache.valid_until
+                       and cache.draining == draining
+                       and (cache.machines is machines or cache.machines == machines))
+        if cache is not None and same_inputs and cache.version == self._version:
             return cache.nodes
-        nodes = []
-        valid_until = float("inf")
-        for identity, entry in self._entries.items():
-            state, why = self._state(entry, now, draining)
-            if state is not NodeState.UNKNOWN:  # until it goes stale
-                valid_until = min(valid_until, entry.last_seen + self.stale_after)
-            elif why is not None and why.startswith("silent"):
-                valid_until = min(valid_until, now + 1.0)  # "silent for Ns" ages
-            machine = machines.get(identity)
-            node = entry.node
-            # Reuse the Node built last time when nothing it says has changed.
-            if (node is None or node.state is not state or node.why_unknown != why
-                    or (node.machine is not machine and node.machine != machine)
-                    or node.last_seen != entry.last_seen):
-                node = Node(identity=identity, state=state, facts=entry.facts,
-                            last_seen=entry.last_seen, machine=machine, why_unknown=why)
-                entry.node = node
-            nodes.append(node)
+        dirty, self._dirty = self._dirty, set()
+        if (cache is not None and same_inputs
+                and len(dirty) <= REBUILD_WHOLE_ABOVE * len(self._entries)
+                and all(i in cache.index and i in self._entries for i in dirty)):
+            nodes = list(cache.nodes)
+            valid_until = cache.valid_until
+            for identity in dirty:
+                node, expires = self._node(identity, self._entries[identity], now, machines,
+                                           draining)
+                nodes[cache.index[identity]] = node
+                valid_until = min(valid_until, expires)
+            index = cache.index
+        else:
+            nodes, valid_until, index = [], float("inf"), {}
+            for identity, entry in self._entries.items():
+                node, expires = self._node(identity, entry, now, machines, draining)
+                index[identity] = len(nodes)
+                nodes.append(node)
+                valid_until = min(valid_until, expires)
         built = tuple(nodes)
+        # Journals hand out the same read-only mapping while nothing changed: keep it.
         self._cache = _SnapshotCache(version=self._version, valid_until=valid_until,
-                                     draining=draining, machines=dict(machines), nodes=built)
+                                     draining=draining, machines=machines, nodes=built,
+                                     index=index)
         return built
+
+    def _node(self, identity: str, entry: _Entry, now: float, machines: Mapping[str, Machine],
+              draining: AbstractSet[str]) -> tuple[Node, float]:
+        """The node's ``Node`` at ``now`` (reused when unchanged), and until when it holds."""
+        state, why = self._state(entry, now, draining)
+        expires = float("inf")
+        if state is not NodeState.UNKNOWN:  # until it goes stale
+            expires = entry.last_seen + self.stale_after
+        elif why is not None and why.startswith("silent"):
+            expires = now + 1.0  # "silent for Ns" ages
+        machine = machines.get(identity)
+        node = entry.node
+        # Reuse the Node built last time when nothing it says has changed.
+        if (node is None or node.state is not state or node.why_unknown != why
+                or (node.machine is not machine and node.machine != machine)
+                or node.last_seen != entry.last_seen):
+            node = Node(identity=identity, state=state, facts=entry.facts,
+                        last_seen=entry.last_seen, machine=machine, why_unknown=why)
+            entry.node = node
+        return node, expires
 
     def snapshot(self, now: float, *, machines: Mapping[str, Machine] | None = None,
                  pending: Iterable[PendingNode] = (), drains: Iterable[DrainProgress] = (),
