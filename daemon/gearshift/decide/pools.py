@@ -50,6 +50,9 @@ class PoolView:
         return len(self.active) + len(self.pending) + len(self.unknown)
 
 
+_UNSEEN = "\0unseen"  # no pool name can be this: "not matched yet"
+
+
 def split_by_pool(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> dict[str, PoolView]:
     """Each pool's view; ``pools`` must be ordered by priority (highest first)."""
     # pool -> state -> its nodes, in one pass (this runs on every plan, at 10k nodes)
@@ -60,13 +63,15 @@ def split_by_pool(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> dict[
     owners: dict[tuple[str, str | None, tuple[tuple[str, str], ...]], str | None] = {}
     for node in snapshot.nodes:
         facts = node.facts
-        if facts is None or node.identity in pending_ids:
+        if facts is None or (pending_ids and node.identity in pending_ids):
             continue
-        labels = tuple(sorted(facts.labels.items())) if facts.labels else ()
-        key = (facts.node_profile, facts.district_uuid, labels)
-        if key not in owners:
-            owners[key] = next((p.name for p in pools if p.selector.matches(facts)), None)
-        owner = owners[key]
+        labels = facts.labels
+        key = (facts.node_profile, facts.district_uuid,
+               tuple(sorted(labels.items())) if labels else ())
+        owner = owners.get(key, _UNSEEN)
+        if owner is _UNSEEN:
+            owner = owners[key] = next((p.name for p in pools if p.selector.matches(facts)),
+                                       None)
         if owner is None and node.machine is not None and node.machine.pool in members:
             owner = node.machine.pool
         if owner is not None:
