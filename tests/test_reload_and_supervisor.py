@@ -92,7 +92,7 @@ def test_an_unexpected_loader_error_refuses_the_edit(tmp_path: Path,
     outcomes: list[str] = []
     holder = PolicyHolder([tmp_path], on_reload=outcomes.append)
 
-    def broken(paths: object) -> None:
+    def broken(paths: object, **_: object) -> None:
         raise RuntimeError("bug")
 
     monkeypatch.setattr("gearshift.policy.holder.load_policy_set", broken)
