@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from hypothesis import given, settings
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from builders import policy_set, pool
 from gearshift.metrics import Metrics
-from gearshift.model import GearCounts, Machine, NodeFacts, NodeState
+from gearshift.model import GearCounts, Machine, NodeFacts, NodeState, PendingNode
 from gearshift.observe.edges import EdgeWatch
 from gearshift.observe.fleet import MAX_OFFLINE_WITHOUT_FACTS, FleetModel
 from gearshift.observe.mqtt import Backoff, MqttFactSource
@@ -289,3 +290,19 @@ def test_snapshots_rebuilt_in_part_equal_snapshots_rebuilt_whole(
     fleet._cache = None
     whole = fleet._nodes(now, machines, draining)
     assert partial == whole
+
+
+def test_a_new_node_outside_any_district_is_still_on_its_way() -> None:
+    """Booting until its facts show it can take gears: in a district, or active without
+    one (a fleet that uses no districts)."""
+    fleet = FleetModel(stale_after=30)
+    booting = (PendingNode(identity="n1", pool="small", provider="rack-a",
+                           blueprint="small-bm", max_active_gears=60, requested_at=0.0),)
+    outside = replace(facts("n1", ts=100, seq=1, district_active=False), district_uuid="NONE")
+    fleet.ingest(outside, received_at=100)
+    assert fleet.snapshot(101, pending=booting).pending == booting
+    fleet.ingest(replace(outside, seq=2, district_uuid="d1"), received_at=100)
+    assert fleet.snapshot(101, pending=booting).pending == ()
+    no_districts = FleetModel(stale_after=30)
+    no_districts.ingest(replace(outside, district_active=True), received_at=100)
+    assert no_districts.snapshot(101, pending=booting).pending == ()

@@ -182,6 +182,13 @@ class FleetModel:
     def identities(self) -> Iterable[str]:
         return self._entries.keys()
 
+    def _arrived(self, identity: str, now: float) -> bool:
+        if not self.is_fresh(identity, now):
+            return False
+        facts = self._entries[identity].facts
+        outside = (facts.district_uuid or "NONE").upper() == "NONE" and not facts.district_active
+        return not outside
+
     def is_fresh(self, identity: str, now: float) -> bool:
         entry = self._entries.get(identity)
         return (entry is not None and entry.online and entry.facts.bad_reason is None
@@ -291,8 +298,9 @@ class FleetModel:
         drains = tuple(drains)
         draining = {d.identity for d in drains}
         nodes = self._nodes(now, machines, frozenset(draining))
-        # A booting node stops being pending once it has published fresh facts.
-        still_pending = tuple(p for p in pending if not self.is_fresh(p.identity, now))
+        # A booting node stops being pending once it has published fresh facts from where
+        # it can take gears: a node still in no district (not yet added) is on its way.
+        still_pending = tuple(p for p in pending if not self._arrived(p.identity, now))
         return FleetSnapshot(taken_at=now, nodes=nodes, pending=still_pending,
                              drains=drains, requests=tuple(requests), signals=tuple(signals),
                              facts_fresh=self.source_up)
