@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 import sqlite3
@@ -553,6 +554,34 @@ async def test_a_postgres_backend_terminated_mid_write_is_a_journal_error(
     finally:
         await blocker.close()
         await journal.close()
+
+
+async def test_a_leader_frozen_inside_a_write_does_not_block_the_takeover(
+        postgres: PgServer) -> None:
+    """A leader stopped (SIGSTOP, a frozen VM) between a write's fencing check and its
+    commit holds the lease row FOR SHARE; the server ends its idle transaction, so a
+    follower takes the expired lease instead of waiting for the frozen leader."""
+    dsn = postgres.create_database(f"f_{uuid.uuid4().hex[:12]}")
+    leader, follower = await PostgresJournal.open(dsn), await PostgresJournal.open(dsn)
+    try:
+        token = await leader.acquire_lease("leader", 0.5)
+        assert token is not None
+        leader.fence(token)
+        conn = await leader.pool.acquire()
+        frozen = conn.transaction()
+        await frozen.start()
+        await conn.execute("SELECT token FROM gearshift_lease WHERE name = 'leader' "
+                           "FOR SHARE")  # a write's fencing check; then it freezes
+        await asyncio.sleep(0.6)  # the lease expires meanwhile
+        taken = await follower.acquire_lease("follower", 30)
+        assert taken == token + 1
+        with contextlib.suppress(asyncpg.InterfaceError):  # the pool may have dropped it
+            conn.terminate()  # what is left of the frozen session
+        with pytest.raises(Fenced):  # the late leader's next write
+            await leader.begin(create_op("late"))
+    finally:
+        await leader.close()
+        await follower.close()
 
 
 async def test_a_closed_postgres_pool_is_a_journal_error(postgres: PgServer) -> None:

@@ -10,7 +10,11 @@ first reads the lease row ``FOR SHARE`` and compares its token with ours: a take
 (an ``UPDATE`` of that row) waits for writes in progress to commit, and any write after
 it sees the new token and is refused (``Fenced``). So a deposed leader that wakes up
 late (a long GC pause, a frozen VM, a network partition) cannot record anything, and
-since gearshift journals every step before taking it, cannot do anything either.
+since gearshift journals every step before taking it, cannot do anything either. A
+leader frozen *inside* a write would hold that share lock and block the takeover for as
+long as it stays frozen: every session runs with ``idle_in_transaction_session_timeout``
+(``IDLE_IN_TRANSACTION_MS``; a write takes milliseconds), so the server ends such a
+session, its transaction rolls back, and the follower's takeover goes through.
 
 The DSN is a secret: it is never logged nor put in an error message (only host, port
 and database name are). Every driver failure (``asyncpg.PostgresError``, a closed pool
@@ -44,6 +48,8 @@ from gearshift.store.sqlite import OP_COLUMNS
 T = TypeVar("T")
 
 MIGRATION_LOCK = 0x6765617273  # "gears": one advisory lock id for schema changes
+# A session idle this long inside a transaction is ended by the server (see the docstring).
+IDLE_IN_TRANSACTION_MS = 3000
 _SELECT_OPS = f"SELECT {', '.join(OP_COLUMNS)} FROM gearshift_operations"
 
 
@@ -101,8 +107,10 @@ class PostgresJournal(Journal):
                                "pip install 'gearshift[postgres]'"]) from exc
         where = describe_dsn(dsn)
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4, command_timeout=10,
-                                             timeout=connect_timeout)
+            pool = await asyncpg.create_pool(
+                dsn, min_size=1, max_size=4, command_timeout=10, timeout=connect_timeout,
+                server_settings={"idle_in_transaction_session_timeout":
+                                 str(IDLE_IN_TRANSACTION_MS)})
         except ValueError as exc:  # asyncpg.ClientConfigurationError, a bad port, ...
             raise ConfigError([f"journal.dsn: not a usable postgresql:// URL ({where}): "
                                f"{exc.__class__.__name__}; percent-encode special characters "
