@@ -37,6 +37,18 @@ def _at_most_one(what: str, **given: object) -> None:
         raise ValueError(f"give the {what} once, as one of {', '.join(given)}")
 
 
+def _check_login(*, username: str | None, username_env: str | None,
+                 username_file: Path | None, password_env: str | None,
+                 password_file: Path | None) -> None:
+    """A user (in exactly one form) and a password from exactly one of env or file."""
+    if not any((username, username_env, username_file)):
+        raise ValueError("give username, username_env or username_file")
+    _at_most_one("username", username=username, username_env=username_env,
+                 username_file=username_file)
+    if (password_env is None) == (password_file is None):
+        raise ValueError("give exactly one of password_env or password_file")
+
+
 # -- vSphere ------------------------------------------------------------------------------
 
 class VSphereSettings(ProviderSettings):
@@ -73,12 +85,9 @@ class VSphereSettings(ProviderSettings):
 
     @model_validator(mode="after")
     def _credentials(self) -> VSphereSettings:
-        if not any((self.username, self.username_env, self.username_file)):
-            raise ValueError("give username, username_env or username_file")
-        _at_most_one("username", username=self.username, username_env=self.username_env,
-                     username_file=self.username_file)
-        if (self.password_env is None) == (self.password_file is None):
-            raise ValueError("give exactly one of password_env or password_file")
+        _check_login(username=self.username, username_env=self.username_env,
+                     username_file=self.username_file, password_env=self.password_env,
+                     password_file=self.password_file)
         return self
 
 
@@ -122,12 +131,9 @@ class OvirtSettings(ProviderSettings):
 
     @model_validator(mode="after")
     def _credentials(self) -> OvirtSettings:
-        if not any((self.username, self.username_env, self.username_file)):
-            raise ValueError("give username, username_env or username_file")
-        _at_most_one("username", username=self.username, username_env=self.username_env,
-                     username_file=self.username_file)
-        if (self.password_env is None) == (self.password_file is None):
-            raise ValueError("give exactly one of password_env or password_file")
+        _check_login(username=self.username, username_env=self.username_env,
+                     username_file=self.username_file, password_env=self.password_env,
+                     password_file=self.password_file)
         return self
 
 
