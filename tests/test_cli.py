@@ -72,9 +72,9 @@ def test_run_refuses_a_provider_whose_credentials_are_missing(tmp_path: Path) ->
             "is empty or unset") in result.stderr
 
 
-def test_config_check_checks_each_kind_s_settings_without_credentials(tmp_path: Path) -> None:
-    """`config check` validates the providers file as `validate` does, kind settings
-    included, before any credential exists (GS_VSPHERE_USER is unset here)."""
+def bad_ec2_spot(tmp_path: Path) -> tuple[Path, Path]:
+    """The shipped providers file with `spot: sometimes` on EC2 (line 22, col 41), and a
+    policies directory holding the shipped pool."""
     providers = tmp_path / "providers.yaml"
     text = (ROOT / "policies" / "providers.yaml").read_text()
     providers.write_text(text.replace("settings: {region: us-east-1}",
@@ -82,6 +82,13 @@ def test_config_check_checks_each_kind_s_settings_without_credentials(tmp_path: 
     policies = tmp_path / "policies"
     policies.mkdir()
     shutil.copy(ROOT / "policies" / "small.yaml", policies)
+    return providers, policies
+
+
+def test_config_check_checks_each_kind_s_settings_without_credentials(tmp_path: Path) -> None:
+    """`config check` validates the providers file as `validate` does, kind settings
+    included, before any credential exists (GS_VSPHERE_USER is unset here)."""
+    providers, policies = bad_ec2_spot(tmp_path)
     token = tmp_path / "api.token"
     token.write_text("t" * 32 + "\n")
     config = tmp_path / "config.yaml"
@@ -99,13 +106,7 @@ def test_config_check_checks_each_kind_s_settings_without_credentials(tmp_path: 
 
 def test_run_refuses_bad_kind_settings_with_file_line_col(tmp_path: Path) -> None:
     """`run` reports a kind-settings mistake as validate does, before any credential."""
-    providers = tmp_path / "providers.yaml"
-    text = (ROOT / "policies" / "providers.yaml").read_text()
-    providers.write_text(text.replace("settings: {region: us-east-1}",
-                                      "settings: {region: us-east-1, spot: sometimes}"))
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    shutil.copy(ROOT / "policies" / "small.yaml", policies)
+    providers, policies = bad_ec2_spot(tmp_path)
     config = tmp_path / "config.yaml"
     config.write_text(f"policies_dir: {policies}\nproviders_file: {providers}\n"
                       "http: {port: 0}\n")
