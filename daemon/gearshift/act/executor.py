@@ -57,6 +57,7 @@ from gearshift.model import (
     CancelDrain,
     Drain,
     FleetSnapshot,
+    Node,
     NodeState,
     Plan,
     Retire,
@@ -373,7 +374,8 @@ class Executor:
         nodes = {n.identity: n for n in snapshot.nodes}
         for op in await self.journal.open_operations():
             if op.kind == "create" and op.phase in ("created", "abandoning"):
-                await self._progress_create(op, now, is_fresh, snapshot, policies)
+                await self._progress_create(op, now, is_fresh, snapshot,
+                                            node=nodes.get(op.identity), policies=policies)
             elif op.kind == "drain" and op.phase == "retiring":
                 await self._destroy_again(op)
             elif op.kind == "drain" and op.phase == "cancelling":
@@ -439,7 +441,7 @@ class Executor:
         await self.journal.advance(op.op_id, phase="retired", at=self.clock.now())
         log.info("machine destroyed on a second try", node=op.identity, provider=op.provider)
 
-    async def _join_district(self, op: Operation, snapshot: FleetSnapshot,
+    async def _join_district(self, op: Operation, node: Node | None,
                              policies: PolicySet | None) -> bool:
         """A new node in no district joins its blueprint's (if it names one).
 
@@ -450,7 +452,6 @@ class Executor:
         blueprint = providers_file.blueprint(op.blueprint or "") if providers_file else None
         if blueprint is None or not blueprint.district:
             return True
-        node = next((n for n in snapshot.nodes if n.identity == op.identity), None)
         district = node.facts.district_uuid if node is not None and node.facts else None
         if district and district.upper() != "NONE":
             return True
@@ -465,11 +466,11 @@ class Executor:
         return False
 
     async def _progress_create(self, op: Operation, now: float,
-                               is_fresh: Callable[[str], bool], snapshot: FleetSnapshot,
-                               policies: PolicySet | None) -> None:
+                               is_fresh: Callable[[str], bool], snapshot: FleetSnapshot, *,
+                               node: Node | None, policies: PolicySet | None) -> None:
         provider = self.providers.get(op.provider or "")
         if (op.phase == "created" and is_fresh(op.identity)
-                and await self._join_district(op, snapshot, policies)):
+                and await self._join_district(op, node, policies)):
             await self.journal.advance(op.op_id, phase="registered", at=now)
             if provider is not None:
                 provider.note_time_to_ready(now - op.started_at)
@@ -483,7 +484,6 @@ class Executor:
             if not snapshot.facts_fresh:
                 # While the fact source is down, silence proves nothing: wait for it.
                 return
-            node = next((n for n in snapshot.nodes if n.identity == op.identity), None)
             if node is not None and node.facts is not None and node.facts.gears.active > 0:
                 log.warning("a new node never became fresh but reports active gears: "
                             "not retiring it", node=op.identity)
