@@ -68,6 +68,16 @@ def option(argv: list[str], *names: str) -> str | None:
 
 def district_tool(argv: list[str]) -> int:
     command, district, host = option(argv, "-c"), option(argv, "-u"), option(argv, "-i")
+    if command is None:  # no arguments: list every district, as `pp` of its attributes
+        with state() as data:
+            for uuid, members in data["districts"].items():
+                servers = ", ".join(f'{{"_id"=>"x{i}", "name"=>"{name}", "active"=>'
+                                    f'{str(active).lower()}, "unresponsive"=>false}}'
+                                    for i, (name, active) in enumerate(members.items()))
+                print(f'{{"_id"=>"{uuid}", "uuid"=>"{uuid}", "name"=>"district-{uuid[:4]}", '
+                      f'"gear_size"=>"small", "available_capacity"=>5990, '
+                      f'"servers"=>[{servers}], "available_uids"=>"<5990 uids hidden>"}}')
+        return 0
     with state() as data:
         nodes = data["districts"].get(district)
         if nodes is None:

@@ -32,6 +32,7 @@ from gearshift.model import NodeState
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mqtt import MqttFactSource, client_for
 from gearshift.settings import MqttSettings
+from gearshift.signing import Keyring, new_master_line, node_key_lines, open_envelope, seal, write_private
 from rigs import running, wait_until
 
 FACTER_YAML = """\
@@ -175,6 +176,38 @@ def request(command: str, request_id: str | None = None, **args: Any) -> bytes:
                        "request_id": request_id or uuid.uuid4().hex}).encode()
 
 
+def make_keys(directory: Path, identity: str) -> tuple[Keyring, Path]:
+    """A daemon keyring and ``identity``'s node key file (mode 600) in ``directory``."""
+    ring = directory / "keyring"
+    if not ring.exists():
+        write_private(ring, new_master_line("k1") + "\n")
+    keyring = Keyring.load(ring)
+    node_key = directory / f"{identity}.key"
+    if not node_key.exists():
+        write_private(node_key, "\n".join(node_key_lines(keyring, identity)) + "\n")
+    return keyring, node_key
+
+
+def signed(command: str, request_id: str, *, keyring: Keyring, identity: str, topic: str,
+           target: str | None = None, expires_in: float = 60.0, **args: Any) -> bytes:
+    """A command as the daemon sends it: signed with ``identity``'s key, with target and
+    expiry."""
+    now = time.time()
+    body = {"command": command, "args": args, "request_id": request_id,
+            "target": target or identity, "expires_at": now + expires_in}
+    kid, key = keyring.node_key(identity)
+    return seal(json.dumps(body).encode(), key=key, kid=kid, purpose="command", topic=topic,
+                ts=now)
+
+
+def reply_body(message: aiomqtt.Message, keyring: Keyring, identity: str) -> dict[str, Any]:
+    """The agent's signed reply, checked as the daemon checks it."""
+    opened = open_envelope(message.payload, keys=keyring.node_keys(identity),  # type: ignore[arg-type]
+                           purpose="reply", topic=message.topic.value)
+    result: dict[str, Any] = json.loads(opened.body)
+    return result
+
+
 async def test_the_runner_runs_only_what_is_allowed_and_safely(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GEARSHIFT_MQTT__PASSWORD", "do-not-leak")
@@ -235,10 +268,11 @@ def agent_config(tmp_path: Path, mosquitto: tuple[str, int]) -> tuple[Path, Mqtt
     facts = tmp_path / "facts.json"
     facts_file(facts, active=5)
     config = tmp_path / "agent.yaml"
+    _, node_key = make_keys(tmp_path, "node1.example.com")
     config.write_text(yaml.safe_dump({
         "identity": "node1.example.com",
         "mqtt": {"host": host, "port": port, "prefix": prefix, "keepalive": 5},
-        "interval": 30, "poll": 0.2,
+        "interval": 30, "poll": 0.2, "key_file": str(node_key),
         "facts": {"kind": "file", "path": str(facts)},
         "commands": {"deactivate": "/bin/echo deactivate-node -n {district} -i {host}",
                      "activate": "/bin/echo activate-node -n {district} -i {host}"},
@@ -280,8 +314,9 @@ async def test_agent_end_to_end_over_mosquitto(
     log = (tmp_path / "agent.log").open("w+b")
     agent = start_agent(config, log=log)
     fleet = FleetModel(stale_after=60)
+    keyring, _ = make_keys(tmp_path, identity)
     try:
-        source = MqttFactSource(settings, fleet)
+        source = MqttFactSource(settings, fleet, keyring=keyring)
         async with running(source), client_for(settings) as client:
             await wait_until(lambda: fleet.is_fresh(identity, time.time()), 20,
                              "the agent's facts")
@@ -291,36 +326,60 @@ async def test_agent_end_to_end_over_mosquitto(
             await wait_until(lambda: fleet.facts(identity).gears.active == 50,  # type: ignore[union-attr]
                              10, "the changed facts")
             assert fleet.facts(identity).seq > first.seq  # type: ignore[union-attr, operator]
+            assert first.signed  # the agent signs its facts with its key_file
 
             replies = f"{prefix}/test-replies/{uuid.uuid4().hex[:6]}"
             command_topic = f"{prefix}/nodes/{identity}/command"
             await client.subscribe(replies, qos=1)
             await client.subscribe(f"{prefix}/nodes/{identity}/reply", qos=1)
+            sign = {"keyring": keyring, "identity": identity, "topic": command_topic}
             await ask(client, command_topic,
-                      request("deactivate", "req-1", district="513b5050", host=identity),
+                      signed("deactivate", "req-1", **sign, district="513b5050", host=identity),
                       reply_to=replies, correlation=b"corr-\x00\x01")
             message = await next_message(client, replies)
-            body = json.loads(message.payload)  # type: ignore[arg-type]
+            body = reply_body(message, keyring, identity)
             assert body == {"request_id": "req-1", "command": "deactivate", "ok": True,
                             "exit_code": 0, "stdout": f"deactivate-node -n 513b5050 -i "
                                                       f"{identity}\n",
                             "stderr": "", "error": None}
             assert message.properties.CorrelationData == b"corr-\x00\x01"  # type: ignore[union-attr]
 
-            await ask(client, command_topic, request("reboot", "req-2"), reply_to=replies,
-                      correlation=b"c2")
+            await ask(client, command_topic, signed("reboot", "req-2", **sign),
+                      reply_to=replies, correlation=b"c2")
             message = await next_message(client, replies)
-            body = json.loads(message.payload)  # type: ignore[arg-type]
+            body = reply_body(message, keyring, identity)
             assert (body["ok"], body["error"], body["request_id"]) == (False, "not allowed",
                                                                         "req-2")
             assert message.properties.CorrelationData == b"c2"  # type: ignore[union-attr]
 
             # No response topic (an MQTT 3.1.1 requester): the reply goes to .../reply.
             await ask(client, command_topic,
-                      request("activate", "req-3", district="d1", host=identity),
+                      signed("activate", "req-3", **sign, district="d1", host=identity),
                       reply_to=None, correlation=None)
             message = await next_message(client, f"{prefix}/nodes/{identity}/reply")
-            assert json.loads(message.payload)["request_id"] == "req-3"  # type: ignore[arg-type]
+            assert reply_body(message, keyring, identity)["request_id"] == "req-3"
+
+            # Forged: unsigned, signed with another node's key, addressed to another node,
+            # expired, replayed. Each is refused, said so in the reply, and runs nothing.
+            other_keyring = Keyring((("k1", b"x" * 32),))
+            forged = {
+                "unsigned": request("deactivate", "f1", district="d1", host=identity),
+                "wrong key": signed("deactivate", "f2", keyring=other_keyring,
+                                    identity=identity, topic=command_topic,
+                                    district="d1", host=identity),
+                "another node": signed("deactivate", "f3", **sign, target="node2.example.com",
+                                       district="d1", host=identity),
+                "expired": signed("deactivate", "f4", **sign, expires_in=-5,
+                                  district="d1", host=identity),
+                "replayed": signed("activate", "req-3", **sign, district="d1", host=identity),
+            }
+            for what, payload in forged.items():
+                await ask(client, command_topic, payload, reply_to=replies,
+                          correlation=what.encode())
+                message = await next_message(client, replies)
+                body = reply_body(message, keyring, identity)
+                assert not body["ok"] and body["exit_code"] is None, what
+                assert "refused" in body["error"], (what, body["error"])
 
             agent.send_signal(signal.SIGKILL)  # no goodbye: the broker sends the last will
             agent.wait(10)
@@ -338,6 +397,10 @@ async def test_agent_end_to_end_over_mosquitto(
     text = log.read().decode(errors="replace")
     assert "command not allowed: refused" in text and "reboot" in text
     assert "agent connected" in text
+    assert text.count('"event": "command refused"') == 5  # each forged one, with why
+    for words in ("unsigned command refused", "bad_signature", "not this node", "expired",
+                  "replayed request_id"):
+        assert words in text, words
 
 
 async def test_a_clean_stop_says_offline_itself(
@@ -346,8 +409,9 @@ async def test_a_clean_stop_says_offline_itself(
     identity = "node1.example.com"
     agent = start_agent(config)
     fleet = FleetModel(stale_after=60)
+    keyring, _ = make_keys(config.parent, identity)
     try:
-        async with running(MqttFactSource(settings, fleet)):
+        async with running(MqttFactSource(settings, fleet, keyring=keyring)):
             await wait_until(lambda: fleet.is_fresh(identity, time.time()), 20, "facts")
             agent.send_signal(signal.SIGTERM)
             assert agent.wait(10) == 0
@@ -379,24 +443,27 @@ async def test_agent_over_activemq_mqtt_3_1_1(activemq_peer: Any, tmp_path: Path
     facts = tmp_path / "facts.yaml"
     facts.write_text(FACTER_YAML)
     config = tmp_path / "agent.yaml"
+    keyring, node_key = make_keys(tmp_path, identity)
     config.write_text(yaml.safe_dump({
         "identity": identity,
         "mqtt": {"host": broker.host, "port": broker.port, "prefix": settings.prefix,
-                 "protocol": "3.1.1", "keepalive": 5},
+                 "protocol": "3.1.1", "keepalive": 5}, "key_file": str(node_key),
         "interval": 30, "poll": 0.2, "facts": {"kind": "openshift", "path": str(facts)},
         "commands": {"activate": "/bin/echo activate-node -n {district} -i {host}"}}))
     agent = start_agent(config)
     fleet = FleetModel(stale_after=60)
     try:
-        async with running(MqttFactSource(settings, fleet)), client_for(settings) as client:
+        async with running(MqttFactSource(settings, fleet, keyring=keyring)), \
+                client_for(settings) as client:
             await wait_until(lambda: fleet.is_fresh(identity, time.time()), 30, "facts")
             assert fleet.facts(identity).gears.active == 20  # type: ignore[union-attr]
             await client.subscribe(f"{settings.prefix}/nodes/{identity}/reply", qos=1)
-            await client.publish(f"{settings.prefix}/nodes/{identity}/command",
-                                 request("activate", "amq-1", district="513b5050",
-                                         host=identity), qos=1)
+            topic = f"{settings.prefix}/nodes/{identity}/command"
+            await client.publish(topic, signed("activate", "amq-1", keyring=keyring,
+                                               identity=identity, topic=topic,
+                                               district="513b5050", host=identity), qos=1)
             message = await next_message(client, f"{settings.prefix}/nodes/{identity}/reply")
-            body = json.loads(message.payload)  # type: ignore[arg-type]
+            body = reply_body(message, keyring, identity)
             assert (body["request_id"], body["ok"]) == ("amq-1", True)
             assert body["stdout"] == f"activate-node -n 513b5050 -i {identity}\n"
             agent.send_signal(signal.SIGKILL)
@@ -416,10 +483,11 @@ async def test_the_daemons_platform_client_drives_a_real_agent(
     config, settings, _ = agent_config
     identity = "node1.example.com"
     agent = start_agent(config)
-    runner = AgentRunner(settings, broker_identity=identity, timeout=20)
+    keyring, _ = make_keys(config.parent, identity)
+    runner = AgentRunner(settings, broker_identity=identity, timeout=20, keyring=keyring)
     fleet = FleetModel(stale_after=60)
     try:
-        async with running(MqttFactSource(settings, fleet)):
+        async with running(MqttFactSource(settings, fleet, keyring=keyring)):
             await wait_until(lambda: fleet.is_fresh(identity, time.time()), 20, "the agent")
             done = await runner.run("deactivate", {"district": "513b5050", "host": identity},
                                     node=identity)

@@ -96,6 +96,7 @@ class Fake:
             "list_gears": f"{tools['oo-admin-ctl-gears']} list {{host}}",
         }
         commands.update(changes.pop("commands", {}))
+        commands = {step: text for step, text in commands.items() if text is not None}
         data: dict[str, Any] = {"kind": "openshift", "commands": commands,
                                 "allowed_programs": list(tools.values()), "timeout": 30,
                                 "move_retry_after": 0, **changes}
@@ -293,7 +294,8 @@ async def test_commands_do_not_see_gearshifts_own_environment(fake: Fake,
         platform = fake.platform(allowed_programs=[str(spy)], commands={
             step: f"{spy} {{district}} {{host}}" for step in ("deactivate", "activate",
                                                                "remove", "add")} | {
-            "move": f"{spy} {{gears}}", "list_gears": f"{spy} {{host}}"})
+            "move": f"{spy} {{gears}}", "list_gears": f"{spy} {{host}}",
+            "list_nodes": str(spy)})
         await platform.deactivate(NodeRef(N1, DISTRICT))
     finally:
         del os.environ["GEARSHIFT_MQTT__PASSWORD"]
@@ -562,3 +564,44 @@ def test_the_daemon_builds_the_adapter_or_refuses_clearly(settings: dict, mqtt: 
     assert words in caught.value.problems[0]
     built = build_platform(PlatformSettings(kind="openshift"), MqttSettings())
     assert isinstance(built, OpenShiftPlatform)
+
+
+# -- witnesses: members and gear counts ---------------------------------------------------
+
+async def test_district_members_come_from_the_district_listing(fake: Fake) -> None:
+    platform = fake.platform()
+    assert await platform.members() == frozenset({N1, N2, N3})
+    await platform.deactivate(NodeRef(N3, DISTRICT))  # deactivated is still a member
+    assert N3 in (await platform.members() or ())
+
+
+async def test_the_gear_count_witness_is_the_nodes_gear_listing(fake: Fake) -> None:
+    platform = fake.platform()
+    count = await platform.gears(NodeRef(N1, DISTRICT))
+    assert count is not None and count.total == len(fake.gears) and count.active is None
+    assert not count.empty_enough  # it cannot tell idle from active: any gear blocks
+    empty = await platform.gears(NodeRef(N2, DISTRICT))
+    assert empty is not None and empty.total == 0 and empty.empty_enough
+
+
+async def test_an_old_allowlist_without_the_listing_program_still_starts(
+        fake: Fake, tmp_path: Path) -> None:
+    wrapper = tmp_path / "wrapper"  # e.g. sudo: every step runs through one program
+    wrapper.write_text("#!/bin/sh\necho Success!\n")
+    wrapper.chmod(0o755)
+    platform = fake.platform(allowed_programs=[str(wrapper)], commands={
+        step: f"{wrapper} x" for step in ("deactivate", "activate", "remove", "add",
+                                          "move", "list_gears")} | {"list_nodes": None})
+    assert await platform.members() is None  # cannot vouch: every node counts, as before
+
+
+def test_district_listing_parser_reads_ruby_hashes_and_plain_lines() -> None:
+    from gearshift.act.platform.districts import district_members
+
+    listing = ('{"_id"=>"d1", "name"=>"small_district", "servers"=>[{"_id"=>"s", '
+               '"name"=>"node1.example.com", "active"=>true}, {"name"=>"node2.example.com", '
+               '"active"=>false}], "gear_size"=>"small"}\n'
+               '{"_id"=>"d2", "name"=>"empty_district", "servers"=>[]}\n')
+    assert district_members(listing) == {"node1.example.com", "node2.example.com"}
+    assert district_members("node1\n\nnode2.example.com\n-bad\n") == {"node1",
+                                                                      "node2.example.com"}

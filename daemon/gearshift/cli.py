@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gearshift import __version__
+from gearshift.cli_keys import add_keys_parser
 from gearshift.errors import ApiError, ConfigError, GearshiftError
 
 EPILOG = """\
@@ -361,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read the facts once, print the message that would be published, exit")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     p.set_defaults(func=_cmd_agent)
+    add_keys_parser(sub)
     return parser
 
 

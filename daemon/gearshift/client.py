@@ -158,6 +158,15 @@ def render_status(status: dict[str, Any], *, url: str) -> str:
                 for name, p in sorted(providers.items())]
         lines += ["", *_table(["PROVIDER", "AVAILABLE", "NODES", "BOOT", "WHY NOT"], rows,
                               right={2, 3})]
+    untrusted = status.get("untrusted") or {}
+    rows = [[n["identity"], n["state"].upper(), n["reason"]] for n in untrusted.get("nodes", [])]
+    rows += [[r["identity"], "REFUSED", f"{r['reason']}: {r['detail']}".rstrip(": ")]
+             for r in untrusted.get("refused", [])]
+    if rows:
+        lines += ["", "NODES THAT COUNT FOR NOTHING NOW:",
+                  *_table(["NODE", "STATE", "WHY"], rows[:50], right=set())]
+        if len(rows) > 50:
+            lines.append(f"  ... and {len(rows) - 50} more (gearshift status --json)")
     errors = status.get("policy_errors") or []
     if errors:
         lines += ["", "POLICY ERRORS (the last reload was refused; the last good policies "

@@ -58,6 +58,7 @@ from gearshift.reconcile.reconciler import Reconciler
 from gearshift.reconcile.recovery import Recovery, RecoverySettings
 from gearshift.reconcile.retention import JournalPruner
 from gearshift.reconcile.supervisor import TaskFactory, supervise
+from gearshift.reconcile.trust import Vouching, count_untrusted, untrusted
 from gearshift.reconcile.wakeup import EdgeWaker
 from gearshift.settings import (
     MqttSettings,
@@ -66,6 +67,7 @@ from gearshift.settings import (
     Settings,
     load_settings,
 )
+from gearshift.signing import Keyring
 from gearshift.store.factory import open_journal
 from gearshift.store.journal import Journal
 from gearshift.systemd import Notifier
@@ -75,13 +77,14 @@ log = structlog.get_logger(component="gearshift.daemon")
 HEARTBEAT = 10.0  # the loop beats at least this often while idle (faster under a watchdog)
 
 
-def build_platform(settings: PlatformSettings, mqtt: MqttSettings | None = None) -> Platform:
+def build_platform(settings: PlatformSettings, mqtt: MqttSettings | None = None, *,
+                   keyring: Keyring | None = None) -> Platform:
     if settings.kind == "none":
         return NullPlatform()
     if settings.kind == "openshift":
         from gearshift.act.platform.openshift import build_openshift  # noqa: PLC0415
 
-        return build_openshift(settings, mqtt=mqtt)
+        return build_openshift(settings, mqtt=mqtt, keyring=keyring)
     if settings.kind == "simulated":
         from gearshift.act.platform.simulated import SimulatedWorldPlatform  # noqa: PLC0415
 
@@ -177,7 +180,8 @@ async def run_daemon(config: Path, *, settings: Settings | None = None) -> int:
                                             boot_time=spec.boot_time,
                                             settings=guard_settings(settings.operations))
                  for spec in policies.current.providers.providers}
-    platform = build_platform(settings.platform, settings.mqtt)
+    platform = build_platform(settings.platform, settings.mqtt,
+                              keyring=settings.trust.keyring())
     journal = await open_journal(settings.journal)
     return await serve(settings, policies=policies, providers=providers, platform=platform,
                        journal=journal, clock=clock, metrics=metrics)
@@ -195,11 +199,22 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
     metrics.start_time.set(clock.now())
     for outcome in ("ok", "error"):
         metrics.reconciles.labels(outcome)
-    fleet = FleetModel(stale_after=settings.reconcile.stale_after)
-    source = MqttFactSource(settings.mqtt, fleet, metrics=metrics, clock=clock)
+    trust = settings.trust
+    fleet = FleetModel(stale_after=settings.reconcile.stale_after,
+                       forget_after=trust.forget_after, max_nodes=trust.max_nodes)
+    source = MqttFactSource(settings.mqtt, fleet, metrics=metrics, clock=clock, trust=trust,
+                            keyring=trust.keyring())
     executor = Executor(providers=providers, platform=platform, journal=journal, clock=clock,
                         metrics=metrics, on_retired=source.forget_node,
+                        on_disputed=lambda identity, why: fleet.dispute(
+                            identity, why, until=clock.now() + trust.dispute_hold),
                         settings=executor_settings(settings.operations))
+    vouching = Vouching(fleet=fleet, platform=platform, journal=journal, clock=clock,
+                        settings=trust, metrics=metrics)
+    if settings.platform.kind == "none":
+        log.warning("platform: none gives no second witness: a retire rests on the node's "
+                    "facts alone" + ("" if trust.facts == "require_signed" else
+                                     ", and unsigned facts are accepted (trust.facts)"))
     signal_source = (PrometheusSignalSource(settings.prometheus, lambda: policies.current,
                                             clock=clock, metrics=metrics)
                      if settings.prometheus is not None else None)
@@ -223,6 +238,7 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
     pruner = JournalPruner(journal, clock=clock, keep=settings.journal.keep_finished,
                            metrics=metrics)
     reconciler.before.append(pruner.maybe_prune)
+    reconciler.before.append(vouching.expire)
     waker = EdgeWaker(reconciler, debounce=settings.reconcile.debounce)
     source.on_facts = waker.poke
     api = ApiServer(reconciler, metrics, token=read_token(settings.http.token_file),
@@ -234,7 +250,9 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
                                        "terms": leadership.terms, "journal": journal.kind},
                         "operations": executor.in_flight,
                         "recoveries": {"performed": recovery.runs,
-                                       "incomplete": recovery.incomplete}})
+                                       "incomplete": recovery.incomplete},
+                        "untrusted": untrusted(fleet, reconciler.last_snapshot,
+                                               now=clock.now())})
     reconciler.heartbeat_every = min(HEARTBEAT, notifier.watchdog_interval or HEARTBEAT)
     reconciler.on_heartbeat.append(notifier.watchdog)
 
@@ -243,6 +261,7 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
     def after_reconcile(plan: Plan) -> None:
         nonlocal ready
         summary = fleet_summary(plan)
+        count_untrusted(metrics, reconciler.last_snapshot)
         if not ready and fleet.source_up:
             ready = True
             notifier.ready(summary)
@@ -290,6 +309,7 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
 
     jobs: dict[str, TaskFactory] = {"facts": source.run, "edges": waker.run,
                                     "reconcile": reconcile, "leadership": leadership.run,
+                                    "vouching": vouching.run,
                                     **(tasks or {})}
     if settings.policy_poll > 0:
         jobs["policy-watch"] = watcher.run

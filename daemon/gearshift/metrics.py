@@ -55,6 +55,22 @@ class Metrics:
                                     ["reason"], registry=r)
         self.facts_received = Counter("gearshift_facts_received", "Node facts accepted.",
                                       registry=r)
+        self.unsigned_facts = Counter("gearshift_unsigned_facts",
+                                      "Unsigned node facts accepted (trust.facts: "
+                                      "accept_unsigned).", registry=r)
+        self.witness_disagreements = Counter(
+            "gearshift_witness_disagreements",
+            "Retires refused because the platform or provider contradicted the node's facts.",
+            ["pool", "witness"], registry=r)
+        self.nodes_forgotten = Counter("gearshift_nodes_forgotten",
+                                       "Nodes not ours forgotten after trust.forget_after "
+                                       "of silence.", registry=r)
+        self.fleet_nodes = Gauge("gearshift_fleet_nodes",
+                                 "Nodes whose facts gearshift holds (bounded by "
+                                 "trust.max_nodes).", registry=r)
+        self.untrusted_nodes = Gauge("gearshift_untrusted_nodes",
+                                     "Nodes that count for no pool now, by why.", ["why"],
+                                     registry=r)
         self.fact_source_up = Gauge("gearshift_fact_source_up",
                                     "1 when the fact source is connected and caught up.",
                                     registry=r)

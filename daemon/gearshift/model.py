@@ -20,6 +20,7 @@ class NodeState(StrEnum):
     BOOTING = "booting"  # created by us, no facts yet
     DRAINING = "draining"  # deactivated in its district, gears moving away
     UNKNOWN = "unknown"  # stale, offline or bad facts: counts for nothing in scale-in
+    UNVOUCHED = "unvouched"  # not ours and not a district member: counts for no pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,7 @@ class NodeFacts:
     seq: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     bad_reason: str | None = None  # set when the facts cannot be used for density
+    signed: bool = False  # signed with the node's own key (see gearshift.signing)
 
     @property
     def active_density(self) -> float | None:

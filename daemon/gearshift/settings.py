@@ -31,6 +31,7 @@ from pydantic_settings import (
 
 from gearshift.durations import parse_duration
 from gearshift.errors import ConfigError
+from gearshift.signing import Keyring
 
 _config_file: ContextVar[Path | None] = ContextVar("gearshift_config_file", default=None)
 
@@ -208,6 +209,39 @@ class PrometheusSettings(Section):
     ca_file: Path | None = Field(None, description="CA bundle for an https:// Prometheus.")
 
 
+class TrustSettings(Section):
+    """What a message must prove before it counts, and how much of it gearshift keeps."""
+
+    facts: Literal["accept_unsigned", "require_signed"] = Field("accept_unsigned", description=(
+        "require_signed: node facts must be signed with the node's key (see `gearshift keys`); "
+        "accept_unsigned: unsigned facts are taken and flagged (for migrating a fleet), a "
+        "signed one with a bad signature is refused either way."))
+    keyring_file: Path | None = Field(None, description=(
+        "The daemon's master keys (`gearshift keys new`): checks node facts, signs agent "
+        "commands. Without it no message can be checked and commands go unsigned."))
+    max_clock_skew: Seconds = Field(10.0, ge=0, le=120, description=(
+        "Facts stamped further ahead of our clock than this are refused: stored, they would "
+        "pin the node and make its real facts look out of order."))
+    max_gears: int = Field(10_000, ge=1, le=1_000_000, description=(
+        "A node claiming more gears (or max_active_gears) than this has bad facts."))
+    max_nodes: int = Field(200_000, ge=1, description=(
+        "Facts of further new identities are refused once this many nodes are known."))
+    forget_after: Seconds = Field(3600.0, gt=0, description=(
+        "A node that is not ours and has not been heard from for this long is forgotten "
+        "(it stops counting against size.max and freezing scale-in)."))
+    vouch_interval: Seconds = Field(60.0, gt=0, description=(
+        "Ask the platform which nodes are district members this often; a node that is "
+        "neither ours nor a member never counts for a pool."))
+    dispute_hold: Seconds = Field(1800.0, ge=0, description=(
+        "A node whose facts the platform contradicted is held unknown this long."))
+
+    def keyring(self) -> Keyring | None:
+        try:
+            return Keyring.load(self.keyring_file) if self.keyring_file is not None else None
+        except ValueError as exc:
+            raise ConfigError([f"trust.keyring_file: {exc}"]) from None
+
+
 class Settings(BaseSettings):
     """Everything ``gearshift run`` needs; see deploy/config.example.yaml."""
 
@@ -230,11 +264,14 @@ class Settings(BaseSettings):
     prometheus: PrometheusSettings | None = Field(
         None, description="Query pools' PromQL signals here; unset: signals are unavailable.")
     operations: OperationsSettings = OperationsSettings()
+    trust: TrustSettings = TrustSettings()
 
     @model_validator(mode="after")
     def _one_password_source(self) -> Settings:
         if self.mqtt.password is not None and self.mqtt.password_file is not None:
             raise ValueError("mqtt: set password or password_file, not both")
+        if self.trust.facts == "require_signed" and self.trust.keyring_file is None:
+            raise ValueError("trust: facts: require_signed needs trust.keyring_file")
         return self
 
     @classmethod

@@ -8,7 +8,9 @@
   gears away in bounded batches until it is empty.
 * ``CancelDrain``: reactivate the node, close the drain.
 * ``Retire``: checked once more against the latest facts (never a node with active gears,
-  never a drained node whose facts still show it active in its district), removed from
+  never a drained node whose facts still show it active in its district) and against a
+  second witness (``act.witness``: the platform's gear listing, the provider's machine
+  name; a disagreement cancels the drain and holds the node), removed from
   its district, machine destroyed, forgotten. A retire that failed half-way resumes at
   the step it stopped at.
 * ``progress``: registers booting nodes when their first fresh facts arrive (measuring
@@ -41,6 +43,7 @@ import structlog
 from gearshift.act.platform.base import NodeRef, Platform
 from gearshift.act.providers.base import CreateRequest
 from gearshift.act.providers.guard import GuardedProvider
+from gearshift.act.witness import confirm_retire
 from gearshift.clock import Clock
 from gearshift.errors import (
     CapacityUnavailable,
@@ -58,6 +61,7 @@ from gearshift.model import (
     Drain,
     FleetSnapshot,
     Node,
+    NodeFacts,
     NodeState,
     Plan,
     Retire,
@@ -112,7 +116,8 @@ class Executor:
                  journal: Journal, clock: Clock, metrics: Metrics | None = None,
                  settings: ExecutorSettings | None = None,
                  new_id: Callable[[], str] = _new_id,
-                 on_retired: Callable[[str], Awaitable[None]] | None = None) -> None:
+                 on_retired: Callable[[str], Awaitable[None]] | None = None,
+                 on_disputed: Callable[[str, str], None] | None = None) -> None:
         self.providers = providers
         self.platform = platform
         self.journal = journal
@@ -121,6 +126,7 @@ class Executor:
         self.settings = settings or ExecutorSettings()
         self.new_id = new_id
         self.on_retired = on_retired
+        self.on_disputed = on_disputed  # (identity, why): the witnesses contradicted its facts
         self.events: deque[Event] = deque(maxlen=500)
         self.counts: Counter[tuple[str, str]] = Counter()  # (kind, outcome) since start
         self.in_flight: dict[str, dict[str, object]] = {}  # for /v1/status
@@ -336,6 +342,9 @@ class Executor:
                             target=action.identity, outcome="refused", reason=action.reason,
                             error="facts still show the node active in its district")
                 return
+        if (op is None or op.phase not in ("removing", "retiring")) and \
+                not await self._witnessed(action, facts, provider, op, report):
+            return
         now = self.clock.now()
         try:
             if op is None:
@@ -359,6 +368,36 @@ class Executor:
         await self.journal.advance(op.op_id, phase="retired", at=self.clock.now())
         self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
                     outcome="ok", reason=action.reason, provider=action.provider)
+
+    async def _witnessed(self, action: Retire, facts: NodeFacts, provider: GuardedProvider,
+                         op: Operation | None, report: ExecutionReport) -> bool:
+        """Do the platform and the provider agree that the node may go (``act.witness``)?
+        On a disagreement the drain is cancelled (the node reactivated) and the node held."""
+        try:
+            disagreement = await confirm_retire(identity=action.identity, facts=facts,
+                                                platform=self.platform, provider=provider,
+                                                machine_id=action.machine_id)
+        except (PlatformError, ProviderError) as exc:
+            self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
+                        outcome="failed", reason=action.reason,
+                        error=f"second witness unavailable: {str(exc)[:200]}")
+            return False
+        if disagreement is None:
+            return True
+        why = disagreement.describe()
+        log.error("retire refused: the witnesses disagree with the node's facts",
+                  node=action.identity, pool=action.pool, witness=disagreement.witness,
+                  facts_say=disagreement.facts_say, witness_says=disagreement.witness_says)
+        if self.metrics is not None:
+            self.metrics.witness_disagreements.labels(action.pool, disagreement.witness).inc()
+        if op is not None and op.phase in ("deactivating", "moving"):
+            await self.journal.advance(op.op_id, phase="cancelling", at=self.clock.now(),
+                                       error=why[:200])
+        if self.on_disputed is not None:
+            self.on_disputed(action.identity, why)
+        self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
+                    outcome="refused", reason=action.reason, error=why)
+        return False
 
     async def _forget_retired(self, identity: str) -> None:
         """The machine is gone: forget it, and its retained facts, before closing the op."""

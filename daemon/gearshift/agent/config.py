@@ -18,6 +18,7 @@ Example::
       # and on every node's own agent:
       list_gears: oo-admin-ctl-gears list
     command_timeout: 10m
+    key_file: /etc/gearshift/node.key    # gearshift keys node node1.example.com (chmod 600)
 
 Secrets follow the daemon's rules: ``password_file`` rather than a password in the file.
 """
@@ -35,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gearshift.errors import ConfigError
 from gearshift.settings import MqttSettings, Seconds
+from gearshift.signing import NodeKeys
 
 COMMAND_NAME = r"^[a-z][a-z0-9_-]{0,63}$"
 
@@ -101,6 +103,18 @@ class AgentConfig(_Strict):
                                      description="Allowlisted command name -> template.")
     command_timeout: Seconds = Field(600.0, gt=0)
     max_concurrent_commands: int = Field(1, ge=1, le=16)
+    key_file: Path | None = Field(None, description=(
+        "This node's keys (`gearshift keys node IDENTITY`): signs its facts and replies, "
+        "checks the daemon's commands. Without it commands are refused."))
+    allow_unsigned_commands: bool = Field(False, description=(
+        "Run unsigned commands when no key_file is set (a migration only: anyone who can "
+        "publish on the broker can then run the allowlisted commands)."))
+
+    def keys(self) -> NodeKeys | None:
+        try:
+            return NodeKeys.load(self.key_file) if self.key_file is not None else None
+        except ValueError as exc:
+            raise ConfigError([f"key_file: {exc}"]) from None
 
     @field_validator("commands")
     @classmethod
@@ -129,7 +143,9 @@ def load_agent_config(path: Path) -> AgentConfig:
     if not isinstance(data, dict):
         raise ConfigError([f"{path}:1:1: expected a mapping"])
     try:
-        return AgentConfig.model_validate(data)
+        config = AgentConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError([f"{path}:1:1: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                            for e in exc.errors(include_url=False)]) from exc
+    config.keys()  # a key file that cannot be used is a config error now, not at run time
+    return config

@@ -15,12 +15,14 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gearshift.agent.commands import CommandRunner
+from gearshift.agent.commands import CommandRunner, reply
 from gearshift.agent.config import AgentConfig
+from gearshift.agent.gate import CommandGate
 from gearshift.agent.sources import FactSource
-from gearshift.errors import FactsUnavailable
+from gearshift.errors import CommandRefused, FactsUnavailable
 from gearshift.observe.facts import facts_to_message
 from gearshift.observe.mqtt import Backoff, check_granted, client_for
+from gearshift.signing import seal
 
 log = structlog.get_logger(component="gearshift.agent")
 
@@ -47,6 +49,9 @@ class Agent:
         self.source = FactSource(config.facts, self.identity)
         self.runner = CommandRunner(config.commands, timeout=config.command_timeout,
                                     max_concurrent=config.max_concurrent_commands)
+        self.keys = config.keys()
+        self.gate = CommandGate(identity=self.identity, command_topic=self.command_topic,
+                                keys=self.keys, allow_unsigned=config.allow_unsigned_commands)
         self.seq = time.time_ns() // 1_000_000  # rises across restarts too
         self.last: dict[str, Any] | None = None
         self.last_sent = 0.0
@@ -71,8 +76,12 @@ class Agent:
         due = time.monotonic() - self.last_sent >= self.config.interval
         if not force and not due and _same(self.last, message):
             return False
-        await client.publish(self.facts_topic, json.dumps(message).encode(), qos=1,
-                             retain=True)
+        payload = json.dumps(message).encode()
+        if self.keys is not None:
+            kid, key = self.keys.current
+            payload = seal(payload, key=key, kid=kid, purpose="facts", topic=self.facts_topic,
+                           ts=time.time())
+        await client.publish(self.facts_topic, payload, qos=1, retain=True)
         self.last, self.last_sent = message, time.monotonic()
         self.published += 1
         return True
@@ -89,7 +98,14 @@ class Agent:
         correlation = getattr(props, "CorrelationData", None) if props is not None else None
         payload = message.payload if isinstance(message.payload, bytes) else \
             str(message.payload).encode()
-        result = await self.runner.handle(payload)
+        try:
+            request = self.gate.admit(payload)
+        except CommandRefused as exc:
+            log.warning("command refused", error=str(exc), request_id=exc.request_id)
+            result: dict[str, Any] | None = reply(request_id=exc.request_id, command="",
+                                                  error=str(exc))
+        else:
+            result = await self.runner.handle(request)
         if result is None:
             return
         topic = response_topic or self.reply_topic
@@ -101,8 +117,9 @@ class Agent:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.CorrelationData = correlation
         try:
-            await client.publish(topic, json.dumps(result).encode(), qos=1,
-                                 properties=properties)
+            await client.publish(topic, self.gate.seal_reply(json.dumps(result).encode(),
+                                                             topic=topic),
+                                 qos=1, properties=properties)
         except aiomqtt.MqttError as exc:
             log.warning("command reply could not be sent", request_id=result["request_id"],
                         error=str(exc)[:200])

@@ -7,6 +7,10 @@ Two forms are accepted:
 * legacy MCollective facts: a flat JSON map whose values are all strings, as Facter's
   YAML turned into JSON (``"max_active_gears": "60"``, ``"district_active": "true"``).
 
+Every number is bounded: a count past ``HARD_LIMIT`` is a bad message (it could only be a
+lie or a bug, and unbounded integers overflow the planner's float arithmetic), one past
+the configured ``max_gears`` makes the facts bad (the node is unknown, and says why).
+
 Anything else raises ``BadMessage`` whose ``reason`` is a short metric label
 (``too_large``, ``invalid_json``, ``unknown_schema``, ``wrong_type``,
 ``identity_mismatch``, ...). Facts that parse but cannot be used for density
@@ -18,8 +22,9 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -28,6 +33,9 @@ from gearshift.model import GearCounts, NodeFacts
 
 SCHEMA = "gearshift.node.facts/1"
 MAX_PAYLOAD = 64 * 1024
+HARD_LIMIT = 1 << 31  # no count may reach this; trust.max_gears is the useful ceiling
+DEFAULT_MAX_GEARS = 10_000
+Count = Annotated[int, Field(ge=0, lt=HARD_LIMIT)]
 
 
 class _Wire(BaseModel):
@@ -40,18 +48,18 @@ class _District(_Wire):
 
 
 class _Limits(_Wire):
-    max_active_gears: int = Field(ge=0)
+    max_active_gears: Count
     no_overcommit_active: bool = False
 
 
 class _Gears(_Wire):
-    total: int = Field(0, ge=0)
-    active: int | None = Field(None, ge=0)
-    started: int = Field(0, ge=0)
-    idle: int = Field(0, ge=0)
-    stopped: int = Field(0, ge=0)
-    deploying: int = Field(0, ge=0)
-    unknown: int = Field(0, ge=0)
+    total: Count = 0
+    active: Count | None = None
+    started: Count = 0
+    idle: Count = 0
+    stopped: Count = 0
+    deploying: Count = 0
+    unknown: Count = 0
 
 
 class _Net(_Wire):
@@ -63,14 +71,14 @@ class FactsMessage(_Wire):
 
     schema_: str = Field(alias="schema")
     ts: str | None = None
-    seq: int | None = Field(None, ge=0)
+    seq: int | None = Field(None, ge=0, lt=1 << 63)
     identity: str = Field(min_length=1, max_length=255)
     node_profile: str = Field(min_length=1, max_length=64)
     district: _District = _District()
     limits: _Limits
     gears: _Gears = _Gears()
     net: _Net = _Net()
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=64)
     active_usage_pct: float | None = None
 
 
@@ -140,10 +148,12 @@ def _int(data: dict[str, str], key: str, default: int | None = 0) -> int:
         return default
     try:
         value = int(float(text)) if "." in text else int(text)
-    except (ValueError, OverflowError) as exc:
+    except (ValueError, OverflowError) as exc:  # "1e400", or more digits than int() takes
         raise BadMessage("wrong_type", f"{key}={text[:40]!r} is not a number") from exc
     if value < 0:
         raise BadMessage("bad_value", f"{key}={value} is negative")
+    if value >= HARD_LIMIT:
+        raise BadMessage("bad_value", f"{key} is {len(str(value))} digits long")
     return value
 
 
@@ -196,7 +206,31 @@ def _from_legacy(data: dict[str, str], topic_identity: str) -> NodeFacts:
     )
 
 
-def parse_facts(payload: bytes, *, topic_identity: str) -> NodeFacts:
+def too_many(facts: NodeFacts, max_gears: int) -> str | None:
+    """Which count, if any, is above ``max_gears`` (a liar or a broken agent)."""
+    gears = facts.gears
+    for name, value in (("max_active_gears", facts.max_active_gears), ("gears.total", gears.total),
+                        ("gears.active", gears.active), ("gears.idle", gears.idle),
+                        ("gears.stopped", gears.stopped), ("gears.started", gears.started),
+                        ("gears.deploying", gears.deploying), ("gears.unknown", gears.unknown)):
+        if value > max_gears:
+            return f"{name} is {value}, above trust.max_gears ({max_gears})"
+    return None
+
+
+def parse_facts(payload: bytes, *, topic_identity: str,
+                max_gears: int = DEFAULT_MAX_GEARS) -> NodeFacts:
+    """Parse and bound one facts payload (see ``_parse``); counts above ``max_gears`` make
+    the facts bad, with the field named."""
+    facts = _parse(payload, topic_identity)
+    if facts.bad_reason is None:
+        why = too_many(facts, max_gears)
+        if why is not None:
+            facts = replace(facts, bad_reason=why)
+    return facts
+
+
+def _parse(payload: bytes, topic_identity: str) -> NodeFacts:
     """Parse one facts payload published on ``nodes/{topic_identity}/facts``.
 
     Well-formed ``gearshift.node.facts/1`` messages take a fast path (pydantic parses the

@@ -3,11 +3,16 @@
 Sources (MQTT, the simulator) feed it; the reconciler reads immutable snapshots from it.
 It never goes backwards: facts older than what we hold (by the message's ``ts`` and
 ``seq``) are dropped. It decides trust: a node is *unknown* when its facts are bad, its
-agent said ``offline`` (its last will), or it has been silent longer than ``stale_after``.
+agent said ``offline`` (its last will), it has been silent longer than ``stale_after``, or
+the platform contradicted its facts (a dispute, held for a while). A node that is neither
+a machine of ours nor a district member the platform vouches for is *unvouched*: shown,
+never counted. A node that is not ours and silent for ``forget_after`` is forgotten, and
+the table is bounded: whoever can publish cannot grow it without limit.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -48,6 +53,16 @@ def _newer(new: NodeFacts, old: NodeFacts) -> bool:
 
 
 MAX_OFFLINE_WITHOUT_FACTS = 10_000
+MAX_REFUSED = 1_000  # identities whose last message was refused, kept to show why
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why the last message for an identity was refused (shown in status), and when."""
+
+    reason: str
+    detail: str
+    at: float
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,7 @@ class _SnapshotCache:
     valid_until: float
     draining: frozenset[str]
     machines: Mapping[str, Machine]
+    vouched: frozenset[str] | None
     nodes: tuple[Node, ...]
     index: dict[str, int]  # identity -> its position in ``nodes``
 
@@ -74,8 +90,15 @@ class FleetModel:
     not evidence that a node is alive.
     """
 
-    def __init__(self, *, stale_after: float) -> None:
+    def __init__(self, *, stale_after: float, forget_after: float = 3600.0,
+                 max_nodes: int = 200_000) -> None:
         self.stale_after = stale_after
+        self.forget_after = forget_after
+        self.max_nodes = max_nodes
+        # Members the platform vouches for (None: it cannot tell, every node counts).
+        self.vouched: frozenset[str] | None = None
+        self._disputed: dict[str, tuple[float, str]] = {}  # identity -> (until, why)
+        self.refusals: OrderedDict[str, Refusal] = OrderedDict()
         self._entries: dict[str, _Entry] = {}
         self._offline: dict[str, float] = {}  # identity -> when it went offline (no facts yet)
         self.source_up = True  # the fact source is connected and has caught up
@@ -88,6 +111,54 @@ class FleetModel:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __contains__(self, identity: object) -> bool:
+        return identity in self._entries
+
+    @property
+    def full(self) -> bool:
+        return len(self._entries) >= self.max_nodes
+
+    def refused(self, identity: str, reason: str, detail: str, *, at: float) -> None:
+        """Remember why a message for ``identity`` was refused (bounded, newest kept)."""
+        self.refusals.pop(identity, None)
+        self.refusals[identity] = Refusal(reason, detail[:200], at)
+        while len(self.refusals) > MAX_REFUSED:
+            self.refusals.popitem(last=False)
+
+    def dispute(self, identity: str, why: str, *, until: float) -> None:
+        """The platform contradicted this node's facts: hold it unknown until ``until``."""
+        self._disputed[identity] = (until, why[:300])
+        entry = self._entries.get(identity)
+        if entry is not None:
+            entry.node = None
+        self._cache = None
+        self._changed(identity)
+
+    def disputes(self, now: float) -> dict[str, str]:
+        """Nodes held unknown after a dispute, with why (expired ones dropped)."""
+        for identity in [i for i, (until, _) in self._disputed.items() if until <= now]:
+            del self._disputed[identity]
+            self._cache = None
+        return {identity: why for identity, (_, why) in self._disputed.items()}
+
+    def set_vouched(self, members: frozenset[str] | None) -> None:
+        """The district members the platform lists now (None: it cannot say)."""
+        if members != self.vouched:
+            self.vouched = members
+            self._cache = None
+            self._version += 1
+
+    def expire(self, now: float, *, keep: AbstractSet[str]) -> list[str]:
+        """Forget nodes that are not in ``keep`` (ours) and silent for ``forget_after``."""
+        cutoff = now - self.forget_after
+        gone = [identity for identity, entry in self._entries.items()
+                if entry.last_seen < cutoff and identity not in keep]
+        for identity in gone:
+            self.forget(identity)
+        for identity in [i for i, at in self._offline.items() if at < cutoff]:
+            del self._offline[identity]
+        return gone
 
     def add_listener(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(identity)`` whenever a node's facts or status change."""
@@ -215,8 +286,13 @@ class FleetModel:
         """Nodes not heard from since the last loss of the fact source."""
         return len(self._waiting)
 
-    def _state(self, entry: _Entry, now: float,
-               draining: AbstractSet[str]) -> tuple[NodeState, str | None]:
+    def _state(self, entry: _Entry, now: float, draining: AbstractSet[str],
+               owned: bool) -> tuple[NodeState, str | None]:
+        if not owned and self.vouched is not None and entry.facts.identity not in self.vouched:
+            return NodeState.UNVOUCHED, "not ours and not a district member"
+        disputed = self._disputed.get(entry.facts.identity)
+        if disputed is not None and disputed[0] > now:
+            return NodeState.UNKNOWN, f"facts disputed by the platform: {disputed[1]}"
         if entry.facts.bad_reason:
             return NodeState.UNKNOWN, f"bad facts: {entry.facts.bad_reason}"
         if not entry.online:
@@ -239,7 +315,7 @@ class FleetModel:
         """
         cache = self._cache
         same_inputs = (cache is not None and now <= cache.valid_until
-                       and cache.draining == draining
+                       and cache.draining == draining and cache.vouched is self.vouched
                        and (cache.machines is machines or cache.machines == machines))
         if cache is not None and same_inputs and cache.version == self._version:
             return cache.nodes
@@ -265,20 +341,24 @@ class FleetModel:
         built = tuple(nodes)
         # Journals hand out the same read-only mapping while nothing changed: keep it.
         self._cache = _SnapshotCache(version=self._version, valid_until=valid_until,
-                                     draining=draining, machines=machines, nodes=built,
+                                     draining=draining, machines=machines,
+                                     vouched=self.vouched, nodes=built,
                                      index=index)
         return built
 
     def _node(self, identity: str, entry: _Entry, now: float, machines: Mapping[str, Machine],
               draining: AbstractSet[str]) -> tuple[Node, float]:
         """The node's ``Node`` at ``now`` (reused when unchanged), and until when it holds."""
-        state, why = self._state(entry, now, draining)
+        machine = machines.get(identity)
+        state, why = self._state(entry, now, draining, machine is not None)
         expires = float("inf")
         if state is not NodeState.UNKNOWN:  # until it goes stale
             expires = entry.last_seen + self.stale_after
         elif why is not None and why.startswith("silent"):
             expires = now + 1.0  # "silent for Ns" ages
-        machine = machines.get(identity)
+        disputed = self._disputed.get(identity)
+        if disputed is not None:
+            expires = min(expires, disputed[0])
         node = entry.node
         # Reuse the Node built last time when nothing it says has changed.
         if (node is None or node.state is not state or node.why_unknown != why

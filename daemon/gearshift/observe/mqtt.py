@@ -26,8 +26,17 @@ retained facts were produced after it, or it has gone stale or offline (and so c
 unknown anyway). Replayed retained facts with an old ``ts`` are not fresh. Scale-out on
 clear evidence goes on meanwhile; only scale-in waits.
 
+Facts are checked before they count (``trust:`` settings): signed facts
+(``gearshift.signing``) must verify against the node's key derived for the identity in
+the topic; unsigned ones are refused under ``require_signed`` and taken but flagged under
+``accept_unsigned``, except for a node that has signed before (no downgrade). A ``ts``
+more than ``max_clock_skew`` ahead is refused; counts above ``max_gears`` make the facts
+bad; new identities past ``max_nodes`` are refused. Under ``require_signed`` an unsigned
+``online`` is ignored (``offline`` only lowers trust, so it is taken from anyone).
+
 A bad message is counted in ``gearshift_bad_messages_total`` by reason, logged
-(rate-limited), and dropped; nothing a message says can stop the loop.
+(rate-limited), remembered for its identity (``/v1/status`` shows it) and dropped;
+nothing a message says can stop the loop.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable, Collection
+from dataclasses import replace
 from typing import Any
 
 import aiomqtt
@@ -49,15 +59,14 @@ from paho.mqtt.properties import Properties
 from gearshift.clock import Clock, SystemClock
 from gearshift.errors import BadMessage, FactsUnavailable
 from gearshift.metrics import Metrics
-from gearshift.model import CapacityRequest, FleetSnapshot
+from gearshift.model import CapacityRequest, FleetSnapshot, NodeFacts
 from gearshift.observe.facts import parse_facts
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.requests import RequestBook, parse_capacity_request
-from gearshift.settings import MqttSettings, Settings
+from gearshift.settings import MqttSettings, Settings, TrustSettings
+from gearshift.signing import Keyring, SignatureError, is_envelope, open_envelope
 
 log = structlog.get_logger(component="gearshift.mqtt")
-
-MAX_CLOCK_SKEW = 300.0  # facts stamped further in the future than this are refused
 
 MAX_IDENTITY = 255
 
@@ -160,8 +169,11 @@ class MqttFactSource:
                  requests: RequestBook | None = None,
                  on_facts: Callable[[], None] | None = None,
                  pool_names: Callable[[], Collection[str]] | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, trust: TrustSettings | None = None,
+                 keyring: Keyring | None = None) -> None:
         self.settings = settings
+        self.trust = trust or TrustSettings()
+        self.keyring = keyring
         self.fleet = fleet
         self.metrics = metrics
         self.clock = clock or SystemClock()
@@ -192,6 +204,41 @@ class MqttFactSource:
         if self.metrics is not None:
             self.metrics.bad_messages.labels(reason).inc()
         self.bad_log.warn(reason, topic=topic[:200], detail=detail[:200])
+        rest = topic[len(self.prefix) + 1:].split("/") if topic.startswith(self.prefix) else []
+        if len(rest) == 3 and rest[0] == "nodes" and 0 < len(rest[1]) <= MAX_IDENTITY:
+            self.fleet.refused(rest[1], reason, detail, at=self.clock.now())
+
+    def _verified(self, topic: str, identity: str, payload: bytes, now: float) -> NodeFacts:
+        """The facts in ``payload``, checked as the module docstring says."""
+        signed_at: float | None = None
+        if is_envelope(payload):
+            try:
+                signed = open_envelope(payload, keys=self.keyring.node_keys(identity)
+                                       if self.keyring is not None else {},
+                                       purpose="facts", topic=topic)
+            except SignatureError as exc:
+                raise BadMessage(exc.reason, exc.detail) from None
+            payload, signed_at = signed.body, signed.ts
+        elif self.trust.facts == "require_signed":
+            raise BadMessage("unsigned", "trust.facts is require_signed")
+        else:
+            held = self.fleet.facts(identity)
+            if held is not None and held.signed:
+                raise BadMessage("unsigned", "this node signed its facts before")
+        facts = parse_facts(payload, topic_identity=identity, max_gears=self.trust.max_gears)
+        if signed_at is not None:
+            facts = replace(facts, signed=True,
+                            produced_at=facts.produced_at if facts.produced_at is not None
+                            else signed_at)
+            if abs((facts.produced_at or signed_at) - signed_at) > self.trust.max_clock_skew:
+                raise BadMessage("clock_skew", "the facts' ts and the signature's differ")
+        if facts.produced_at is not None and facts.produced_at > now + self.trust.max_clock_skew:
+            # Stored, it would make every correct message after it look out of order.
+            raise BadMessage("clock_skew", f"ts is {facts.produced_at - now:.0f}s ahead "
+                                           f"of ours: check the node's NTP")
+        if identity not in self.fleet and self.fleet.full:
+            raise BadMessage("fleet_full", f"{len(self.fleet)} nodes known: trust.max_nodes")
+        return facts
 
     def handle(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
         """Take one message; never raises. ``retained``: a replay on subscribing."""
@@ -223,14 +270,12 @@ class MqttFactSource:
                 return
             if len(payload) > self.settings.max_payload:
                 raise BadMessage("too_large", f"{len(payload)} bytes")
-            facts = parse_facts(payload, topic_identity=identity)
-            if facts.produced_at is not None and facts.produced_at > now + MAX_CLOCK_SKEW:
-                # Stored, it would make every correct message after it look out of order.
-                raise BadMessage("clock_skew", f"ts is {facts.produced_at - now:.0f}s ahead "
-                                               f"of ours: check the node's NTP")
+            facts = self._verified(topic, identity, payload, now)
             if self.fleet.ingest(facts, received_at=now, retained=retained):
                 if self.metrics is not None:
                     self.metrics.facts_received.inc()
+                    if not facts.signed:
+                        self.metrics.unsigned_facts.inc()
                 if self._recovering and not self.fleet.waiting_for:
                     self._check_recovered()
                 if self.on_facts is not None:
@@ -243,6 +288,8 @@ class MqttFactSource:
             text = payload.decode("utf-8", "replace").strip().lower()
             if text not in ("online", "offline", ""):
                 raise BadMessage("bad_status", text[:40])
+            if text == "online" and self.trust.facts == "require_signed":
+                return  # anyone may say so: only signed facts bring a node back
             if text:
                 self.fleet.set_online(identity, text == "online", at=now, retained=retained)
                 if self.on_facts is not None:
@@ -427,8 +474,11 @@ class MqttFactSource:
 
 async def collect_snapshot(settings: Settings, *, wait: float) -> FleetSnapshot:
     """Connect, read the retained facts for ``wait`` seconds, return a snapshot."""
-    fleet = FleetModel(stale_after=settings.reconcile.stale_after)
-    source = MqttFactSource(settings.mqtt, fleet)
+    fleet = FleetModel(stale_after=settings.reconcile.stale_after,
+                       forget_after=settings.trust.forget_after,
+                       max_nodes=settings.trust.max_nodes)
+    source = MqttFactSource(settings.mqtt, fleet, trust=settings.trust,
+                            keyring=settings.trust.keyring())
     stop = asyncio.Event()
     task = asyncio.create_task(source.run(stop))
     caught_up = False

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 
-from gearshift.act.platform.base import MoveReport, NodeRef, Platform
+from gearshift.act.platform.base import GearCount, MoveReport, NodeRef, Platform
 from gearshift.act.providers.base import CreateRequest, Provider, QuotaInfo
 from gearshift.clock import Clock
 from gearshift.errors import CapacityUnavailable, QuotaExceeded, TransientError
@@ -118,3 +118,13 @@ class SimulatedPlatform(Platform):
 
     async def add(self, node: NodeRef) -> None:
         return None
+
+    async def gears(self, node: NodeRef) -> GearCount | None:
+        found = self.world.nodes.get(node.identity)
+        if found is None:
+            return GearCount(total=0, active=0, source="simulated world")
+        return GearCount(total=found.total, active=found.active, source="simulated world")
+
+    async def members(self) -> frozenset[str] | None:
+        now = self.world.now
+        return frozenset(i for i, n in self.world.nodes.items() if n.ready(now))

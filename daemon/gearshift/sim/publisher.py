@@ -3,7 +3,8 @@
 For ``gearshift demo`` and the integration tests: the world moves in real time; every
 node publishes retained JSON facts (QoS 1) when they change and every ``heartbeat``
 seconds, and ``online`` on its status topic, so the daemon ingests them through exactly
-the path a real deployment uses.
+the path a real deployment uses. Given a keyring, each node signs its facts with its own
+node key, as an agent with a ``key_file`` does.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from gearshift.clock import Clock
 from gearshift.observe.facts import facts_to_message
 from gearshift.observe.mqtt import client_for
 from gearshift.settings import MqttSettings
+from gearshift.signing import Keyring, seal
 from gearshift.sim.world import SimWorld
 
 log = structlog.get_logger(component="gearshift.sim.publisher")
@@ -27,8 +29,10 @@ log = structlog.get_logger(component="gearshift.sim.publisher")
 class SimPublisher:
     def __init__(self, world: SimWorld, settings: MqttSettings, *, clock: Clock,
                  demand: Callable[[float], dict[str, int]] | None = None,
-                 period: float = 0.5, heartbeat: float = 5.0) -> None:
+                 period: float = 0.5, heartbeat: float = 5.0,
+                 keyring: Keyring | None = None) -> None:
         self.world = world
+        self.keyring = keyring
         self.settings = settings
         self.clock = clock
         self.demand = demand
@@ -57,8 +61,13 @@ class SimPublisher:
                 if last is None:
                     due.append((f"{self.prefix}/nodes/{node.identity}/status", b"online"))
                 message = facts_to_message(node.facts(now), now=now)
-                due.append((f"{self.prefix}/nodes/{node.identity}/facts",
-                            json.dumps(message).encode()))
+                topic = f"{self.prefix}/nodes/{node.identity}/facts"
+                payload = json.dumps(message).encode()
+                if self.keyring is not None:
+                    kid, key = self.keyring.node_key(node.identity)
+                    payload = seal(payload, key=key, kid=kid, purpose="facts", topic=topic,
+                                   ts=now)
+                due.append((topic, payload))
                 self.published[node.identity] = now
         for gone in set(self.published) - set(self.world.nodes):
             del self.published[gone]

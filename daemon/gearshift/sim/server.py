@@ -51,6 +51,7 @@ from gearshift.model import Machine
 from gearshift.policy.loader import load_policy_set
 from gearshift.policy.schema import PolicySet
 from gearshift.settings import MqttSettings
+from gearshift.signing import Keyring
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
 from gearshift.sim.publisher import SimPublisher
 from gearshift.sim.world import SimNode, SimWorld
@@ -88,7 +89,8 @@ def _machine_json(machine: Machine) -> dict[str, Any]:
 
 class WorldServer:
     def __init__(self, policies: PolicySet, *, mqtt: MqttSettings, seed: int = 0,
-                 move_time: float = 1.0, period: float = 0.2, heartbeat: float = 2.0) -> None:
+                 move_time: float = 1.0, period: float = 0.2, heartbeat: float = 2.0,
+                 keyring: Keyring | None = None) -> None:
         if policies.providers is None:
             raise ValueError("the world server needs a Providers file")
         self.policies = policies
@@ -100,7 +102,7 @@ class WorldServer:
                           for spec in policies.providers.providers}
         self.platform = SimulatedPlatform(self.world)
         self.publisher = SimPublisher(self.world, mqtt, clock=self.clock, period=period,
-                                      heartbeat=heartbeat)
+                                      heartbeat=heartbeat, keyring=keyring)
         self.mqtt = mqtt
         self.faults = Faults()
         self.score = Score()
@@ -112,6 +114,8 @@ class WorldServer:
             web.delete("/v1/providers/{provider}/machines/{machine_id}", self.destroy),
             web.get("/v1/providers/{provider}/quota", self.quota),
             web.post("/v1/platform/nodes/{identity}/{step}", self.platform_step),
+            web.get("/v1/platform/nodes", self.platform_members),
+            web.get("/v1/platform/nodes/{identity}/gears", self.platform_gears),
             web.post("/v1/admin/demand", self.set_demand),
             web.post("/v1/admin/faults", self.set_faults),
             web.post("/v1/admin/foreign", self.add_foreign),
@@ -248,6 +252,18 @@ class WorldServer:
             raise web.HTTPNotFound(text="unknown step")
         return web.json_response({"ok": True})
 
+    async def platform_members(self, request: web.Request) -> web.Response:
+        self.world.advance(self.clock.now())
+        members = await self.platform.members()
+        return web.json_response({"members": sorted(members or ())})
+
+    async def platform_gears(self, request: web.Request) -> web.Response:
+        self.score.platform_calls["gears"] += 1
+        self.world.advance(self.clock.now())
+        count = await self.platform.gears(NodeRef(request.match_info["identity"], None))
+        assert count is not None
+        return web.json_response({"total": count.total, "active": count.active})
+
     # -- admin ------------------------------------------------------------------------
     async def set_demand(self, request: web.Request) -> web.Response:
         for pool, gears in (await request.json()).items():
@@ -356,13 +372,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--period", type=float, default=0.2, help="agents publish this often")
     parser.add_argument("--heartbeat", type=float, default=2.0,
                         help="agents republish unchanged facts this often")
+    parser.add_argument("--keyring", type=Path, default=None,
+                        help="sign every node's facts with its key from this keyring "
+                             "(the daemon's trust.keyring_file)")
     args = parser.parse_args(argv)
     configure(level="warning", fmt="console")
     policies = load_policy_set([args.providers])
     server = WorldServer(policies, mqtt=MqttSettings(host=args.mqtt_host, port=args.mqtt_port,
                                                      prefix=args.mqtt_prefix),
                          seed=args.seed, move_time=args.move_time, period=args.period,
-                         heartbeat=args.heartbeat)
+                         heartbeat=args.heartbeat,
+                         keyring=Keyring.load(args.keyring) if args.keyring else None)
 
     async def serve() -> None:
         stop = asyncio.Event()

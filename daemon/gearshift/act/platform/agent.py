@@ -18,6 +18,12 @@ Broker-side steps go to ``broker_identity`` (the agent on the broker host); node
 kept; if it drops, requests waiting for replies fail at once (``PlatformError``) and the
 next request reconnects. A request nobody answers within ``timeout`` fails too. Replies
 that match no request waiting (late, duplicated, foreign) are ignored.
+
+With a keyring (``trust.keyring_file``) every request is signed with the target node's
+key (``gearshift.signing``, purpose ``command``) and carries ``target`` and
+``expires_at``, so an agent can refuse anything else (``gearshift.agent.gate``); a reply
+must be signed by the node asked, and one that is not is ignored (logged), never taken:
+whoever can publish on the reply topic cannot answer for an agent.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -36,6 +43,7 @@ from gearshift.act.platform.openshift import CommandResult
 from gearshift.errors import PlatformError
 from gearshift.observe.mqtt import client_for, response_properties
 from gearshift.settings import MqttSettings
+from gearshift.signing import Keyring, SignatureError, is_envelope, open_envelope, seal
 
 log = structlog.get_logger(component="gearshift.platform.agent")
 
@@ -44,8 +52,10 @@ class AgentRunner:
     """Sends platform steps to node agents and waits for their replies."""
 
     def __init__(self, settings: MqttSettings, *, broker_identity: str,
-                 node_steps: Collection[str] = ("list_gears",), timeout: float = 600.0) -> None:
+                 node_steps: Collection[str] = ("list_gears",), timeout: float = 600.0,
+                 keyring: Keyring | None = None) -> None:
         self.settings = settings
+        self.keyring = keyring
         self.broker_identity = broker_identity
         self.node_steps = frozenset(node_steps)
         self.timeout = timeout
@@ -55,7 +65,11 @@ class AgentRunner:
         self._client: aiomqtt.Client | None = None
         self._reader: asyncio.Task[None] | None = None
         self._waiting: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
+        self._targets: dict[bytes, str] = {}  # correlation -> the agent asked
         self._connecting = asyncio.Lock()
+
+    def has(self, step: str) -> bool:
+        return True  # the agent's own allowlist decides, and says so in its reply
 
     def target(self, step: str, node: str) -> str:
         return node if step in self.node_steps else self.broker_identity
@@ -92,13 +106,25 @@ class AgentRunner:
             self._waiting.clear()
 
     def _deliver(self, message: aiomqtt.Message) -> None:
-        correlation = getattr(message.properties, "CorrelationData", None)
-        future = self._waiting.get(bytes(correlation)) if correlation else None
+        raw = getattr(message.properties, "CorrelationData", None)
+        correlation = bytes(raw) if raw else b""
+        future = self._waiting.get(correlation)
         if future is None or future.done():
             return  # late, duplicated or not ours
-        payload = message.payload
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        if self.keyring is not None:
+            target = self._targets.get(correlation, "")
+            try:
+                if not is_envelope(payload):
+                    raise SignatureError("unsigned", "the reply is not signed")
+                payload = open_envelope(payload, keys=self.keyring.node_keys(target),
+                                        purpose="reply", topic=self.reply_topic).body
+            except SignatureError as exc:
+                log.warning("agent reply refused: not signed by the agent asked",
+                            target=target, reason=exc.reason)
+                return  # keep waiting for the real one
         try:
-            reply = json.loads(payload if isinstance(payload, bytes | str) else b"")
+            reply = json.loads(payload)
         except ValueError:
             future.set_exception(PlatformError("the agent's reply is not JSON"))
             return
@@ -115,12 +141,14 @@ class AgentRunner:
         correlation = request_id.encode()
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[correlation] = future
+        self._targets[correlation] = target
         try:
             client = await self._connect()
-            body = {"command": step, "args": dict(args), "request_id": request_id}
+            topic = f"{self.prefix}/nodes/{target}/command"
+            payload = self._request(topic, target=target, step=step, args=args,
+                                    request_id=request_id, valid_for=limit)
             try:
-                await client.publish(f"{self.prefix}/nodes/{target}/command",
-                                     json.dumps(body).encode(), qos=1,
+                await client.publish(topic, payload, qos=1,
                                      properties=response_properties(self.reply_topic, correlation))
             except aiomqtt.MqttError as exc:
                 raise PlatformError(f"cannot send {step} to agent {target}: {exc}") from exc
@@ -132,7 +160,19 @@ class AgentRunner:
                                     f"{limit:g}s") from None
         finally:
             self._waiting.pop(correlation, None)
+            self._targets.pop(correlation, None)
         return _result(reply, request_id=request_id, step=step, target=target)
+
+    def _request(self, topic: str, *, target: str, step: str, args: Mapping[str, str],
+                 request_id: str, valid_for: float) -> bytes:
+        body: dict[str, Any] = {"command": step, "args": dict(args), "request_id": request_id}
+        if self.keyring is None:
+            return json.dumps(body).encode()
+        now = time.time()
+        body.update(target=target, expires_at=now + valid_for)
+        kid, key = self.keyring.node_key(target)
+        return seal(json.dumps(body).encode(), key=key, kid=kid, purpose="command",
+                    topic=topic, ts=now)
 
     async def close(self) -> None:
         client, self._client = self._client, None

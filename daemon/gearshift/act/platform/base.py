@@ -24,6 +24,20 @@ class NodeRef:
 
 
 @dataclass(frozen=True)
+class GearCount:
+    """What the platform itself says a node holds: the second witness before a retire."""
+
+    total: int
+    active: int | None  # None: this platform cannot tell active gears from idle ones
+    source: str  # where it comes from, for the log ("oo-admin-ctl-gears list", ...)
+
+    @property
+    def empty_enough(self) -> bool:
+        """No active gears (or, where active is unknown, no gears at all)."""
+        return self.active == 0 if self.active is not None else self.total == 0
+
+
+@dataclass(frozen=True)
 class MoveReport:
     """What one ``move_gears`` call did: moves started, moves that failed, gears left."""
 
@@ -52,6 +66,14 @@ class Platform(abc.ABC):
     @abc.abstractmethod
     async def add(self, node: NodeRef) -> None:
         """Put a new, empty node into a district (if the platform needs it)."""
+
+    async def gears(self, node: NodeRef) -> GearCount | None:
+        """The gears on ``node`` as the platform sees them; None: it cannot tell."""
+        return None
+
+    async def members(self) -> frozenset[str] | None:
+        """Every node in a district (the platform vouches for it); None: it cannot tell."""
+        return None
 
     async def close(self) -> None:  # noqa: B027 - platforms without resources need nothing
         """Finish or interrupt work in flight and release connections (at shutdown)."""

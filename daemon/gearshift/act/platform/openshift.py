@@ -56,9 +56,11 @@ from typing import Protocol
 
 import structlog
 
-from gearshift.act.platform.base import MoveReport, NodeRef, Platform
+from gearshift.act.platform.base import GearCount, MoveReport, NodeRef, Platform
+from gearshift.act.platform.districts import district_members
 from gearshift.errors import ConfigError, PlatformError
 from gearshift.settings import MqttSettings, PlatformSettings
+from gearshift.signing import Keyring
 
 log = structlog.get_logger(component="gearshift.platform")
 
@@ -69,6 +71,7 @@ DEFAULT_COMMANDS: dict[str, str] = {
     "add": "oo-admin-ctl-district -c add-node -u {district} -i {host}",
     "move": "oo-admin-move --gear_uuid {gears} --json",
     "list_gears": "ssh -o BatchMode=yes {host} oo-admin-ctl-gears list",
+    "list_nodes": "oo-admin-ctl-district",
 }
 STEPS = frozenset(DEFAULT_COMMANDS)
 NODE_STEPS = frozenset({"list_gears"})  # run on the node itself, not on the broker
@@ -177,6 +180,9 @@ class Runner(Protocol):
     async def close(self) -> None:
         """Release connections."""
 
+    def has(self, step: str) -> bool:
+        """Can this runner run ``step`` at all (an agent is asked and may refuse)?"""
+
 
 def _child_env() -> dict[str, str]:
     """The daemon's environment without gearshift's own settings (they may hold secrets)."""
@@ -189,6 +195,9 @@ class LocalRunner:
     def __init__(self, templates: Mapping[str, CommandTemplate], *, timeout: float) -> None:
         self.templates = templates
         self.timeout = timeout
+
+    def has(self, step: str) -> bool:
+        return step in self.templates
 
     async def run(self, step: str, args: Mapping[str, str], *, node: str,
                   timeout: float | None = None) -> CommandResult:
@@ -292,6 +301,21 @@ class OpenShiftPlatform(Platform):
                 gears.append(word)
         return gears
 
+    async def gears(self, node: NodeRef) -> GearCount | None:
+        """The second witness before a retire: the node's gear listing, asked over ssh from
+        the broker or from the node's agent (signed), never its published facts."""
+        return GearCount(total=len(await self.list_gears(node)), active=None,
+                         source="list_gears")
+
+    async def members(self) -> frozenset[str] | None:
+        if not self.runner.has("list_nodes"):
+            return None
+        result = await self.runner.run("list_nodes", {}, node="",
+                                       timeout=self.settings.list_timeout)
+        if not result.ok or "ERROR OUTPUT:" in result.stdout:
+            raise PlatformError(f"cannot list the district members: {result.describe()}")
+        return district_members(result.stdout)
+
     async def move_gears(self, node: NodeRef, *, limit: int) -> MoveReport:
         state = self._moves.setdefault(node.identity, _Moves())
         gears = await self.list_gears(node)
@@ -390,8 +414,8 @@ def _failed_moves(gears: list[str], result: CommandResult) -> list[str]:
     return failed
 
 
-def build_openshift(settings: PlatformSettings, *, mqtt: MqttSettings | None = None
-                    ) -> OpenShiftPlatform:
+def build_openshift(settings: PlatformSettings, *, mqtt: MqttSettings | None = None,
+                    keyring: Keyring | None = None) -> OpenShiftPlatform:
     """The adapter from settings; ConfigError for anything wrong, before anything runs."""
     unknown = sorted(set(settings.commands) - STEPS)
     if unknown:
@@ -414,13 +438,18 @@ def build_openshift(settings: PlatformSettings, *, mqtt: MqttSettings | None = N
                                "correlation data); set mqtt.protocol: '5'"])
         return OpenShiftPlatform(settings, AgentRunner(
             mqtt, broker_identity=settings.agent_identity, node_steps=NODE_STEPS,
-            timeout=settings.timeout))
+            timeout=settings.timeout, keyring=keyring))
+    # list_nodes came later: a config whose allowed_programs predate it goes without it
+    # (no vouching) rather than failing to start.
+    steps = {step: default for step, default in DEFAULT_COMMANDS.items()
+             if step != "list_nodes" or step in settings.commands
+             or default.split()[0] in settings.allowed_programs}
     templates = {step: CommandTemplate.parse(step, settings.commands.get(step, default),
                                              allowed_programs=settings.allowed_programs)
-                 for step, default in DEFAULT_COMMANDS.items()}
+                 for step, default in steps.items()}
     needs = {"deactivate": {"district", "host"}, "activate": {"district", "host"},
              "remove": {"district", "host"}, "add": {"district", "host"}, "move": {"gears"},
-             "list_gears": {"host"}}
+             "list_gears": {"host"}, "list_nodes": set()}
     for step, template in templates.items():
         extra = template.placeholders - needs[step]
         if extra:

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from gearshift.act.platform.base import MoveReport, NodeRef, Platform
+from gearshift.act.platform.base import GearCount, MoveReport, NodeRef, Platform
 from gearshift.errors import PlatformError
 
 
@@ -23,18 +23,22 @@ class SimulatedWorldPlatform(Platform):
         self._session: aiohttp.ClientSession | None = None
 
     async def _step(self, node: NodeRef, step: str, body: dict[str, Any] | None = None) -> Any:
+        return await self._call("POST", f"/v1/platform/nodes/{node.identity}/{step}",
+                                what=f"{step} {node.identity}", body=body or {})
+
+    async def _call(self, method: str, path: str, *, what: str,
+                    body: dict[str, Any] | None = None) -> Any:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout))
+        step = what
         try:
-            async with self._session.post(f"{self.url}/v1/platform/nodes/{node.identity}/{step}",
-                                          json=body or {}) as resp:
+            async with self._session.request(method, f"{self.url}{path}", json=body) as resp:
                 text = await resp.text()
                 if resp.status >= 400:
-                    raise PlatformError(f"{step} {node.identity}: HTTP {resp.status}: "
-                                        f"{text[:200]}")
+                    raise PlatformError(f"{step}: HTTP {resp.status}: {text[:200]}")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise PlatformError(f"{step} {node.identity}: world server unreachable: "
+            raise PlatformError(f"{step}: world server unreachable: "
                                 f"{exc.__class__.__name__}") from None
         return json.loads(text) if text else None
 
@@ -54,6 +58,16 @@ class SimulatedWorldPlatform(Platform):
 
     async def add(self, node: NodeRef) -> None:
         await self._step(node, "add")
+
+    async def gears(self, node: NodeRef) -> GearCount | None:
+        data = await self._call("GET", f"/v1/platform/nodes/{node.identity}/gears",
+                                what=f"gears {node.identity}")
+        return GearCount(total=int(data["total"]), active=int(data["active"]),
+                         source="simulated world")
+
+    async def members(self) -> frozenset[str] | None:
+        data = await self._call("GET", "/v1/platform/nodes", what="members")
+        return frozenset(str(m) for m in data["members"])
 
     async def close(self) -> None:
         if self._session is not None:
