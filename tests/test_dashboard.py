@@ -122,7 +122,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_promtool_check_rules_is_clean() -> None:
     result = promtool("check", "rules", "rules.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 17 rules found" in result.stdout
+    assert "SUCCESS: 18 rules found" in result.stdout
     assert "WARNING" not in (result.stdout + result.stderr).upper()
 
 

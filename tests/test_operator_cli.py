@@ -186,6 +186,21 @@ def test_config_check(daemon: LiveDaemon, tmp_path: Path) -> None:
     bad.write_text(config.read_text().replace("policy_poll: 0.2s", "policy_poll: soon"))
     result = gearshift("config", "check", "--config", str(bad))
     assert result.returncode == 1 and "policy_poll" in result.stderr
+    # A keyring every user can read is refused, and no key appears in the message.
+    ring = tmp_path / "keyring"
+    assert gearshift("keys", "new", "--out", str(ring)).returncode == 0
+    assert ring.stat().st_mode & 0o777 == 0o600
+    ring.chmod(0o644)
+    keyed = tmp_path / "keyed.yaml"
+    keyed.write_text(config.read_text() + f"trust: {{keyring_file: {ring}}}\n")
+    result = gearshift("config", "check", "--config", str(keyed))
+    secret = ring.read_text().splitlines()[1].split(":", 1)[1]
+    assert result.returncode == 1 and "readable by every user" in result.stderr
+    assert secret not in result.stderr + result.stdout
+    required = tmp_path / "required.yaml"
+    required.write_text(config.read_text() + "trust: {facts: require_signed}\n")
+    result = gearshift("config", "check", "--config", str(required))
+    assert result.returncode == 1 and "require_signed needs trust.keyring_file" in result.stderr
 
 
 async def test_plan_text_is_the_same_locally_and_through_the_api() -> None:

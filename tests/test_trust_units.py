@@ -60,7 +60,8 @@ class Clock:
 
 
 def source(ring: Keyring | None, **trust: object) -> tuple[MqttFactSource, FleetModel]:
-    fleet = FleetModel(stale_after=60, max_nodes=int(trust.pop("max_nodes", 1000)))  # type: ignore[call-overload]
+    fleet = FleetModel(stale_after=60, max_nodes=int(trust.pop("max_nodes", 1000)),  # type: ignore[call-overload]
+                       max_unvouched=int(trust.pop("max_unvouched", 1000)))  # type: ignore[call-overload]
     src = MqttFactSource(MqttSettings(), fleet, clock=Clock(),  # type: ignore[arg-type]
                          trust=TrustSettings.model_validate(trust), keyring=ring)
     return src, fleet
@@ -275,3 +276,19 @@ def test_without_a_key_every_command_is_refused_unless_migrating() -> None:
         strict.admit(b'{"command": "activate"}')
     migrating = CommandGate(identity="n1", command_topic="t", keys=None, allow_unsigned=True)
     assert migrating.admit(b'{"command": "activate"}') == b'{"command": "activate"}'
+
+
+def test_forged_identities_cannot_grow_the_table_once_the_platform_vouches() -> None:
+    src, fleet = source(None, max_unvouched=3)
+    fleet.set_vouched(frozenset({"member"}))
+    fleet.set_owned(frozenset({"ours"}))
+    for n in range(10):
+        src.handle(f"{PREFIX}/nodes/forged{n}/facts", facts_payload(f"forged{n}"))
+    src.handle(f"{PREFIX}/nodes/member/facts", facts_payload("member"))
+    src.handle(f"{PREFIX}/nodes/ours/facts", facts_payload("ours"))
+    assert len(fleet) == 5 and {"member", "ours"} <= set(fleet.identities())
+    assert fleet.refusals["forged9"].reason == "fleet_full"
+    assert "trust.max_unvouched" in fleet.refusals["forged9"].detail
+    fleet.forget("forged0")  # forgotten (silence): room for one more
+    src.handle(f"{PREFIX}/nodes/late/facts", facts_payload("late"))
+    assert "late" in fleet

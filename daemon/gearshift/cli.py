@@ -197,6 +197,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     read_token(settings.http.token_file)
+    settings.trust.keyring()  # an unreadable or world-readable keyring is a ConfigError
     problems = validate_paths([settings.policies_dir, settings.providers_file],
                               kinds=KIND_SETTINGS)
     for line in problems:

@@ -201,7 +201,8 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
         metrics.reconciles.labels(outcome)
     trust = settings.trust
     fleet = FleetModel(stale_after=settings.reconcile.stale_after,
-                       forget_after=trust.forget_after, max_nodes=trust.max_nodes)
+                       forget_after=trust.forget_after, max_nodes=trust.max_nodes,
+                       max_unvouched=trust.max_unvouched)
     source = MqttFactSource(settings.mqtt, fleet, metrics=metrics, clock=clock, trust=trust,
                             keyring=trust.keyring())
     executor = Executor(providers=providers, platform=platform, journal=journal, clock=clock,

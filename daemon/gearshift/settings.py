@@ -226,6 +226,9 @@ class TrustSettings(Section):
         "A node claiming more gears (or max_active_gears) than this has bad facts."))
     max_nodes: int = Field(200_000, ge=1, description=(
         "Facts of further new identities are refused once this many nodes are known."))
+    max_unvouched: int = Field(1_000, ge=0, description=(
+        "Once the platform lists its district members, facts of further new identities "
+        "that are neither ours nor members are refused past this many held."))
     forget_after: Seconds = Field(3600.0, gt=0, description=(
         "A node that is not ours and has not been heard from for this long is forgotten "
         "(it stops counting against size.max and freezing scale-in)."))

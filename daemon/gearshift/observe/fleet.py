@@ -91,10 +91,13 @@ class FleetModel:
     """
 
     def __init__(self, *, stale_after: float, forget_after: float = 3600.0,
-                 max_nodes: int = 200_000) -> None:
+                 max_nodes: int = 200_000, max_unvouched: int = 1_000) -> None:
         self.stale_after = stale_after
         self.forget_after = forget_after
         self.max_nodes = max_nodes
+        self.max_unvouched = max_unvouched
+        self.owned: frozenset[str] = frozenset()  # ours (the journal's machines), kept fresh
+        self._unvouched: set[str] = set()  # held nodes neither ours nor vouched for
         # Members the platform vouches for (None: it cannot tell, every node counts).
         self.vouched: frozenset[str] | None = None
         self._disputed: dict[str, tuple[float, str]] = {}  # identity -> (until, why)
@@ -115,9 +118,27 @@ class FleetModel:
     def __contains__(self, identity: object) -> bool:
         return identity in self._entries
 
-    @property
-    def full(self) -> bool:
-        return len(self._entries) >= self.max_nodes
+    def room_for(self, identity: str) -> str | None:
+        """None when facts of a new ``identity`` may be held, else why not: the table is
+        full, or (once the platform vouches) too many nodes nobody vouches for are held."""
+        if identity in self._entries:
+            return None
+        if len(self._entries) >= self.max_nodes:
+            return f"{len(self._entries)} nodes held: trust.max_nodes"
+        if (self.vouched is not None and identity not in self.vouched
+                and identity not in self.owned and len(self._unvouched) >= self.max_unvouched):
+            return f"{len(self._unvouched)} unvouched nodes held: trust.max_unvouched"
+        return None
+
+    def _recount_unvouched(self) -> None:
+        vouched = self.vouched
+        self._unvouched = (set() if vouched is None else
+                           {i for i in self._entries if i not in vouched and i not in self.owned})
+
+    def set_owned(self, owned: frozenset[str]) -> None:
+        if owned != self.owned:
+            self.owned = owned
+            self._recount_unvouched()
 
     def refused(self, identity: str, reason: str, detail: str, *, at: float) -> None:
         """Remember why a message for ``identity`` was refused (bounded, newest kept)."""
@@ -148,6 +169,7 @@ class FleetModel:
             self.vouched = members
             self._cache = None
             self._version += 1
+            self._recount_unvouched()
 
     def expire(self, now: float, *, keep: AbstractSet[str]) -> list[str]:
         """Forget nodes that are not in ``keep`` (ours) and silent for ``forget_after``."""
@@ -180,6 +202,9 @@ class FleetModel:
         entry = self._entries.get(identity)
         if entry is not None and not _newer(facts, entry.facts):
             return False
+        if entry is None and self.vouched is not None and identity not in self.vouched \
+                and identity not in self.owned:
+            self._unvouched.add(identity)
         if facts.produced_at is not None:
             seen = min(received_at, facts.produced_at)
         elif retained:
@@ -244,6 +269,7 @@ class FleetModel:
         self._entries.pop(identity, None)
         self._offline.pop(identity, None)
         self._waiting.discard(identity)
+        self._unvouched.discard(identity)
         self._changed(identity)
 
     def facts(self, identity: str) -> NodeFacts | None:

@@ -236,8 +236,9 @@ class MqttFactSource:
             # Stored, it would make every correct message after it look out of order.
             raise BadMessage("clock_skew", f"ts is {facts.produced_at - now:.0f}s ahead "
                                            f"of ours: check the node's NTP")
-        if identity not in self.fleet and self.fleet.full:
-            raise BadMessage("fleet_full", f"{len(self.fleet)} nodes known: trust.max_nodes")
+        full = self.fleet.room_for(identity)
+        if full is not None:
+            raise BadMessage("fleet_full", full)
         return facts
 
     def handle(self, topic: str, payload: bytes, *, retained: bool = False) -> None:

@@ -72,6 +72,7 @@ class Vouching:
         now = self.clock.now()
         keep = set(await self.journal.machines())
         keep.update(p.identity for p in pending_nodes(await self.journal.open_operations()))
+        self.fleet.set_owned(frozenset(keep))
         gone = self.fleet.expire(now, keep=keep)
         if gone:
             log.info("forgot nodes that are not ours and silent for trust.forget_after",
