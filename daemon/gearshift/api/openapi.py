@@ -146,6 +146,26 @@ SCHEMAS: dict[str, Any] = {
             "recoveries": {
                 "type": "object", "description": "recoveries performed since start",
                 "properties": {"performed": _COUNT, "incomplete": {"type": "boolean"}}},
+            "untrusted": {
+                "type": "object", "description": "nodes that count for no pool now and "
+                                                "identities whose last message was refused",
+                "properties": {
+                    "nodes": {"type": "array", "items": {
+                        "type": "object", "required": ["identity", "state", "reason"],
+                        "properties": {
+                            "identity": {"type": "string"},
+                            "state": {"type": "string", "enum": ["unknown", "unvouched"]},
+                            "reason": {"type": "string"}, "ours": {"type": "boolean"},
+                            "last_seen": _nullable("number")}}},
+                    "counts": {"type": "object", "additionalProperties": _COUNT},
+                    "refused": {"type": "array", "items": {
+                        "type": "object", "required": ["identity", "reason"],
+                        "properties": {"identity": {"type": "string"},
+                                       "reason": {"type": "string"},
+                                       "detail": {"type": "string"},
+                                       "at": {"type": "number"}}}},
+                    "disputed": {"type": "object",
+                                 "additionalProperties": {"type": "string"}}}},
         },
     },
     "PoolEvaluation": {
