@@ -292,3 +292,15 @@ def test_forged_identities_cannot_grow_the_table_once_the_platform_vouches() -> 
     fleet.forget("forged0")  # forgotten (silence): room for one more
     src.handle(f"{PREFIX}/nodes/late/facts", facts_payload("late"))
     assert "late" in fleet
+
+
+def test_an_empty_message_cannot_erase_a_signed_node(tmp_path: Path) -> None:
+    ring = keyring(tmp_path)
+    src, fleet = source(ring, facts="require_signed", keyring_file=tmp_path / "keyring")
+    src.handle(f"{PREFIX}/nodes/n1/facts", signed_facts(ring, "n1"))
+    src.handle(f"{PREFIX}/nodes/n1/facts", b"")
+    assert "n1" in fleet
+    lax, lax_fleet = source(None)
+    lax.handle(f"{PREFIX}/nodes/n1/facts", facts_payload("n1"))
+    lax.handle(f"{PREFIX}/nodes/n1/facts", b"")  # unsigned fleets: cleared means retired
+    assert "n1" not in lax_fleet

@@ -267,7 +267,11 @@ class MqttFactSource:
             raise BadMessage("bad_identity", f"{len(identity)} characters")
         if kind == "facts":
             if not payload:
-                self.fleet.forget(identity)  # retained facts cleared: the node was retired
+                # Retained facts cleared: the node was retired (we clear them ourselves in
+                # ``forget_node``). Anyone can send an empty message: with signed facts
+                # required it proves nothing, and the node stays until it goes silent.
+                if self.trust.facts != "require_signed":
+                    self.fleet.forget(identity)
                 return
             if len(payload) > self.settings.max_payload:
                 raise BadMessage("too_large", f"{len(payload)} bytes")
