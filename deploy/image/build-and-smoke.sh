@@ -9,7 +9,8 @@
 # `debootstrap --variant=minbase bookworm`, imported into podman, then a stand-in for the
 # Dockerfile's FROM (Debian's python3 + venv) tagged with the very name the FROM uses, so
 # the Dockerfile stays the one users build elsewhere against the real image. The same base
-# gives a stand-in for the compose file's mosquitto image.
+# gives stand-ins for the compose file's mosquitto and postgres images
+# (deploy/image/standins).
 #
 # Then the project's Dockerfile is built (or FILE: the tests feed broken copies to prove
 # every check can fail) and smoke-tested: `gearshift --version`; `gearshift validate` on
@@ -17,7 +18,8 @@
 # with its port published on 127.0.0.1 (status page and /metrics answer from the host),
 # the image's HEALTHCHECK healthy while the demo runs and unhealthy once it has stopped,
 # every process of the container non-root; and deploy/compose.yaml under podman-compose
-# (the daemon becomes ready, /v1/status answers). A failed check prints `FAIL: CHECK: why`
+# (the daemon becomes ready, /v1/status answers; with --profile ha, both daemons answer
+# on the PostgreSQL journal and exactly one of them leads). A failed check prints `FAIL: CHECK: why`
 # and exits 1; the figures are printed and, with --report, written as JSON.
 #
 # Podman's settings are this script's own (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF,
@@ -111,11 +113,12 @@ tag=localhost/gearshift-smoke:$name
 demo_tag=localhost/gearshift-smoke-demo:$name
 demo=gearshift-smoke-demo-$name
 project=gearshift-smoke-$name
+compose() { quiet "$compose_tool" -p "$project" -f "$compose" "$@"; }
 cleanup() {
   status=$?
   podman rm --force --time 0 --volumes "$demo" >/dev/null 2>&1 || true
   if [ -n "${compose_up:-}" ]; then
-    "$compose_tool" -p "$project" -f "$compose" down --volumes >/dev/null 2>&1 || true
+    compose --profile ha down --volumes >/dev/null 2>&1 || true
   fi
   podman image unmount "$tag" >/dev/null 2>&1 || true
   podman volume prune --force >/dev/null 2>&1 || true
@@ -182,42 +185,29 @@ if [[ $from =~ ^\$\{?([A-Za-z_]+)\}?$ ]]; then
 fi
 [[ $from =~ ^python:3\.11(-slim)?(-bookworm)?$ ]] \
   || fail base "the Dockerfile's FROM is '$from'; the stand-in is Debian bookworm's Python 3.11"
+# Their Containerfiles are in deploy/image/standins; the build context gets this machine's
+# extra CA certificates too (pip in the build must trust what the host trusts).
 standin=$work/standin
+cp -r "$ROOT/deploy/image/standins" "$standin"
 mkdir -p "$standin/ca-certificates"
-# pip inside the build must trust the certificate authorities this machine trusts.
 cp /usr/local/share/ca-certificates/*.crt "$standin/ca-certificates/" 2>/dev/null || true
-cat >"$standin/Containerfile" <<'EOF'
-FROM localhost/debian:bookworm
-COPY ca-certificates/ /usr/local/share/ca-certificates/
-# python3-venv for `python -m venv`, python-is-python3 for `python`, libpython3-dev for
-# the headers the official image carries (the oVirt SDK compiles against them), without
-# the static library it does not carry.
-RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      ca-certificates python3 python3-venv python-is-python3 libpython3-dev \
- && update-ca-certificates \
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /usr/lib/python3.11/config-3.11-*/*.a
-ENV LANG=C.UTF-8
-CMD ["python3"]
-EOF
 # Tagged with the name the FROM means: a short name is Docker Hub's library image.
 standin_tag=$from
 [[ $standin_tag == */* ]] || standin_tag=docker.io/library/$standin_tag
-step "stand-in for $standin_tag (Debian python3 + venv)"
-podman build --quiet --layers -t "$standin_tag" "$standin" >/dev/null
-cat >"$standin/Containerfile.mosquitto" <<'EOF'
-FROM localhost/debian:bookworm
-RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mosquitto \
- && rm -rf /var/lib/apt/lists/* \
- && install -d -o mosquitto -g mosquitto /mosquitto/config /mosquitto/data /mosquitto/log
-CMD ["mosquitto", "-c", "/mosquitto/config/mosquitto.conf"]
-EOF
-mosquitto_image=$(awk '$1 == "image:" && $2 ~ /mosquitto/ { print $2; exit }' "$compose" 2>/dev/null || true)
-mosquitto_image=${mosquitto_image:-docker.io/library/eclipse-mosquitto:2}
-step "stand-in for $mosquitto_image (Debian mosquitto)"
-podman build --quiet --layers -f "$standin/Containerfile.mosquitto" -t "$mosquitto_image" \
-  "$standin" >/dev/null
+standin() {  # standin KIND NAME
+  step "stand-in for $2 (Debian's $1)"
+  podman build --quiet --layers -f "$standin/$1.Containerfile" -t "$2" "$standin" >/dev/null \
+    || fail base "the stand-in for $2 did not build"
+}
+# The compose file's image for a service: compose_image SERVICE DEFAULT.
+compose_image() {
+  awk -v service="  $1:" '$0 == service { inside = 1; next } inside && /^  [a-z]/ { exit }
+                          inside && $1 == "image:" { print $2; exit }' "$compose" 2>/dev/null | grep . \
+    || echo "$2"
+}
+standin python "$standin_tag"
+standin mosquitto "$(compose_image mosquitto docker.io/library/eclipse-mosquitto:2)"
+[ "$run_compose" = 0 ] || standin postgres "$(compose_image postgres docker.io/library/postgres:15)"
 base_total=$(since "$started")
 
 # --- the image itself ------------------------------------------------------------------
@@ -336,16 +326,36 @@ if [ "$run_compose" = 1 ]; then
   world_port=$(free_port)
   export GEARSHIFT_IMAGE=$tag GEARSHIFT_PORT=$compose_port GEARSHIFT_WORLD_PORT=$world_port
   compose_up=1
-  "$compose_tool" -p "$project" -f "$compose" up -d >"$work/compose.log" 2>&1 \
+  compose up -d >"$work/compose.log" 2>&1 \
     || { tail -n 30 "$work/compose.log" >&2; fail compose "up failed"; }
   if ! wait_http "http://127.0.0.1:$compose_port/readyz" 90 >/dev/null; then
-    "$compose_tool" -p "$project" -f "$compose" logs >&2 2>&1 || true
+    compose logs >&2 2>&1 || true
     fail compose "the daemon never became ready on 127.0.0.1:$compose_port"
   fi
   status=$(curl -fsS "http://127.0.0.1:$compose_port/v1/status") || fail compose "/v1/status did not answer"
   [[ $status == *'"small"'* ]] || fail compose "/v1/status has no pool small: $status"
   ok "compose: the daemon is ready and /v1/status answers"
-  "$compose_tool" -p "$project" -f "$compose" down --volumes >/dev/null 2>&1
+  compose down --volumes >/dev/null 2>&1
+
+  # Profile ha: both daemons journal to PostgreSQL; exactly one of them leads.
+  step "$compose_tool --profile ha up -d"
+  standby_port=$(free_port)
+  export GEARSHIFT_JOURNAL=postgres GEARSHIFT_STANDBY_PORT=$standby_port
+  compose --profile ha up -d >"$work/compose.log" 2>&1 \
+    || { tail -n 30 "$work/compose.log" >&2; fail compose-ha "up failed"; }
+  if ! wait_http "http://127.0.0.1:$compose_port/readyz" 120 >/dev/null; then
+    compose --profile ha logs >&2 2>&1 || true
+    fail compose-ha "the daemon never became ready on PostgreSQL"
+  fi
+  leaders=0
+  for p in "$compose_port" "$standby_port"; do
+    body=$(wait_http "http://127.0.0.1:$p/v1/status" 60) || fail compose-ha "/v1/status on :$p did not answer"
+    leader=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["leader"])' <<<"$body")
+    [ "$leader" = True ] && leaders=$((leaders + 1))
+  done
+  [ "$leaders" = 1 ] || fail compose-ha "$leaders leaders among the two daemons, not 1"
+  ok "compose --profile ha: both daemons answer on PostgreSQL, exactly one leads"
+  compose --profile ha down --volumes >/dev/null 2>&1
   compose_up=""
   compose_seconds=$(since "$t")
 fi
