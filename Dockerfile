@@ -2,9 +2,10 @@
 # gearshift daemon image: `docker build -t gearshift .` (see README, "Container image").
 #
 # Two stages: the build stage compiles wheels (the oVirt SDK needs gcc and libxml2
-# headers) into a virtual environment; the runtime stage gets only that environment,
-# libxml2 and a non-root user. No test tools, no sources, no secrets: configuration,
-# policies and secret files are mounted at run time.
+# headers) and installs them, pinned by constraints.txt, into a virtual environment; the
+# runtime stage gets only that environment, libxml2 and a non-root user. No test tools,
+# no sources, no secrets: configuration, policies and secret files are mounted at run
+# time. deploy/image/build-and-smoke.sh builds and runs this file in CI.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -15,12 +16,21 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev libxml2-dev \
  && rm -rf /var/lib/apt/lists/*
-RUN python -m venv /opt/gearshift
+RUN python -m venv /opt/gearshift \
+ && /opt/gearshift/bin/pip install --upgrade pip
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# Dependencies first, at the versions pinned in constraints.txt (what the tests ran with;
+# see deploy/image/freeze_constraints.py): from pyproject.toml alone, so this slow layer
+# (it compiles the oVirt SDK) is rebuilt only when the dependencies change, not on every
+# source edit. The empty package installed here only pulls them in; it is removed again.
+COPY pyproject.toml constraints.txt ./
+RUN mkdir -p daemon && touch README.md \
+ && /opt/gearshift/bin/pip install --constraint constraints.txt ".[${EXTRAS}]" \
+ && /opt/gearshift/bin/pip uninstall --yes gearshift
+COPY README.md ./
 COPY daemon ./daemon
-RUN /opt/gearshift/bin/pip install --upgrade pip \
- && /opt/gearshift/bin/pip install ".[${EXTRAS}]" \
+RUN /opt/gearshift/bin/pip install --no-deps --constraint constraints.txt ".[${EXTRAS}]" \
+ && /opt/gearshift/bin/pip check \
  && /opt/gearshift/bin/gearshift --version
 
 FROM ${PYTHON_IMAGE}

@@ -1,20 +1,33 @@
-"""The Dockerfile's essentials, checked without a Docker engine (none runs here).
+"""The container image: its Dockerfile read, then built and run for real.
 
-Multi-stage on a slim Python base, runtime dependencies only, a non-root USER, a
-HEALTHCHECK that hits /healthz (through `gearshift health`), ENTRYPOINT `gearshift run`,
-and no secrets baked in: no ENV/ARG carrying a password, token or secret, no COPY of
-secret-looking files, and a .dockerignore that keeps them (and .venv, .git) out of the
-build context. `gearshift health` itself is tested against a live daemon in
-test_operator_cli.py.
+The static checks read the Dockerfile: multi-stage on a slim Python base, runtime
+dependencies only, a non-root USER, a HEALTHCHECK that hits /healthz (through
+`gearshift health`), ENTRYPOINT `gearshift run`, and no secrets baked in: no ENV/ARG
+carrying a password, token or secret, no COPY of secret-looking files, and a
+.dockerignore that keeps them (and .venv, .git) out of the build context. `gearshift
+health` itself is tested against a live daemon in test_operator_cli.py.
+
+The slow tests run deploy/image/build-and-smoke.sh, which builds this very Dockerfile on a
+base made from Debian packages (no registry is reachable) and checks the running image:
+version, validate, non-root, HEALTHCHECK healthy then unhealthy, no compiler, the demo
+through a published port, deploy/compose.yaml. Then each check is shown able to fail: the
+script is fed broken copies of the Dockerfile and must stop at the check that was broken.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
 import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 from conftest import ROOT
 
@@ -127,3 +140,69 @@ def test_dockerignore_keeps_local_state_and_secrets_out() -> None:
     # What the build stage copies is not excluded.
     for kept in ("pyproject.toml", "README.md", "daemon"):
         assert not any(fnmatch.fnmatch(kept, p) for p in patterns), kept
+
+
+SCRIPT = ROOT / "deploy" / "image" / "build-and-smoke.sh"
+IMAGE_APT = ("apt-get install -y --no-install-recommends podman runc debootstrap curl "
+             "containernetworking-plugins golang-github-containernetworking-plugin-dnsname")
+
+
+def build_and_smoke(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the script; it needs root (rootful podman, debootstrap) and the Debian tools."""
+    for binary in ("podman", "runc", "debootstrap", "curl"):
+        if shutil.which(binary) is None and not Path(f"/usr/sbin/{binary}").exists():
+            pytest.fail(f"{binary} is not installed; run: {IMAGE_APT}")
+    if os.geteuid() != 0:
+        pytest.fail("building the image needs root (rootful podman, debootstrap)")
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
+                          timeout=1500, check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1600)  # cold: debootstrap, the stand-in bases, compiling the oVirt SDK
+def test_the_image_builds_runs_and_passes_every_check(tmp_path: Path) -> None:
+    report = tmp_path / "image.json"
+    result = build_and_smoke("--report", str(report))
+    assert result.returncode == 0, result.stderr[-5000:]
+    for passed in ("gearshift --version: gearshift 0.1.0", "ok: /etc/gearshift/policies",
+                   "runs as uid 10001", "no compiler", "status page and /metrics answer",
+                   "HEALTHCHECK healthy while", "every process in the container runs as non-root",
+                   "HEALTHCHECK unhealthy once", "compose: the daemon is ready"):
+        assert passed in result.stderr, passed
+    figures = json.loads(report.read_text())
+    print(f"image figures: {figures}")
+    # What gearshift adds to its base (the venv, libxml2, the user): no build tools, no
+    # test dependencies; a regression (a copied wheel cache, gcc left behind) shows here.
+    assert 0 < figures["image_bytes"] - figures["base_bytes"] < 350_000_000, figures
+
+
+def replace(old: str, new: str) -> Callable[[str], str]:
+    def edit(text: str) -> str:
+        assert old in text, f"the Dockerfile no longer has {old!r}: update this test"
+        return text.replace(old, new)
+    return edit
+
+
+HEALTH = 'CMD ["gearshift", "health", "--timeout", "5s"]'
+BROKEN = {
+    "user-root": (replace("USER 10001:10001", "USER root"), "non-root"),
+    "healthcheck-wrong-port": (replace(HEALTH, HEALTH.replace(
+        '"health",', '"health", "--url", "http://127.0.0.1:9399",')), "healthcheck"),
+    "healthcheck-always-passes": (replace(HEALTH, 'CMD ["true"]'), "healthcheck"),
+    "compiler-left": (replace("--no-install-recommends libxml2 \\",
+                              "--no-install-recommends libxml2 gcc \\"), "no-compiler"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1600)
+@pytest.mark.parametrize("broken", sorted(BROKEN))
+def test_each_check_fails_on_a_dockerfile_broken_on_purpose(broken: str, tmp_path: Path) -> None:
+    edit, check = BROKEN[broken]
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(edit((ROOT / "Dockerfile").read_text()))
+    result = build_and_smoke("--dockerfile", str(dockerfile), "--name", f"broken-{broken}",
+                             "--no-compose")
+    assert result.returncode == 1, result.stderr[-5000:]
+    assert f"FAIL: {check}:" in result.stderr, result.stderr[-5000:]
+    print(next(line for line in result.stderr.splitlines() if line.startswith("FAIL: ")))

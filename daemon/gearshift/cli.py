@@ -139,7 +139,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gearshift.demo import run_demo  # noqa: PLC0415
 
-    return asyncio.run(run_demo(duration=args.for_, port=args.port, verbose=args.verbose))
+    return asyncio.run(run_demo(duration=args.for_, host=args.host, port=args.port,
+                                verbose=args.verbose))
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -306,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "127.0.0.1. Demand rises and falls; watch it scale.")
     p.add_argument("--for", dest="for_", type=_duration, metavar="SECONDS",
                    help="stop after this long and print a summary (default: until Ctrl-C)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="HTTP address (default 127.0.0.1; 0.0.0.0 inside a container whose "
+                        "port is published)")
     p.add_argument("--port", type=int, default=9310, help="HTTP port (default 9310)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every action")
     p.set_defaults(func=_cmd_demo)

@@ -55,7 +55,8 @@ def demo_policy_dir() -> Path:
     return Path(str(importlib.resources.files("gearshift.sim").joinpath("demo")))
 
 
-async def run_demo(*, duration: float | None, port: int, verbose: bool = False) -> int:
+async def run_demo(*, duration: float | None, port: int, host: str = "127.0.0.1",
+                   verbose: bool = False) -> int:
     configure(level="info" if verbose else "warning")
     policies = load_policy_set([demo_policy_dir()])
     assert policies.providers is not None
@@ -89,7 +90,7 @@ async def run_demo(*, duration: float | None, port: int, verbose: bool = False) 
         publisher = SimPublisher(world, mqtt, clock=clock,
                                  demand=lambda now: {"small": demand_at(now - start)})
         api = ApiServer(reconciler, metrics, token=None)
-        await api.start("127.0.0.1", port)
+        await api.start(host, port)
         print(f"gearshift demo: broker {broker.kind} on {broker.host}:{broker.port}\n"
               f"  status page  http://127.0.0.1:{port}/\n"
               f"  metrics      http://127.0.0.1:{port}/metrics\n"
