@@ -194,3 +194,30 @@ def test_plan_says_clearly_when_it_cannot_read_the_fleet(tmp_path: Path) -> None
     result = gearshift("plan", "--config", str(config), "--snapshot", str(snapshot))
     assert result.returncode == 1
     assert result.stderr.startswith(f"{snapshot}:1:1: machines and requests need")
+
+
+def test_the_readme_plan_example_runs_as_written() -> None:
+    readme = (ROOT / "README.md").read_text()
+    line = next(line.strip() for line in readme.splitlines()
+                if "gearshift plan --config policies/examples/plan/config.yaml" in line)
+    args = line.split("gearshift", 1)[1].split()
+    result = gearshift(*args)
+    assert result.returncode == 0, result.stderr
+    assert "heard 6 node(s) from policies/examples/plan/fleet.json: 6 active" in result.stderr
+    assert "scale_out small: +" in result.stdout
+
+
+def test_plan_refuses_to_plan_against_a_fleet_it_did_not_hear(
+        tmp_path: Path, mosquitto: tuple[str, int]) -> None:
+    host, port = mosquitto
+    config = tmp_path / "config.yaml"
+    config.write_text(f"policies_dir: {ROOT / 'policies'}\n"
+                      f"providers_file: {ROOT / 'policies' / 'providers.yaml'}\n"
+                      f"mqtt: {{host: {host}, port: {port}, prefix: nobody/here}}\n")
+    result = gearshift("plan", "--config", str(config), "--wait", "0.5")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"heard 0 node(s) from MQTT {host}:{port}" in result.stderr
+    assert "refusing to plan against an empty fleet" in result.stderr
+    assert result.stdout == ""
+    anyway = gearshift("plan", "--config", str(config), "--wait", "0.5", "--allow-empty")
+    assert anyway.returncode == 0 and "scale_out small" in anyway.stdout

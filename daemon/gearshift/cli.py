@@ -17,6 +17,7 @@ import json
 import sys
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -86,9 +87,22 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         snapshot = load_snapshot(args.snapshot, now=now,
                                  stale_after=settings.reconcile.stale_after)
     else:
+        from gearshift.logs import configure  # noqa: PLC0415
         from gearshift.observe.mqtt import collect_snapshot  # noqa: PLC0415
 
+        configure(level="warning", fmt="console")  # to stderr: stdout is the plan
         snapshot = asyncio.run(collect_snapshot(settings, wait=args.wait))
+    source = (str(args.snapshot) if args.snapshot is not None else
+              f"MQTT {settings.mqtt.host}:{settings.mqtt.port} in {args.wait:g}s")
+    states = Counter(node.state.value for node in snapshot.nodes)
+    print(f"heard {len(snapshot.nodes)} node(s) from {source}"
+          + (f": {', '.join(f'{n} {s}' for s, n in sorted(states.items()))}" if states else ""),
+          file=sys.stderr)
+    if not snapshot.nodes and not args.allow_empty:
+        print("gearshift: no node facts heard: refusing to plan against an empty fleet (is "
+              "this the fleet's broker and prefix? --allow-empty plans anyway)",
+              file=sys.stderr)
+        return 1
     plan = decide.plan(snapshot, policies, now=snapshot.taken_at)
     if args.json:
         print(json.dumps(plan_to_dict(plan), indent=2))
@@ -282,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=_duration, default=3.0,
                    help="how long to collect retained facts from MQTT (default 3s)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="plan even when no node facts were heard (a new, empty fleet)")
     p.set_defaults(func=_cmd_plan, parser=p)
 
     p = sub.add_parser("simulate", help="replay a demand trace against simulated providers",
@@ -390,6 +406,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `gearshift plan --json | head`
+        sys.stderr.close()
+        return 0
     return code
 
 
