@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import ClassVar, Literal
 
 
@@ -142,6 +143,11 @@ class FleetSnapshot:
     requests: tuple[CapacityRequest, ...] = ()
     signals: tuple[Signal, ...] = ()
     facts_fresh: bool = True  # the fact source is connected and caught up
+
+    @cached_property
+    def by_id(self) -> Mapping[str, Node]:
+        """Each node by identity (built once per snapshot, which is planned several times)."""
+        return {n.identity: n for n in self.nodes}
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,10 +130,8 @@ def _replacements_up(swap: BurstReturn, *, ctx: PlanContext,
     return up - broken
 
 
-def _burst_nodes(policy: PoolPolicy, ctx: PlanContext) -> list[Node]:
-    burst = {p.provider for p in policy.placement if p.burst_only}
-    return [n for n in ctx.views[policy.name].active
-            if n.machine is not None and n.facts is not None and n.machine.provider in burst]
+def _burst_nodes(policy: PoolPolicy, ctx: PlanContext) -> tuple[Node, ...]:
+    return ctx.views[policy.name].burst
 
 
 def _calm(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading, memory: PoolMemory,

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gearshift.durations import format_duration
-from gearshift.model import Candidate, FleetSnapshot, ProviderStatus
+from gearshift.model import Candidate, ProviderStatus
 from gearshift.policy.schema import Blueprint, Placement, PoolPolicy, ProvidersFile, ProviderSpec
 
 PROBE = 1  # nodes asked at once of a provider that refused capacity recently
@@ -44,24 +44,6 @@ class Usage:
     by_provider: Counter[str] = field(default_factory=Counter)
     by_pool_provider: Counter[tuple[str, str]] = field(default_factory=Counter)
     last_made: dict[str, float] = field(default_factory=dict)  # newest node per provider
-
-    @classmethod
-    def of(cls, snapshot: FleetSnapshot) -> Usage:
-        usage = cls()
-        pending = {p.identity for p in snapshot.pending}
-        # Counted, then claimed once per (pool, provider): this runs on every plan, and a
-        # call per node was a noticeable share of a plan at 10k nodes.
-        machines = [n.machine for n in snapshot.nodes
-                    if n.machine is not None and (not pending or n.identity not in pending)]
-        owned = Counter([(m.pool, m.provider) for m in machines])
-        for (pool, provider), count in owned.items():
-            usage.claim(pool, provider, count)
-        for machine in machines:
-            usage.made(machine.provider, machine.created_at)
-        for booting in snapshot.pending:
-            usage.claim(booting.pool, booting.provider, 1)
-            usage.made(booting.provider, booting.requested_at)
-        return usage
 
     def made(self, provider: str, at: float | None) -> None:
         if at is not None and at > self.last_made.get(provider, float("-inf")):

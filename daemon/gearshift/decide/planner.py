@@ -35,8 +35,8 @@ from dataclasses import dataclass, field, replace
 from gearshift.decide.budget import DrainBudget
 from gearshift.decide.burst_return import plan_returns
 from gearshift.decide.context import PlanContext, PoolReading
-from gearshift.decide.placement import PlacementResult, Usage, place
-from gearshift.decide.pools import PoolView, split_by_pool
+from gearshift.decide.placement import PlacementResult, place
+from gearshift.decide.pools import PoolView, read_fleet
 from gearshift.decide.preempt import preempt
 from gearshift.decide.scale_in import scale_in_order
 from gearshift.decide.schedules import scheduled_floor
@@ -86,12 +86,13 @@ def plan(snapshot: FleetSnapshot, policies: PolicySet, *, now: float,
     """Decide what to do at ``now``; see the module docstring for the rules."""
     state = state or PlannerState()
     providers = policies.providers or _NO_PROVIDERS
-    views = split_by_pool(snapshot, policies.pools)
-    nodes_by_id = {n.identity: n for n in snapshot.nodes}
+    fleet = read_fleet(snapshot, policies.pools)
+    views = fleet.views
+    nodes_by_id = snapshot.by_id
     draining = {d.identity for d in snapshot.drains}
     ctx = PlanContext(
         snapshot=snapshot, providers=providers, statuses=statuses or {}, now=now,
-        nodes_by_id=nodes_by_id, views=views, usage=Usage.of(snapshot),
+        nodes_by_id=nodes_by_id, views=views, usage=fleet.usage,
         budget=DrainBudget(snapshot, nodes_by_id, providers),
         # A preemption is remembered while its drain runs (or was planned this instant).
         preemptions={i: p for i, p in state.preemptions.items() if i in draining or p.at >= now})
@@ -465,6 +466,9 @@ def _scale_in_blockers(view: PoolView, policy: PoolPolicy, memory: PoolMemory, s
     return blockers
 
 
+SHOWN_CANDIDATES = 20  # a drain's explanation lists this many of the nodes weighed
+
+
 def _choose_drains(view: PoolView, policy: PoolPolicy, ctx: PlanContext, *, want_gears: int,
                    floor: int, size: int, ongoing: int
                    ) -> list[tuple[Node, tuple[NodeCandidate, ...]]]:
@@ -476,6 +480,8 @@ def _choose_drains(view: PoolView, policy: PoolPolicy, ctx: PlanContext, *, want
     considered: list[NodeCandidate] = []
     for node in scale_in_order(policy, view.active, ctx.providers):
         assert node.facts is not None and node.machine is not None
+        if len(chosen) >= budget and len(considered) >= SHOWN_CANDIDATES:
+            break  # every node after this one is skipped for the budget, and not shown
         provider = node.machine.provider
         order = f"{node.facts.gears.total} gears, {provider}"
         if node.identity in ctx.taken:
@@ -503,5 +509,5 @@ def _choose_drains(view: PoolView, policy: PoolPolicy, ctx: PlanContext, *, want
         ctx.budget.take(policy.name, provider)
         ctx.taken.add(node.identity)
         remaining -= node.facts.max_active_gears
-    shown = tuple(considered[:20])
+    shown = tuple(considered[:SHOWN_CANDIDATES])
     return [(node, shown) for node in chosen]

@@ -10,14 +10,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
+from gearshift.decide.placement import Usage
 from gearshift.model import DrainProgress, FleetSnapshot, Node, NodeState, PendingNode
 from gearshift.policy.schema import PoolPolicy
 
 
 @dataclass(frozen=True)
 class PoolView:
-    """One pool's share of the snapshot, with the sums the planner needs (each summed once:
-    a plan reads them several times, and a pool may hold thousands of nodes)."""
+    """One pool's share of the snapshot, with the sums the planner needs (summed in the one
+    pass that splits the fleet: a plan reads them several times, and a pool may hold
+    thousands of nodes)."""
 
     policy: PoolPolicy
     active: tuple[Node, ...]
@@ -25,14 +27,9 @@ class PoolView:
     unknown: tuple[Node, ...]
     pending: tuple[PendingNode, ...]
     drains: tuple[DrainProgress, ...]
-
-    @cached_property
-    def active_gears(self) -> int:
-        return sum(n.facts.gears.active for n in self.active if n.facts)
-
-    @cached_property
-    def capacity_gears(self) -> int:
-        return sum(n.facts.max_active_gears for n in self.active if n.facts)
+    active_gears: int = 0
+    capacity_gears: int = 0
+    burst: tuple[Node, ...] = ()  # active nodes of ours on the pool's burst-only providers
 
     @cached_property
     def booting_gears(self) -> int:
@@ -50,41 +47,105 @@ class PoolView:
         return len(self.active) + len(self.pending) + len(self.unknown)
 
 
+@dataclass(frozen=True)
+class FleetReading:
+    """Everything a plan reads from the fleet's nodes, gathered in one pass over them."""
+
+    views: dict[str, PoolView]
+    usage: Usage
+
+
 _UNSEEN = "\0unseen"  # no pool name can be this: "not matched yet"
+_COUNTED = (NodeState.ACTIVE, NodeState.DRAINING, NodeState.UNKNOWN)
 
 
-def split_by_pool(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> dict[str, PoolView]:
-    """Each pool's view; ``pools`` must be ordered by priority (highest first)."""
-    # pool -> state -> its nodes, in one pass (this runs on every plan, at 10k nodes)
-    members: dict[str, dict[NodeState, list[Node]]] = {
-        p.name: {state: [] for state in NodeState} for p in pools}
+class _Members:
+    """One pool's nodes by state while the pass runs, with the active sums."""
+
+    __slots__ = ("active", "active_gears", "burst", "burst_providers", "capacity",
+                 "draining", "unknown")
+
+    def __init__(self, policy: PoolPolicy) -> None:
+        self.active: list[Node] = []
+        self.draining: list[Node] = []
+        self.unknown: list[Node] = []
+        self.burst: list[Node] = []
+        self.active_gears = 0
+        self.capacity = 0
+        self.burst_providers = frozenset(p.provider for p in policy.placement if p.burst_only)
+
+
+def read_fleet(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> FleetReading:
+    """Each pool's view and the usage per provider; ``pools`` ordered by priority (highest
+    first). A node belongs to the first pool whose selector matches it (or, matching none,
+    to the pool its machine was made for); one pass over the nodes does it all."""
+    members = {p.name: _Members(p) for p in pools}
     pending_ids = {p.identity for p in snapshot.pending}
+    usage = Usage()
+    owned: dict[tuple[str | None, str], int] = {}
+    last_made = usage.last_made
     # Nodes share a handful of (profile, district, labels) combinations: match each once.
     owners: dict[tuple[str, str | None, tuple[tuple[str, str], ...]], str | None] = {}
+    active, draining, unknown = NodeState.ACTIVE, NodeState.DRAINING, NodeState.UNKNOWN
+    owned_get, owners_get, last_get = owned.get, owners.get, last_made.get
+    minus_inf = float("-inf")
     for node in snapshot.nodes:
+        machine = node.machine
+        if pending_ids and node.identity in pending_ids:
+            continue
+        if machine is not None:
+            pair = (machine.pool, machine.provider)
+            owned[pair] = owned_get(pair, 0) + 1
+            made = machine.created_at
+            if made is not None and made > last_get(machine.provider, minus_inf):
+                last_made[machine.provider] = made
         facts = node.facts
-        if facts is None or (pending_ids and node.identity in pending_ids):
+        if facts is None:
             continue
         labels = facts.labels
         key = (facts.node_profile, facts.district_uuid,
                tuple(sorted(labels.items())) if labels else ())
-        owner = owners.get(key, _UNSEEN)
+        owner = owners_get(key, _UNSEEN)
         if owner is _UNSEEN:
             owner = owners[key] = next((p.name for p in pools if p.selector.matches(facts)),
                                        None)
-        if owner is None and node.machine is not None and node.machine.pool in members:
-            owner = node.machine.pool
-        if owner is not None:
-            members[owner][node.state].append(node)
+        if owner is None:
+            if machine is None or machine.pool not in members:
+                continue
+            owner = machine.pool
+        into = members[owner]
+        state = node.state
+        if state is active:
+            into.active.append(node)
+            into.active_gears += facts.gears.active
+            into.capacity += facts.max_active_gears
+            if machine is not None and machine.provider in into.burst_providers:
+                into.burst.append(node)
+        elif state is draining:
+            into.draining.append(node)
+        elif state is unknown:
+            into.unknown.append(node)
+    for (pool, provider), count in owned.items():
+        usage.claim(pool, provider, count)
+    pending_by_pool: dict[str, list[PendingNode]] = {}
+    for booting in snapshot.pending:
+        usage.claim(booting.pool, booting.provider, 1)
+        usage.made(booting.provider, booting.requested_at)
+        pending_by_pool.setdefault(booting.pool, []).append(booting)
+    drains_by_pool: dict[str, list[DrainProgress]] = {}
+    for drain in snapshot.drains:
+        drains_by_pool.setdefault(drain.pool, []).append(drain)
     views = {}
     for policy in pools:
-        nodes = members[policy.name]
+        m = members[policy.name]
         views[policy.name] = PoolView(
-            policy=policy,
-            active=tuple(nodes[NodeState.ACTIVE]),
-            draining=tuple(nodes[NodeState.DRAINING]),
-            unknown=tuple(nodes[NodeState.UNKNOWN]),
-            pending=tuple(p for p in snapshot.pending if p.pool == policy.name),
-            drains=tuple(d for d in snapshot.drains if d.pool == policy.name),
-        )
-    return views
+            policy=policy, active=tuple(m.active), draining=tuple(m.draining),
+            unknown=tuple(m.unknown), pending=tuple(pending_by_pool.get(policy.name, ())),
+            drains=tuple(drains_by_pool.get(policy.name, ())), active_gears=m.active_gears,
+            capacity_gears=m.capacity, burst=tuple(m.burst))
+    return FleetReading(views=views, usage=usage)
+
+
+def split_by_pool(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> dict[str, PoolView]:
+    """Each pool's view; ``pools`` must be ordered by priority (highest first)."""
+    return read_fleet(snapshot, pools).views

@@ -1,0 +1,152 @@
+"""How long one ``decide.plan`` takes, next to one plain pass over the same nodes.
+
+    .venv/bin/python bench/plan.py [--nodes 1000 10000 100000] [--pools 10 100] [--rounds 5]
+
+Each case is a fleet of N nodes spread evenly over P pools (one profile each, every node
+a machine of ours on one of three providers, all fresh), in two shapes: *steady* (every
+pool inside its density band: the planner looks and does nothing) and *scale-in* (every
+pool far below its band and past stabilisation: the planner picks drain victims). The
+baseline, timed in the same run on the same snapshot, is one plain Python pass that sums
+every node's active gears and capacity: the ratio plan ÷ pass is the figure that travels
+between machines (this one is shared and noisy). Min and median of the rounds.
+
+Prints a table and writes bench/results/plan.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from gearshift import decide
+from gearshift.model import (
+    FleetSnapshot,
+    GearCounts,
+    Machine,
+    Node,
+    NodeFacts,
+    NodeState,
+    PlannerState,
+    PoolMemory,
+)
+from gearshift.policy.schema import PolicySet, PoolPolicy, ProvidersFile
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = 1_800_000_000.0
+PROVIDERS = ("rack", "vmw", "cloud")
+
+
+def providers_file(pools: int) -> ProvidersFile:
+    return ProvidersFile.model_validate({
+        "apiVersion": "gearshift/v1", "kind": "Providers",
+        "providers": [{"name": name, "kind": "simulated", "quota": {"max_nodes": 1_000_000},
+                       "cost_per_hour": cost, "boot_time": boot}
+                      for name, cost, boot in (("rack", 0.02, "6m"), ("vmw", 0.07, "3m"),
+                                               ("cloud", 0.21, "90s"))],
+        "blueprints": [{"name": f"p{i}-{name}", "provider": name, "node_profile": f"p{i}",
+                        "max_active_gears": 60}
+                       for i in range(pools) for name in PROVIDERS]})
+
+
+def pool_policy(index: int, nodes: int) -> PoolPolicy:
+    return PoolPolicy.model_validate({
+        "apiVersion": "gearshift/v1", "kind": "Pool", "name": f"p{index}",
+        "priority": 1000 - index, "selector": {"node_profile": f"p{index}"},
+        "size": {"min": 1, "max": nodes * 4},
+        "density": {"scale_up_above": 0.8, "scale_down_below": 0.45, "target": 0.65},
+        "step": {"max_up": 50, "max_down": 10},
+        "scale_in": {"strategy": "fewest_gears", "max_concurrent_drains": 10},
+        "placement": [{"provider": name, "blueprint": f"p{index}-{name}",
+                       "max_nodes": nodes * 4, "burst_only": name == "cloud"}
+                      for name in PROVIDERS]})
+
+
+def fleet(nodes: int, pools: int, *, active: int) -> tuple[FleetSnapshot, PolicySet]:
+    per_pool = max(1, nodes // pools)
+    policies = PolicySet(pools=tuple(pool_policy(i, per_pool) for i in range(pools)),
+                         providers=providers_file(pools))
+    built = []
+    for n in range(nodes):
+        pool = n % pools
+        identity = f"n{n}.p{pool}.example.com"
+        facts = NodeFacts(identity=identity, node_profile=f"p{pool}", max_active_gears=60,
+                          gears=GearCounts(total=active + 5 + n % 7, active=active + n % 3,
+                                           idle=5 + n % 7),
+                          district_uuid=f"d{pool}", produced_at=NOW - 5)
+        machine = Machine(provider=PROVIDERS[n % 2], machine_id=f"m{n}", name=identity,
+                          pool=f"p{pool}", created_at=NOW - 86_400 - n)
+        built.append(Node(identity=identity, state=NodeState.ACTIVE, facts=facts,
+                          last_seen=NOW - 5, machine=machine))
+    return FleetSnapshot(taken_at=NOW, nodes=tuple(built)), policies
+
+
+def plain_pass(snapshot: FleetSnapshot) -> int:
+    total = 0
+    for node in snapshot.nodes:
+        facts = node.facts
+        if facts is not None:
+            total += facts.gears.active + facts.max_active_gears
+    return total
+
+
+def timed(function: Any, rounds: int) -> list[float]:
+    times = []
+    for _ in range(rounds):
+        gc.collect()
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def case(nodes: int, pools: int, shape: str, rounds: int) -> dict[str, Any]:
+    snapshot, policies = fleet(nodes, pools, active=42 if shape == "steady" else 6)
+    # Long past stabilisation and cooldowns: a scale-in may happen now.
+    state = PlannerState(pools={p.name: PoolMemory(low_since=NOW - 86_400)
+                                for p in policies.pools})
+    plan = decide.plan(snapshot, policies, now=NOW, state=state)
+    drains = sum(1 for a in plan.actions if a.kind == "drain")
+    assert (drains > 0) == (shape == "scale-in"), (shape, drains)
+    plans = timed(lambda: decide.plan(snapshot, policies, now=NOW, state=state), rounds)
+    passes = timed(lambda: plain_pass(snapshot), rounds)
+    ratio = statistics.median(plans) / statistics.median(passes)
+    return {"nodes": nodes, "pools": pools, "shape": shape, "drains": drains,
+            "plan_ms": {"min": round(min(plans) * 1000, 2),
+                        "median": round(statistics.median(plans) * 1000, 2)},
+            "pass_ms": {"min": round(min(passes) * 1000, 3),
+                        "median": round(statistics.median(passes) * 1000, 3)},
+            "ratio": round(ratio, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--pools", type=int, nargs="+", default=[10, 100])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    results = []
+    print(f"{'nodes':>7} {'pools':>5} {'shape':>8} {'plan min/med ms':>16} "
+          f"{'pass med ms':>11} {'ratio':>6}")
+    for nodes in args.nodes:
+        for pools in args.pools:
+            for shape in ("steady", "scale-in"):
+                r = case(nodes, pools, shape, args.rounds)
+                results.append(r)
+                print(f"{nodes:>7} {pools:>5} {shape:>8} "
+                      f"{r['plan_ms']['min']:>7.1f}/{r['plan_ms']['median']:<8.1f} "
+                      f"{r['pass_ms']['median']:>11.2f} {r['ratio']:>6.1f}", flush=True)
+    out = ROOT / "bench" / "results" / "plan.json"
+    out.write_text(json.dumps({"machine": platform.machine(),
+                               "python": platform.python_version(),
+                               "rounds": args.rounds, "cases": results}, indent=2) + "\n")
+    print(f"written to {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
