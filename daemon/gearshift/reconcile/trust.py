@@ -33,6 +33,7 @@ from gearshift.store.journal import Journal, pending_nodes
 log = structlog.get_logger(component="gearshift.trust")
 
 SHOWN = 200  # at most this many nodes of each kind in /v1/status
+EXPIRE_EVERY = 10.0
 
 
 class Vouching:
@@ -45,6 +46,7 @@ class Vouching:
         self.settings = settings
         self.metrics = metrics
         self.last_listed: float | None = None
+        self.last_expired: float | None = None
         self.failing = False
 
     async def refresh(self) -> None:
@@ -69,7 +71,12 @@ class Vouching:
             await self.clock.wait_for(stop, self.settings.vouch_interval)
 
     async def expire(self) -> None:
+        """At most every ``EXPIRE_EVERY`` seconds: it walks the fleet, and runs before a
+        reconcile, on the way from a fact to a decision."""
         now = self.clock.now()
+        if self.last_expired is not None and now - self.last_expired < EXPIRE_EVERY:
+            return
+        self.last_expired = now
         keep = set(await self.journal.machines())
         keep.update(p.identity for p in pending_nodes(await self.journal.open_operations()))
         self.fleet.set_owned(frozenset(keep))
