@@ -18,6 +18,7 @@ witness and vouched nodes:
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -29,14 +30,32 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from builders import drain as drain_progress
+from builders import policy_set, pool
 from conftest import ROOT, need
+from gearshift.act.executor import Executor
+from gearshift.act.platform.base import GearCount, MoveReport, NodeRef, Platform
+from gearshift.act.providers.base import CreateRequest, Provider, QuotaInfo
+from gearshift.act.providers.guard import GuardedProvider
+from gearshift.clock import ManualClock
 from gearshift.metrics import Metrics
-from gearshift.model import NodeState
+from gearshift.model import (
+    Drain,
+    FleetSnapshot,
+    GearCounts,
+    Machine,
+    Node,
+    NodeFacts,
+    NodeState,
+    Plan,
+    Retire,
+)
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mqtt import MqttFactSource, client_for
 from gearshift.settings import MqttSettings, TrustSettings
 from gearshift.signing import Keyring, new_master_line, seal, write_private
 from gearshift.sim.broker import start_mosquitto
+from gearshift.store.journal import MemoryJournal
 from peers import Broker
 from rigs import facts_payload, running, wait_until
 
@@ -284,3 +303,173 @@ async def test_migration_mode_takes_unsigned_facts_but_never_a_downgrade(
         held = fleet.facts("node1")
         assert held is not None and held.signed and held.gears.active == 20
         assert fleet.facts("node3").gears.active == 7  # type: ignore[union-attr]
+
+
+# -- e. a node that says it is empty while the platform lists gears -----------------------
+
+class _Machines(Provider):
+    """A provider whose destroys are recorded (nothing else is used here)."""
+
+    def __init__(self, name: str, *, owned: list[Machine] | None = None) -> None:
+        super().__init__(name)
+        self.destroyed: list[str] = []
+        self.owned = owned or []
+
+    async def create(self, request: CreateRequest) -> Machine:
+        raise AssertionError("nothing is created here")
+
+    async def list_owned(self) -> list[Machine]:
+        return list(self.owned)
+
+    async def destroy(self, machine_id: str) -> None:
+        self.destroyed.append(machine_id)
+
+    async def quota(self) -> QuotaInfo:
+        return QuotaInfo(10, 3)
+
+
+class _ListingPlatform(Platform):
+    """A platform whose own gear listing says the node still holds ``active`` gears."""
+
+    def __init__(self, *, active: int) -> None:
+        self.active = active
+        self.calls: list[tuple[str, str]] = []
+
+    async def deactivate(self, node: NodeRef) -> None:
+        self.calls.append(("deactivate", node.identity))
+
+    async def activate(self, node: NodeRef) -> None:
+        self.calls.append(("activate", node.identity))
+
+    async def move_gears(self, node: NodeRef, *, limit: int) -> MoveReport:
+        self.calls.append(("move", node.identity))
+        return MoveReport(started=0, failed=0, remaining=self.active)
+
+    async def remove(self, node: NodeRef) -> None:
+        self.calls.append(("remove", node.identity))
+
+    async def add(self, node: NodeRef) -> None:
+        self.calls.append(("add", node.identity))
+
+    async def gears(self, node: NodeRef) -> GearCount | None:
+        return GearCount(total=self.active + 2, active=self.active, source="test listing")
+
+
+def _lying(identity: str, *, district: str, at: float, claims: int = 0,
+           district_active: bool = False) -> NodeFacts:
+    return NodeFacts(identity=identity, node_profile="small", max_active_gears=60,
+                     gears=GearCounts(total=claims, active=claims), district_uuid=district,
+                     district_active=district_active, produced_at=at)
+
+
+async def test_a_node_claiming_to_be_empty_is_not_retired_when_the_platform_lists_gears(
+        ) -> None:
+    clock = ManualClock()
+    journal = MemoryJournal()
+    metrics = Metrics()
+    fleet = FleetModel(stale_after=600)
+    provider = _Machines("rack-a")
+    platform = _ListingPlatform(active=5)
+    disputed: list[tuple[str, str]] = []
+
+    def on_disputed(identity: str, why: str) -> None:
+        disputed.append((identity, why))
+        fleet.dispute(identity, why, until=clock.now() + 1800)
+
+    executor = Executor(providers={"rack-a": GuardedProvider(provider, clock=clock)},
+                        platform=platform, journal=journal, clock=clock, metrics=metrics,
+                        on_disputed=on_disputed)
+    policies = policy_set(pool())
+    machines = {"n1": Machine("rack-a", "m-n1", "n1", pool="small", created_at=0.0)}
+    fleet.ingest(_lying("n1", district="d1", at=clock.now(), claims=5, district_active=True),
+                 received_at=clock.now())
+
+    report = await executor.execute(
+        Plan(clock.now(), (Drain(pool="small", identity="n1", reason="test"),), {},
+             state=None),  # type: ignore[arg-type]
+        fleet.snapshot(clock.now(), machines=machines), policies)
+    assert [e.outcome for e in report.events] == ["ok"]
+    await clock.advance(5)
+    # The node now says it is empty and out of its district; the platform lists 5 active.
+    fleet.ingest(_lying("n1", district="d1", at=clock.now()), received_at=clock.now())
+    snapshot = fleet.snapshot(clock.now(), machines=machines, drains=(drain_progress(
+        "n1", started=clock.now() - 5, deadline=clock.now() + 600),))
+    assert snapshot.nodes[0].state is NodeState.DRAINING
+    retire = Retire(pool="small", identity="n1", provider="rack-a", machine_id="m-n1",
+                    reason="test")
+    report = await executor.execute(Plan(clock.now(), (retire,), {}, state=None),  # type: ignore[arg-type]
+                                    snapshot, policies)
+
+    assert [e.outcome for e in report.events] == ["refused"]
+    error = report.events[0].error or ""
+    assert "5 active of 7 gears (test listing)" in error and "0 active of 0" in error
+    assert provider.destroyed == [] and ("remove", "n1") not in platform.calls
+    assert [i for i, _ in disputed] == ["n1"]
+    assert counted(metrics.witness_disagreements, "witness") == {"platform": 1}
+    (op,) = await journal.open_operations()
+    assert (op.kind, op.phase) == ("drain", "cancelling")
+    # The node is held unknown, whatever it says next, and its drain is undone.
+    held = fleet.snapshot(clock.now(), machines=machines).nodes[0]
+    assert held.state is NodeState.UNKNOWN and "disputed" in (held.why_unknown or "")
+    await executor.progress(held_snapshot := fleet.snapshot(clock.now(), machines=machines),
+                            lambda identity: True)
+    assert held_snapshot.nodes[0].state is NodeState.UNKNOWN
+    assert platform.calls[-1] == ("activate", "n1")
+    assert await journal.open_operations() == []
+    # Asked to retire again straight away, it is refused again: nothing is ever destroyed.
+    report = await executor.execute(Plan(clock.now(), (retire,), {}, state=None),  # type: ignore[arg-type]
+                                    snapshot, policies)
+    assert report.events[0].outcome == "refused" and provider.destroyed == []
+
+
+async def test_the_openshift_gear_listing_stops_the_retire_of_a_lying_node(
+        tmp_path: Path) -> None:
+    from test_platform_openshift import DISTRICT, N1, Fake
+
+    fake = Fake(tmp_path, gears=4)
+    try:
+        platform = fake.platform()
+        clock = ManualClock()
+        journal = MemoryJournal()
+        metrics = Metrics()
+        provider = _Machines("rack-a")
+        disputed: list[str] = []
+        executor = Executor(providers={"rack-a": GuardedProvider(provider, clock=clock)},
+                            platform=platform, journal=journal, clock=clock, metrics=metrics,
+                            on_disputed=lambda identity, why: disputed.append(identity))
+        policies = policy_set(pool())
+        machine = Machine("rack-a", "m-n1", N1, pool="small")
+
+        def snapshot(facts: NodeFacts, state: NodeState) -> FleetSnapshot:
+            return FleetSnapshot(taken_at=clock.now(), nodes=(
+                Node(identity=N1, state=state, facts=facts, last_seen=clock.now(),
+                     machine=machine),))
+
+        honest = _lying(N1, district=DISTRICT, at=clock.now(), claims=4, district_active=True)
+        report = await executor.execute(
+            Plan(clock.now(), (Drain(pool="small", identity=N1, reason="test"),), {},
+                 state=None),  # type: ignore[arg-type]
+            snapshot(honest, NodeState.ACTIVE), policies)
+        assert [e.outcome for e in report.events] == ["ok"]
+        assert fake.state["districts"][DISTRICT][N1] is False  # deactivated for real
+        await clock.advance(5)
+        lie = _lying(N1, district=DISTRICT, at=clock.now())  # "0 gears, out of my district"
+        retire = Retire(pool="small", identity=N1, provider="rack-a", machine_id="m-n1",
+                        reason="test")
+        report = await executor.execute(Plan(clock.now(), (retire,), {}, state=None),  # type: ignore[arg-type]
+                                        snapshot(lie, NodeState.DRAINING), policies)
+        assert [e.outcome for e in report.events] == ["refused"]
+        assert "4 active" not in (report.events[0].error or "")  # it cannot tell active...
+        assert "of 4 gears (list_gears)" in (report.events[0].error or "")  # ...but sees 4
+        assert disputed == [N1] and provider.destroyed == []
+        assert N1 in fake.state["districts"][DISTRICT]  # never removed from its district
+        assert fake.calls("oo-admin-ctl-gears")  # the listing was asked
+        (op,) = await journal.open_operations()
+        assert op.phase == "cancelling"
+        await executor.progress(snapshot(lie, NodeState.UNKNOWN), lambda identity: True)
+        assert fake.state["districts"][DISTRICT][N1] is True  # reactivated
+        assert counted(metrics.witness_disagreements, "witness") == {"platform": 1}
+        await platform.close()
+    finally:
+        os.environ.pop("FAKE_OPENSHIFT_STATE", None)
+        os.environ.pop("FAKE_OPENSHIFT_LOG", None)
