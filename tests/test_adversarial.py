@@ -18,12 +18,16 @@ witness and vouched nodes:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +61,8 @@ from gearshift.signing import Keyring, new_master_line, seal, write_private
 from gearshift.sim.broker import start_mosquitto
 from gearshift.store.journal import MemoryJournal
 from peers import Broker
-from rigs import facts_payload, running, wait_until
+from rigs import facts_payload, iso, running, wait_until
+from worldrig import Daemon, DaemonConfig, World, metric, owned_world_nodes, read_sqlite_journal
 
 ACL = ROOT / "deploy" / "mosquitto" / "acl"
 CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
@@ -68,8 +73,8 @@ USERS = ("node1", "node2", "gearshift", "evil")
 def counted(counter: Any, label: str = "reason") -> dict[str, float]:
     """A labelled counter's ``_total`` samples, by ``label``."""
     out: dict[str, float] = {}
-    for metric in counter.collect():
-        for sample in metric.samples:
+    for family in counter.collect():
+        for sample in family.samples:
             if sample.name.endswith("_total"):
                 out[sample.labels[label]] = sample.value
     return out
@@ -473,3 +478,171 @@ async def test_the_openshift_gear_listing_stops_the_retire_of_a_lying_node(
     finally:
         os.environ.pop("FAKE_OPENSHIFT_STATE", None)
         os.environ.pop("FAKE_OPENSHIFT_LOG", None)
+
+
+# -- d. issue 11's finding 1, end to end: the real daemon under its default trust config ----
+
+FORGED = 20
+ATTACK = 35.0  # seconds of attack (the reproduction retired all 7 nodes within 60 s)
+
+
+class Attacker:
+    """A client with publish rights, doing what issue 11's reproduction did.
+
+    It reads the real agents' facts off the broker; every 2 s it publishes 20 idle "small"
+    nodes from nowhere, and for every real node "empty, out of its district" facts 280 s
+    ahead (pinned for minutes if taken); for every node the journal shows draining it
+    publishes them also 5 s ahead (inside the skew window, so taken under the default
+    trust config), as soon as it sees the drain.
+    """
+
+    def __init__(self, port: int, draining: Callable[[], set[str]]) -> None:
+        self.settings = MqttSettings(host="127.0.0.1", port=port, prefix=PREFIX,
+                                     client_id="not-gearshift")
+        self.draining = draining
+        self.real: dict[str, dict[str, Any]] = {}  # identity -> its agent's last facts
+        self.rounds = 0
+        self.seq = 10**9
+        self.forged_for: set[str] = set()
+        self.drains_attacked: set[str] = set()
+
+    async def _listen(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            try:
+                data = json.loads(message.payload)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                continue
+            if isinstance(data, dict) and data.get("seq", 0) < 10**9 and \
+                    not str(data.get("identity", "")).startswith("forged-"):
+                self.real[str(data["identity"])] = data
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with client_for(self.settings) as client:
+            await client.subscribe(f"{PREFIX}/nodes/+/facts")
+            listener = asyncio.create_task(self._listen(client))
+            try:
+                last_round = 0.0
+                while not stop.is_set():
+                    if time.monotonic() - last_round >= 2.0:
+                        last_round = time.monotonic()
+                        await self._round(client)
+                    draining = await asyncio.to_thread(self.draining)
+                    for identity in draining & set(self.real):
+                        await self._empty(client, identity, ahead=5.0)
+                        self.drains_attacked.add(identity)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 0.3)
+            finally:
+                listener.cancel()
+
+    async def _empty(self, client: aiomqtt.Client, identity: str, *, ahead: float) -> None:
+        self.seq += 1
+        real = self.real[identity]
+        lie = {**real, "ts": iso(time.time() + ahead), "seq": self.seq,
+               "district": {**real.get("district", {}), "active": False},
+               "gears": {"total": 0, "active": 0, "started": 0, "idle": 0, "stopped": 0}}
+        await client.publish(f"{PREFIX}/nodes/{identity}/facts", json.dumps(lie).encode(),
+                             qos=1, retain=True)
+        self.forged_for.add(identity)
+
+    async def _round(self, client: aiomqtt.Client) -> None:
+        self.rounds += 1
+        now = time.time()
+        for i in range(FORGED):  # idle nodes from nowhere: would dilute the pool's density
+            identity = f"forged-{i:02d}"
+            self.seq += 1
+            await client.publish(f"{PREFIX}/nodes/{identity}/facts", json.dumps(
+                {"schema": "gearshift.node.facts/1", "ts": iso(now), "seq": self.seq,
+                 "identity": identity, "node_profile": "small",
+                 "district": {"uuid": "d-forged", "active": True},
+                 "limits": {"max_active_gears": 20},
+                 "gears": {"total": 15, "active": 0, "idle": 15}}).encode(), qos=1)
+        for identity in list(self.real):
+            await self._empty(client, identity, ahead=280.0)
+
+
+def _pool_nodes(status: dict[str, Any]) -> int:
+    return sum(status["pools"]["small"]["nodes"].values())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_forged_facts_under_the_default_trust_config_retire_nothing_with_gears(
+        tmp_path: Path) -> None:
+    need("mosquitto")
+    (tmp_path / "broker").mkdir()
+    broker, port = start_mosquitto(tmp_path / "broker")
+    world = World(tmp_path, mqtt_port=port, seed=11, move_time=6.0)
+    journal = tmp_path / "journal.db"
+    daemon = Daemon(tmp_path, world, DaemonConfig(
+        mqtt_port=port, journal={"kind": "sqlite", "path": str(journal)}))
+
+    def draining() -> set[str]:
+        if not journal.exists():
+            return set()
+        return {o["identity"] for o in read_sqlite_journal(journal).open_ops
+                if o["kind"] == "drain" and o["identity"]}
+
+    attacker = Attacker(port, draining)
+    stop = asyncio.Event()
+    figures: dict[str, Any] = {}
+    try:
+        world.demand(110)
+        daemon.start()
+
+        def grown(status: dict[str, Any]) -> bool:
+            ours = owned_world_nodes(world.report())
+            return len(ours) >= 6 and all(n["ready"] for n in ours.values()) \
+                and _pool_nodes(status) == len(ours)
+
+        assert await asyncio.to_thread(daemon.wait_status, grown, timeout=45), \
+            daemon.log_text()[-3000:]
+        figures["nodes_before_attack"] = len(owned_world_nodes(world.report()))
+        # Demand falls (scale-in starts: drains) and the attack starts.
+        world.demand(40)
+        attack = asyncio.create_task(attacker.run(stop))
+        await asyncio.sleep(ATTACK)
+        stop.set()
+        await asyncio.wait_for(attack, 10)
+
+        report = world.report()
+        status = daemon.status()
+        text = daemon.metrics()
+        assert status is not None and text is not None, daemon.log_text()[-3000:]
+        ours = owned_world_nodes(report)
+        figures.update({
+            "attack_rounds": attacker.rounds, "real_nodes_forged": len(attacker.forged_for),
+            "draining_nodes_attacked": sorted(attacker.drains_attacked),
+            "witness_disagreements": metric(text, "gearshift_witness_disagreements_total"),
+            "retired": len(report["retired"]), "violations": report["violations"],
+            "nodes_after_attack": len(ours), "pool_nodes_in_status": status["pools"]["small"],
+            "refused": Counter(r["reason"] for r in status["untrusted"]["refused"]),
+            "untrusted": status["untrusted"]["counts"]})
+        print(json.dumps(figures, indent=2, default=str))
+
+        # The promise: nothing holding active gears was retired.
+        assert report["violations"]["retired_with_active_gears"] == 0, report["retired"]
+        assert attacker.rounds >= 5 and len(attacker.forged_for) >= figures["nodes_before_attack"]
+        assert attacker.drains_attacked, "the attack never met a drain: the scenario is not tested"
+        # The second witness saw through the lie, said so, and held the liars.
+        assert (figures["witness_disagreements"] or 0) >= 1
+        assert status["untrusted"]["disputed"], status["untrusted"]
+        # Forged nodes are shown as unvouched and count for no pool.
+        unvouched = {n["identity"] for n in status["untrusted"]["nodes"]
+                     if n["state"] == "unvouched"}
+        assert unvouched == {f"forged-{i:02d}" for i in range(FORGED)}
+        # Facts 280 s ahead are refused (out of the skew window) and named.
+        assert figures["refused"].get("clock_skew", 0) >= 1
+        assert 'gearshift_bad_messages_total{reason="clock_skew"}' in text
+        # The legitimate fleet is counted right: every node of ours, and no forged one.
+        settled = await asyncio.to_thread(
+            daemon.wait_status, lambda s: _pool_nodes(s) == len(
+                owned_world_nodes(world.report())), timeout=10)
+        assert settled is not None, (figures, daemon.status())
+    finally:
+        stop.set()
+        if daemon.alive:
+            daemon.stop()
+        world.stop()
+        broker.terminate()
+        broker.wait(5)
