@@ -490,10 +490,10 @@ class Attacker:
     """A client with publish rights, doing what issue 11's reproduction did.
 
     It reads the real agents' facts off the broker; every 2 s it publishes 20 idle "small"
-    nodes from nowhere, and for every real node "empty, out of its district" facts 280 s
-    ahead (pinned for minutes if taken); for every node the journal shows draining it
-    publishes them also 5 s ahead (inside the skew window, so taken under the default
-    trust config), as soon as it sees the drain.
+    nodes from nowhere; for every node the journal shows draining it publishes retained
+    "empty, out of its district" facts 280 s ahead (pinned for minutes if taken: what
+    retired 7 nodes with their gears before) and 5 s ahead (inside the skew window, so
+    taken under the default trust config), as soon as it sees the drain and every round.
     """
 
     def __init__(self, port: int, draining: Callable[[], set[str]]) -> None:
@@ -503,7 +503,6 @@ class Attacker:
         self.real: dict[str, dict[str, Any]] = {}  # identity -> its agent's last facts
         self.rounds = 0
         self.seq = 10**9
-        self.forged_for: set[str] = set()
         self.drains_attacked: set[str] = set()
 
     async def _listen(self, client: aiomqtt.Client) -> None:
@@ -528,7 +527,8 @@ class Attacker:
                         await self._round(client)
                     draining = await asyncio.to_thread(self.draining)
                     for identity in draining & set(self.real):
-                        await self._empty(client, identity, ahead=5.0)
+                        for ahead in (280.0, 5.0):
+                            await self._empty(client, identity, ahead=ahead)
                         self.drains_attacked.add(identity)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 0.3)
@@ -543,7 +543,6 @@ class Attacker:
                "gears": {"total": 0, "active": 0, "started": 0, "idle": 0, "stopped": 0}}
         await client.publish(f"{PREFIX}/nodes/{identity}/facts", json.dumps(lie).encode(),
                              qos=1, retain=True)
-        self.forged_for.add(identity)
 
     async def _round(self, client: aiomqtt.Client) -> None:
         self.rounds += 1
@@ -557,8 +556,6 @@ class Attacker:
                  "district": {"uuid": "d-forged", "active": True},
                  "limits": {"max_active_gears": 20},
                  "gears": {"total": 15, "active": 0, "idle": 15}}).encode(), qos=1)
-        for identity in list(self.real):
-            await self._empty(client, identity, ahead=280.0)
 
 
 def _pool_nodes(status: dict[str, Any]) -> int:
@@ -610,19 +607,23 @@ async def test_forged_facts_under_the_default_trust_config_retire_nothing_with_g
         text = daemon.metrics()
         assert status is not None and text is not None, daemon.log_text()[-3000:]
         ours = owned_world_nodes(report)
+        untrusted = status.get("untrusted", {})
         figures.update({
-            "attack_rounds": attacker.rounds, "real_nodes_forged": len(attacker.forged_for),
+            "attack_rounds": attacker.rounds,
             "draining_nodes_attacked": sorted(attacker.drains_attacked),
             "witness_disagreements": metric(text, "gearshift_witness_disagreements_total"),
             "retired": len(report["retired"]), "violations": report["violations"],
             "nodes_after_attack": len(ours), "pool_nodes_in_status": status["pools"]["small"],
-            "refused": Counter(r["reason"] for r in status["untrusted"]["refused"]),
-            "untrusted": status["untrusted"]["counts"]})
+            "refused": Counter(r["reason"] for r in untrusted.get("refused", ())),
+            "untrusted": untrusted.get("counts"),
+            "clock_skew_refused": sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                                      if line.startswith('gearshift_bad_messages_total{reason='
+                                                         '"clock_skew"}'))})
         print(json.dumps(figures, indent=2, default=str))
 
         # The promise: nothing holding active gears was retired.
         assert report["violations"]["retired_with_active_gears"] == 0, report["retired"]
-        assert attacker.rounds >= 5 and len(attacker.forged_for) >= figures["nodes_before_attack"]
+        assert attacker.rounds >= 5
         assert attacker.drains_attacked, "the attack never met a drain: the scenario is not tested"
         # The second witness saw through the lie, said so, and held the liars.
         assert (figures["witness_disagreements"] or 0) >= 1
@@ -630,10 +631,14 @@ async def test_forged_facts_under_the_default_trust_config_retire_nothing_with_g
         # Forged nodes are shown as unvouched and count for no pool.
         unvouched = {n["identity"] for n in status["untrusted"]["nodes"]
                      if n["state"] == "unvouched"}
-        assert unvouched == {f"forged-{i:02d}" for i in range(FORGED)}
-        # Facts 280 s ahead are refused (out of the skew window) and named.
-        assert figures["refused"].get("clock_skew", 0) >= 1
-        assert 'gearshift_bad_messages_total{reason="clock_skew"}' in text
+        # (A retired node the attacker keeps publishing for is a ghost: unvouched too.)
+        assert {f"forged-{i:02d}" for i in range(FORGED)} <= unvouched
+        assert not unvouched & set(ours)
+        # Facts 280 s ahead are refused (out of the skew window), counted, and the attacked
+        # nodes are named among the refused (with their latest refusal).
+        assert figures["clock_skew_refused"] >= len(attacker.drains_attacked)
+        refused = {r["identity"] for r in untrusted["refused"]}
+        assert attacker.drains_attacked <= refused
         # The legitimate fleet is counted right: every node of ours, and no forged one.
         settled = await asyncio.to_thread(
             daemon.wait_status, lambda s: _pool_nodes(s) == len(
