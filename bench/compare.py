@@ -14,7 +14,14 @@ it simulates the trace twice with the same seed:
 and, to show what each feature is worth on its own (all but the week-long trace),
 **no urgency** and **no burst-and-return**: the full policy with just that one switched off.
 
-Prints a table and writes bench/results/compare.json.
+Those use seed 1. The full policy also runs with seeds 2 and 3, and each of its three runs
+is measured against the yardsticks of ``bench/bounds.py`` (computed once per trace, they
+do not depend on the seed): **cost / bound**, the clairvoyant cost of serving the demand
+at each pool's own target and headroom, and **unmet / floor**, the unmet gear-seconds of
+an autoscaler that reacts at once but waits for boots. Reported as min/median/max; a
+ratio over a floor of 0 is left out (``null``), the raw figures are kept.
+
+Prints two tables and writes bench/results/compare.json.
 """
 
 from __future__ import annotations
@@ -22,10 +29,13 @@ from __future__ import annotations
 import asyncio
 import json
 import platform
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from bounds import clairvoyant_bound, reactive_floor
 
 from gearshift.logs import configure
 from gearshift.policy.loader import load_policy_set
@@ -36,10 +46,11 @@ from gearshift.sim.trace import read_trace
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "policies" / "examples"
 # The drain scenarios need slow, failing gear moves to mean anything.
-OPTIONS: dict[str, dict[str, float]] = {
+OPTIONS: dict[str, dict[str, Any]] = {
     "slow-drain": {"move_time": 120, "move_failure_rate": 0.3, "duration": 7200},
     "drain-cancelled": {"move_time": 120, "move_failure_rate": 0.1, "duration": 3600},
 }
+SEEDS = (1, 2, 3)  # the full policy's runs measured against the bound and the floor
 
 
 def baseline_pool(policy: PoolPolicy) -> PoolPolicy:
@@ -84,15 +95,67 @@ def without(policies: PolicySet, feature: str) -> PolicySet:
     return replace(policies, pools=tuple(off(p) for p in policies.pools))
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    return {"min": round(min(values), 3), "median": round(statistics.median(values), 3),
+            "max": round(max(values), 3)}
+
+
+def against_bounds(directory: Path, policies: PolicySet, runs: list[dict[str, Any]]
+                   ) -> dict[str, Any]:
+    """The full policy's runs over the clairvoyant cost bound and the reactive floor."""
+    assert policies.providers is not None
+    trace = read_trace(directory / "trace.csv")
+    duration = OPTIONS.get(directory.name, {}).get("duration")
+    bound = clairvoyant_bound(policies, trace, duration=duration)
+    floor = reactive_floor(policies, trace, duration=duration)
+    rates = {spec.name: spec.cost_per_hour for spec in policies.providers.providers}
+    # Unrounded cost, from the node-seconds the report gives per provider.
+    costs = [sum(r["node_seconds"][n] / 3600 * rates[n] for n in rates) for r in runs]
+    unmet = [r["unmet_gear_seconds"] for r in runs]
+    return {
+        "seeds": list(SEEDS),
+        "bound": {"cost": round(bound.cost, 2),
+                  "node_seconds": {n: round(v, 1) for n, v in bound.node_seconds.items()}},
+        "floor": {"unmet_gear_seconds": round(floor.unmet_gear_seconds, 1),
+                  "by_pool": {p: round(v, 1) for p, v in floor.by_pool.items()}},
+        "cost": spread(costs),
+        "unmet_gear_seconds": spread(unmet),
+        "cost_over_bound": spread([c / bound.cost for c in costs]) if bound.cost else None,
+        "unmet_over_floor": (spread([u / floor.unmet_gear_seconds for u in unmet])
+                             if floor.unmet_gear_seconds else None),
+    }
+
+
 def compare(directory: Path, seed: int, *, ablations: bool) -> dict[str, Any]:
     policies = load_policy_set([directory / "pools", directory / "providers.yaml"])
-    row = {"example": str(directory.relative_to(EXAMPLES)),
-           "full": simulate(directory, policies, seed),
-           "baseline": simulate(directory, baseline(policies), seed)}
+    row: dict[str, Any] = {"example": str(directory.relative_to(EXAMPLES)),
+                           "full": simulate(directory, policies, seed),
+                           "baseline": simulate(directory, baseline(policies), seed)}
     if ablations:
         row["no_urgency"] = simulate(directory, without(policies, "urgency"), seed)
         row["no_burst_return"] = simulate(directory, without(policies, "burst_return"), seed)
+    runs = [row["full"] if s == seed else simulate(directory, policies, s) for s in SEEDS]
+    row["vs_bounds"] = against_bounds(directory, policies, runs)
     return row
+
+
+def ratio_text(figures: dict[str, float] | None) -> str:
+    if figures is None:
+        return f"{'-':>20}"
+    return f"{figures['min']:>6.2f}/{figures['median']:>6.2f}/{figures['max']:>6.2f}"
+
+
+def print_bounds(rows: list[dict[str, Any]]) -> None:
+    print(f"\nfull policy, seeds {', '.join(map(str, SEEDS))} (min/median/max)")
+    print(f"{'example':<28}{'bound':>9}{'cost / bound':>21}{'floor gear-h':>14}"
+          f"{'unmet / floor':>21}{'unmet gear-h':>21}")
+    for row in rows:
+        vs = row["vs_bounds"]
+        unmet = vs["unmet_gear_seconds"]
+        print(f"{row['example']:<28}{vs['bound']['cost']:>9.2f} {ratio_text(vs['cost_over_bound'])}"
+              f"{vs['floor']['unmet_gear_seconds'] / 3600:>14.1f} "
+              f"{ratio_text(vs['unmet_over_floor'])} "
+              f"{ratio_text({k: v / 3600 for k, v in unmet.items()})}")
 
 
 def main() -> None:
@@ -111,10 +174,12 @@ def main() -> None:
                        for v in variants)
         violations = sum(row[v]["violations"] for v in variants if v in row)
         print(f"{row['example']:<28}{unmet}{cost}{violations:>11}")
+    print_bounds(rows)
     out = ROOT / "bench" / "results" / "compare.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
-                               "python": platform.python_version(), "seed": 1, "runs": rows},
+                               "python": platform.python_version(), "seed": 1, "seeds_vs_bounds": list(SEEDS),
+                               "runs": rows},
                               indent=2) + "\n")
     print(f"written to {out.relative_to(ROOT)}")
 
