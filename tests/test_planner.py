@@ -440,3 +440,17 @@ def test_plan_is_deterministic_and_does_not_mutate_its_inputs() -> None:
     second = plan(fleet, policy_set(pool()), now=NOW, state=state)
     assert first == second
     assert state.pools["small"] == PoolMemory(low_since=NOW - 3600)
+
+
+def test_nodes_out_of_service_without_our_drain_still_count_against_max() -> None:
+    """A node whose facts say it left its district, with no drain of ours, still has a
+    machine: it counts against size.max, so facts claiming that (an SRE's deactivation,
+    or forged facts) cannot push the pool past max."""
+    hot = nodes(4, active=58)  # density 0.97: wants +5 (step)
+    out = nodes(3, active=0, prefix="x", state=NodeState.DRAINING)
+    result = plan(snapshot(hot + out), policy_set(pool(size={"min": 2, "max": 8})), now=NOW)
+    assert added(result) == 1  # 4 active + 3 out of service + 1 = max 8
+    ours = plan(snapshot(hot + out, drains=tuple(
+        drain(n.identity, started=NOW - 60, deadline=NOW + 600) for n in out)),
+        policy_set(pool(size={"min": 2, "max": 8})), now=NOW)
+    assert added(ours) > 1  # our own drains are on their way out: they do not count

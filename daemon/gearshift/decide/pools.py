@@ -41,10 +41,14 @@ class PoolView:
         ours = {d.identity for d in self.drains}
         return sum(n.facts.gears.active for n in self.draining if n.facts and n.identity in ours)
 
-    @property
+    @cached_property
     def size(self) -> int:
-        """Nodes that count against min and max: active, on their way, or not heard from."""
-        return len(self.active) + len(self.pending) + len(self.unknown)
+        """Nodes that count against min and max: active, on their way, not heard from, or
+        out of service without a drain of ours (deactivated by someone else, or saying so
+        falsely: either way the machine is there and costs, so max still holds)."""
+        ours = {d.identity for d in self.drains}
+        others = sum(1 for n in self.draining if n.identity not in ours)
+        return len(self.active) + len(self.pending) + len(self.unknown) + others
 
 
 @dataclass(frozen=True)
