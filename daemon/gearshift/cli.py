@@ -196,6 +196,8 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     read_token(settings.http.token_file)
+    if settings.mcollective.enabled:
+        settings.mcollective.secret_psk()  # readable and not empty (ConfigError otherwise)
     problems = validate_paths([settings.policies_dir, settings.providers_file],
                               kinds=KIND_SETTINGS)
     for line in problems:

@@ -48,6 +48,7 @@ from gearshift.logs import configure
 from gearshift.metrics import Metrics
 from gearshift.model import Plan
 from gearshift.observe.fleet import FleetModel
+from gearshift.observe.mcollective.source import McoFactSource
 from gearshift.observe.mqtt import MqttFactSource
 from gearshift.observe.prometheus import PrometheusSignalSource
 from gearshift.policy.holder import PolicyHolder
@@ -196,7 +197,10 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
     for outcome in ("ok", "error"):
         metrics.reconciles.labels(outcome)
     fleet = FleetModel(stale_after=settings.reconcile.stale_after)
-    source = MqttFactSource(settings.mqtt, fleet, metrics=metrics, clock=clock)
+    source: MqttFactSource | McoFactSource = (
+        McoFactSource(settings.mcollective, fleet, metrics=metrics, clock=clock)
+        if settings.mcollective.enabled
+        else MqttFactSource(settings.mqtt, fleet, metrics=metrics, clock=clock))
     executor = Executor(providers=providers, platform=platform, journal=journal, clock=clock,
                         metrics=metrics, on_retired=source.forget_node,
                         settings=executor_settings(settings.operations))

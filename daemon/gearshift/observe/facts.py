@@ -196,6 +196,12 @@ def _from_legacy(data: dict[str, str], topic_identity: str) -> NodeFacts:
     )
 
 
+def parse_legacy_facts(data: dict[str, str], *, identity: str) -> NodeFacts:
+    """Legacy MCollective facts (every value a string) of ``identity``, already decoded:
+    what the MCollective fact source gets from rpcutil. ``BadMessage`` when unusable."""
+    return _from_legacy(data, identity)
+
+
 def parse_facts(payload: bytes, *, topic_identity: str) -> NodeFacts:
     """Parse one facts payload published on ``nodes/{topic_identity}/facts``.
 
