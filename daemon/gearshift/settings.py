@@ -8,6 +8,7 @@ from a file (``password_file``), so they need not sit in the config or the envir
 
 from __future__ import annotations
 
+import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -126,11 +127,13 @@ class McollectiveSettings(Section):
     ttl: int = Field(60, ge=5, le=3600, description=(
         "Requests are valid this long (mcollectived refuses older ones); replies whose "
         "msgtime is further than this from our clock are refused."))
-    discovery_interval: Seconds = Field(300.0, gt=0, description=(
-        "Discover nodes (discovery agent ping with the filters) this often."))
-    poll: Literal["directed", "broadcast"] = Field("directed", description=(
-        "directed: one request per discovered node (mc_identity); broadcast: one request "
-        "to the agent's topic with the filters, answered by every node that matches."))
+    discovery_interval: Seconds = Field(120.0, gt=0, description=(
+        "poll directed: discover nodes (discovery agent ping with the filters) this often."))
+    poll: Literal["broadcast", "directed"] = Field("broadcast", description=(
+        "broadcast: one request a round to the agent's topic with the filters, answered "
+        "by every node that matches (new nodes show within one interval); directed: one "
+        "request per node found by discovery (mc_identity), and only those may answer "
+        "(new nodes show at the next discovery)."))
     facts_filter: dict[str, str] = Field(default_factory=dict, description=(
         "Only nodes whose facts match all of these (e.g. {node_profile: small})."))
     identities: list[str] = Field(default_factory=list, description=(
@@ -148,6 +151,12 @@ class McollectiveSettings(Section):
             raise ValueError("enabled needs psk_file (or psk)")
         if self.timeout >= self.interval:
             raise ValueError("timeout must be shorter than interval")
+        for pattern in self.identities:
+            if len(pattern) > 2 and pattern[0] == pattern[-1] == "/":
+                try:
+                    re.compile(pattern[1:-1])
+                except re.error as exc:
+                    raise ValueError(f"identities: {pattern!r} is not a regex: {exc}") from None
         return self
 
     def secret(self) -> SecretStr | None:

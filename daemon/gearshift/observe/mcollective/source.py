@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import ssl
 import uuid
 from collections import deque
@@ -66,6 +67,19 @@ class _Request:
     asked: set[str] | None  # None: broadcast, any node matching the filter may answer
     answered: set[str] = field(default_factory=set)
     complete: asyncio.Event = field(default_factory=asyncio.Event)  # every node asked answered
+
+
+class IdentityFilter:
+    """``identity in f``: does it match one of mco's identity filters (exact or /regex/)?
+    Who may answer a broadcast when identities are configured."""
+
+    def __init__(self, patterns: Collection[str]) -> None:
+        self.exact = {p for p in patterns if not (len(p) > 2 and p[0] == p[-1] == "/")}
+        self.regexes = [re.compile(p[1:-1]) for p in patterns if p not in self.exact]
+
+    def __contains__(self, identity: object) -> bool:
+        return isinstance(identity, str) and (
+            identity in self.exact or any(r.search(identity) for r in self.regexes))
 
 
 def tls_context(tls: TlsSettings) -> ssl.SSLContext:
@@ -119,6 +133,9 @@ class McoFactSource:
         self.reply_to = (f"/queue/{settings.collective}.reply."
                          f"{settings.identity}_{uuid.uuid4().hex[:12]}")
         self.caller = f"gearshift={settings.identity}"
+        # Who may answer a broadcast: anyone, or whom the identity filters name.
+        self.anyone: IdentityFilter | None = (IdentityFilter(settings.identities)
+                                              if settings.identities else None)
         self.connected = asyncio.Event()
         self.caught_up = asyncio.Event()
         self.backoff = Backoff(initial=1.0, maximum=30.0, rng=self.rng)
@@ -179,7 +196,8 @@ class McoFactSource:
 
     def _handle(self, payload: bytes) -> None:
         now = self.clock.now()
-        asked: dict[str, Any] = {rid: r.asked for rid, r in self.open.items()}
+        asked: dict[str, Any] = {rid: self.anyone if r.asked is None else r.asked
+                                 for rid, r in self.open.items()}
         try:
             reply = decode_reply(payload, psk=self.psk, now=now, ttl=self.settings.ttl,
                                  asked=asked, max_size=self.settings.max_reply)
@@ -258,7 +276,8 @@ class McoFactSource:
             self.metrics.mcollective_messages.labels("sent").inc(count)
 
     async def discover(self, client: stompman.Client) -> set[str]:
-        """Ping the discovery agent with the filters; who answered within the timeout."""
+        """Ping the discovery agent with the filters (directed polls only: a broadcast
+        poll reaches every matching node anyway); who answered within the timeout."""
         collective = self.settings.collective
         request = await self._ask(
             client, kind="discovery", agent="discovery", body=dumps("ping"),
@@ -288,7 +307,7 @@ class McoFactSource:
     # -- rounds -----------------------------------------------------------------------
     async def refresh(self, client: stompman.Client, *, discover: bool) -> set[str]:
         """One round: discovery (when due), then the poll. The nodes that answered it."""
-        if discover or (not self.targets and self.settings.poll == "directed"):
+        if self.settings.poll == "directed" and (discover or not self.targets):
             self.targets.update(dict.fromkeys(await self.discover(client), self.clock.now()))
         answered = await self.poll(client)
         # A target silent for two discovery intervals is dropped (it goes stale meanwhile).
@@ -370,12 +389,11 @@ class McoFactSource:
                         await self._rounds(client, stop)
                     finally:
                         self._stopping = stop.is_set()
-                        try:
-                            async with asyncio.timeout(5):
-                                await subscription.unsubscribe()
-                        except (TimeoutError, stompman.Error):
-                            pass
-            except (stompman.Error, OSError, ExceptionGroup) as exc:
+                        # Unsubscribed, the client closes at once; if that fails, the
+                        # error leaves the block (a clean exit would wait for it).
+                        async with asyncio.timeout(5):
+                            await subscription.unsubscribe()
+            except (stompman.Error, OSError, TimeoutError, ExceptionGroup) as exc:
                 log.warning("MCollective broker unreachable", error=repr(exc)[:300])
             finally:
                 self.connected.clear()
