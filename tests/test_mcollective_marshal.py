@@ -9,12 +9,14 @@ from __future__ import annotations
 import math
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from gearshift.errors import BadMessage
+from gearshift.errors import BadMessage, ConfigError
 from gearshift.observe.mcollective.marshal import (
     MAX_DEPTH,
     MarshalError,
@@ -22,7 +24,14 @@ from gearshift.observe.mcollective.marshal import (
     dumps,
     loads,
 )
-from gearshift.observe.mcollective.psk import decode_reply, digest, encode_request, make_filter
+from gearshift.observe.mcollective.psk import (
+    IdentityFilter,
+    decode_reply,
+    digest,
+    encode_request,
+    make_filter,
+)
+from gearshift.settings import McollectiveSettings
 
 PSK = b"secret"
 
@@ -189,3 +198,34 @@ def test_request_digest_is_over_the_body() -> None:
     assert request["hash"] == digest(request["body"], PSK)  # type: ignore[arg-type]
     assert request["filter"]["fact"] == [  # type: ignore[index]
         {"fact": "node_profile", "value": "small", "operator": "=="}]
+
+
+def test_settings_keep_the_psk_secret_and_check_it(tmp_path: Path) -> None:
+    psk_file = tmp_path / "psk"
+    psk_file.write_text("s3cr3t-value\n")
+    settings = McollectiveSettings.model_validate({"enabled": True, "psk_file": str(psk_file)})
+    assert settings.secret_psk().get_secret_value() == "s3cr3t-value"
+    assert "s3cr3t" not in repr(settings) and "s3cr3t" not in str(settings.model_dump())
+    with pytest.raises(ValidationError, match="enabled needs psk_file"):
+        McollectiveSettings.model_validate({"enabled": True})
+    with pytest.raises(ValidationError, match="not a regex"):
+        McollectiveSettings.model_validate({"psk": "x", "identities": ["/node-(/"]})
+    with pytest.raises(ValidationError):
+        McollectiveSettings.model_validate({"psk": "x", "brokers": ["no-port"]})
+    missing = McollectiveSettings.model_validate({"enabled": True,
+                                                  "psk_file": str(tmp_path / "nope")})
+    with pytest.raises(ConfigError) as caught:
+        missing.secret_psk()
+    assert "nope" in caught.value.problems[0]
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="empty"):
+        McollectiveSettings.model_validate({"psk_file": str(tmp_path / "empty")}).secret_psk()
+    assert McollectiveSettings.model_validate(
+        {"brokers": ["mq1:61613", "mq2.example:61614"]}).servers() == [
+        ("mq1", 61613), ("mq2.example", 61614)]
+
+
+def test_identity_filters_match_like_mco() -> None:
+    allowed = IdentityFilter(["node-01.example.com", "/^web-\\d+$/"])
+    assert "node-01.example.com" in allowed and "web-12" in allowed
+    assert "node-02.example.com" not in allowed and "web-x" not in allowed

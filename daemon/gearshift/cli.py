@@ -84,6 +84,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if args.snapshot is not None:
         snapshot = load_snapshot(args.snapshot, now=now,
                                  stale_after=settings.reconcile.stale_after)
+    elif settings.mcollective.enabled:
+        from gearshift.observe.mcollective.source import collect_mco_snapshot  # noqa: PLC0415
+
+        snapshot = asyncio.run(collect_mco_snapshot(
+            settings.mcollective, stale_after=settings.reconcile.stale_after, wait=args.wait))
     else:
         from gearshift.observe.mqtt import collect_snapshot  # noqa: PLC0415
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -63,6 +64,19 @@ def encode_request(body: bytes, *, psk: bytes, sender: str, request_id: str,
         Symbol("filter"): dict(filter_), Symbol("collective"): collective,
         Symbol("agent"): agent, Symbol("callerid"): caller, Symbol("ttl"): ttl,
         Symbol("msgtime"): int(now), Symbol("hash"): digest(body, psk)})
+
+
+class IdentityFilter:
+    """``identity in f``: does it match one of mco's identity filters (exact or /regex/)?
+    Who may answer a broadcast when identities are configured."""
+
+    def __init__(self, patterns: Collection[str]) -> None:
+        self.exact = {p for p in patterns if not (len(p) > 2 and p[0] == p[-1] == "/")}
+        self.regexes = [re.compile(p[1:-1]) for p in patterns if p not in self.exact]
+
+    def __contains__(self, identity: object) -> bool:
+        return isinstance(identity, str) and (
+            identity in self.exact or any(r.search(identity) for r in self.regexes))
 
 
 class Envelope(BaseModel):

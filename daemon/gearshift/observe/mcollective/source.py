@@ -27,34 +27,35 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
-import ssl
+import time
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 import stompman
 import structlog
-from stompman.connection import Connection
 
 from gearshift.clock import Clock, SystemClock
-from gearshift.errors import BadMessage
+from gearshift.errors import BadMessage, FactsUnavailable
 from gearshift.metrics import Metrics
+from gearshift.model import FleetSnapshot
 from gearshift.observe.facts import parse_legacy_facts
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mcollective.marshal import dumps
 from gearshift.observe.mcollective.psk import (
+    IdentityFilter,
     decode_reply,
     encode_request,
     make_filter,
     rpc_body,
     rpc_data,
 )
+from gearshift.observe.mcollective.stomp import tls_context, watched_connection
 from gearshift.observe.mqtt import Backoff, RateLimitedLog
 from gearshift.observe.requests import RequestBook
-from gearshift.settings import McollectiveSettings, TlsSettings
+from gearshift.settings import McollectiveSettings
 
 log = structlog.get_logger(component="gearshift.mcollective")
 
@@ -67,51 +68,6 @@ class _Request:
     asked: set[str] | None  # None: broadcast, any node matching the filter may answer
     answered: set[str] = field(default_factory=set)
     complete: asyncio.Event = field(default_factory=asyncio.Event)  # every node asked answered
-
-
-class IdentityFilter:
-    """``identity in f``: does it match one of mco's identity filters (exact or /regex/)?
-    Who may answer a broadcast when identities are configured."""
-
-    def __init__(self, patterns: Collection[str]) -> None:
-        self.exact = {p for p in patterns if not (len(p) > 2 and p[0] == p[-1] == "/")}
-        self.regexes = [re.compile(p[1:-1]) for p in patterns if p not in self.exact]
-
-    def __contains__(self, identity: object) -> bool:
-        return isinstance(identity, str) and (
-            identity in self.exact or any(r.search(identity) for r in self.regexes))
-
-
-def tls_context(tls: TlsSettings) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-    if tls.cert_file is not None:
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
-    if tls.insecure:
-        context.check_hostname = False
-    return context
-
-
-def _watched(on_connect: Callable[[], None],
-             on_lost: Callable[[], None]) -> type[Connection]:
-    """stompman's TCP connection, telling us when one opens and when one is lost."""
-
-    class Watched(Connection):
-        @classmethod
-        async def connect(cls, **kwargs: Any) -> Watched | None:
-            connection = await super().connect(**kwargs)
-            if connection is not None:
-                on_connect()
-            return connection
-
-        async def read_frames(self) -> AsyncGenerator[Any, None]:
-            try:
-                async for frame in super().read_frames():
-                    yield frame
-            except stompman.ConnectionLostError:
-                on_lost()
-                raise
-
-    return Watched
 
 
 class McoFactSource:
@@ -370,7 +326,7 @@ class McoFactSource:
             no_message_restart_interval=None,
             on_error_frame=lambda frame: log.warning("STOMP error frame",
                                                      message=frame.headers.get("message")),
-            connection_class=_watched(self._connected, self._lost))
+            connection_class=watched_connection(self._connected, self._lost))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected and poll until ``stop``; rebuild the client with back-off."""
@@ -416,3 +372,22 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
             await stop.wait()
     except TimeoutError:
         pass
+
+
+async def collect_mco_snapshot(settings: McollectiveSettings, *, stale_after: float,
+                               wait: float) -> FleetSnapshot:
+    """One MCollective round (discovery, poll), as a snapshot: ``gearshift plan``."""
+    fleet = FleetModel(stale_after=stale_after)
+    source = McoFactSource(settings, fleet)
+    stop = asyncio.Event()
+    task = asyncio.create_task(source.run(stop))
+    try:
+        async with asyncio.timeout(wait + 2 * settings.timeout + 10):
+            await source.caught_up.wait()
+    except TimeoutError:
+        raise FactsUnavailable(f"no MCollective round completed through "
+                               f"{', '.join(settings.brokers)}") from None
+    finally:
+        stop.set()
+        await task
+    return fleet.snapshot(time.time())
