@@ -10,6 +10,7 @@ with a reason; a broker restart is survived; and a scale-out is decided from the
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +21,7 @@ import pytest
 import stompman
 
 from builders import policy_set, pool
+from conftest import ROOT
 from gearshift.clock import SystemClock
 from gearshift.metrics import Metrics
 from gearshift.model import NodeState, ScaleOut
@@ -32,6 +34,7 @@ from gearshift.settings import McollectiveSettings
 from mcopeers import MCO_APT, PSK, McoNode, mcollective_missing, node_facts, start_nodes, stop_nodes
 from peers import Broker
 from rigs import sim_reconciler, wait_until
+from test_cli import gearshift
 
 pytestmark = pytest.mark.slow
 
@@ -297,3 +300,27 @@ async def test_a_broker_restart_is_survived(stomp: Broker, mco_nodes: list[McoNo
         assert sum(n.state is NodeState.ACTIVE for n in snapshot.nodes) == COUNT
         assert all(n.last_seen > lost_at for n in snapshot.nodes)
     assert source.connects >= 2
+
+
+def test_plan_and_config_check_from_the_command_line(stomp: Broker, mco_nodes: list[McoNode],
+                                                     tmp_path: Path) -> None:
+    psk_file = tmp_path / "mcollective.psk"
+    psk_file.write_text(PSK + "\n")
+    config = tmp_path / "config.yaml"
+    base = (f"policies_dir: {ROOT / 'policies'}\n"
+            f"providers_file: {ROOT / 'policies' / 'providers.yaml'}\n"
+            f"mcollective:\n  enabled: true\n  timeout: 1s\n"
+            f"  brokers: ['127.0.0.1:{stomp.extra['stomp']}']\n")
+    config.write_text(base + f"  psk_file: {psk_file}\n")
+    result = gearshift("plan", "--config", str(config), "--json")
+    assert result.returncode == 0, result.stderr
+    small = json.loads(result.stdout)["pools"]["small"]
+    assert small["active"] == COUNT - len(MEDIUM)
+    assert PSK not in result.stdout + result.stderr
+    checked = gearshift("config", "check", "--config", str(config))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    config.write_text(base + f"  psk_file: {tmp_path / 'missing.psk'}\n")
+    refused = gearshift("config", "check", "--config", str(config))
+    assert refused.returncode == 1
+    assert "cannot read MCollective psk from" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -85,7 +85,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         snapshot = load_snapshot(args.snapshot, now=now,
                                  stale_after=settings.reconcile.stale_after)
     elif settings.mcollective.enabled:
+        from gearshift.logs import configure  # noqa: PLC0415
         from gearshift.observe.mcollective.source import collect_mco_snapshot  # noqa: PLC0415
+
+        configure(level="warning")  # to stderr: stdout is the plan (--json)
 
         snapshot = asyncio.run(collect_mco_snapshot(
             settings.mcollective, stale_after=settings.reconcile.stale_after, wait=args.wait))
