@@ -11,18 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import random
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 import stompman
 
 from builders import policy_set, pool
 from conftest import ROOT
+from gearshift.act.providers.guard import GuardedProvider
 from gearshift.clock import SystemClock
+from gearshift.daemon import load_policies, serve
 from gearshift.metrics import Metrics
 from gearshift.model import NodeState, ScaleOut
 from gearshift.observe.facts import parse_legacy_facts
@@ -30,7 +37,11 @@ from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mcollective.marshal import Symbol, dumps
 from gearshift.observe.mcollective.psk import digest
 from gearshift.observe.mcollective.source import McoFactSource
-from gearshift.settings import McollectiveSettings
+from gearshift.settings import McollectiveSettings, load_settings
+from gearshift.sim.broker import free_port
+from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
+from gearshift.sim.world import SimWorld
+from gearshift.store.journal import MemoryJournal
 from mcopeers import MCO_APT, PSK, McoNode, mcollective_missing, node_facts, start_nodes, stop_nodes
 from peers import Broker
 from rigs import sim_reconciler, wait_until
@@ -324,3 +335,54 @@ def test_plan_and_config_check_from_the_command_line(stomp: Broker, mco_nodes: l
     assert refused.returncode == 1
     assert "cannot read MCollective psk from" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+async def test_the_daemon_reads_its_fleet_from_mcollective(stomp: Broker, mco_nodes: list[McoNode],
+                                                           tmp_path: Path) -> None:
+    """daemon.serve (what gearshift run ends in) with mcollective enabled: the fleet in
+    /v1/status comes from the mcollectived nodes; SIGTERM stops it."""
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"policies_dir: {ROOT / 'policies'}\n"
+        f"providers_file: {ROOT / 'policies' / 'providers.yaml'}\n"
+        f"http: {{port: {port}}}\njournal: {{kind: memory}}\npolicy_poll: 0\n"
+        f"mcollective: {{enabled: true, psk: {PSK}, interval: 2s, timeout: 1s,\n"
+        f"  brokers: ['127.0.0.1:{stomp.extra['stomp']}']}}\n")
+    settings = load_settings(config)
+    clock = SystemClock()
+    metrics = Metrics()
+    policies = load_policies(settings, metrics)
+    assert policies.current.providers is not None
+    world = SimWorld(seed=1, start=clock.now(), move_time=1.0)
+    providers = {spec.name: GuardedProvider(
+        SimulatedProvider(spec, world=world, clock=clock, rng=random.Random(1)), clock=clock,
+        metrics=metrics, boot_time=spec.boot_time) for spec in policies.current.providers.providers}
+    daemon = asyncio.create_task(serve(settings, policies=policies, providers=providers,
+                                       platform=SimulatedPlatform(world), journal=MemoryJournal(),
+                                       clock=clock, metrics=metrics))
+    status: dict[str, Any] = {}
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def fleet_in_status() -> bool:
+                nonlocal status
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/v1/status") as response:
+                        status = await response.json()
+                except aiohttp.ClientError:
+                    return False
+                return bool(status.get("pools", {}).get("small", {}).get("nodes", {})
+                            .get("active"))
+
+            deadline = time.monotonic() + 60
+            while not await fleet_in_status():
+                assert time.monotonic() < deadline, status
+                await asyncio.sleep(0.5)
+    finally:
+        if not daemon.done():  # serve's own SIGTERM handler stops it (as systemd would)
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(daemon, 30) == 0
+    assert status["pools"]["small"]["nodes"]["active"] == COUNT - len(MEDIUM)
+    exposition = metrics.exposition().decode()
+    assert "gearshift_fact_source_up 1.0" in exposition
+    assert 'gearshift_mcollective_messages_total{direction="received"}' in exposition
