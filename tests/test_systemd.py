@@ -49,9 +49,13 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     copy.write_text(text.replace("/opt/gearshift/bin/gearshift", str(binary)))
     result = subprocess.run([analyze, "verify", "--man=no", str(copy)], capture_output=True,
                             text=True, check=False)
-    # Unknown keys and bad values only warn (exit 0): any output at all is a failure here.
+    # Unknown keys and bad values only warn (exit 0): any output at all is a failure here,
+    # except warnings about other units that installed packages ship (mcollective's, for
+    # the MCollective tests) which verify loads along as dependencies of multi-user.target.
     assert result.returncode == 0, result.stderr
-    assert result.stdout + result.stderr == ""
+    ours = [line for line in (result.stdout + result.stderr).splitlines()
+            if not re.match(r"/(usr/)?lib/systemd/system/[^/]+\.service:\d+: ", line)]
+    assert ours == []
 
 
 def test_unit_is_notify_watchdogged_and_hardened() -> None:
