@@ -86,14 +86,23 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if args.snapshot is not None:
         snapshot = load_snapshot(args.snapshot, now=now,
                                  stale_after=settings.reconcile.stale_after)
+    elif settings.mcollective.enabled:
+        from gearshift.logs import configure  # noqa: PLC0415
+        from gearshift.observe.mcollective.source import collect_mco_snapshot  # noqa: PLC0415
+
+        configure(level="warning")  # to stderr: stdout is the plan (--json)
+
+        snapshot = asyncio.run(collect_mco_snapshot(
+            settings.mcollective, stale_after=settings.reconcile.stale_after, wait=args.wait))
     else:
         from gearshift.logs import configure  # noqa: PLC0415
         from gearshift.observe.mqtt import collect_snapshot  # noqa: PLC0415
 
         configure(level="warning", fmt="console")  # to stderr: stdout is the plan
         snapshot = asyncio.run(collect_snapshot(settings, wait=args.wait))
-    source = (str(args.snapshot) if args.snapshot is not None else
-              f"MQTT {settings.mqtt.host}:{settings.mqtt.port} in {args.wait:g}s")
+    source = (str(args.snapshot) if args.snapshot is not None
+              else "MCollective" if settings.mcollective.enabled
+              else f"MQTT {settings.mqtt.host}:{settings.mqtt.port} in {args.wait:g}s")
     states = Counter(node.state.value for node in snapshot.nodes)
     print(f"heard {len(snapshot.nodes)} node(s) from {source}"
           + (f": {', '.join(f'{n} {s}' for s, n in sorted(states.items()))}" if states else ""),
@@ -213,6 +222,8 @@ def _cmd_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     read_token(settings.http.token_file)
     settings.trust.keyring()  # an unreadable or world-readable keyring is a ConfigError
+    if settings.mcollective.enabled:
+        settings.mcollective.secret_psk()  # readable and not empty (ConfigError otherwise)
     problems = validate_paths([settings.policies_dir, settings.providers_file],
                               kinds=KIND_SETTINGS)
     for line in problems:

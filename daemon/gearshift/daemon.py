@@ -48,6 +48,7 @@ from gearshift.logs import configure
 from gearshift.metrics import Metrics
 from gearshift.model import Plan
 from gearshift.observe.fleet import FleetModel
+from gearshift.observe.mcollective.source import McoFactSource
 from gearshift.observe.mqtt import MqttFactSource
 from gearshift.observe.prometheus import PrometheusSignalSource
 from gearshift.policy.holder import PolicyHolder
@@ -203,8 +204,12 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
     fleet = FleetModel(stale_after=settings.reconcile.stale_after,
                        forget_after=trust.forget_after, max_nodes=trust.max_nodes,
                        max_unvouched=trust.max_unvouched)
-    source = MqttFactSource(settings.mqtt, fleet, metrics=metrics, clock=clock, trust=trust,
-                            keyring=trust.keyring())
+    source: MqttFactSource | McoFactSource = (
+        McoFactSource(settings.mcollective, fleet, metrics=metrics, clock=clock,
+                      max_gears=trust.max_gears)
+        if settings.mcollective.enabled
+        else MqttFactSource(settings.mqtt, fleet, metrics=metrics, clock=clock, trust=trust,
+                            keyring=trust.keyring()))
     executor = Executor(providers=providers, platform=platform, journal=journal, clock=clock,
                         metrics=metrics, on_retired=source.forget_node,
                         on_disputed=lambda identity, why: fleet.dispute(

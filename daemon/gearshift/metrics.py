@@ -115,6 +115,13 @@ class Metrics:
         self.fact_source_reconnects = Counter(
             "gearshift_fact_source_reconnects", "Reconnects of the fact source after a loss.",
             registry=r)
+        self.mcollective_messages = Counter(
+            "gearshift_mcollective_messages", "STOMP messages of the MCollective fact source, "
+            "by direction (a directed request counts once per node).", ["direction"],
+            registry=r)
+        self.mcollective_nodes = Gauge(
+            "gearshift_mcollective_nodes_answered",
+            "Nodes that answered the last MCollective facts poll.", registry=r)
         self.fact_source_waiting = Gauge(
             "gearshift_fact_source_waiting_nodes",
             "Nodes not heard from since the fact source came back (scale-in waits for them).",

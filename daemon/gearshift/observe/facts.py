@@ -218,16 +218,26 @@ def too_many(facts: NodeFacts, max_gears: int) -> str | None:
     return None
 
 
+def _bounded(facts: NodeFacts, max_gears: int) -> NodeFacts:
+    if facts.bad_reason is None:
+        why = too_many(facts, max_gears)
+        if why is not None:
+            return replace(facts, bad_reason=why)
+    return facts
+
+
+def parse_legacy_facts(data: dict[str, str], *, identity: str,
+                       max_gears: int = DEFAULT_MAX_GEARS) -> NodeFacts:
+    """Legacy MCollective facts (every value a string) of ``identity``, already decoded:
+    what the MCollective fact source gets from rpcutil. ``BadMessage`` when unusable."""
+    return _bounded(_from_legacy(data, identity), max_gears)
+
+
 def parse_facts(payload: bytes, *, topic_identity: str,
                 max_gears: int = DEFAULT_MAX_GEARS) -> NodeFacts:
     """Parse and bound one facts payload (see ``_parse``); counts above ``max_gears`` make
     the facts bad, with the field named."""
-    facts = _parse(payload, topic_identity)
-    if facts.bad_reason is None:
-        why = too_many(facts, max_gears)
-        if why is not None:
-            facts = replace(facts, bad_reason=why)
-    return facts
+    return _bounded(_parse(payload, topic_identity), max_gears)
 
 
 def _parse(payload: bytes, topic_identity: str) -> NodeFacts:
