@@ -24,11 +24,12 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
 
+from gearshift import safeyaml
 from gearshift.durations import parse_duration
 from gearshift.errors import ConfigError
 
@@ -246,7 +247,11 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config = _config_file.get()
         if config is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config))
+            # read with gearshift's bounds (size, alias expansion), not yaml.safe_load
+            data = safeyaml.load_file(config) or {}
+            if not isinstance(data, dict):
+                raise ConfigError([f"{config}:1:1: expected a mapping of settings"])
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=data))
         return (*sources, file_secret_settings)
 
 
@@ -264,7 +269,16 @@ def load_settings(config: Path | None) -> Settings:
             f"{where}: {'.'.join(str(part) for part in error['loc']) or 'settings'}: "
             f"{error['msg']}" for error in exc.errors(include_url=False, include_input=False)
         ]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{config}: not valid YAML: {exc.__class__.__name__}"]) from None
+    except safeyaml.YamlLimitError as exc:
+        line, col = safeyaml.where(exc)
+        raise ConfigError([f"{config}:{line}:{col}: {exc.problem}"]) from None
+    except yaml.YAMLError as exc:  # where only: PyYAML's own text quotes the line
+        line, col = safeyaml.where(exc)
+        raise ConfigError([f"{config}:{line}:{col}: not valid YAML: "
+                           f"{exc.__class__.__name__}"]) from None
+    except safeyaml.FileTooLarge as exc:
+        raise ConfigError([f"{config}:1:1: {exc}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{config}:1:1: not UTF-8 text"]) from None
     finally:
         _config_file.reset(token)
