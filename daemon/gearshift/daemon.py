@@ -257,10 +257,18 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
                             on_change=lambda: reload("policy files changed"),
                             interval=settings.policy_poll or HEARTBEAT)
 
+    reloads: set[asyncio.Task[None]] = set()
+
     def reload(why: str) -> None:
+        """Reload in the background: parsing runs in a thread, the loop keeps serving."""
+        task = asyncio.ensure_future(reload_now(why))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    async def reload_now(why: str) -> None:
         if ready:
             notifier.reloading()
-        ok = policies.reload()
+        ok = await policies.reload_async()
         watcher.mark_loaded()
         reconciler.wake(why)
         status = ("policies reloaded" if ok
@@ -304,6 +312,8 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
         await supervise(jobs, stop)
     finally:
         notifier.stopping()
+        for task in list(reloads):
+            task.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await api.stop()
