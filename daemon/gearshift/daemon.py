@@ -227,6 +227,9 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
     source.on_facts = waker.poke
     api = ApiServer(reconciler, metrics, token=read_token(settings.http.token_file),
                     max_body=settings.http.max_body,
+                    max_connections=settings.http.max_connections,
+                    read_timeout=settings.http.read_timeout,
+                    plan_cache=settings.http.plan_cache,
                     stale_loop_after=settings.reconcile.hung_after,
                     leader=lambda: leadership.is_leader,
                     extra_status=lambda: {

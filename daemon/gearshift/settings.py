@@ -102,6 +102,15 @@ class HttpSettings(Section):
     token_file: Path | None = Field(None, description="Bearer token for mutating calls; "
                                                       "without it they are refused.")
     max_body: int = Field(65536, description="Largest request body accepted, in bytes.")
+    max_connections: int = Field(256, ge=8, description=(
+        "Open connections at most; a new one past it closes the oldest. Lowered to half "
+        "of the open-files limit (LimitNOFILE) left after 128 for everything else."))
+    read_timeout: Seconds = Field(10.0, gt=0, description=(
+        "A connection that sends no complete request headers for this long (from connect, "
+        "or idle between requests) is closed; a request body must arrive within it too."))
+    plan_cache: Seconds = Field(2.0, ge=0, description=(
+        "/v1/plan answers from a plan at most this old when nothing was reconciled, "
+        "reloaded or paused since; requests meanwhile share the plan being computed."))
 
 
 class ReconcileSettings(Section):
