@@ -32,6 +32,7 @@ from pydantic_settings import (
 from gearshift import safeyaml
 from gearshift.durations import parse_duration
 from gearshift.errors import ConfigError
+from gearshift.redact import redact
 
 _config_file: ContextVar[Path | None] = ContextVar("gearshift_config_file", default=None)
 
@@ -274,9 +275,9 @@ def load_settings(config: Path | None) -> Settings:
     except ValidationError as exc:
         # Only where and what: pydantic's own text quotes the input, which may be a secret.
         where = str(config) if config is not None else "environment"
-        raise ConfigError([
+        raise ConfigError([redact(
             f"{where}: {'.'.join(str(part) for part in error['loc']) or 'settings'}: "
-            f"{error['msg']}" for error in exc.errors(include_url=False, include_input=False)
+            f"{error['msg']}") for error in exc.errors(include_url=False, include_input=False)
         ]) from None
     except safeyaml.YamlLimitError as exc:
         line, col = safeyaml.where(exc)

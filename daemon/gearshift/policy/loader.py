@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 from gearshift import safeyaml
 from gearshift.errors import ConfigError
 from gearshift.policy.schema import PolicySet, PoolPolicy, ProvidersFile
+from gearshift.redact import redact
 
 Path_ = tuple[str | int, ...]
 Position = tuple[int, int]  # 1-based line, column
@@ -377,8 +378,8 @@ def load_policy_set(paths: Iterable[Path], *, kinds: KindSettings | None = None,
     problems.extend(_cross_check(pools, providers[0] if providers else None))
     if kinds is not None and providers:
         problems.extend(_kind_settings_problems(*providers[0], kinds))
-    if problems:
-        raise ConfigError(problems)
+    if problems:  # a URL's credentials never reach validate, the log or /v1/status
+        raise ConfigError([redact(problem) for problem in problems])
     ordered = sorted((p for p, _ in pools), key=lambda p: (-p.priority, p.name))
     return PolicySet(pools=tuple(ordered), providers=providers[0][0] if providers else None,
                      files=tuple(files))
