@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,8 @@ class LiveDaemon:
 
 def start_daemon(directory: Path, broker: tuple[str, int], *, interval: str = "2s",
                  demand: int = 60, env: dict[str, str] | None = None,
-                 extra_config: str = "") -> LiveDaemon:
+                 extra_config: str = "",
+                 preexec_fn: Callable[[], None] | None = None) -> LiveDaemon:
     """Start the daemon wiring over the demo's simulated pool and providers; not yet ready."""
     directory.mkdir(parents=True, exist_ok=True)
     policies = directory / "policies"
@@ -126,6 +128,7 @@ def start_daemon(directory: Path, broker: tuple[str, int], *, interval: str = "2
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "sim_daemon.py"), "--config", str(config),
          "--demand", f"small={demand}"],
-        stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=full_env, cwd=directory)
+        stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=full_env, cwd=directory,
+        preexec_fn=preexec_fn)  # noqa: PLW1509 - only setrlimit, before exec
     return LiveDaemon(process=process, url=f"http://127.0.0.1:{port}", directory=directory,
                       token_file=token_file, policies=policies, log=log, env=env or {})

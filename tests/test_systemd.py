@@ -73,9 +73,22 @@ def test_unit_is_notify_watchdogged_and_hardened() -> None:
     assert one["CapabilityBoundingSet"] == ""
     assert "User" not in one  # DynamicUser, not root
     # The journal's default path lives in the StateDirectory.
-    from gearshift.settings import JournalSettings
+    from gearshift.settings import HttpSettings, JournalSettings
 
     assert str(JournalSettings().path).startswith("/var/lib/gearshift/")
+    # Bounded (issue 11, finding 6): room for every API connection the daemon keeps,
+    # well above systemd's default soft limit of 1024, and a memory ceiling.
+    from gearshift.api.guard import RESERVED_FDS
+
+    assert int(one["LimitNOFILE"]) >= 2 * HttpSettings().max_connections + RESERVED_FDS
+    assert int(one["LimitNOFILE"]) > 1024
+    high, top = (_bytes(one[key]) for key in ("MemoryHigh", "MemoryMax"))
+    assert 256 * 2**20 <= high < top <= 4 * 2**30
+
+
+def _bytes(value: str) -> int:
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    return int(value[:-1]) * units[value[-1]] if value[-1] in units else int(value)
 
 
 class NotifyListener:

@@ -249,6 +249,9 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
     source.on_facts = waker.poke
     api = ApiServer(reconciler, metrics, token=read_token(settings.http.token_file),
                     max_body=settings.http.max_body,
+                    max_connections=settings.http.max_connections,
+                    read_timeout=settings.http.read_timeout,
+                    plan_cache=settings.http.plan_cache,
                     stale_loop_after=settings.reconcile.hung_after,
                     leader=lambda: leadership.is_leader,
                     extra_status=lambda: {
@@ -282,10 +285,18 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
                             on_change=lambda: reload("policy files changed"),
                             interval=settings.policy_poll or HEARTBEAT)
 
+    reloads: set[asyncio.Task[None]] = set()
+
     def reload(why: str) -> None:
+        """Reload in the background: parsing runs in a thread, the loop keeps serving."""
+        task = asyncio.ensure_future(reload_now(why))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    async def reload_now(why: str) -> None:
         if ready:
             notifier.reloading()
-        ok = policies.reload()
+        ok = await policies.reload_async()
         watcher.mark_loaded()
         reconciler.wake(why)
         status = ("policies reloaded" if ok
@@ -330,6 +341,8 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
         await supervise(jobs, stop)
     finally:
         notifier.stopping()
+        for task in list(reloads):
+            task.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await api.stop()

@@ -2,7 +2,8 @@
 
 Every event carries a timestamp, level and logger name. Secrets never reach a log line:
 settings hold them as ``SecretStr`` (rendered as ``**********``), and a last processor
-masks any value under a key that looks like a secret.
+masks any value under a key that looks like a secret and the credentials of any URL
+written with them (``https://user:password@host``) in every other value.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import structlog
 
+from gearshift.redact import redact_value
+
 _SECRET_KEYS = ("password", "token", "secret", "authorization", "dsn")
 
 
@@ -21,6 +24,8 @@ def _mask_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
     for key in list(event):
         if any(word in key.lower() for word in _SECRET_KEYS):
             event[key] = "**********"
+        else:  # a URL with credentials in it, anywhere (problems, errors, tracebacks)
+            event[key] = redact_value(event[key])
     return event
 
 

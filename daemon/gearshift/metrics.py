@@ -159,6 +159,20 @@ class Metrics:
             "Finished operations and recovery records deleted from the journal once older "
             "than journal.keep_finished, by what (operations, recoveries).", ["what"],
             registry=r)
+        # the HTTP API's own protection (api/guard.py, api/server.py)
+        self.http_connections_closed = Counter(
+            "gearshift_http_connections_closed",
+            "HTTP connections the daemon closed to protect itself, by reason (over_limit: "
+            "http.max_connections reached, the oldest closed; no_request: no complete request "
+            "within http.read_timeout).", ["reason"], registry=r)
+        self.http_accept_errors = Counter(
+            "gearshift_http_accept_errors",
+            "HTTP connections the kernel could not hand over (out of file descriptors or "
+            "memory).", registry=r)
+        self.plan_dry_runs = Counter(
+            "gearshift_plan_dry_runs",
+            "Plans computed to answer /v1/plan (the others were answered from a recent one).",
+            registry=r)
 
     def record_pools(self, pools: Mapping[str, PoolEvaluation], *,
                      limits: dict[str, tuple[int, int]],

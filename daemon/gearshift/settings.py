@@ -25,13 +25,15 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
 
+from gearshift import safeyaml
 from gearshift.durations import parse_duration
 from gearshift.errors import ConfigError
+from gearshift.redact import redact
 from gearshift.signing import Keyring
 
 _config_file: ContextVar[Path | None] = ContextVar("gearshift_config_file", default=None)
@@ -184,6 +186,15 @@ class HttpSettings(Section):
     token_file: Path | None = Field(None, description="Bearer token for mutating calls; "
                                                       "without it they are refused.")
     max_body: int = Field(65536, description="Largest request body accepted, in bytes.")
+    max_connections: int = Field(256, ge=8, description=(
+        "Open connections at most; a new one past it closes the oldest. Lowered to half "
+        "of the open-files limit (LimitNOFILE) left after 128 for everything else."))
+    read_timeout: Seconds = Field(10.0, gt=0, description=(
+        "A connection that sends no complete request headers for this long (from connect, "
+        "or idle between requests) is closed; a request body must arrive within it too."))
+    plan_cache: Seconds = Field(2.0, ge=0, description=(
+        "/v1/plan answers from a plan at most this old when nothing was reconciled, "
+        "reloaded or paused since; requests meanwhile share the plan being computed."))
 
 
 class ReconcileSettings(Section):
@@ -369,7 +380,11 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config = _config_file.get()
         if config is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config))
+            # read with gearshift's bounds (size, alias expansion), not yaml.safe_load
+            data = safeyaml.load_file(config) or {}
+            if not isinstance(data, dict):
+                raise ConfigError([f"{config}:1:1: expected a mapping of settings"])
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=data))
         return (*sources, file_secret_settings)
 
 
@@ -383,11 +398,20 @@ def load_settings(config: Path | None) -> Settings:
     except ValidationError as exc:
         # Only where and what: pydantic's own text quotes the input, which may be a secret.
         where = str(config) if config is not None else "environment"
-        raise ConfigError([
+        raise ConfigError([redact(
             f"{where}: {'.'.join(str(part) for part in error['loc']) or 'settings'}: "
-            f"{error['msg']}" for error in exc.errors(include_url=False, include_input=False)
+            f"{error['msg']}") for error in exc.errors(include_url=False, include_input=False)
         ]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{config}: not valid YAML: {exc.__class__.__name__}"]) from None
+    except safeyaml.YamlLimitError as exc:
+        line, col = safeyaml.where(exc)
+        raise ConfigError([f"{config}:{line}:{col}: {exc.problem}"]) from None
+    except yaml.YAMLError as exc:  # where only: PyYAML's own text quotes the line
+        line, col = safeyaml.where(exc)
+        raise ConfigError([f"{config}:{line}:{col}: not valid YAML: "
+                           f"{exc.__class__.__name__}"]) from None
+    except safeyaml.FileTooLarge as exc:
+        raise ConfigError([f"{config}:1:1: {exc}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{config}:1:1: not UTF-8 text"]) from None
     finally:
         _config_file.reset(token)

@@ -347,7 +347,9 @@ def openapi_document(*, pools: Sequence[str], max_body: int) -> dict[str, Any]:
                     JSON: {"schema": _capacity_request(pools)}}},
                 "responses": {
                     "201": _json(_ref("CapacityRequestCreated"), "held until expires_at"),
-                    "400": _error("the body is not a JSON object"), **auth_errors,
+                    "400": _error("the body is not a JSON object (or nests arrays and "
+                                  "objects more than 32 deep)"), **auth_errors,
+                    "408": _error("the body did not arrive within http.read_timeout"),
                     "413": _error(f"the body is larger than {max_body} bytes"),
                     "422": _error("a field is missing or invalid"),
                 },

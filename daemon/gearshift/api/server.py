@@ -6,17 +6,27 @@ and ``/`` (a small status page). Mutating calls (pause/resume a pool, capacity r
 need ``Authorization: Bearer TOKEN`` with the token from ``http.token_file``: 401 when
 the header is missing, 403 when the token is wrong (compared in constant time); without
 a configured token they are refused (403) rather than open. Request bodies are limited
-to ``http.max_body`` bytes (413). A pause or resume is journaled before it is answered, so
-it outlives a restart or a failover (503 when the journal cannot record it).
-``/v1/openapi.json`` describes all of it (api/openapi.py).
+to ``http.max_body`` bytes (413), must arrive within ``http.read_timeout`` (408) and, as
+JSON, nest at most ``jsonlimits.MAX_DEPTH`` deep (400). A pause or resume is journaled
+before it is answered, so it outlives a restart or a failover (503 when the journal
+cannot record it). ``/v1/openapi.json`` describes all of it (api/openapi.py).
+
+Open to anyone who can connect, the server protects itself (api/guard.py): at most
+``http.max_connections`` connections, each closed when it sends no complete request
+within ``http.read_timeout``. ``/v1/plan`` runs the whole planner, so its answers come from
+one plan shared by every request that arrives while it is computed and reused for
+``http.plan_cache`` seconds while no reconcile, reload or pause has happened since: a
+burst of requests costs one plan, not one each.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import importlib.resources
 import json
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -29,6 +39,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gearshift import jsonlimits
+from gearshift.api.guard import AcceptErrorLog, GuardedSite, connection_limit
 from gearshift.api.openapi import EVENTS_DEFAULT, EVENTS_MAX, openapi_document
 from gearshift.errors import Fenced, JournalError
 from gearshift.explain import action_to_dict, plan_to_dict
@@ -81,7 +93,9 @@ class ApiServer:
     def __init__(self, reconciler: Reconciler, metrics: Metrics, *, token: str | None,
                  max_body: int = 65536, leader: Callable[[], bool] = lambda: True,
                  stale_loop_after: float = 300.0,
-                 extra_status: Callable[[], dict[str, Any]] | None = None) -> None:
+                 extra_status: Callable[[], dict[str, Any]] | None = None,
+                 max_connections: int = 256, read_timeout: float = 10.0,
+                 plan_cache: float = 2.0) -> None:
         self.reconciler = reconciler
         self.metrics = metrics
         self.token = token
@@ -89,7 +103,16 @@ class ApiServer:
         self.leader = leader
         self.extra_status = extra_status  # leadership, operations in flight, recoveries
         self.stale_loop_after = stale_loop_after
-        self.app = web.Application(client_max_size=max_body)
+        self.max_connections = max_connections
+        self.read_timeout = read_timeout
+        self.plan_cache = plan_cache
+        self.site: GuardedSite | None = None
+        self._accept_errors: AcceptErrorLog | None = None
+        # /v1/plan: the plan being computed (shared by every request meanwhile) and the
+        # last one with what it was computed from (policies, last reconcile, paused pools)
+        self._plan_task: asyncio.Task[dict[str, Any]] | None = None
+        self._plan: tuple[tuple[Any, ...], float, dict[str, Any]] | None = None
+        self.app = web.Application(client_max_size=max_body, middlewares=[self._bounded])
         self.app.add_routes([
             web.get("/", self.page),
             web.get("/healthz", self.healthz),
@@ -115,13 +138,44 @@ class ApiServer:
             self.decisions.append({"at": _iso(plan.at), **action_to_dict(action)})
 
     async def start(self, host: str, port: int) -> None:
-        self.runner = web.AppRunner(self.app, access_log=None, logger=_server_log)
+        # keepalive_timeout: an idle kept-alive connection, or one whose next request's
+        # headers do not arrive in time, is closed after read_timeout
+        self.runner = web.AppRunner(self.app, access_log=None, logger=_server_log,
+                                    keepalive_timeout=self.read_timeout)
         await self.runner.setup()
-        await web.TCPSite(self.runner, host, port).start()
+        limit = connection_limit(self.max_connections)
+        if limit < self.max_connections:
+            log.warning("http.max_connections lowered to fit the open-files limit "
+                        "(raise LimitNOFILE)", configured=self.max_connections, used=limit)
+        self._accept_errors = AcceptErrorLog(asyncio.get_running_loop(), metrics=self.metrics)
+        self._accept_errors.install()
+        self.site = GuardedSite(self.runner, host, port, limit=limit,
+                                first_request=self.read_timeout, metrics=self.metrics)
+        await self.site.start()
 
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+        if self._accept_errors is not None:
+            self._accept_errors.uninstall()
+        if self._plan_task is not None:
+            self._plan_task.cancel()
+
+    @web.middleware
+    async def _bounded(self, request: web.Request,
+                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                       ) -> web.StreamResponse:
+        """Headers are in (the connection's deadline is met); a body must follow in time."""
+        if self.site is not None:
+            self.site.guard.served(request)
+        if request.can_read_body:
+            try:
+                async with asyncio.timeout(self.read_timeout):
+                    await request.read()  # kept by aiohttp for the handler
+            except TimeoutError:
+                raise _fail(web.HTTPRequestTimeout, f"the body did not arrive within "
+                                                    f"{self.read_timeout:g}s") from None
+        return await handler(request)
 
     # -- auth -------------------------------------------------------------------------
     def _authorize(self, request: web.Request) -> None:
@@ -208,11 +262,33 @@ class ApiServer:
 
     async def plan(self, request: web.Request) -> web.Response:
         try:
-            plan = await self.reconciler.dry_run()
+            body = await self.shared_plan()
         except JournalError as exc:  # the store is down or locked: say so, not a bare 500
             log.warning("dry run failed: the journal cannot be read", error=str(exc))
             raise _fail(web.HTTPServiceUnavailable, str(exc)) from exc
-        return web.json_response(plan_to_dict(plan))
+        return web.json_response(body)
+
+    async def shared_plan(self) -> dict[str, Any]:
+        """A dry run's plan, shared by concurrent requests and reused for ``plan_cache`` s."""
+        # what a plan is computed from, besides facts and the journal (which plan_cache
+        # bounds): the policies in force, the last reconcile's plan, the paused pools
+        basis = (self.reconciler.policies.current, self.reconciler.last_plan,
+                 frozenset(self.reconciler.paused))
+        if self._plan is not None:
+            (policies, last, paused), at, body = self._plan
+            if (policies is basis[0] and last is basis[1] and paused == basis[2]
+                    and time.monotonic() - at < self.plan_cache):
+                return body
+        if self._plan_task is None or self._plan_task.done():
+            self._plan_task = asyncio.ensure_future(self._dry_run(basis))
+        # shielded: a client hanging up must not cancel the plan the others wait for
+        return await asyncio.shield(self._plan_task)
+
+    async def _dry_run(self, basis: tuple[Any, ...]) -> dict[str, Any]:
+        self.metrics.plan_dry_runs.inc()
+        body = plan_to_dict(await self.reconciler.dry_run())
+        self._plan = (basis, time.monotonic(), body)
+        return body
 
     async def events(self, request: web.Request) -> web.Response:
         text = request.query.get("limit", str(EVENTS_DEFAULT))
@@ -254,7 +330,9 @@ class ApiServer:
     async def capacity_request(self, request: web.Request) -> web.Response:
         self._authorize(request)
         try:
-            data = await request.json()
+            data = jsonlimits.loads((await request.read()).decode("utf-8"))
+        except jsonlimits.TooDeep as exc:
+            raise _fail(web.HTTPBadRequest, f"the body must be JSON: {exc}") from exc
         except ValueError as exc:  # includes bodies that are not UTF-8
             raise _fail(web.HTTPBadRequest, "the body must be JSON") from exc
         pools = {p.name for p in self.reconciler.policies.current.pools}

@@ -2,10 +2,16 @@
 
 A reload reads every file again; if any problem is found, the new set is refused as a
 whole, the problems are kept (for ``/v1/status`` and the log) and the running set stays.
+
+The daemon reloads with ``reload_async``: reading and parsing run in a worker thread, so a
+huge or hostile file (bounded by gearshift.safeyaml, but still seconds of pure-Python
+parsing) never holds the event loop that answers ``/healthz`` and the broker; reloads run
+one at a time, and only the swap of the set in force happens on the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -30,6 +36,7 @@ class PolicyHolder:
         self.problems: list[str] = []
         self.on_reload = on_reload
         self.check = check  # extra reasons to refuse a reloaded set (what needs a restart)
+        self._reloading = asyncio.Lock()
 
     @classmethod
     def fixed(cls, policies: PolicySet) -> PolicyHolder:
@@ -41,21 +48,36 @@ class PolicyHolder:
         holder.on_reload = None
         holder.check = None
         holder.kinds = None
+        holder._reloading = asyncio.Lock()
         return holder
 
     def reload(self) -> bool:
-        """Load the files again; True when the new set is now in force."""
+        """Load the files again; True when the new set is now in force. Blocking."""
         if not self.paths:
             return True
+        return self._apply(*self._candidate())
+
+    async def reload_async(self) -> bool:
+        """``reload`` with the files read and parsed in a worker thread, one at a time."""
+        if not self.paths:
+            return True
+        async with self._reloading:
+            candidate, problems = await asyncio.to_thread(self._candidate)
+            return self._apply(candidate, problems)
+
+    def _candidate(self) -> tuple[PolicySet | None, list[str]]:
+        """The files' policy set and the reasons to refuse it (thread-safe: reads only)."""
         try:
             candidate = load_policy_set(self.paths, kinds=self.kinds)
-            problems = self.check(candidate) if self.check is not None else []
+            return candidate, self.check(candidate) if self.check is not None else []
         except ConfigError as exc:
-            problems = exc.problems
+            return None, exc.problems
         except Exception as exc:  # a loader bug must refuse the edit, not kill the watcher
             log.exception("policy reload failed unexpectedly")
-            problems = [f"{self.paths[0]}:1:1: could not load: {exc.__class__.__name__}"]
-        if problems:
+            return None, [f"{self.paths[0]}:1:1: could not load: {exc.__class__.__name__}"]
+
+    def _apply(self, candidate: PolicySet | None, problems: list[str]) -> bool:
+        if problems or candidate is None:
             self.problems = problems
             log.error("policy reload refused: keeping the last good policies",
                       problems=problems)

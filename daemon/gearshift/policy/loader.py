@@ -26,8 +26,10 @@ from typing import Any, Union
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from gearshift import safeyaml
 from gearshift.errors import ConfigError
 from gearshift.policy.schema import PolicySet, PoolPolicy, ProvidersFile
+from gearshift.redact import redact
 
 Path_ = tuple[str | int, ...]
 Position = tuple[int, int]  # 1-based line, column
@@ -106,15 +108,19 @@ def _line_col(text: str, offset: int) -> Position:
     return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
 
 
-def _read_documents(file: Path, problems: list[str]) -> list[_Document]:
+def _read_documents(file: Path, problems: list[str], *, max_bytes: int) -> list[_Document]:
     try:
-        text = file.read_text(encoding="utf-8")
+        text = safeyaml.read_text(file, max_bytes=max_bytes)
+    except safeyaml.FileTooLarge as exc:
+        problems.append(f"{file}:1:1: {exc}")
+        return []
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(f"{file}:1:1: cannot read file: {exc.__class__.__name__}: {exc}")
         return []
     documents = []
     try:
-        loader = yaml.SafeLoader(text)  # its reader already refuses control characters
+        # its reader already refuses control characters; its composer bounds aliases
+        loader = safeyaml.BoundedSafeLoader(text)
     except yaml.reader.ReaderError as exc:
         line, col = _line_col(text, exc.position)
         problems.append(f"{file}:{line}:{col}: not readable YAML: {exc.reason} "
@@ -128,6 +134,10 @@ def _read_documents(file: Path, problems: list[str]) -> list[_Document]:
             doc = _Document(file=file, data=None, start=_position(node.start_mark))
             doc.data = _convert(loader, node, (), doc, problems)
             documents.append(doc)
+    except safeyaml.YamlLimitError as exc:
+        line, col = safeyaml.where(exc)
+        problems.append(f"{file}:{line}:{col}: {exc.problem}")
+        return []
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = _position(mark) if mark else (1, 1)
@@ -328,18 +338,21 @@ def _kind_settings_problems(spec: ProvidersFile, doc: _Document,
     return problems
 
 
-def load_policy_set(paths: Iterable[Path], *, kinds: KindSettings | None = None) -> PolicySet:
+def load_policy_set(paths: Iterable[Path], *, kinds: KindSettings | None = None,
+                    max_bytes: int = safeyaml.MAX_YAML_BYTES) -> PolicySet:
     """Load and validate every file (and every YAML file in every directory) given.
 
     With ``kinds``, each provider kind's ``settings:`` are validated by its own models too.
-    Raises ConfigError listing every problem; nothing partial is ever returned.
+    A file larger than ``max_bytes`` is refused unread. Raises ConfigError listing every
+    problem; nothing partial is ever returned. Blocking (file reads, parsing): the daemon
+    calls it in a worker thread.
     """
     problems: list[str] = []
     files = _files_in(paths, problems)
     pools: list[tuple[PoolPolicy, _Document]] = []
     providers: list[tuple[ProvidersFile, _Document]] = []
     for file in files:
-        for doc in _read_documents(file, problems):
+        for doc in _read_documents(file, problems, max_bytes=max_bytes):
             if not isinstance(doc.data, dict):
                 problems.append(doc.problem((), "expected a mapping with apiVersion and kind"))
                 continue
@@ -365,8 +378,8 @@ def load_policy_set(paths: Iterable[Path], *, kinds: KindSettings | None = None)
     problems.extend(_cross_check(pools, providers[0] if providers else None))
     if kinds is not None and providers:
         problems.extend(_kind_settings_problems(*providers[0], kinds))
-    if problems:
-        raise ConfigError(problems)
+    if problems:  # a URL's credentials never reach validate, the log or /v1/status
+        raise ConfigError([redact(problem) for problem in problems])
     ordered = sorted((p for p, _ in pools), key=lambda p: (-p.priority, p.name))
     return PolicySet(pools=tuple(ordered), providers=providers[0][0] if providers else None,
                      files=tuple(files))

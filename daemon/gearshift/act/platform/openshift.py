@@ -77,9 +77,10 @@ STEPS = frozenset(DEFAULT_COMMANDS)
 NODE_STEPS = frozenset({"list_gears"})  # run on the node itself, not on the broker
 
 # What each placeholder may hold. No value may start with "-" (it would be an option).
-_HOST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*$")
-_DISTRICT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-_GEAR = re.compile(r"^[A-Za-z0-9]{8,64}$")
+# \Z, not $: "$" also matches before a trailing newline ("node1\n" would pass).
+_HOST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*\Z")
+_DISTRICT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
+_GEAR = re.compile(r"^[A-Za-z0-9]{8,64}\Z")
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 _PLACEHOLDERS = frozenset({"host", "district", "gears"})
 

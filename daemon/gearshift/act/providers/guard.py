@@ -22,6 +22,11 @@
 * time-to-ready is measured by the executor and kept here as a moving average; it reaches
   placement through ``status().boot_time``.
 
+Every failed call is logged with its cause (``provider call failed``: the error's kind,
+the driver's message, the underlying exception's class and, for a socket error, its text
+such as "Connection refused"), and so is every retry; URL credentials are redacted and
+drivers put no secrets in their messages.
+
 Metrics: ``gearshift_provider_calls_total{provider,op,outcome}`` (outcome ``ok``,
 ``transient``, ``quota``, ``capacity``, ``permanent``, ``not_found``, ``circuit_open``;
 one per attempt), ``gearshift_provider_call_seconds{provider,op}``,
@@ -31,6 +36,7 @@ one per attempt), ``gearshift_provider_call_seconds{provider,op}``,
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -58,9 +64,31 @@ from gearshift.errors import (
 )
 from gearshift.metrics import Metrics
 from gearshift.model import Machine, ProviderStatus
+from gearshift.redact import redact
 
 T = TypeVar("T")
 log = structlog.get_logger(component="gearshift.act.guard")
+
+
+def cause(error: BaseException) -> str:
+    """Why a call failed, secret-free: the message, then each chained exception's class
+    and, for socket errors, the system's words ("Connection refused").
+
+    Only class names and ``strerror`` of the chain are used, never their text (a library's
+    message may quote a URL or a request); the provider's own message is built by the
+    driver from names and statuses, and URL credentials are redacted anyway.
+    """
+    parts = [error.message if isinstance(error, ProviderError) else type(error).__name__]
+    seen: set[int] = {id(error)}
+    inner = error.__cause__ or error.__context__
+    while inner is not None and id(inner) not in seen and len(seen) < 6:
+        seen.add(id(inner))
+        text = type(inner).__name__
+        if isinstance(inner, OSError) and isinstance(inner.errno, int) and inner.errno > 0:
+            text += f": {os.strerror(inner.errno)}"  # the system's words, no address
+        parts.append(text)
+        inner = inner.__cause__ or inner.__context__
+    return redact(" <- ".join(parts))
 
 
 @dataclass(frozen=True)
@@ -141,7 +169,10 @@ class GuardedProvider:
         self.failures = 0
         self.open_until = None
 
-    def _failed(self, error: ProviderError) -> None:
+    def _failed(self, error: ProviderError, *, op: str, attempts: int) -> None:
+        if not isinstance(error, CircuitOpen):
+            log.warning("provider call failed", provider=self.name, op=op, error=error.kind,
+                        cause=cause(error), attempts=attempts)
         now = self.clock.now()
         self.last_error = error.kind
         if isinstance(error, QuotaExceeded | CapacityUnavailable):
@@ -154,7 +185,8 @@ class GuardedProvider:
                 or self.open_until is not None):  # a failed half-open trial reopens it
             self.open_until = now + self.settings.breaker_reset
             log.warning("circuit opened", provider=self.name, failures=self.failures,
-                        error=error.kind, reopen_in=self.settings.breaker_reset)
+                        error=error.kind, cause=cause(error),
+                        reopen_in=self.settings.breaker_reset)
 
     def _admit(self, op: str) -> bool:
         """May a call go through now? Returns whether it is the half-open trial."""
@@ -224,6 +256,7 @@ class GuardedProvider:
                                    max=self.settings.retry_max)
                   + wait_random(0, self.settings.retry_initial)),
             sleep=self.clock.sleep,
+            before_sleep=lambda state: self._retrying(op, state),
             reraise=True,
         )
         try:
@@ -232,13 +265,20 @@ class GuardedProvider:
             self._reached()
             raise
         except ProviderError as exc:
-            self._failed(exc)
+            self._failed(exc, op=op, attempts=attempts)
             raise
         finally:
             if trial:
                 self.trial_running = False
         self._reached()
         return result
+
+    def _retrying(self, op: str, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.info("provider call failed: retrying", provider=self.name, op=op,
+                 attempt=state.attempt_number, error=getattr(error, "kind", None),
+                 cause=cause(error) if isinstance(error, BaseException) else None,
+                 retry_in=round(getattr(state, "upcoming_sleep", 0.0), 2))
 
     async def create(self, request: CreateRequest) -> Machine:
         return await self._call("create", lambda: self.provider.create(request))

@@ -21,14 +21,27 @@ from pydantic import Field, field_validator, model_validator
 from gearshift.act.providers.common import ProviderSettings, Seconds
 from gearshift.policy.loader import KindSettings
 
+_NO_CREDENTIALS = ("put no credentials in the URL; use username (or username_env, "
+                   "username_file) and password_file or password_env")
 
-def _http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"{value!r} is not an http(s) URL")
-    if parts.username or parts.password:
-        raise ValueError("put no credentials in the URL; use username and password_file")
-    return value.rstrip("/")
+
+def _http_url(value: str, *, example: str = "https://host.example") -> str:
+    """``value`` if it is an http(s) URL without credentials.
+
+    Any ``@`` is refused as credentials, before anything else and without quoting the
+    value: a URL may carry a password even when it does not parse (``https//admin:SECRET@h``),
+    and refusals reach the log and ``/v1/status``. Values without one are quoted back.
+    """
+    if "@" in value:
+        raise ValueError(_NO_CREDENTIALS)
+    try:
+        parts = urlsplit(value)
+        hostname = parts.hostname
+    except ValueError as exc:  # "Invalid IPv6 URL"
+        raise ValueError(f"{value!r} is not an http(s) URL such as {example}") from exc
+    if parts.scheme not in ("https", "http") or not hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL such as {example}")
+    return value
 
 
 def _at_most_one(what: str, **given: object) -> None:
@@ -76,12 +89,7 @@ class VSphereSettings(ProviderSettings):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError(f"{value!r} is not an http(s) URL such as https://vcenter/sdk")
-        if parts.username or parts.password:
-            raise ValueError("put no credentials in the URL; use username and password_file")
-        return value
+        return _http_url(value, example="https://vcenter/sdk")
 
     @model_validator(mode="after")
     def _credentials(self) -> VSphereSettings:
@@ -121,13 +129,7 @@ class OvirtSettings(ProviderSettings):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError(f"{value!r} is not an http(s) URL such as "
-                             f"https://engine.example/ovirt-engine/api")
-        if parts.username or parts.password:
-            raise ValueError("put no credentials in the URL; use username and password_file")
-        return value.rstrip("/")
+        return _http_url(value, example="https://engine.example/ovirt-engine/api").rstrip("/")
 
     @model_validator(mode="after")
     def _credentials(self) -> OvirtSettings:
@@ -217,7 +219,7 @@ class MachineSpec(ProviderSettings):
     @field_validator("bmc")
     @classmethod
     def _bmc(cls, value: str) -> str:
-        return _http_url(value)
+        return _http_url(value, example="https://10.0.0.11").rstrip("/")
 
     @field_validator("system")
     @classmethod
@@ -245,7 +247,7 @@ class ForemanSettings(Credentials):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _http_url(value)
+        return _http_url(value, example="https://foreman.example").rstrip("/")
 
 
 class BareMetalSettings(Credentials):
