@@ -304,3 +304,22 @@ def test_an_empty_message_cannot_erase_a_signed_node(tmp_path: Path) -> None:
     lax.handle(f"{PREFIX}/nodes/n1/facts", facts_payload("n1"))
     lax.handle(f"{PREFIX}/nodes/n1/facts", b"")  # unsigned fleets: cleared means retired
     assert "n1" not in lax_fleet
+
+
+def test_the_agent_refuses_an_alias_bomb_in_its_config_and_facts(tmp_path: Path) -> None:
+    from gearshift.agent.config import load_agent_config
+    from gearshift.agent.sources import _read
+    from gearshift.errors import ConfigError, FactsUnavailable
+
+    bomb = "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+    config = tmp_path / "agent.yaml"
+    config.write_text(bomb)
+    with pytest.raises(ConfigError) as caught:
+        load_agent_config(config)
+    assert caught.value.problems[0].startswith(f"{config}:")
+    facts = tmp_path / "facts.yaml"
+    facts.write_text(bomb)
+    with pytest.raises(FactsUnavailable):
+        _read(facts)

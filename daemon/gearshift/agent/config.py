@@ -34,6 +34,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gearshift import safeyaml
 from gearshift.errors import ConfigError
 from gearshift.settings import MqttSettings, Seconds
 from gearshift.signing import NodeKeys
@@ -133,13 +134,15 @@ class AgentConfig(_Strict):
 
 def load_agent_config(path: Path) -> AgentConfig:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = safeyaml.load_file(path) or {}
     except OSError as exc:
         raise ConfigError([f"{path}:1:1: cannot read: {exc.strerror}"]) from exc
+    except (safeyaml.FileTooLarge, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}:1:1: {exc}"]) from exc
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
-        raise ConfigError([f"{path}:{where}: not valid YAML"]) from exc
+        line, column = safeyaml.where(exc)
+        raise ConfigError([f"{path}:{line}:{column}: not valid YAML: "
+                           f"{getattr(exc, 'problem', None) or exc.__class__.__name__}"]) from exc
     if not isinstance(data, dict):
         raise ConfigError([f"{path}:1:1: expected a mapping"])
     try:

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from gearshift import safeyaml
 from gearshift.agent.config import ContainerFacts, FactSourceConfig, FileFacts, OpenShiftFacts
 from gearshift.errors import BadMessage, FactsUnavailable
 from gearshift.model import GearCounts, NodeFacts
@@ -76,7 +77,7 @@ def _read(path: Path) -> Any:
     if len(text) > 4 * MAX_PAYLOAD * 16:
         raise FactsUnavailable(f"{path} is too large")
     try:
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        return json.loads(text) if path.suffix == ".json" else safeyaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
         raise FactsUnavailable(f"{path} is not valid {path.suffix.lstrip('.') or 'YAML'}") \
             from exc
