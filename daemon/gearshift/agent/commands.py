@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import shlex
@@ -21,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from gearshift import jsonlimits
 from gearshift.agent.config import template_fields
 from gearshift.errors import CommandRefused
 
@@ -30,7 +30,7 @@ MAX_OUTPUT = 64 * 1024
 MAX_REQUEST = 16 * 1024
 # Long enough for a list of gear UUIDs (oo-admin-move --gear_uuid a,b,c,...).
 ARGUMENT = re.compile(r"[A-Za-z0-9._:@%+=,][A-Za-z0-9._:@%+=,-]{0,4095}")
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REQUEST_ID = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
 
 
 def reply(*, request_id: str | None, command: str, ok: bool = False,
@@ -120,7 +120,7 @@ class CommandRunner:
         if len(payload) > MAX_REQUEST:
             raise CommandRefused(f"bad request: larger than {MAX_REQUEST} bytes")
         try:
-            data = json.loads(payload)
+            data = jsonlimits.loads(payload)
         except (ValueError, RecursionError) as exc:
             raise CommandRefused("bad request: not JSON") from exc
         if not isinstance(data, dict):

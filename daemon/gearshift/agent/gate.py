@@ -15,11 +15,11 @@ for a migration (and then the agent says so in every log line it refuses nothing
 
 from __future__ import annotations
 
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from gearshift import jsonlimits
 from gearshift.errors import CommandRefused
 from gearshift.signing import NodeKeys, SignatureError, is_envelope, open_envelope, seal
 
@@ -54,7 +54,7 @@ class CommandGate:
         except SignatureError as exc:
             raise CommandRefused(f"command refused: {exc}") from None
         try:
-            body = json.loads(signed.body)
+            body = jsonlimits.loads(signed.body)
         except (ValueError, RecursionError):
             raise CommandRefused("command refused: the signed body is not JSON") from None
         if not isinstance(body, dict):

@@ -20,7 +20,6 @@ set: the node is then unknown, the pool's density is not poisoned.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gearshift import jsonlimits
 from gearshift.errors import BadMessage
 from gearshift.model import GearCounts, NodeFacts
 
@@ -262,7 +262,7 @@ def _parse(payload: bytes, topic_identity: str) -> NodeFacts:
 
 def _parse_slowly(payload: bytes, topic_identity: str) -> NodeFacts:
     try:
-        data = json.loads(payload)
+        data = jsonlimits.loads(payload)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise BadMessage("invalid_json", str(exc)[:80]) from exc
     if not isinstance(data, dict):

@@ -42,7 +42,6 @@ nothing a message says can stop the loop.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import ssl
 import time
@@ -56,6 +55,7 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from gearshift import jsonlimits
 from gearshift.clock import Clock, SystemClock
 from gearshift.errors import BadMessage, FactsUnavailable
 from gearshift.metrics import Metrics
@@ -311,7 +311,7 @@ class MqttFactSource:
         if len(payload) > self.settings.max_payload:
             raise BadMessage("too_large", f"{len(payload)} bytes")
         try:
-            data = json.loads(payload)
+            data = jsonlimits.loads(payload)
         except (ValueError, RecursionError) as exc:
             raise BadMessage("invalid_json", str(exc)[:80]) from exc
         pools = self.pool_names() if self.pool_names is not None else None

@@ -46,7 +46,7 @@ def parse_capacity_request(data: Any, *, pools: Collection[str] | None
         raise ValueError(f"gears: must be an integer from 1 to {MAX_GEARS}")
     ttl_text = data.get("ttl", "30m")
     if (not isinstance(ttl_text, str) or len(ttl_text) > MAX_TTL_TEXT
-            or not _TTL.match(ttl_text)):
+            or not _TTL.fullmatch(ttl_text)):
         raise ValueError("ttl: must be a duration such as 90s, 10m, 2h, 1h30m or 1d")
     ttl = min(parse_duration(ttl_text), float(MAX_TTL_SECONDS))
     reason = data.get("reason", "")

@@ -39,6 +39,7 @@ from typing import Any
 import aiomqtt
 import structlog
 
+from gearshift import jsonlimits
 from gearshift.act.platform.openshift import CommandResult
 from gearshift.errors import PlatformError
 from gearshift.observe.mqtt import client_for, response_properties
@@ -124,7 +125,7 @@ class AgentRunner:
                             target=target, reason=exc.reason)
                 return  # keep waiting for the real one
         try:
-            reply = json.loads(payload)
+            reply = jsonlimits.loads(payload)
         except ValueError:
             future.set_exception(PlatformError("the agent's reply is not JSON"))
             return
