@@ -317,8 +317,9 @@ class TrustSettings(Section):
         "pin the node and make its real facts look out of order."))
     max_gears: int = Field(10_000, ge=1, le=1_000_000, description=(
         "A node claiming more gears (or max_active_gears) than this has bad facts."))
-    max_nodes: int = Field(200_000, ge=1, description=(
-        "Facts of further new identities are refused once this many nodes are known."))
+    max_nodes: int = Field(100_000, ge=1, description=(
+        "Facts of further new identities are refused once this many nodes are known (about "
+        "5 kB each: 100 000 stay well inside the unit's MemoryHigh)."))
     max_unvouched: int = Field(1_000, ge=0, description=(
         "Once the platform lists its district members, facts of further new identities "
         "that are neither ours nor members are refused past this many held."))

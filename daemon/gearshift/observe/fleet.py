@@ -91,7 +91,7 @@ class FleetModel:
     """
 
     def __init__(self, *, stale_after: float, forget_after: float = 3600.0,
-                 max_nodes: int = 200_000, max_unvouched: int = 1_000) -> None:
+                 max_nodes: int = 100_000, max_unvouched: int = 1_000) -> None:
         self.stale_after = stale_after
         self.forget_after = forget_after
         self.max_nodes = max_nodes
