@@ -466,6 +466,17 @@ async def test_agent_over_activemq_mqtt_3_1_1(activemq_peer: Any, tmp_path: Path
             body = reply_body(message, keyring, identity)
             assert (body["request_id"], body["ok"]) == ("amq-1", True)
             assert body["stdout"] == f"activate-node -n 513b5050 -i {identity}\n"
+            # Forged over ActiveMQ too: unsigned, and addressed to another node.
+            for forged in (request("activate", "amq-2", district="d1", host=identity),
+                           signed("activate", "amq-3", keyring=keyring, identity=identity,
+                                  topic=topic, target="node8.example.com",
+                                  district="d1", host=identity)):
+                await client.publish(topic, forged, qos=1)
+                message = await next_message(client,
+                                             f"{settings.prefix}/nodes/{identity}/reply")
+                body = reply_body(message, keyring, identity)
+                assert not body["ok"] and "refused" in body["error"]
+                assert body["exit_code"] is None
             agent.send_signal(signal.SIGKILL)
             agent.wait(10)
             await wait_until(lambda: not fleet.is_fresh(identity, time.time()), 30,
