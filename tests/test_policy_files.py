@@ -49,11 +49,24 @@ def test_shipped_policies_validate(paths: list[Path]) -> None:
     assert load_policy_set(paths).pools
 
 
+# Daemon configs shipped beside the policies they name (test_cli runs the README's plan
+# line with this one; here it must load as settings).
+EXAMPLE_CONFIGS = [ROOT / "policies/examples/plan/config.yaml"]
+
+
 def test_every_yaml_file_under_policies_belongs_to_a_checked_set() -> None:
     checked = {f.resolve() for paths in POLICY_SETS for p in paths
                for f in ([p] if p.is_file() else p.glob("*.yaml"))}
     shipped = {f.resolve() for f in (ROOT / "policies").rglob("*.yaml")}
-    assert shipped <= checked
+    assert shipped <= checked | {c.resolve() for c in EXAMPLE_CONFIGS}
+
+
+@pytest.mark.parametrize("config", EXAMPLE_CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_example_configs_load_as_settings(config: Path) -> None:
+    from gearshift.settings import load_settings
+
+    settings = load_settings(config)
+    assert settings.policies_dir == Path("policies")
 
 
 def test_architecture_example_reads_as_written() -> None:
