@@ -38,7 +38,8 @@ def test_cron_fields() -> None:
 
 @pytest.mark.parametrize(("text", "words"), [
     ("0 8 * *", "5 fields"), ("60 * * * *", "minute"), ("* * 0 * *", "day of month"),
-    ("* * * * mon-xyz", "not a number"), ("*/0 * * * *", "bad step"), ("5-1 * * * *", "minute")])
+    ("* * * * mon-xyz", "not a number"), ("*/0 * * * *", "bad step"), ("5-1 * * * *", "minute"),
+    ("0 8 * * MON-FRI-SAT", "'MON-FRI-SAT' is not a range: a range is FIRST-LAST")])
 def test_cron_errors_name_the_field(text: str, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         parse_cron(text)

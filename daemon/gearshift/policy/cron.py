@@ -74,6 +74,9 @@ def _parse_field(text: str, index: int) -> frozenset[int]:
         if body == "*":
             start, end = low, high
         elif "-" in body:
+            if body.count("-") > 1:
+                raise ValueError(f"{name}: {body!r} is not a range: a range is FIRST-LAST "
+                                 f"(list several with commas: MON-FRI,SAT)")
             first, _, last = body.partition("-")
             start, end = _parse_value(first, index), _parse_value(last, index)
         else:

@@ -297,8 +297,13 @@ def _cross_check(pools: list[tuple[PoolPolicy, _Document]],
                 continue
             found = spec.blueprint(placement.blueprint)
             if found is None:
+                known = sorted(b.name for b in spec.blueprints
+                               if b.provider == placement.provider)
                 problems.append(doc.problem(("placement", i, "blueprint"),
-                                            f"{where}.blueprint: unknown blueprint {placement.blueprint!r}"))
+                                            f"{where}.blueprint: unknown blueprint "
+                                            f"{placement.blueprint!r} (known on "
+                                            f"{placement.provider}: "
+                                            f"{', '.join(known) or 'none'})"))
             elif found.provider != placement.provider:
                 problems.append(doc.problem(("placement", i, "blueprint"),
                                             f"{where}.blueprint: blueprint {found.name!r} belongs to "
