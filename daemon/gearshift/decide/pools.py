@@ -84,6 +84,9 @@ def read_fleet(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> FleetRea
     first). A node belongs to the first pool whose selector matches it (or, matching none,
     to the pool its machine was made for); one pass over the nodes does it all."""
     members = {p.name: _Members(p) for p in pools}
+    by_profile: dict[str, list[PoolPolicy]] = {}  # a selector always names its profile
+    for policy in pools:
+        by_profile.setdefault(policy.selector.node_profile, []).append(policy)
     pending_ids = {p.identity for p in snapshot.pending}
     usage = Usage()
     owned: dict[tuple[str | None, str], int] = {}
@@ -111,8 +114,8 @@ def read_fleet(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> FleetRea
                tuple(sorted(labels.items())) if labels else ())
         owner = owners_get(key, _UNSEEN)
         if owner is _UNSEEN:
-            owner = owners[key] = next((p.name for p in pools if p.selector.matches(facts)),
-                                       None)
+            owner = owners[key] = next((p.name for p in by_profile.get(facts.node_profile, ())
+                                        if p.selector.matches(facts)), None)
         if owner is None:
             if machine is None or machine.pool not in members:
                 continue
