@@ -209,6 +209,9 @@ def _from_legacy(data: dict[str, str], topic_identity: str) -> NodeFacts:
 def too_many(facts: NodeFacts, max_gears: int) -> str | None:
     """Which count, if any, is above ``max_gears`` (a liar or a broken agent)."""
     gears = facts.gears
+    if max(facts.max_active_gears, gears.total, gears.active, gears.idle, gears.stopped,
+           gears.started, gears.deploying, gears.unknown) <= max_gears:
+        return None  # every message takes this path: one call, no tuples
     for name, value in (("max_active_gears", facts.max_active_gears), ("gears.total", gears.total),
                         ("gears.active", gears.active), ("gears.idle", gears.idle),
                         ("gears.stopped", gears.stopped), ("gears.started", gears.started),
