@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from peers import stop_process
+
 MCOLLECTIVED = "/usr/sbin/mcollectived"
 MCO_APT = "apt-get install -y mcollective mcollective-client ruby-stomp"
 PSK = "gearshift-test-psk"
@@ -148,14 +150,8 @@ class McoNode:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        if process is not None:
+            stop_process(process, grace=10)
 
     def log(self) -> str:
         path = self.directory / "mco.log"

@@ -68,6 +68,16 @@ def activemq_missing() -> str | None:
     return None
 
 
+def stop_process(process: subprocess.Popen[bytes], *, grace: float) -> None:
+    """SIGTERM, then SIGKILL if it has not gone within ``grace`` seconds."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
 @dataclass
 class Broker:
     """A broker we started: (kind, host, port), plus stop/start on the same port."""
@@ -101,14 +111,8 @@ class Broker:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        if process is not None:
+            stop_process(process, grace=15)
 
     def log(self) -> str:
         name = "mosquitto.log" if self.kind == "mosquitto" else "activemq.log"
