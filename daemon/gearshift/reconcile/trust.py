@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import structlog
@@ -25,7 +26,7 @@ from gearshift.act.platform.base import Platform
 from gearshift.clock import Clock
 from gearshift.errors import PlatformError
 from gearshift.metrics import Metrics
-from gearshift.model import FleetSnapshot, NodeState
+from gearshift.model import FleetSnapshot, Node, NodeState
 from gearshift.observe.fleet import FleetModel
 from gearshift.settings import TrustSettings
 from gearshift.store.journal import Journal, pending_nodes
@@ -89,20 +90,24 @@ class Vouching:
             self.metrics.fleet_nodes.set(len(self.fleet))
 
 
+def _counting_for_nothing(snapshot: FleetSnapshot | None) -> Iterator[tuple[Node, str]]:
+    """Each node that counts for no pool now, with its reason."""
+    for node in snapshot.nodes if snapshot is not None else ():
+        if node.state in (NodeState.UNKNOWN, NodeState.UNVOUCHED):
+            yield node, node.why_unknown or node.state.value
+
+
 def untrusted(fleet: FleetModel, snapshot: FleetSnapshot | None, *,
               now: float) -> dict[str, Any]:
     """Nodes that count for nothing now, and refused messages, each with the reason."""
     nodes: list[dict[str, Any]] = []
     why: Counter[str] = Counter()
-    if snapshot is not None:
-        for node in snapshot.nodes:
-            if node.state in (NodeState.UNKNOWN, NodeState.UNVOUCHED):
-                reason = node.why_unknown or node.state.value
-                why[_why(reason)] += 1
-                if len(nodes) < SHOWN:
-                    nodes.append({"identity": node.identity, "state": node.state.value,
-                                  "reason": reason, "ours": node.machine is not None,
-                                  "last_seen": node.last_seen})
+    for node, reason in _counting_for_nothing(snapshot):
+        why[_why(reason)] += 1
+        if len(nodes) < SHOWN:
+            nodes.append({"identity": node.identity, "state": node.state.value,
+                          "reason": reason, "ours": node.machine is not None,
+                          "last_seen": node.last_seen})
     refused = [{"identity": identity, "reason": r.reason, "detail": r.detail, "at": r.at}
                for identity, r in reversed(fleet.refusals.items())][:SHOWN]
     return {"nodes": nodes, "counts": dict(why), "refused": refused,
@@ -120,9 +125,8 @@ def _why(reason: str) -> str:
 
 def count_untrusted(metrics: Metrics, snapshot: FleetSnapshot | None) -> None:
     counts = dict.fromkeys(UNTRUSTED_WHY, 0)
-    for node in snapshot.nodes if snapshot is not None else ():
-        if node.state in (NodeState.UNKNOWN, NodeState.UNVOUCHED):
-            label = _why(node.why_unknown or node.state.value)
-            counts[label] = counts.get(label, 0) + 1
+    for _, reason in _counting_for_nothing(snapshot):
+        label = _why(reason)
+        counts[label] = counts.get(label, 0) + 1
     for label, count in counts.items():
         metrics.untrusted_nodes.labels(label).set(count)
