@@ -36,11 +36,13 @@ import asyncio
 import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import assert_never
 
 import structlog
 
 from gearshift.act.platform.base import NodeRef, Platform
+from gearshift.act.progress import Event, ExecutionReport, Progress
 from gearshift.act.providers.base import CreateRequest
 from gearshift.act.providers.guard import GuardedProvider
 from gearshift.act.witness import confirm_retire
@@ -68,32 +70,9 @@ from gearshift.model import (
     ScaleOut,
 )
 from gearshift.policy.schema import PolicySet
-from gearshift.store.journal import DONE_PHASES, PHASES, Journal, Operation
+from gearshift.store.journal import Journal, Operation
 
 log = structlog.get_logger(component="gearshift.act")
-
-
-@dataclass(frozen=True)
-class Event:
-    """One thing gearshift did (or failed to do), for /v1/events and the status page."""
-
-    at: float
-    kind: str
-    pool: str
-    target: str
-    outcome: str  # ok | failed | refused
-    reason: str
-    error: str | None = None
-
-
-@dataclass
-class ExecutionReport:
-    events: list[Event] = field(default_factory=list)
-    spill: bool = False  # a quota/capacity error: re-plan now so the rest goes elsewhere
-
-    @property
-    def failures(self) -> list[Event]:
-        return [e for e in self.events if e.outcome != "ok"]
 
 
 @dataclass(frozen=True)
@@ -127,9 +106,7 @@ class Executor:
         self.new_id = new_id
         self.on_retired = on_retired
         self.on_disputed = on_disputed  # (identity, why): the witnesses contradicted its facts
-        self.events: deque[Event] = deque(maxlen=500)
-        self.counts: Counter[tuple[str, str]] = Counter()  # (kind, outcome) since start
-        self.in_flight: dict[str, dict[str, object]] = {}  # for /v1/status
+        self.progress_view = Progress(metrics=metrics)  # events and in-flight, for the API
         self.creating: set[str] = set()  # op ids whose provider call is running right now
         self._background: set[asyncio.Task[None]] = set()
 
@@ -140,18 +117,19 @@ class Executor:
         event = Event(at=self.clock.now(), kind=kind, pool=pool, target=target,
                       outcome=outcome, reason=reason, error=error)
         report.events.append(event)
-        self.events.append(event)
-        self.counts[(kind, outcome)] += 1
-        if outcome == "ok":
-            log.info("action", kind=kind, pool=pool, target=target, provider=provider or None,
-                     reason=reason)
-            if self.metrics is not None:
-                self.metrics.actions.labels(kind, pool, provider).inc()
-        else:
-            log.warning("action failed", kind=kind, pool=pool, target=target, outcome=outcome,
-                        error=error, reason=reason)
-            if self.metrics is not None:
-                self.metrics.action_failures.labels(kind, pool, error or outcome).inc()
+        self.progress_view.record(event, provider=provider)
+
+    @property
+    def events(self) -> deque[Event]:
+        return self.progress_view.events
+
+    @property
+    def counts(self) -> Counter[tuple[str, str]]:
+        return self.progress_view.counts
+
+    @property
+    def in_flight(self) -> dict[str, dict[str, object]]:
+        return self.progress_view.in_flight
 
     # -- plan -------------------------------------------------------------------------
     async def execute(self, plan: Plan, snapshot: FleetSnapshot,
@@ -172,14 +150,17 @@ class Executor:
 
     async def _execute_one(self, action: Action, snapshot: FleetSnapshot, policies: PolicySet,
                            report: ExecutionReport) -> None:
-        if isinstance(action, ScaleOut):
-            await self._scale_out(action, policies, report)
-        elif isinstance(action, Drain):
-            await self._drain(action, snapshot, policies, report)
-        elif isinstance(action, CancelDrain):
-            await self._cancel_drain(action, snapshot, report)
-        elif isinstance(action, Retire):
-            await self._retire(action, snapshot, report)
+        match action:
+            case ScaleOut():
+                await self._scale_out(action, policies, report)
+            case Drain():
+                await self._drain(action, snapshot, policies, report)
+            case CancelDrain():
+                await self._cancel_drain(action, snapshot, report)
+            case Retire():
+                await self._retire(action, snapshot, report)
+            case _:
+                assert_never(action)
 
     async def _scale_out(self, action: ScaleOut, policies: PolicySet,
                          report: ExecutionReport) -> None:
@@ -440,25 +421,7 @@ class Executor:
 
     async def record_operations(self, now: float) -> None:
         """Export the operations in flight: by kind and phase, and the oldest by kind."""
-        ops = await self.journal.open_operations()
-        self.in_flight = {kind: {"count": sum(1 for o in ops if o.kind == kind),
-                                 "oldest_age_seconds": round(max(
-                                     (now - o.started_at for o in ops if o.kind == kind),
-                                     default=0.0), 1),
-                                 "phases": dict(Counter(o.phase for o in ops if o.kind == kind))}
-                          for kind in PHASES}
-        if self.metrics is None:
-            return
-        for kind, phases in PHASES.items():
-            of_kind = [o for o in ops if o.kind == kind]
-            self.metrics.operations_in_flight.labels(kind).set(len(of_kind))
-            self.metrics.oldest_operation_age_by_kind.labels(kind).set(
-                max((now - o.started_at for o in of_kind), default=0.0))
-            for phase in phases:
-                if phase not in DONE_PHASES:
-                    self.metrics.operations_by_phase.labels(kind, phase).set(
-                        sum(1 for o in of_kind if o.phase == phase))
-        self.metrics.oldest_operation_age.set(max((now - o.started_at for o in ops), default=0.0))
+        self.progress_view.record_operations(await self.journal.open_operations(), now)
 
     def provisioning_timeout(self, provider: GuardedProvider | None) -> float:
         expected = provider.boot_time if provider is not None and provider.boot_time else 0.0
@@ -540,8 +503,8 @@ class Executor:
             log.warning("could not retire a node that never came up", node=op.identity,
                         error=exc.kind)
             return
-        provider.backoff_until = now + provider.settings.capacity_backoff
-        provider.backoff_reason = f"{op.identity} published no facts within {timeout:.0f}s"
+        provider.back_off(reason=f"{op.identity} published no facts within {timeout:.0f}s",
+                          at=now)
         await self._forget_retired(op.identity)
         await self.journal.advance(op.op_id, phase="failed", at=self.clock.now(),
                                    error="provisioning timeout")

@@ -73,10 +73,10 @@ def provider_statuses(providers: Mapping[str, GuardedProvider]) -> dict[str, Pro
     statuses = {}
     for name, provider in providers.items():
         status = provider.status()
-        if provider.backoff_until is not None:
-            status = replace(
-                status, capacity_error=provider.backoff_reason or None,
-                capacity_error_at=provider.backoff_until - provider.settings.capacity_backoff)
+        backoff = provider.backoff
+        if backoff is not None:
+            status = replace(status, capacity_error=backoff.reason or None,
+                             capacity_error_at=backoff.since)
         statuses[name] = status
     return statuses
 

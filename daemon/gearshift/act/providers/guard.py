@@ -103,6 +103,16 @@ class GuardSettings:
     capacity_backoff: float = 300.0
 
 
+@dataclass(frozen=True)
+class BackOff:
+    """A provider backed off after it refused capacity (or a node it made never came up):
+    placement skips it ``until`` then, and demotes it a while after (``since``)."""
+
+    until: float
+    since: float  # when the back-off began
+    reason: str
+
+
 class GuardedProvider:
     """A provider as the executor uses it: safe to call, and honest about its health."""
 
@@ -116,8 +126,7 @@ class GuardedProvider:
         self.failures = 0  # failed calls in a row
         self.open_until: float | None = None
         self.trial_running = False
-        self.backoff_until: float | None = None
-        self.backoff_reason = ""
+        self._backoff: BackOff | None = None
         self.last_error: str | None = None
         self.boot_time = boot_time  # configured first, refined by measurements
         self.boot_samples = 0
@@ -139,12 +148,23 @@ class GuardedProvider:
         if self.open_until is not None and now < self.open_until:
             why = (f"circuit open after {self.failures} failure(s) "
                    f"({self.last_error or 'error'}); retry in {self.open_until - now:.0f}s")
-        elif self.backoff_until is not None and now < self.backoff_until:
-            why = f"backed off {self.backoff_until - now:.0f}s more: {self.backoff_reason}"
+        elif self._backoff is not None and now < self._backoff.until:
+            why = f"backed off {self._backoff.until - now:.0f}s more: {self._backoff.reason}"
         if self.metrics is not None:
             self.metrics.provider_available.labels(self.name).set(0 if why else 1)
         return ProviderStatus(name=self.name, available=why is None, why_unavailable=why,
                               boot_time=self.boot_time)
+
+    @property
+    def backoff(self) -> BackOff | None:
+        """The latest back-off (it may be over: placement still demotes the provider)."""
+        return self._backoff
+
+    def back_off(self, *, reason: str, at: float | None = None) -> None:
+        """Back this provider off for ``settings.capacity_backoff`` from ``at`` (now)."""
+        since = self.clock.now() if at is None else at
+        self._backoff = BackOff(until=since + self.settings.capacity_backoff, since=since,
+                                reason=reason)
 
     def note_time_to_ready(self, seconds: float) -> None:
         """Fold one measured create-to-first-facts time into the estimate."""
@@ -177,8 +197,7 @@ class GuardedProvider:
         self.last_error = error.kind
         if isinstance(error, QuotaExceeded | CapacityUnavailable):
             self._reached()
-            self.backoff_until = now + self.settings.capacity_backoff
-            self.backoff_reason = f"{error.kind} error: {error.message}"
+            self.back_off(reason=f"{error.kind} error: {error.message}", at=now)
             return
         self.failures += 1
         if (isinstance(error, PermanentError) or self.failures >= self.settings.breaker_threshold
