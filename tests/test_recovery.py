@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import subprocess
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -37,7 +38,7 @@ from gearshift.observe.fleet import FleetModel
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.schema import PolicySet
 from gearshift.reconcile.leader import Leadership, lead
-from gearshift.reconcile.reconciler import Reconciler
+from gearshift.reconcile.reconciler import Reconciler, plan_in_flight
 from gearshift.reconcile.recovery import Recovery, RecoverySettings
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
 from gearshift.sim.world import SimNode, SimWorld
@@ -298,6 +299,19 @@ async def test_a_failed_listing_leaves_that_providers_operations_for_the_next_sw
 
 
 # -- the provisioning timeout -------------------------------------------------------------
+async def progress(rig: Rig, snapshot: FleetSnapshot, is_fresh: Callable[[str], bool]) -> None:
+    """What a reconcile does with operations in flight: the executor moves them on, then
+    the planner gives up nodes that never came up and destroys again what failed to go,
+    and the executor does that."""
+    await rig.executor.progress(snapshot, is_fresh)
+    now = rig.clock.now()
+    in_flight = plan_in_flight(await rig.journal.open_operations(), snapshot, now=now,
+                               providers=rig.executor.providers,
+                               settings=rig.executor.settings)
+    await rig.executor.execute(Plan(at=now, actions=in_flight.actions, pools={},
+                                    state=PlannerState()), snapshot, rig.policies)
+
+
 async def timed_out_create(rig: Rig) -> None:
     await rig.journal.begin(rig.create_op("slow"))
     machine = await rig.make_machine("slow")
@@ -312,7 +326,7 @@ async def test_a_node_silent_past_time_to_ready_times_factor_is_retired_and_back
     rig = Rig()
     await timed_out_create(rig)
     snapshot = rig.fleet.snapshot(rig.clock.now())
-    await rig.executor.progress(snapshot, lambda i: rig.fleet.is_fresh(i, rig.clock.now()))
+    await progress(rig, snapshot, lambda i: rig.fleet.is_fresh(i, rig.clock.now()))
     op = await rig.journal.get("slow")
     assert op is not None and op.phase == "failed" and op.error == "provisioning timeout"
     assert "node-slow" not in rig.world.nodes and await rig.journal.machines() == {}
@@ -326,7 +340,7 @@ async def test_no_provisioning_timeout_while_facts_are_stale() -> None:
     await timed_out_create(rig)
     rig.fleet.source_up = False  # the broker is gone: silence proves nothing
     snapshot = rig.fleet.snapshot(rig.clock.now())
-    await rig.executor.progress(snapshot, lambda i: False)
+    await progress(rig, snapshot, lambda i: False)
     op = await rig.journal.get("slow")
     assert op is not None and op.phase == "created"
     assert "node-slow" in rig.world.nodes and rig.provider.status().available
@@ -339,7 +353,7 @@ async def test_the_timeout_never_retires_a_node_that_reports_active_gears() -> N
     node.ready_at, node.active = rig.clock.now() - 200, 3
     rig.fleet.ingest(node.facts(rig.clock.now() - 200), received_at=rig.clock.now() - 200)
     snapshot = rig.fleet.snapshot(rig.clock.now())  # its facts are stale: not registered
-    await rig.executor.progress(snapshot, lambda i: rig.fleet.is_fresh(i, rig.clock.now()))
+    await progress(rig, snapshot, lambda i: rig.fleet.is_fresh(i, rig.clock.now()))
     assert "node-slow" in rig.world.nodes
     assert rig.world.violations.retired_with_active_gears == 0
 
@@ -349,7 +363,7 @@ async def test_an_abandoning_create_resumed_after_a_crash_finishes_destroying() 
     await timed_out_create(rig)
     await rig.journal.advance("slow", phase="abandoning", at=rig.clock.now())  # then: crash
     snapshot = rig.fleet.snapshot(rig.clock.now())
-    await rig.executor.progress(snapshot, lambda i: False)
+    await progress(rig, snapshot, lambda i: False)
     op = await rig.journal.get("slow")
     assert op is not None and op.phase == "failed"
     assert "node-slow" not in rig.world.nodes
@@ -563,7 +577,7 @@ async def test_a_retiring_machine_is_destroyed_again_without_waiting_for_its_fac
     await rig.clock.advance(60)  # its facts are stale now
     snapshot = await fresh_snapshot(rig)
     assert {n.identity: n.state.value for n in snapshot.nodes}["victim"] == "unknown"
-    await rig.executor.progress(snapshot, lambda i: False)
+    await progress(rig, snapshot, lambda i: False)
     assert "victim" not in rig.world.nodes and rig.forgotten == ["victim"]
     assert await rig.journal.open_operations() == []
 
@@ -603,7 +617,7 @@ async def test_a_deactivation_whose_answer_was_lost_is_undone_before_the_drain_c
     assert rig.world.nodes["victim"].district_active is False  # it did land
     op = next(o for o in await rig.journal.open_operations() if o.identity == "victim")
     assert op.phase == "cancelling"
-    await rig.executor.progress(await fresh_snapshot(rig), lambda i: True)
+    await progress(rig, await fresh_snapshot(rig), lambda i: True)
     assert rig.world.nodes["victim"].district_active is True
     assert [o.phase for o in await rig.journal.history() if o.identity == "victim"] == [
         "cancelled"]
@@ -633,11 +647,11 @@ async def test_no_gear_moves_are_asked_of_a_node_whose_facts_are_stale() -> None
                                snapshot, rig.policies)
     await rig.clock.advance(1)
     rig.publish()
-    await rig.executor.progress(await fresh_snapshot(rig), lambda i: True)
+    await progress(rig, await fresh_snapshot(rig), lambda i: True)
     assert platform.calls.count(("move", "victim")) == 1
     rig.world.nodes["victim"].ready_at = 1e18  # its agent went silent
     await rig.clock.advance(60)
-    await rig.executor.progress(await fresh_snapshot(rig), lambda i: False)
+    await progress(rig, await fresh_snapshot(rig), lambda i: False)
     assert platform.calls.count(("move", "victim")) == 1
 
 

@@ -19,9 +19,11 @@ from typing import Any
 
 from gearshift.errors import ApiError, ConfigError, DaemonUnreachable
 from gearshift.model import (
+    Abandon,
     Action,
     CancelDrain,
     Candidate,
+    DestroyAgain,
     Drain,
     Plan,
     PlannerState,
@@ -180,7 +182,8 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 
 
 _ACTIONS: dict[str, type] = {"scale_out": ScaleOut, "drain": Drain,
-                             "cancel_drain": CancelDrain, "retire": Retire}
+                             "cancel_drain": CancelDrain, "retire": Retire,
+                             "abandon": Abandon, "destroy_again": DestroyAgain}
 
 
 def plan_from_dict(data: dict[str, Any]) -> Plan:

@@ -241,7 +241,64 @@ class Retire:
     reason: str
 
 
-Action = ScaleOut | Drain | CancelDrain | Retire
+@dataclass(frozen=True, slots=True)
+class Abandon:
+    """Destroy a node that never came up (no fresh facts within its provisioning timeout),
+    and back its provider off: it may be short of capacity, or unable to boot that image."""
+
+    kind: ClassVar[str] = "abandon"
+    pool: str
+    identity: str
+    provider: str
+    machine_id: str
+    op_id: str  # the create being given up
+    reason: str
+    timeout: float  # the provisioning timeout it ran out of, seconds
+    waited: float  # seconds since it was asked for
+    resumed: bool = False  # its destroy failed before: only the destroy is tried again
+
+
+@dataclass(frozen=True, slots=True)
+class DestroyAgain:
+    """Destroy again the machine behind a retired node (out of its district) whose destroy
+    failed."""
+
+    kind: ClassVar[str] = "destroy_again"
+    pool: str
+    identity: str
+    provider: str
+    machine_id: str
+    op_id: str  # the drain whose last step this is
+    reason: str
+
+
+Action = ScaleOut | Drain | CancelDrain | Retire | Abandon | DestroyAgain
+
+
+@dataclass(frozen=True, slots=True)
+class CreateInFlight:
+    """A create the provider answered but whose node is not registered yet (or is being
+    given up): what the planner needs to decide whether to wait for it."""
+
+    op_id: str
+    identity: str
+    pool: str
+    provider: str
+    machine_id: str | None
+    started_at: float
+    abandoning: bool  # given up already; its destroy failed
+    active_gears: int  # from its (stale) facts, if any: 0 when it has none
+
+
+@dataclass(frozen=True, slots=True)
+class RetireInFlight:
+    """A retire whose machine destroy failed: the node is out of its district."""
+
+    op_id: str
+    identity: str
+    pool: str
+    provider: str
+    machine_id: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,12 +13,12 @@
   name; a disagreement cancels the drain and holds the node), removed from
   its district, machine destroyed, forgotten. A retire that failed half-way resumes at
   the step it stopped at.
+* ``Abandon`` (planned by ``decide.in_flight``): a node that never came up; its machine
+  destroyed, its provider backed off, its create closed as failed.
+* ``DestroyAgain`` (planned by ``decide.in_flight``): a retired node whose destroy failed.
 * ``progress``: registers booting nodes when their first fresh facts arrive (measuring
-  time-to-ready; a node in no district joins its blueprint's district first), retires
-  nodes that never came up in time (never while the fact source is down, never one that
-  reports active gears) and backs their provider off, pushes gear moves along (never on a
-  node whose facts are not fresh), finishes cancellations, destroys again machines whose
-  destroy failed.
+  time-to-ready; a node in no district joins its blueprint's district first), pushes gear
+  moves along (never on a node whose facts are not fresh), finishes cancellations.
 
 Actions are carried out one by one, each on its own: one that fails (whatever the error,
 short of the journal itself failing) is reported and the others still run.
@@ -58,8 +58,10 @@ from gearshift.errors import (
 )
 from gearshift.metrics import Metrics
 from gearshift.model import (
+    Abandon,
     Action,
     CancelDrain,
+    DestroyAgain,
     Drain,
     FleetSnapshot,
     Node,
@@ -159,6 +161,10 @@ class Executor:
                 await self._cancel_drain(action, snapshot, report)
             case Retire():
                 await self._retire(action, snapshot, report)
+            case Abandon():
+                await self._abandon(action)
+            case DestroyAgain():
+                await self._destroy_again(action)
             case _:
                 assert_never(action)
 
@@ -393,11 +399,9 @@ class Executor:
         now = self.clock.now()
         nodes = {n.identity: n for n in snapshot.nodes}
         for op in await self.journal.open_operations():
-            if op.kind == "create" and op.phase in ("created", "abandoning"):
-                await self._progress_create(op, now, is_fresh, snapshot,
-                                            node=nodes.get(op.identity), policies=policies)
-            elif op.kind == "drain" and op.phase == "retiring":
-                await self._destroy_again(op)
+            if op.kind == "create" and op.phase == "created":
+                await self._register(op, now, is_fresh, node=nodes.get(op.identity),
+                                     policies=policies)
             elif op.kind == "drain" and op.phase == "cancelling":
                 node = nodes.get(op.identity)
                 district = node.facts.district_uuid if node is not None and node.facts else None
@@ -423,25 +427,45 @@ class Executor:
         """Export the operations in flight: by kind and phase, and the oldest by kind."""
         self.progress_view.record_operations(await self.journal.open_operations(), now)
 
-    def provisioning_timeout(self, provider: GuardedProvider | None) -> float:
-        expected = provider.boot_time if provider is not None and provider.boot_time else 0.0
-        return max(self.settings.min_provisioning_timeout,
-                   expected * self.settings.provisioning_timeout_factor)
-
-    async def _destroy_again(self, op: Operation) -> None:
+    async def _destroy_again(self, action: DestroyAgain) -> None:
         """A retire whose destroy failed (it is out of its district): destroy it again."""
-        provider = self.providers.get(op.provider or "")
-        if provider is None or op.machine_id is None:
+        provider = self.providers.get(action.provider)
+        if provider is None:
             return
         try:
-            await provider.destroy(op.machine_id)
+            await provider.destroy(action.machine_id)
         except ProviderError as exc:
             log.warning("destroying a retired node's machine failed again; trying later",
-                        node=op.identity, provider=op.provider, error=exc.kind)
+                        node=action.identity, provider=action.provider, error=exc.kind)
             return
-        await self._forget_retired(op.identity)
-        await self.journal.advance(op.op_id, phase="retired", at=self.clock.now())
-        log.info("machine destroyed on a second try", node=op.identity, provider=op.provider)
+        await self._forget_retired(action.identity)
+        await self.journal.advance(action.op_id, phase="retired", at=self.clock.now())
+        log.info("machine destroyed on a second try", node=action.identity,
+                 provider=action.provider)
+
+    async def _abandon(self, action: Abandon) -> None:
+        """A node that never came up: destroy its machine, back its provider off."""
+        provider = self.providers.get(action.provider)
+        if provider is None:
+            return
+        now = self.clock.now()
+        if not action.resumed:
+            log.warning("node never came up: retiring it", node=action.identity,
+                        provider=action.provider, waited=round(action.waited),
+                        timeout=round(action.timeout))
+            await self.journal.advance(action.op_id, phase="abandoning", at=now,
+                                       error=f"no facts within {action.timeout:.0f}s")
+        try:
+            await provider.destroy(action.machine_id)
+        except ProviderError as exc:
+            log.warning("could not retire a node that never came up", node=action.identity,
+                        error=exc.kind)
+            return
+        provider.back_off(
+            reason=f"{action.identity} published no facts within {action.timeout:.0f}s", at=now)
+        await self._forget_retired(action.identity)
+        await self.journal.advance(action.op_id, phase="failed", at=self.clock.now(),
+                                   error="provisioning timeout")
 
     async def _join_district(self, op: Operation, node: Node | None,
                              policies: PolicySet | None) -> bool:
@@ -467,44 +491,15 @@ class Executor:
                  node=op.identity, district=blueprint.district)
         return False
 
-    async def _progress_create(self, op: Operation, now: float,
-                               is_fresh: Callable[[str], bool], snapshot: FleetSnapshot, *,
-                               node: Node | None, policies: PolicySet | None) -> None:
+    async def _register(self, op: Operation, now: float, is_fresh: Callable[[str], bool], *,
+                        node: Node | None, policies: PolicySet | None) -> None:
+        """A new node's first fresh facts: it is registered (and its time-to-ready noted).
+        One that never comes up is the planner's to give up (``decide.in_flight``)."""
+        if not (is_fresh(op.identity) and await self._join_district(op, node, policies)):
+            return
+        await self.journal.advance(op.op_id, phase="registered", at=now)
         provider = self.providers.get(op.provider or "")
-        if (op.phase == "created" and is_fresh(op.identity)
-                and await self._join_district(op, node, policies)):
-            await self.journal.advance(op.op_id, phase="registered", at=now)
-            if provider is not None:
-                provider.note_time_to_ready(now - op.started_at)
-            log.info("node registered", node=op.identity, pool=op.pool, provider=op.provider,
-                     time_to_ready=round(now - op.started_at, 1))
-            return
-        timeout = self.provisioning_timeout(provider)
-        if op.phase == "created":
-            if now - op.started_at <= timeout or provider is None or op.machine_id is None:
-                return
-            if not snapshot.facts_fresh:
-                # While the fact source is down, silence proves nothing: wait for it.
-                return
-            if node is not None and node.facts is not None and node.facts.gears.active > 0:
-                log.warning("a new node never became fresh but reports active gears: "
-                            "not retiring it", node=op.identity)
-                return
-            log.warning("node never came up: retiring it", node=op.identity,
-                        provider=op.provider, waited=round(now - op.started_at),
-                        timeout=round(timeout))
-            op = await self.journal.advance(op.op_id, phase="abandoning", at=now,
-                                            error=f"no facts within {timeout:.0f}s")
-        if provider is None or op.machine_id is None:
-            return
-        try:
-            await provider.destroy(op.machine_id)
-        except ProviderError as exc:
-            log.warning("could not retire a node that never came up", node=op.identity,
-                        error=exc.kind)
-            return
-        provider.back_off(reason=f"{op.identity} published no facts within {timeout:.0f}s",
-                          at=now)
-        await self._forget_retired(op.identity)
-        await self.journal.advance(op.op_id, phase="failed", at=self.clock.now(),
-                                   error="provisioning timeout")
+        if provider is not None:
+            provider.note_time_to_ready(now - op.started_at)
+        log.info("node registered", node=op.identity, pool=op.pool, provider=op.provider,
+                 time_to_ready=round(now - op.started_at, 1))

@@ -24,22 +24,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 
 import structlog
 
 from gearshift import decide
-from gearshift.act.executor import Executor
+from gearshift.act.executor import Executor, ExecutorSettings
 from gearshift.act.providers.guard import GuardedProvider
 from gearshift.clock import Clock
 from gearshift.metrics import Metrics
 from gearshift.model import (
+    CreateInFlight,
     FleetSnapshot,
+    Node,
     Plan,
     PlannerState,
     PoolEvaluation,
     ProviderStatus,
+    RetireInFlight,
     ScaleOut,
     Signal,
 )
@@ -48,6 +51,7 @@ from gearshift.observe.requests import RequestBook
 from gearshift.policy.holder import PolicyHolder
 from gearshift.store.journal import (
     Journal,
+    Operation,
     drains_in_flight,
     pending_nodes,
     preemptions_in_flight,
@@ -79,6 +83,32 @@ def provider_statuses(providers: Mapping[str, GuardedProvider]) -> dict[str, Pro
                              capacity_error_at=backoff.since)
         statuses[name] = status
     return statuses
+
+
+def plan_in_flight(ops: Iterable[Operation], snapshot: FleetSnapshot, *, now: float,
+                   providers: Mapping[str, GuardedProvider], settings: ExecutorSettings,
+                   skip: Callable[[str], bool] = lambda _: False) -> decide.InFlightPlan:
+    """Creates that never came up and destroys that failed: what the planner makes of
+    them (``decide.in_flight``). ``skip``: creates not to consider (about to register)."""
+    nodes = snapshot.by_id
+    creates = [CreateInFlight(
+        op_id=o.op_id, identity=o.identity, pool=o.pool, provider=o.provider or "",
+        machine_id=o.machine_id, started_at=o.started_at, abandoning=o.phase == "abandoning",
+        active_gears=_active_gears(nodes.get(o.identity)))
+        for o in ops if o.kind == "create" and o.phase in ("created", "abandoning")
+        and not (o.phase == "created" and skip(o.identity))]
+    retires = [RetireInFlight(op_id=o.op_id, identity=o.identity, pool=o.pool,
+                              provider=o.provider or "", machine_id=o.machine_id)
+               for o in ops if o.kind == "drain" and o.phase == "retiring"]
+    return decide.plan_in_flight(
+        creates=creates, retires=retires, statuses=provider_statuses(providers), now=now,
+        facts_fresh=snapshot.facts_fresh,
+        timeouts=decide.ProvisioningTimeouts(factor=settings.provisioning_timeout_factor,
+                                             minimum=settings.min_provisioning_timeout))
+
+
+def _active_gears(node: Node | None) -> int:
+    return node.facts.gears.active if node is not None and node.facts is not None else 0
 
 
 class Reconciler:
@@ -156,9 +186,20 @@ class Reconciler:
     async def dry_run(self) -> Plan:
         """What the planner would do now, without doing it."""
         snapshot = await self.snapshot()
-        return decide.plan(snapshot, self.policies.current, now=snapshot.taken_at,
+        now = snapshot.taken_at
+        in_flight = await self._plan_in_flight(
+            snapshot, now=now, skip=lambda i: self.fleet.is_fresh(i, now))  # they register first
+        plan = decide.plan(snapshot, self.policies.current, now=now,
                            statuses=provider_statuses(self.providers),
                            state=self.state, paused=frozenset(self.paused))
+        return replace(plan, actions=in_flight.actions + plan.actions)
+
+    async def _plan_in_flight(self, snapshot: FleetSnapshot, *, now: float,
+                              skip: Callable[[str], bool] = lambda _: False
+                              ) -> decide.InFlightPlan:
+        return plan_in_flight(await self.journal.open_operations(), snapshot, now=now,
+                              providers=self.providers, settings=self.executor.settings,
+                              skip=skip)
 
     async def reconcile_once(self) -> Plan:
         started = time.perf_counter()
@@ -169,6 +210,14 @@ class Reconciler:
         snapshot = await self.snapshot()
         await self.executor.progress(snapshot, lambda i: self.fleet.is_fresh(i, now),
                                      policies=policies)
+        in_flight = await self._plan_in_flight(snapshot, now=now)
+        for identity in in_flight.held:
+            log.warning("a new node never became fresh but reports active gears: "
+                        "not retiring it", node=identity)
+        if in_flight.actions:
+            await self.executor.execute(
+                Plan(at=now, actions=in_flight.actions, pools={}, state=self.state),
+                snapshot, policies)
         start_state = self.state
         state = start_state
         plan: Plan | None = None
@@ -197,8 +246,9 @@ class Reconciler:
                      round=round_ + 1)
         assert plan is not None
         self.state = state
-        plan = replace(plan, state=state)
-        if plan.actions:
+        changed = bool(plan.actions)
+        plan = replace(plan, state=state, actions=in_flight.actions + plan.actions)
+        if changed:
             # Status and metrics show the fleet after the actions (nodes now booting or
             # draining), not the reading that led to them.
             snapshot = await self.snapshot()
