@@ -8,16 +8,20 @@ from datetime import datetime
 import pytest
 
 from builders import booting, drain, node, nodes, policy_set, pool, snapshot
-from gearshift.decide import plan
+from gearshift.decide import ProvisioningTimeouts, plan, plan_in_flight
 from gearshift.model import (
+    Abandon,
     CancelDrain,
     CapacityRequest,
+    CreateInFlight,
+    DestroyAgain,
     Drain,
     NodeState,
     PlannerState,
     PoolMemory,
     ProviderStatus,
     Retire,
+    RetireInFlight,
     ScaleOut,
 )
 
@@ -454,3 +458,65 @@ def test_nodes_out_of_service_without_our_drain_still_count_against_max() -> Non
         drain(n.identity, started=NOW - 60, deadline=NOW + 600) for n in out)),
         policy_set(pool(size={"min": 2, "max": 8})), now=NOW)
     assert added(ours) > 1  # our own drains are on their way out: they do not count
+
+
+# -- operations in flight: nodes that never came up, destroys that failed ----------------
+TIMEOUTS = ProvisioningTimeouts(factor=3.0, minimum=120.0)
+
+
+def _create(*, started_at: float = 0.0, abandoning: bool = False, active_gears: int = 0,
+            machine_id: str | None = "m-1", provider: str = "rack-a") -> CreateInFlight:
+    return CreateInFlight(op_id="op-1", identity="n-new", pool="small", provider=provider,
+                          machine_id=machine_id, started_at=started_at, abandoning=abandoning,
+                          active_gears=active_gears)
+
+
+@pytest.mark.parametrize(("create", "now", "boot_time", "facts_fresh", "expected"), [
+    # boot time 60s x 3 = 180s: past it, the node is given up
+    (_create(), 181.0, 60.0, True, "abandon"),
+    (_create(), 180.0, 60.0, True, None),  # not past it yet
+    (_create(), 121.0, None, True, "abandon"),  # no boot time: the minimum, 120s
+    (_create(), 121.0, 30.0, True, "abandon"),  # 30s x 3 < 120s: the minimum
+    (_create(), 1000.0, 60.0, False, None),  # the fact source is down: silence proves nothing
+    (_create(active_gears=3), 1000.0, 60.0, True, None),  # reports active gears: held
+    (_create(machine_id=None), 1000.0, 60.0, True, None),  # no machine to destroy
+    (_create(provider="gone"), 1000.0, 60.0, True, None),  # provider no longer configured
+    # its destroy failed before: tried again at once, whatever the facts say
+    (_create(abandoning=True), 10.0, 60.0, False, "abandon"),
+])
+def test_in_flight_creates_are_abandoned_past_their_provisioning_timeout(
+        create: CreateInFlight, now: float, boot_time: float | None, facts_fresh: bool,
+        expected: str | None) -> None:
+    result = plan_in_flight(creates=[create], retires=[], now=now, facts_fresh=facts_fresh,
+                            statuses={"rack-a": ProviderStatus(name="rack-a",
+                                                               boot_time=boot_time)},
+                            timeouts=TIMEOUTS)
+    assert [a.kind for a in result.actions] == ([expected] if expected else [])
+    assert result.held == (("n-new",) if create.active_gears else ())
+    if expected:
+        action = result.actions[0]
+        assert isinstance(action, Abandon)
+        timeout = max(120.0, (boot_time or 0.0) * 3.0)
+        assert (action.op_id, action.machine_id, action.timeout, action.resumed) == (
+            "op-1", "m-1", timeout, create.abandoning)
+        assert f"published no facts within {timeout:.0f}s" in action.reason
+
+
+@pytest.mark.parametrize(("machine_id", "provider", "expected"), [
+    ("m-9", "rack-a", ["destroy_again"]),
+    (None, "rack-a", []),  # nothing known to destroy
+    ("m-9", "gone", []),  # provider no longer configured
+])
+def test_a_retired_node_whose_destroy_failed_is_destroyed_again(
+        machine_id: str | None, provider: str, expected: list[str]) -> None:
+    retire = RetireInFlight(op_id="op-2", identity="n-old", pool="small", provider=provider,
+                            machine_id=machine_id)
+    result = plan_in_flight(creates=[], retires=[retire], now=0.0, facts_fresh=False,
+                            statuses={"rack-a": ProviderStatus(name="rack-a")},
+                            timeouts=TIMEOUTS)
+    assert [a.kind for a in result.actions] == expected
+    if expected:
+        action = result.actions[0]
+        assert isinstance(action, DestroyAgain)
+        assert (action.op_id, action.identity, action.machine_id) == ("op-2", "n-old", "m-9")
+        assert "destroy failed" in action.reason
