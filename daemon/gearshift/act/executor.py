@@ -45,7 +45,7 @@ from gearshift.act.platform.base import NodeRef, Platform
 from gearshift.act.progress import Event, ExecutionReport, Progress
 from gearshift.act.providers.base import CreateRequest
 from gearshift.act.providers.guard import GuardedProvider
-from gearshift.act.witness import confirm_retire
+from gearshift.act.retire import abandon, destroy_again, retire
 from gearshift.clock import Clock
 from gearshift.errors import (
     CapacityUnavailable,
@@ -65,7 +65,6 @@ from gearshift.model import (
     Drain,
     FleetSnapshot,
     Node,
-    NodeFacts,
     NodeState,
     Plan,
     Retire,
@@ -162,9 +161,9 @@ class Executor:
             case Retire():
                 await self._retire(action, snapshot, report)
             case Abandon():
-                await self._abandon(action)
+                await abandon(self, action)
             case DestroyAgain():
-                await self._destroy_again(action)
+                await destroy_again(self, action)
             case _:
                 assert_never(action)
 
@@ -294,97 +293,7 @@ class Executor:
 
     async def _retire(self, action: Retire, snapshot: FleetSnapshot,
                       report: ExecutionReport) -> None:
-        node = next((n for n in snapshot.nodes if n.identity == action.identity), None)
-        facts = node.facts if node is not None and node.state is not NodeState.UNKNOWN else None
-        if facts is None or facts.gears.active > 0:
-            # The planner checked this; checking again here costs nothing and is final.
-            self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
-                        outcome="refused", reason=action.reason,
-                        error="facts not fresh or active gears present")
-            return
-        provider = self.providers.get(action.provider)
-        if provider is None:
-            self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
-                        outcome="refused", reason=action.reason,
-                        error=f"unknown provider {action.provider}")
-            return
-        op = await self._drain_op(action.identity)
-        if op is not None and op.phase == "cancelling":
-            self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
-                        outcome="refused", reason=action.reason,
-                        error="its drain is being cancelled")
-            return
-        seen = node.last_seen if node is not None else None
-        if op is not None and op.phase in ("deactivating", "moving"):
-            if seen is None or seen < op.updated_at:
-                # Facts from before the node left its district may miss gears placed on it
-                # just before: only facts the node published since then can prove it empty.
-                self._event(report, kind=action.kind, pool=action.pool,
-                            target=action.identity, outcome="refused", reason=action.reason,
-                            error="facts predate the deactivation; waiting for newer ones")
-                return
-            if facts.district_active:
-                # The node still says it takes new gears: the deactivation did not land.
-                self._event(report, kind=action.kind, pool=action.pool,
-                            target=action.identity, outcome="refused", reason=action.reason,
-                            error="facts still show the node active in its district")
-                return
-        if (op is None or op.phase not in ("removing", "retiring")) and \
-                not await self._witnessed(action, facts, provider, op, report):
-            return
-        now = self.clock.now()
-        try:
-            if op is None:
-                op = Operation(
-                    op_id=self.new_id(), kind="drain", pool=action.pool,
-                    identity=action.identity, phase="removing", started_at=now, updated_at=now,
-                    provider=action.provider, machine_id=action.machine_id, deadline=now,
-                    reason=action.reason)
-                await self.journal.begin(op)
-            elif op.phase != "retiring":
-                await self.journal.advance(op.op_id, phase="removing", at=now)
-            if op.phase != "retiring":  # a retire resumed after a failed destroy: removed
-                await self.platform.remove(NodeRef(action.identity, facts.district_uuid))
-                await self.journal.advance(op.op_id, phase="retiring", at=self.clock.now())
-            await provider.destroy(action.machine_id)
-        except (PlatformError, ProviderError) as exc:
-            self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
-                        outcome="failed", reason=action.reason, error=exc.__class__.__name__)
-            return
-        await self._forget_retired(action.identity)
-        await self.journal.advance(op.op_id, phase="retired", at=self.clock.now())
-        self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
-                    outcome="ok", reason=action.reason, provider=action.provider)
-
-    async def _witnessed(self, action: Retire, facts: NodeFacts, provider: GuardedProvider,
-                         op: Operation | None, report: ExecutionReport) -> bool:
-        """Do the platform and the provider agree that the node may go (``act.witness``)?
-        On a disagreement the drain is cancelled (the node reactivated) and the node held."""
-        try:
-            disagreement = await confirm_retire(identity=action.identity, facts=facts,
-                                                platform=self.platform, provider=provider,
-                                                machine_id=action.machine_id)
-        except (PlatformError, ProviderError) as exc:
-            self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
-                        outcome="failed", reason=action.reason,
-                        error=f"second witness unavailable: {str(exc)[:200]}")
-            return False
-        if disagreement is None:
-            return True
-        why = disagreement.describe()
-        log.error("retire refused: the witnesses disagree with the node's facts",
-                  node=action.identity, pool=action.pool, witness=disagreement.witness,
-                  facts_say=disagreement.facts_say, witness_says=disagreement.witness_says)
-        if self.metrics is not None:
-            self.metrics.witness_disagreements.labels(action.pool, disagreement.witness).inc()
-        if op is not None and op.phase in ("deactivating", "moving"):
-            await self.journal.advance(op.op_id, phase="cancelling", at=self.clock.now(),
-                                       error=why[:200])
-        if self.on_disputed is not None:
-            self.on_disputed(action.identity, why)
-        self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
-                    outcome="refused", reason=action.reason, error=why)
-        return False
+        await retire(self, action, snapshot, report)
 
     async def _forget_retired(self, identity: str) -> None:
         """The machine is gone: forget it, and its retained facts, before closing the op."""
@@ -426,46 +335,6 @@ class Executor:
     async def record_operations(self, now: float) -> None:
         """Export the operations in flight: by kind and phase, and the oldest by kind."""
         self.progress_view.record_operations(await self.journal.open_operations(), now)
-
-    async def _destroy_again(self, action: DestroyAgain) -> None:
-        """A retire whose destroy failed (it is out of its district): destroy it again."""
-        provider = self.providers.get(action.provider)
-        if provider is None:
-            return
-        try:
-            await provider.destroy(action.machine_id)
-        except ProviderError as exc:
-            log.warning("destroying a retired node's machine failed again; trying later",
-                        node=action.identity, provider=action.provider, error=exc.kind)
-            return
-        await self._forget_retired(action.identity)
-        await self.journal.advance(action.op_id, phase="retired", at=self.clock.now())
-        log.info("machine destroyed on a second try", node=action.identity,
-                 provider=action.provider)
-
-    async def _abandon(self, action: Abandon) -> None:
-        """A node that never came up: destroy its machine, back its provider off."""
-        provider = self.providers.get(action.provider)
-        if provider is None:
-            return
-        now = self.clock.now()
-        if not action.resumed:
-            log.warning("node never came up: retiring it", node=action.identity,
-                        provider=action.provider, waited=round(action.waited),
-                        timeout=round(action.timeout))
-            await self.journal.advance(action.op_id, phase="abandoning", at=now,
-                                       error=f"no facts within {action.timeout:.0f}s")
-        try:
-            await provider.destroy(action.machine_id)
-        except ProviderError as exc:
-            log.warning("could not retire a node that never came up", node=action.identity,
-                        error=exc.kind)
-            return
-        provider.back_off(
-            reason=f"{action.identity} published no facts within {action.timeout:.0f}s", at=now)
-        await self._forget_retired(action.identity)
-        await self.journal.advance(action.op_id, phase="failed", at=self.clock.now(),
-                                   error="provisioning timeout")
 
     async def _join_district(self, op: Operation, node: Node | None,
                              policies: PolicySet | None) -> bool:
