@@ -30,45 +30,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from gearshift.decide.budget import DrainBudget
 from gearshift.decide.burst_return import plan_returns
 from gearshift.decide.context import PlanContext, PoolReading
+from gearshift.decide.drains import POINT_OF_NO_RETURN, finish_drains
 from gearshift.decide.placement import PlacementResult, place
 from gearshift.decide.pools import PoolView, read_fleet
 from gearshift.decide.preempt import preempt
-from gearshift.decide.scale_in import scale_in_order
 from gearshift.decide.schedules import scheduled_floor
+from gearshift.decide.shrink import choose_drains, scale_in_blockers
+from gearshift.decide.signals import read_signals
 from gearshift.durations import format_duration
 from gearshift.model import (
     Action,
     CancelDrain,
     Drain,
     FleetSnapshot,
-    Node,
-    NodeCandidate,
-    NodeState,
     Plan,
     PlannerState,
     PoolEvaluation,
     PoolMemory,
     ProviderStatus,
-    Retire,
     ScaleOut,
 )
 from gearshift.policy.schema import PolicySet, PoolPolicy, ProvidersFile
 
 _NO_PROVIDERS = ProvidersFile.model_construct(api_version="gearshift/v1", kind="Providers",
                                                providers=[], blueprints=[])
-
-
-@dataclass
-class _Signals:
-    """What a pool's extra signals say right now."""
-
-    up: list[str] = field(default_factory=list)  # signals asking for more nodes
-    block_down: list[str] = field(default_factory=list)  # signals forbidding scale-in
 
 
 @dataclass
@@ -134,25 +124,6 @@ def plan(snapshot: FleetSnapshot, policies: PolicySet, *, now: float,
                                    returns=returns))
 
 
-def _read_signals(policy: PoolPolicy, snapshot: FleetSnapshot, now: float) -> _Signals:
-    result = _Signals()
-    latest = {s.name: s for s in snapshot.signals if s.pool == policy.name}
-    for spec in policy.signals:
-        signal = latest.get(spec.name)
-        fresh = (signal is not None and signal.value is not None and signal.observed_at is not None
-                 and now - signal.observed_at <= spec.stale_after)
-        if not fresh or signal is None or signal.value is None:
-            if spec.on_error == "hold":
-                result.block_down.append(f"signal {spec.name} unavailable (on_error: hold)")
-            continue
-        value = signal.value
-        if spec.scale_up_above is not None and value > spec.scale_up_above:
-            result.up.append(f"signal {spec.name} {value:g} > {spec.scale_up_above:g}")
-        if spec.scale_down_below is not None and value >= spec.scale_down_below:
-            result.block_down.append(f"signal {spec.name} {value:g} >= {spec.scale_down_below:g}")
-    return result
-
-
 def _gears_per_node(view: PoolView, providers: ProvidersFile) -> int:
     """What one more node of this pool is expected to hold."""
     if view.active:
@@ -179,55 +150,6 @@ def _placement_text(result: PlacementResult) -> str:
         elif c.note != "not needed":
             parts.append(f"{c.provider} {c.note}")
     return "; ".join(parts)
-
-
-# Drain phases past which a node is never reactivated: it is being taken out of its
-# district (``removing``) or its machine destroyed (``retiring``); the retire only resumes.
-POINT_OF_NO_RETURN = frozenset({"removing", "retiring"})
-
-
-def _finish_drains(view: PoolView, ctx: PlanContext) -> tuple[list[Action], set[str]]:
-    """Retire drained nodes; stop drains past their deadline. Returns the drains it ended."""
-    policy = view.policy
-    now = ctx.now
-    actions: list[Action] = []
-    ended: set[str] = set()
-    for drain in view.drains:
-        if drain.phase == "retiring":
-            continue  # out of its district, its machine being destroyed: the executor finishes
-        node = ctx.nodes_by_id.get(drain.identity)
-        facts = node.facts if node is not None and node.state is not NodeState.UNKNOWN else None
-        machine = node.machine if node is not None else None
-        why = _drain_purpose(drain.identity, ctx)
-        if facts is not None and machine is not None and facts.gears.total == 0:
-            actions.append(Retire(pool=policy.name, identity=drain.identity,
-                                  provider=machine.provider, machine_id=machine.machine_id,
-                                  reason=f"pool {policy.name}: {drain.identity} is drained "
-                                         f"(0 gears left){why}; retiring its machine"))
-            ended.add(drain.identity)
-        elif now >= drain.deadline and drain.phase not in POINT_OF_NO_RETURN:
-            ended.add(drain.identity)
-            left = "unknown" if facts is None else str(facts.gears.total)
-            overdue = f"drain of {drain.identity}{why} passed its deadline " \
-                      f"({format_duration(policy.scale_in.drain_timeout)}) with {left} gears left"
-            if (policy.scale_in.on_drain_timeout == "retire" and facts is not None
-                    and machine is not None and facts.gears.active == 0):
-                actions.append(Retire(pool=policy.name, identity=drain.identity,
-                                      provider=machine.provider, machine_id=machine.machine_id,
-                                      reason=f"pool {policy.name}: {overdue}, none active; "
-                                             f"retiring anyway (on_drain_timeout: retire)"))
-            else:
-                actions.append(CancelDrain(pool=policy.name, identity=drain.identity,
-                                           reason=f"pool {policy.name}: {overdue}; reactivating"))
-        if drain.identity in ended:
-            ctx.budget.end(policy.name, machine.provider if machine is not None else None)
-    return actions, ended
-
-
-def _drain_purpose(identity: str, ctx: PlanContext) -> str:
-    """' (preempted by pool X)' for a preemption drain, else ''."""
-    preemption = ctx.preemptions.get(identity)
-    return f" (preempted by pool {preemption.by_pool})" if preemption is not None else ""
 
 
 def _urgent_gears(policy: PoolPolicy, *, demand: int, capacity_now: int) -> tuple[int, str]:
@@ -257,7 +179,7 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     capacity = capacity_now + view.booting_gears
     projected = demand / capacity if capacity else None
     want_gears = max(math.ceil(demand / band.target), demand + policy.headroom_gears)
-    signals = _read_signals(policy, snapshot, now)
+    signals = read_signals(policy, snapshot, now)
     degraded = bool(view.unknown) or not snapshot.facts_fresh
     # Nodes another pool's preemption took from this one in this plan are leaving.
     size = view.size - ctx.disrupted[name]
@@ -268,7 +190,7 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
                + (f", {requested} gears requested" if requested else "")
                + (f", {len(view.unknown)} unknown" if view.unknown else ""))
 
-    actions, ended = ([], set()) if paused else _finish_drains(view, ctx)
+    actions, ended = ([], set()) if paused else finish_drains(view, ctx)
     ongoing_drains = [d for d in view.drains if d.identity not in ended]
     # A drain that ran out of time counts as a scale-down for the cooldown: the next try
     # waits, then the strategy picks the half-drained node again (it resumes) instead of
@@ -384,7 +306,7 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
            and not grew)
     low_since = (memory.low_since if memory.low_since is not None else now) if low else None
     if low and not paused:
-        blockers = _scale_in_blockers(view, policy, memory, signals, degraded=degraded,
+        blockers = scale_in_blockers(view, policy, memory, signals, degraded=degraded,
                                       requested=requested, low_since=low_since or now, now=now,
                                       snapshot=snapshot)
         if timed_out:
@@ -394,7 +316,7 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
             notes.append(f"density {_fmt_density(projected)} < {band.scale_down_below:.2f} "
                          f"but not shrinking: {'; '.join(blockers)}")
         else:
-            drains = _choose_drains(view, policy, ctx, want_gears=want_gears, floor=floor,
+            drains = choose_drains(view, policy, ctx, want_gears=want_gears, floor=floor,
                                     size=size, ongoing=len(ongoing_drains))
             for node, candidates in drains:
                 assert node.facts is not None
@@ -439,75 +361,3 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
         floor=floor, size=size, pressure=bool(pressure), degraded=degraded, paused=paused,
         grew=grew, shrank=shrank, unplaced=unplaced, unplaced_why=unplaced_why, figures=figures)
     return _Outcome(actions=actions, evaluation=evaluation, memory=new_memory, reading=reading)
-
-
-def _scale_in_blockers(view: PoolView, policy: PoolPolicy, memory: PoolMemory, signals: _Signals,
-                       *, degraded: bool, requested: int, low_since: float, now: float,
-                       snapshot: FleetSnapshot) -> list[str]:
-    """Every reason scale-in must wait; empty when it may go ahead."""
-    blockers = []
-    if not snapshot.facts_fresh:
-        blockers.append("facts are not fresh (fact source lost): scale-in frozen")
-    elif degraded:
-        blockers.append(f"{len(view.unknown)} node(s) unknown: scale-in frozen")
-    if view.pending:
-        blockers.append(f"{len(view.pending)} node(s) still booting")
-    if requested:
-        blockers.append(f"{requested} gears of capacity requests pending")
-    blockers.extend(signals.block_down)
-    waited = now - low_since
-    if waited < policy.stabilization.down:
-        blockers.append(f"low for {format_duration(waited)} of "
-                        f"{format_duration(policy.stabilization.down)} stabilisation")
-    last = max((t for t in (memory.last_scale_up, memory.last_scale_down) if t is not None),
-               default=None)
-    if last is not None and now - last < policy.cooldown.down:
-        blockers.append(f"cooldown down {format_duration(policy.cooldown.down - (now - last))} left")
-    return blockers
-
-
-SHOWN_CANDIDATES = 20  # a drain's explanation lists this many of the nodes weighed
-
-
-def _choose_drains(view: PoolView, policy: PoolPolicy, ctx: PlanContext, *, want_gears: int,
-                   floor: int, size: int, ongoing: int
-                   ) -> list[tuple[Node, tuple[NodeCandidate, ...]]]:
-    """Scale-in victims, each with every node considered and why it was or was not taken."""
-    budget = min(policy.step.max_down, policy.scale_in.max_concurrent_drains - ongoing,
-                 size - floor)
-    remaining = view.capacity_gears
-    chosen: list[Node] = []
-    considered: list[NodeCandidate] = []
-    for node in scale_in_order(policy, view.active, ctx.providers):
-        assert node.facts is not None and node.machine is not None
-        if len(chosen) >= budget and len(considered) >= SHOWN_CANDIDATES:
-            break  # every node after this one is skipped for the budget, and not shown
-        provider = node.machine.provider
-        order = f"{node.facts.gears.total} gears, {provider}"
-        if node.identity in ctx.taken:
-            considered.append(NodeCandidate(node.identity, provider, False,
-                                            "skipped: already drained by another action"))
-            continue
-        if len(chosen) >= budget:
-            considered.append(NodeCandidate(
-                node.identity, provider, False,
-                f"skipped: step/drain budget ({max(budget, 0)}) or floor {floor} reached"))
-            continue
-        if remaining - node.facts.max_active_gears < want_gears:
-            considered.append(NodeCandidate(
-                node.identity, provider, False,
-                f"skipped: would leave {remaining - node.facts.max_active_gears} < "
-                f"{want_gears} slots wanted"))
-            continue
-        blocked = ctx.budget.allows(policy, provider)
-        if blocked is not None:
-            considered.append(NodeCandidate(node.identity, provider, False, f"skipped: {blocked}"))
-            continue
-        considered.append(NodeCandidate(node.identity, provider, True,
-                                        f"chosen: {policy.scale_in.strategy} ({order})"))
-        chosen.append(node)
-        ctx.budget.take(policy.name, provider)
-        ctx.taken.add(node.identity)
-        remaining -= node.facts.max_active_gears
-    shown = tuple(considered[:SHOWN_CANDIDATES])
-    return [(node, shown) for node in chosen]
