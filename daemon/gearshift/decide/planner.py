@@ -35,8 +35,8 @@ from dataclasses import dataclass, replace
 from gearshift.decide.budget import DrainBudget
 from gearshift.decide.burst_return import plan_returns
 from gearshift.decide.context import PlanContext, PoolReading
-from gearshift.decide.drains import POINT_OF_NO_RETURN, finish_drains
-from gearshift.decide.placement import PlacementResult, place
+from gearshift.decide.drains import finish_drains
+from gearshift.decide.grow import grow
 from gearshift.decide.pools import PoolView, read_fleet
 from gearshift.decide.preempt import preempt
 from gearshift.decide.schedules import scheduled_floor
@@ -53,9 +53,8 @@ from gearshift.model import (
     PoolEvaluation,
     PoolMemory,
     ProviderStatus,
-    ScaleOut,
 )
-from gearshift.policy.schema import PolicySet, PoolPolicy, ProvidersFile
+from gearshift.policy.schema import PolicySet, ProvidersFile
 
 _NO_PROVIDERS = ProvidersFile.model_construct(api_version="gearshift/v1", kind="Providers",
                                                providers=[], blueprints=[])
@@ -139,32 +138,6 @@ def _fmt_density(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def _placement_text(result: PlacementResult) -> str:
-    parts = []
-    for c in result.candidates:
-        if c.chosen:
-            burst = ", burst" if "burst" in c.note else ""
-            probe = (f", {c.note[c.note.index('a probe'):].rstrip(')')}"
-                     if "a probe" in c.note else "")
-            parts.append(f"{c.provider} +{c.chosen} ({c.free} free{burst}{probe})")
-        elif c.note != "not needed":
-            parts.append(f"{c.provider} {c.note}")
-    return "; ".join(parts)
-
-
-def _urgent_gears(policy: PoolPolicy, *, demand: int, capacity_now: int) -> tuple[int, str]:
-    """Slots needed *now* (the pool is full) and why; (0, '') when it is not urgent."""
-    urgency = policy.urgency
-    if not urgency.enabled or demand <= 0:
-        return 0, ""
-    if capacity_now > 0 and demand / capacity_now < urgency.full_at:
-        return 0, ""
-    gears = max(0, math.ceil(demand / policy.density.scale_up_above) - capacity_now)
-    density = f"{demand / capacity_now:.2f}" if capacity_now else "n/a (no active node)"
-    return gears, (f"urgent: the pool is full now (active density {density} >= "
-                   f"{urgency.full_at:.2f}), {gears} slots needed now")
-
-
 def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
                paused: bool) -> _Outcome:
     policy = view.policy
@@ -234,66 +207,16 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
             ([f"{size} nodes < min {floor}" + (f" ({floor_why})" if floor_why else "")]
              if floor_gap else [])
             + (pressure if stable_up and cooldown_up_left <= 0 else []))
-        room = max(0, min(policy.step.max_up, policy.size.max - size))
-        if spill_round and memory.grown_from is not None:
-            # The growth decided earlier at this instant counts against the same step.
-            room = max(0, min(room, policy.step.max_up - max(0, size - memory.grown_from)))
-        min_nodes = floor_gap
-        gear_gap = shortfall if stable_up and cooldown_up_left <= 0 else 0
-        # Reactivating a draining node beats provisioning a new one (but not a node drained
-        # so that a higher-priority pool gets its quota).
-        for drain in ongoing_drains:
-            node = ctx.nodes_by_id.get(drain.identity)
-            if room <= 0 or (min_nodes <= 0 and gear_gap <= 0) or node is None or node.facts is None:
-                continue
-            if drain.identity in ctx.preemptions or drain.phase in POINT_OF_NO_RETURN:
-                continue
-            actions.append(CancelDrain(pool=name, identity=drain.identity,
-                                       reason=f"pool {name}: {trigger}; demand returned: "
-                                              f"reactivating {drain.identity} beats provisioning"))
-            ctx.budget.end(name, node.machine.provider if node.machine is not None else None)
-            room -= 1
-            min_nodes -= 1
-            gear_gap -= node.facts.max_active_gears
-            grew += 1
-            reactivated += 1
-        if min_nodes > 0 or gear_gap > 0:
-            if room <= 0:
-                notes.append(f"wanted more nodes but the pool is at max {policy.size.max}"
-                             if size >= policy.size.max else "wanted more nodes; step limit reached")
-            else:
-                urgent, urgent_why = _urgent_gears(policy, demand=demand, capacity_now=capacity_now)
-                result = place(policy, providers=ctx.providers, statuses=ctx.statuses,
-                               usage=ctx.usage, min_nodes=max(min_nodes, 0),
-                               shortfall_gears=max(gear_gap, 0), max_nodes=room, now=now,
-                               urgent_gears=urgent)
-                where = _placement_text(result)
-                speed = (f"; {urgent_why}: {result.urgent_note}" if result.urgent_note else "")
-                reason = (f"pool {name}: {trigger} ({figures}); want {want_gears} slots "
-                          f"(target {band.target:.2f}, headroom {policy.headroom_gears}); "
-                          f"+{result.nodes} nodes: {where}{speed}")
-                for allocation in result.allocations:
-                    actions.append(ScaleOut(pool=name, provider=allocation.provider,
-                                            blueprint=allocation.blueprint, count=allocation.count,
-                                            reason=reason, candidates=result.candidates))
-                grew += result.nodes
-                placed_gears += result.gears
-                wanted = max(min_nodes, math.ceil(max(gear_gap, 0) / per_node))
-                if result.nodes < min(wanted, room):
-                    # A victim's node is a real loss: preemption takes what ends the
-                    # pressure (under the scale-up edge, headroom kept, floor met), not
-                    # what merely reaches the target - unless the pool is full now, when
-                    # facts cannot show how much demand is being refused.
-                    unplaced = min(wanted, room) - result.nodes
-                    if not urgent:
-                        after = capacity + result.gears
-                        relief = max(math.ceil(demand / band.scale_up_above) - after,
-                                     demand + policy.headroom_gears - after, 0)
-                        unplaced = min(unplaced, max(min_nodes - result.nodes,
-                                                     math.ceil(relief / per_node)))
-                    unplaced_why = "; ".join(f"{c.provider} {c.note}" for c in result.candidates
-                                             if not c.chosen) or where
-                    notes.append(f"wanted +{min(wanted, room)} nodes, placed {result.nodes}: {where}")
+        growth = grow(view, ctx=ctx, memory=memory, trigger=trigger, size=size,
+                      floor_gap=floor_gap,
+                      gear_gap=shortfall if stable_up and cooldown_up_left <= 0 else 0,
+                      spill_round=spill_round, ongoing_drains=ongoing_drains, demand=demand,
+                      capacity_now=capacity_now, capacity=capacity, want_gears=want_gears,
+                      per_node=per_node, figures=figures)
+        actions.extend(growth.actions)
+        notes.extend(growth.notes)
+        grew, placed_gears, reactivated = growth.grew, growth.placed_gears, growth.reactivated
+        unplaced, unplaced_why = growth.unplaced, growth.unplaced_why
         desired = size + grew
         notes.insert(0, f"growing: {trigger}")
     elif pressure:
