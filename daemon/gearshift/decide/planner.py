@@ -40,13 +40,12 @@ from gearshift.decide.grow import grow
 from gearshift.decide.pools import PoolView, read_fleet
 from gearshift.decide.preempt import preempt
 from gearshift.decide.schedules import scheduled_floor
-from gearshift.decide.shrink import choose_drains, scale_in_blockers
+from gearshift.decide.shrink import fmt_density, shrink
 from gearshift.decide.signals import read_signals
 from gearshift.durations import format_duration
 from gearshift.model import (
     Action,
     CancelDrain,
-    Drain,
     FleetSnapshot,
     Plan,
     PlannerState,
@@ -132,10 +131,6 @@ def _gears_per_node(view: PoolView, providers: ProvidersFile) -> int:
         if blueprint is not None:
             return blueprint.expected_max_active_gears
     return 60
-
-
-def _fmt_density(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
@@ -229,39 +224,19 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
            and not grew)
     low_since = (memory.low_since if memory.low_since is not None else now) if low else None
     if low and not paused:
-        blockers = scale_in_blockers(view, policy, memory, signals, degraded=degraded,
-                                      requested=requested, low_since=low_since or now, now=now,
-                                      snapshot=snapshot)
-        if timed_out:
-            blockers.append(f"a drain just passed its deadline: cooldown down "
-                            f"{format_duration(policy.cooldown.down)} first")
-        if blockers:
-            notes.append(f"density {_fmt_density(projected)} < {band.scale_down_below:.2f} "
-                         f"but not shrinking: {'; '.join(blockers)}")
-        else:
-            drains = choose_drains(view, policy, ctx, want_gears=want_gears, floor=floor,
-                                    size=size, ongoing=len(ongoing_drains))
-            for node, candidates in drains:
-                assert node.facts is not None
-                actions.append(Drain(
-                    pool=name, identity=node.identity, candidates=candidates,
-                    reason=(f"pool {name}: projected density {_fmt_density(projected)} < "
-                            f"{band.scale_down_below:.2f} for "
-                            f"{format_duration(now - (low_since or now))} ({figures}); "
-                            f"want {want_gears} slots; draining {node.identity} "
-                            f"({node.facts.gears.total} gears, strategy "
-                            f"{policy.scale_in.strategy})")))
-            shrank = len(drains)
+        shrinking = shrink(view, ctx=ctx, memory=memory, signals=signals, degraded=degraded,
+                           requested=requested, low_since=low_since or now, timed_out=timed_out,
+                           projected=projected, figures=figures, want_gears=want_gears,
+                           floor=floor, size=size, ongoing=len(ongoing_drains))
+        actions.extend(shrinking.drains)
+        notes.append(shrinking.note)
+        if not shrinking.blocked:
+            shrank = len(shrinking.drains)
             desired = size - shrank
-            if shrank:
-                notes.append(f"shrinking: draining {shrank} node(s)")
-            else:
-                notes.append("low density, but no node can go without breaching "
-                             "target, headroom, floor or drain budget")
 
     desired = max(floor, min(policy.size.max, desired))
     if not notes:
-        notes.append(f"steady: density {_fmt_density(density)} within "
+        notes.append(f"steady: density {fmt_density(density)} within "
                      f"[{band.scale_down_below:.2f}, {band.scale_up_above:.2f}]")
     new_memory = replace(
         memory,

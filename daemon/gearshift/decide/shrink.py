@@ -1,19 +1,22 @@
-"""Scale-in: every reason it must wait, and the victims with the candidates weighed."""
+"""Shrinking a pool whose projected density is low: every reason it must wait, else the
+victims (``decide.scale_in`` orders them) with the candidates weighed, as drains."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from gearshift.decide.context import PlanContext
 from gearshift.decide.pools import PoolView
 from gearshift.decide.scale_in import scale_in_order
 from gearshift.decide.signals import Signals
 from gearshift.durations import format_duration
-from gearshift.model import FleetSnapshot, Node, NodeCandidate, PoolMemory
+from gearshift.model import Drain, FleetSnapshot, Node, NodeCandidate, PoolMemory
 from gearshift.policy.schema import PoolPolicy
 
 
 def scale_in_blockers(view: PoolView, policy: PoolPolicy, memory: PoolMemory, signals: Signals,
-                       *, degraded: bool, requested: int, low_since: float, now: float,
-                       snapshot: FleetSnapshot) -> list[str]:
+                      *, degraded: bool, requested: int, low_since: float, now: float,
+                      snapshot: FleetSnapshot) -> list[str]:
     """Every reason scale-in must wait; empty when it may go ahead."""
     blockers = []
     if not snapshot.facts_fresh:
@@ -40,8 +43,8 @@ SHOWN_CANDIDATES = 20  # a drain's explanation lists this many of the nodes weig
 
 
 def choose_drains(view: PoolView, policy: PoolPolicy, ctx: PlanContext, *, want_gears: int,
-                   floor: int, size: int, ongoing: int
-                   ) -> list[tuple[Node, tuple[NodeCandidate, ...]]]:
+                  floor: int, size: int, ongoing: int
+                  ) -> list[tuple[Node, tuple[NodeCandidate, ...]]]:
     """Scale-in victims, each with every node considered and why it was or was not taken."""
     budget = min(policy.step.max_down, policy.scale_in.max_concurrent_drains - ongoing,
                  size - floor)
@@ -81,3 +84,47 @@ def choose_drains(view: PoolView, policy: PoolPolicy, ctx: PlanContext, *, want_
         remaining -= node.facts.max_active_gears
     shown = tuple(considered[:SHOWN_CANDIDATES])
     return [(node, shown) for node in chosen]
+
+
+def fmt_density(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+@dataclass
+class Shrinking:
+    note: str
+    blocked: bool  # scale-in must wait (``note`` says why)
+    drains: list[Drain] = field(default_factory=list)
+
+
+def shrink(view: PoolView, *, ctx: PlanContext, memory: PoolMemory, signals: Signals,
+           degraded: bool, requested: int, low_since: float, timed_out: bool,
+           projected: float | None, figures: str, want_gears: int, floor: int, size: int,
+           ongoing: int) -> Shrinking:
+    """Drain what the pool can lose, or say why it must wait."""
+    policy, name, now, band = view.policy, view.policy.name, ctx.now, view.policy.density
+    blockers = scale_in_blockers(view, policy, memory, signals, degraded=degraded,
+                                 requested=requested, low_since=low_since, now=now,
+                                 snapshot=ctx.snapshot)
+    if timed_out:
+        blockers.append(f"a drain just passed its deadline: cooldown down "
+                        f"{format_duration(policy.cooldown.down)} first")
+    if blockers:
+        return Shrinking(note=f"density {fmt_density(projected)} < {band.scale_down_below:.2f} "
+                              f"but not shrinking: {'; '.join(blockers)}", blocked=True)
+    drains = []
+    for node, candidates in choose_drains(view, policy, ctx, want_gears=want_gears, floor=floor,
+                                          size=size, ongoing=ongoing):
+        assert node.facts is not None
+        drains.append(Drain(
+            pool=name, identity=node.identity, candidates=candidates,
+            reason=(f"pool {name}: projected density {fmt_density(projected)} < "
+                    f"{band.scale_down_below:.2f} for "
+                    f"{format_duration(now - low_since)} ({figures}); "
+                    f"want {want_gears} slots; draining {node.identity} "
+                    f"({node.facts.gears.total} gears, strategy "
+                    f"{policy.scale_in.strategy})")))
+    note = (f"shrinking: draining {len(drains)} node(s)" if drains else
+            "low density, but no node can go without breaching "
+            "target, headroom, floor or drain budget")
+    return Shrinking(note=note, blocked=False, drains=drains)
