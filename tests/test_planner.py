@@ -520,3 +520,20 @@ def test_a_retired_node_whose_destroy_failed_is_destroyed_again(
         assert isinstance(action, DestroyAgain)
         assert (action.op_id, action.identity, action.machine_id) == ("op-2", "n-old", "m-9")
         assert "destroy failed" in action.reason
+
+
+def test_abandons_and_destroys_again_round_trip_through_the_plan_json() -> None:
+    import json
+
+    from gearshift.client import plan_from_dict
+    from gearshift.explain import plan_to_dict, plan_to_text
+    from gearshift.model import Plan
+
+    actions = (Abandon(pool="small", identity="n-new", provider="rack-a", machine_id="m-1",
+                       op_id="op-1", reason="published no facts", timeout=180.0, waited=181.0),
+               DestroyAgain(pool="small", identity="n-old", provider="rack-a", machine_id="m-9",
+                            op_id="op-2", reason="destroy failed"))
+    sent = Plan(at=NOW, actions=actions, pools={}, state=PlannerState())
+    back = plan_from_dict(json.loads(json.dumps(plan_to_dict(sent))))
+    assert back.actions == actions
+    assert "abandon small: n-new" in plan_to_text(back)
