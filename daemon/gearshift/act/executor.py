@@ -68,7 +68,7 @@ from gearshift.model import (
     ScaleOut,
 )
 from gearshift.policy.schema import PolicySet
-from gearshift.store.journal import DONE_PHASES, PHASES, Journal, Operation
+from gearshift.records import DONE_PHASES, PHASES, Journal, Operation, Phase
 
 log = structlog.get_logger(component="gearshift.act")
 
@@ -197,7 +197,7 @@ class Executor:
             name = f"{action.pool}-{action.provider}-{op_id[-8:]}"
             now = self.clock.now()
             await self.journal.begin(Operation(
-                op_id=op_id, kind="create", pool=action.pool, identity=name, phase="requested",
+                op_id=op_id, kind="create", pool=action.pool, identity=name, phase=Phase.REQUESTED,
                 started_at=now, updated_at=now, provider=action.provider,
                 blueprint=blueprint.name, max_active_gears=blueprint.expected_max_active_gears,
                 reason=action.reason))
@@ -214,7 +214,7 @@ class Executor:
                                 "same key", node=name, provider=action.provider,
                                 error=exc.kind)
                 else:
-                    await self.journal.advance(op_id, phase="failed", at=self.clock.now(),
+                    await self.journal.advance(op_id, phase=Phase.FAILED, at=self.clock.now(),
                                                error=f"{exc.kind}: {exc.message}")
                 if isinstance(exc, QuotaExceeded | CapacityUnavailable):
                     report.spill = True
@@ -225,7 +225,7 @@ class Executor:
             finally:
                 self.creating.discard(op_id)
             await self.journal.adopt(machine)
-            await self.journal.advance(op_id, phase="created", at=self.clock.now(),
+            await self.journal.advance(op_id, phase=Phase.CREATED, at=self.clock.now(),
                                        machine_id=machine.machine_id, identity=machine.name)
             self._event(report, kind=action.kind, pool=action.pool, target=name, outcome="ok",
                         reason=action.reason, provider=action.provider)
@@ -264,7 +264,7 @@ class Executor:
         op_id = self.new_id()
         await self.journal.begin(Operation(
             op_id=op_id, kind="drain", pool=action.pool, identity=action.identity,
-            phase="deactivating", started_at=now, updated_at=now,
+            phase=Phase.DEACTIVATING, started_at=now, updated_at=now,
             provider=node.machine.provider, machine_id=node.machine.machine_id,
             deadline=now + policy.scale_in.drain_timeout, reason=action.reason,
             cause=action.cause, preempted_by=action.preempted_by))
@@ -273,12 +273,12 @@ class Executor:
         except PlatformError as exc:
             # It may have been deactivated all the same (the command ran, its answer was
             # lost): reactivate it before closing the drain (``progress`` does it).
-            await self.journal.advance(op_id, phase="cancelling", at=self.clock.now(),
+            await self.journal.advance(op_id, phase=Phase.CANCELLING, at=self.clock.now(),
                                        error=str(exc))
             self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
                         outcome="failed", reason=action.reason, error="platform")
             return
-        await self.journal.advance(op_id, phase="moving", at=self.clock.now())
+        await self.journal.advance(op_id, phase=Phase.MOVING, at=self.clock.now())
         self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
                     outcome="ok", reason=action.reason, provider=node.machine.provider)
 
@@ -293,7 +293,7 @@ class Executor:
         district = node.facts.district_uuid if node is not None and node.facts else None
         if op is not None:
             # Journal the intent first: a restart finds "cancelling" and reactivates.
-            op = await self.journal.advance(op.op_id, phase="cancelling", at=self.clock.now())
+            op = await self.journal.advance(op.op_id, phase=Phase.CANCELLING, at=self.clock.now())
         try:
             await self.platform.activate(NodeRef(action.identity, district))
         except PlatformError as exc:
@@ -301,7 +301,7 @@ class Executor:
                         outcome="failed", reason=action.reason, error=str(exc))
             return
         if op is not None:
-            await self.journal.advance(op.op_id, phase="cancelled", at=self.clock.now())
+            await self.journal.advance(op.op_id, phase=Phase.CANCELLED, at=self.clock.now())
         self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
                     outcome="ok", reason=action.reason)
 
@@ -322,13 +322,13 @@ class Executor:
                         error=f"unknown provider {action.provider}")
             return
         op = await self._drain_op(action.identity)
-        if op is not None and op.phase == "cancelling":
+        if op is not None and op.phase == Phase.CANCELLING:
             self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
                         outcome="refused", reason=action.reason,
                         error="its drain is being cancelled")
             return
         seen = node.last_seen if node is not None else None
-        if op is not None and op.phase in ("deactivating", "moving"):
+        if op is not None and op.phase in (Phase.DEACTIVATING, Phase.MOVING):
             if seen is None or seen < op.updated_at:
                 # Facts from before the node left its district may miss gears placed on it
                 # just before: only facts the node published since then can prove it empty.
@@ -342,7 +342,7 @@ class Executor:
                             target=action.identity, outcome="refused", reason=action.reason,
                             error="facts still show the node active in its district")
                 return
-        if (op is None or op.phase not in ("removing", "retiring")) and \
+        if (op is None or op.phase not in (Phase.REMOVING, Phase.RETIRING)) and \
                 not await self._witnessed(action, facts, provider, op, report):
             return
         now = self.clock.now()
@@ -350,22 +350,22 @@ class Executor:
             if op is None:
                 op = Operation(
                     op_id=self.new_id(), kind="drain", pool=action.pool,
-                    identity=action.identity, phase="removing", started_at=now, updated_at=now,
+                    identity=action.identity, phase=Phase.REMOVING, started_at=now, updated_at=now,
                     provider=action.provider, machine_id=action.machine_id, deadline=now,
                     reason=action.reason)
                 await self.journal.begin(op)
-            elif op.phase != "retiring":
-                await self.journal.advance(op.op_id, phase="removing", at=now)
-            if op.phase != "retiring":  # a retire resumed after a failed destroy: removed
+            elif op.phase != Phase.RETIRING:
+                await self.journal.advance(op.op_id, phase=Phase.REMOVING, at=now)
+            if op.phase != Phase.RETIRING:  # a retire resumed after a failed destroy: removed
                 await self.platform.remove(NodeRef(action.identity, facts.district_uuid))
-                await self.journal.advance(op.op_id, phase="retiring", at=self.clock.now())
+                await self.journal.advance(op.op_id, phase=Phase.RETIRING, at=self.clock.now())
             await provider.destroy(action.machine_id)
         except (PlatformError, ProviderError) as exc:
             self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
                         outcome="failed", reason=action.reason, error=exc.__class__.__name__)
             return
         await self._forget_retired(action.identity)
-        await self.journal.advance(op.op_id, phase="retired", at=self.clock.now())
+        await self.journal.advance(op.op_id, phase=Phase.RETIRED, at=self.clock.now())
         self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
                     outcome="ok", reason=action.reason, provider=action.provider)
 
@@ -390,8 +390,8 @@ class Executor:
                   facts_say=disagreement.facts_say, witness_says=disagreement.witness_says)
         if self.metrics is not None:
             self.metrics.witness_disagreements.labels(action.pool, disagreement.witness).inc()
-        if op is not None and op.phase in ("deactivating", "moving"):
-            await self.journal.advance(op.op_id, phase="cancelling", at=self.clock.now(),
+        if op is not None and op.phase in (Phase.DEACTIVATING, Phase.MOVING):
+            await self.journal.advance(op.op_id, phase=Phase.CANCELLING, at=self.clock.now(),
                                        error=why[:200])
         if self.on_disputed is not None:
             self.on_disputed(action.identity, why)
@@ -412,12 +412,12 @@ class Executor:
         now = self.clock.now()
         nodes = {n.identity: n for n in snapshot.nodes}
         for op in await self.journal.open_operations():
-            if op.kind == "create" and op.phase in ("created", "abandoning"):
+            if op.kind == "create" and op.phase in (Phase.CREATED, Phase.ABANDONING):
                 await self._progress_create(op, now, is_fresh, snapshot,
                                             node=nodes.get(op.identity), policies=policies)
-            elif op.kind == "drain" and op.phase == "retiring":
+            elif op.kind == "drain" and op.phase == Phase.RETIRING:
                 await self._destroy_again(op)
-            elif op.kind == "drain" and op.phase == "cancelling":
+            elif op.kind == "drain" and op.phase == Phase.CANCELLING:
                 node = nodes.get(op.identity)
                 district = node.facts.district_uuid if node is not None and node.facts else None
                 try:
@@ -425,8 +425,8 @@ class Executor:
                 except PlatformError as exc:
                     log.warning("reactivating a node failed", node=op.identity, error=str(exc))
                     continue
-                await self.journal.advance(op.op_id, phase="cancelled", at=self.clock.now())
-            elif op.kind == "drain" and op.phase == "moving":
+                await self.journal.advance(op.op_id, phase=Phase.CANCELLED, at=self.clock.now())
+            elif op.kind == "drain" and op.phase == Phase.MOVING:
                 node = nodes.get(op.identity)
                 if (node is None or node.facts is None or node.state is NodeState.UNKNOWN
                         or node.facts.gears.total == 0):
@@ -477,7 +477,7 @@ class Executor:
                         node=op.identity, provider=op.provider, error=exc.kind)
             return
         await self._forget_retired(op.identity)
-        await self.journal.advance(op.op_id, phase="retired", at=self.clock.now())
+        await self.journal.advance(op.op_id, phase=Phase.RETIRED, at=self.clock.now())
         log.info("machine destroyed on a second try", node=op.identity, provider=op.provider)
 
     async def _join_district(self, op: Operation, node: Node | None,
@@ -508,16 +508,16 @@ class Executor:
                                is_fresh: Callable[[str], bool], snapshot: FleetSnapshot, *,
                                node: Node | None, policies: PolicySet | None) -> None:
         provider = self.providers.get(op.provider or "")
-        if (op.phase == "created" and is_fresh(op.identity)
+        if (op.phase == Phase.CREATED and is_fresh(op.identity)
                 and await self._join_district(op, node, policies)):
-            await self.journal.advance(op.op_id, phase="registered", at=now)
+            await self.journal.advance(op.op_id, phase=Phase.REGISTERED, at=now)
             if provider is not None:
                 provider.note_time_to_ready(now - op.started_at)
             log.info("node registered", node=op.identity, pool=op.pool, provider=op.provider,
                      time_to_ready=round(now - op.started_at, 1))
             return
         timeout = self.provisioning_timeout(provider)
-        if op.phase == "created":
+        if op.phase == Phase.CREATED:
             if now - op.started_at <= timeout or provider is None or op.machine_id is None:
                 return
             if not snapshot.facts_fresh:
@@ -530,7 +530,7 @@ class Executor:
             log.warning("node never came up: retiring it", node=op.identity,
                         provider=op.provider, waited=round(now - op.started_at),
                         timeout=round(timeout))
-            op = await self.journal.advance(op.op_id, phase="abandoning", at=now,
+            op = await self.journal.advance(op.op_id, phase=Phase.ABANDONING, at=now,
                                             error=f"no facts within {timeout:.0f}s")
         if provider is None or op.machine_id is None:
             return
@@ -543,5 +543,5 @@ class Executor:
         provider.backoff_until = now + provider.settings.capacity_backoff
         provider.backoff_reason = f"{op.identity} published no facts within {timeout:.0f}s"
         await self._forget_retired(op.identity)
-        await self.journal.advance(op.op_id, phase="failed", at=self.clock.now(),
+        await self.journal.advance(op.op_id, phase=Phase.FAILED, at=self.clock.now(),
                                    error="provisioning timeout")

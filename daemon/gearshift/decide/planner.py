@@ -58,6 +58,7 @@ from gearshift.model import (
     ScaleOut,
 )
 from gearshift.policy.schema import PolicySet, PoolPolicy, ProvidersFile
+from gearshift.records import Phase
 
 _NO_PROVIDERS = ProvidersFile.model_construct(api_version="gearshift/v1", kind="Providers",
                                                providers=[], blueprints=[])
@@ -183,7 +184,7 @@ def _placement_text(result: PlacementResult) -> str:
 
 # Drain phases past which a node is never reactivated: it is being taken out of its
 # district (``removing``) or its machine destroyed (``retiring``); the retire only resumes.
-POINT_OF_NO_RETURN = frozenset({"removing", "retiring"})
+POINT_OF_NO_RETURN = frozenset({Phase.REMOVING, Phase.RETIRING})
 
 
 def _finish_drains(view: PoolView, ctx: PlanContext) -> tuple[list[Action], set[str]]:
@@ -193,7 +194,7 @@ def _finish_drains(view: PoolView, ctx: PlanContext) -> tuple[list[Action], set[
     actions: list[Action] = []
     ended: set[str] = set()
     for drain in view.drains:
-        if drain.phase == "retiring":
+        if drain.phase == Phase.RETIRING:
             continue  # out of its district, its machine being destroyed: the executor finishes
         node = ctx.nodes_by_id.get(drain.identity)
         facts = node.facts if node is not None and node.state is not NodeState.UNKNOWN else None

@@ -33,7 +33,7 @@ from gearshift.errors import JournalError
 from gearshift.metrics import Metrics
 from gearshift.reconcile.reconciler import Reconciler
 from gearshift.reconcile.recovery import Recovery
-from gearshift.store.journal import Journal
+from gearshift.records import Journal
 
 log = structlog.get_logger(component="gearshift.leader")
 

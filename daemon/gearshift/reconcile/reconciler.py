@@ -46,7 +46,7 @@ from gearshift.model import (
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.requests import RequestBook
 from gearshift.policy.holder import PolicyHolder
-from gearshift.store.journal import (
+from gearshift.records import (
     Journal,
     drains_in_flight,
     pending_nodes,

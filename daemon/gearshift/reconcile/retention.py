@@ -17,7 +17,7 @@ import structlog
 
 from gearshift.clock import Clock
 from gearshift.metrics import Metrics
-from gearshift.store.journal import Journal, Pruned
+from gearshift.records import Journal, Pruned
 
 log = structlog.get_logger(component="gearshift.retention")
 
