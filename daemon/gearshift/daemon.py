@@ -184,6 +184,8 @@ async def run_daemon(config: Path, *, settings: Settings | None = None) -> int:
     platform = build_platform(settings.platform, settings.mqtt,
                               keyring=settings.trust.keyring())
     journal = await open_journal(settings.journal)
+    for guarded in providers.values():
+        guarded.provider.keep_state_in(journal)  # bare metal's allocations live there
     return await serve(settings, policies=policies, providers=providers, platform=platform,
                        journal=journal, clock=clock, metrics=metrics)
 
