@@ -36,6 +36,7 @@ from gearshift.act.providers.base import CreateRequest, Provider  # noqa: E402
 from gearshift.act.providers.registry import build_provider  # noqa: E402
 from gearshift.logs import configure  # noqa: E402
 from gearshift.policy.schema import Blueprint, ProviderSpec  # noqa: E402
+from gearshift.store.sqlite import SqliteJournal  # noqa: E402
 from simulators import MissingPeer  # noqa: E402
 from simulators import moto as moto_sim  # noqa: E402
 from simulators import ovirt as ovirt_sim  # noqa: E402
@@ -152,12 +153,15 @@ async def phase(provider: Provider, blueprint: Blueprint, nodes: int, *,
 async def bench(kind: str, peers: Peers, nodes: int) -> dict[str, Any]:
     spec, blueprint = peers.spec(kind)
     provider = build_provider(spec)
+    journal = await SqliteJournal.open(peers.directory / f"journal-{kind}.db")
+    provider.keep_state_in(journal)  # bare metal records its allocations there, as in run
     try:
         await provider.list_owned()  # connect / log in / first-call warm-up, not measured
         return {"parallel": await phase(provider, blueprint, nodes, parallel=True),
                 "one_by_one": await phase(provider, blueprint, nodes, parallel=False)}
     finally:
         await provider.close()
+        await journal.close()
 
 
 def main() -> None:

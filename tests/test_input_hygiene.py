@@ -28,6 +28,7 @@ from gearshift.policy.schema import Blueprint, PoolPolicy, ProviderSpec
 from gearshift.redact import redact, redact_value
 from gearshift.settings import load_settings
 from gearshift.sim.broker import free_port
+from gearshift.store.journal import MemoryJournal
 
 SECRET = "S3cr3t-in-url-91f2"
 
@@ -179,7 +180,9 @@ async def test_a_provider_failure_is_logged_with_its_cause_and_no_secret(
         "settings": {"username": "admin", "password_env": "GS_TEST_CAUSE_PW",
                      "request_timeout": "5s", "state_file": str(tmp_path / "state.json"),
                      "machines": [{"bmc": f"http://127.0.0.1:{port}"}]}})
-    guarded = GuardedProvider(build_provider(spec), clock=InstantClock(),
+    provider = build_provider(spec)
+    provider.keep_state_in(MemoryJournal())  # bare metal keeps its allocations there
+    guarded = GuardedProvider(provider, clock=InstantClock(),
                               settings=GuardSettings(retry_deadline=5, retry_initial=0.01,
                                                      retry_max=0.01, retry_attempts=2),
                               boot_time=120)

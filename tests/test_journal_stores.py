@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +27,19 @@ from gearshift.errors import (
     JournalSchemaError,
 )
 from gearshift.model import Machine, Preemption
-from gearshift.store import migrations
-from gearshift.store.journal import (
+from gearshift.records import (
+    Allocation,
     Journal,
-    MemoryJournal,
     Operation,
+    Phase,
     Pruned,
     RecoveryRecord,
     drains_in_flight,
     pending_nodes,
     preemptions_in_flight,
 )
+from gearshift.store import migrations
+from gearshift.store.journal import MemoryJournal
 from gearshift.store.postgres import PostgresJournal, describe_dsn
 from gearshift.store.sqlite import SqliteJournal
 from pgpeer import PASSWORD, PgServer
@@ -308,6 +311,44 @@ async def test_a_deposed_leader_can_neither_prune_nor_pause_nor_note_orphans(
     assert await first.first_seen() == {("rack-a", "m-1"): 1}
 
 
+ALLOCATION = Allocation(key="op-1", name="n1", pool="small", blueprint="small-bm",
+                        bmc="https://10.0.0.11", system="/redfish/v1/Systems/1",
+                        foreman_host=None, allocated_at=99.5)
+
+
+async def test_allocations_are_kept_by_provider_and_even_a_deposed_leader_frees(
+        opener: Opener) -> None:
+    journal = await opener()
+    other = replace(ALLOCATION, key="op-2", name="n2", foreman_host="n2.example")
+    await journal.allocate("rack-a", {"m-1": ALLOCATION, "m-2": other})
+    await journal.allocate("rack-b", {"m-1": other})
+    again = await opener()
+    assert await again.allocations("rack-a") == {"m-1": ALLOCATION, "m-2": other}
+    assert await again.allocations("rack-b") == {"m-1": other}
+    assert await again.allocations("rack-c") == {}
+    await again.allocate("rack-a", {"m-2": replace(other, pool="big")})  # replaced
+    token = await journal.acquire_lease("first", 60)
+    assert token is not None
+    await journal.release_lease("first", token)
+    assert await again.acquire_lease("second", 60) == token + 1
+    journal.fence(token)  # deposed: the machine was powered off all the same
+    await journal.free("rack-a", "m-1")
+    await journal.free("rack-a", "never-there")
+    assert await again.allocations("rack-a") == {"m-2": replace(other, pool="big")}
+
+
+async def test_phases_read_back_as_the_phase_enum_with_the_same_strings(
+        opener: Opener) -> None:
+    journal = await opener()
+    await journal.begin(create_op("a"))
+    await journal.advance("a", phase=Phase.CREATED, at=101)
+    op = await (await opener()).get("a")
+    assert op is not None and op.phase is Phase.CREATED and op.phase == "created"
+    assert [p.value for p in Phase] == [
+        "requested", "created", "abandoning", "registered", "failed", "deactivating",
+        "moving", "removing", "retiring", "cancelling", "retired", "cancelled"]
+
+
 async def test_a_released_lease_is_taken_at_once(opener: Opener) -> None:
     first = await opener()
     token = await first.acquire_lease("a", 60)
@@ -343,6 +384,8 @@ async def newer_shapes_work(journal: Journal) -> None:
     assert set(preemptions_in_flight(await journal.open_operations())) == {"n8"}
     await journal.see_first("rack-a", "m-7", at=6)  # v7
     assert await journal.first_seen() == {("rack-a", "m-7"): 6}
+    await journal.allocate("rack-a", {"m-3": ALLOCATION})  # v8
+    assert await journal.allocations("rack-a") == {"m-3": ALLOCATION}
 
 
 async def test_an_old_sqlite_journal_migrates_forward_keeping_its_operations(tmp_path: Path

@@ -18,11 +18,12 @@ from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.schema import PolicySet, ProvidersFile
 from gearshift.reconcile.reconciler import Reconciler
 from gearshift.reconcile.retention import JournalPruner
+from gearshift.records import Operation, RecoveryRecord
 from gearshift.settings import Settings
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
 from gearshift.sim.runner import seed_fleet
 from gearshift.sim.world import SimWorld
-from gearshift.store.journal import MemoryJournal, Operation, RecoveryRecord
+from gearshift.store.journal import MemoryJournal
 
 
 class Rig:

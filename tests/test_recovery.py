@@ -40,9 +40,10 @@ from gearshift.policy.schema import PolicySet
 from gearshift.reconcile.leader import Leadership, lead
 from gearshift.reconcile.reconciler import Reconciler, plan_in_flight
 from gearshift.reconcile.recovery import Recovery, RecoverySettings
+from gearshift.records import Operation, drains_in_flight
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
 from gearshift.sim.world import SimNode, SimWorld
-from gearshift.store.journal import MemoryJournal, Operation, drains_in_flight
+from gearshift.store.journal import MemoryJournal
 from worldrig import metric
 
 SIM_PROVIDERS = {

@@ -61,6 +61,7 @@ from gearshift.reconcile.retention import JournalPruner
 from gearshift.reconcile.supervisor import TaskFactory, supervise
 from gearshift.reconcile.trust import Vouching, count_untrusted, untrusted
 from gearshift.reconcile.wakeup import EdgeWaker
+from gearshift.records import Journal
 from gearshift.settings import (
     MqttSettings,
     OperationsSettings,
@@ -70,7 +71,6 @@ from gearshift.settings import (
 )
 from gearshift.signing import Keyring
 from gearshift.store.factory import open_journal
-from gearshift.store.journal import Journal
 from gearshift.systemd import Notifier
 
 log = structlog.get_logger(component="gearshift.daemon")
@@ -184,6 +184,8 @@ async def run_daemon(config: Path, *, settings: Settings | None = None) -> int:
     platform = build_platform(settings.platform, settings.mqtt,
                               keyring=settings.trust.keyring())
     journal = await open_journal(settings.journal)
+    for guarded in providers.values():
+        guarded.provider.keep_state_in(journal)  # bare metal's allocations live there
     return await serve(settings, policies=policies, providers=providers, platform=platform,
                        journal=journal, clock=clock, metrics=metrics)
 

@@ -21,6 +21,7 @@ import pytest
 from gearshift.act.providers.base import CreateRequest, Provider
 from gearshift.act.providers.registry import build_provider
 from gearshift.policy.schema import Blueprint, ProviderSpec
+from gearshift.store.journal import MemoryJournal
 from simulators import BlackHole, MissingPeer, Peer
 from simulators import moto as moto_sim
 from simulators import ovirt as ovirt_sim
@@ -288,6 +289,13 @@ class BareMetalHarness(Harness):
     sim: Any = None
     foreman: Any = None
     nodes: int = 3
+    journal: MemoryJournal = field(default_factory=MemoryJournal)  # where allocations live
+
+    def provider(self, *, name: str | None = None, max_nodes: int = 20,
+                 **settings: Any) -> Provider:
+        provider = super().provider(name=name, max_nodes=max_nodes, **settings)
+        provider.keep_state_in(self.journal)
+        return provider
 
     def machines(self, count: int) -> list[dict[str, Any]]:
         start = next(_slices) * 4
@@ -319,6 +327,7 @@ class BareMetalHarness(Harness):
         settings = dict(spec.settings)
         settings["machines"] = [{**m, "bmc": hole.url} for m in settings["machines"]]
         provider = build_provider(spec.model_copy(update={"settings": settings}))
+        provider.keep_state_in(self.journal)
         self.made.append(provider)
         return provider
 

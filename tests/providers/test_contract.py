@@ -11,7 +11,6 @@ import asyncio
 
 import pytest
 
-from gearshift.act.providers.registry import build_provider
 from gearshift.errors import (
     CapacityUnavailable,
     PermanentError,
@@ -43,8 +42,7 @@ async def test_create_list_recreate_destroy(harness: Harness) -> None:
     assert (await provider.quota()).used == harness.nodes
 
     # a restart: a new provider built from the same spec finds the same machines
-    reborn = build_provider(harness.spec(name=provider.name))
-    harness.made.append(reborn)
+    reborn = harness.provider(name=provider.name)  # (bare metal: on the same journal)
     assert {m.machine_id for m in await reborn.list_owned()} == {
         m.machine_id for m in by_key.values()}
 

@@ -21,6 +21,9 @@ from gearshift.act.providers.guard import GuardedProvider, GuardSettings
 from gearshift.act.providers.registry import build_provider
 from gearshift.clock import InstantClock
 from gearshift.errors import CapacityUnavailable, PermanentError, TransientError
+from gearshift.policy.schema import ProviderSpec
+from gearshift.records import Allocation
+from gearshift.store.journal import MemoryJournal
 from providers.conftest import (
     SECRETS,
     BareMetalHarness,
@@ -240,6 +243,7 @@ async def test_foreman_marks_the_host_for_build_and_the_bmc_boots_pxe_once(
     harness = BareMetalHarness("foreman", tmp_path, sim=sushy, foreman=foreman)
     spec = harness.spec(machines=1)
     provider: Provider = build_provider(spec)
+    provider.keep_state_in(harness.journal)
     machine_spec = spec.settings["machines"][0]
     request = harness.request(new_key())
     machine = await provider.create(request)
@@ -253,20 +257,49 @@ async def test_foreman_marks_the_host_for_build_and_the_bmc_boots_pxe_once(
     assert system["PowerState"] == "On"
     assert system["Boot"]["BootSourceOverrideTarget"] == "Pxe"
 
-    # a restart: the state file says which machine belongs to which key
-    state_file = Path(spec.settings["state_file"])
-    state = json.loads(await asyncio.to_thread(state_file.read_text))
-    assert state["allocations"][machine.machine_id]["key"] == request.key
+    # a restart: the journal says which machine belongs to which key
+    state = await harness.journal.allocations(spec.name)
+    assert state[machine.machine_id].key == request.key
     await provider.close()
     reborn = build_provider(spec)
+    reborn.keep_state_in(harness.journal)
     assert [m.key for m in await reborn.list_owned()] == [request.key]
     assert (await reborn.create(request)).machine_id == machine.machine_id  # no second one
     await reborn.destroy(machine.machine_id)
     system = await _get(sushy.url + machine_spec["system"], user="gearshift",
                         password=SECRETS["bmc"])
     assert system["PowerState"] == "Off"
-    assert json.loads(await asyncio.to_thread(state_file.read_text))["allocations"] == {}
+    assert await harness.journal.allocations(spec.name) == {}
     await reborn.close()
+
+
+async def test_an_old_bare_metal_state_file_is_imported_into_the_journal_once(
+        tmp_path: Path) -> None:
+    spec = ProviderSpec.model_validate({
+        "name": "rack", "kind": "redfish", "quota": {"max_nodes": 4}, "boot_time": "2m",
+        "settings": {"state_file": str(tmp_path / "state.json"),
+                     "machines": [{"bmc": "http://127.0.0.1:9", "name": "m1"}]}})
+    old = {"key": "op-1", "name": "n1", "pool": "small", "blueprint": "bm", "bmc":
+           "http://10.0.0.9", "system": "/redfish/v1/Systems/9", "foreman_host": None,
+           "allocated_at": 5.0}
+    state_file = tmp_path / "state.json"
+    state_file.write_text(json.dumps({"version": 1, "allocations": {
+        "gone-from-the-file": old, "m1": {**old, "key": "op-2", "name": "n2"}}}))
+    journal = MemoryJournal()
+    known = Allocation(**{**old, "key": "op-9"})
+    await journal.allocate("rack", {"m1": known})  # the journal's record wins
+    provider = build_provider(spec)
+    provider.keep_state_in(journal)
+    owned = await provider.list_owned()
+    assert sorted((m.machine_id, m.key) for m in owned) == [("gone-from-the-file", "op-1"),
+                                                             ("m1", "op-9")]
+    assert not state_file.exists()
+    assert json.loads((tmp_path / "state.json.migrated").read_text())["allocations"]
+    assert (await provider.quota()).used == 2  # read again: nothing imported twice
+    assert (await journal.allocations("rack"))["gone-from-the-file"] == Allocation(**old)
+    unbound = build_provider(spec)  # a journal is required: never a silent in-memory record
+    with pytest.raises(PermanentError, match="no journal"):
+        await unbound.list_owned()
 
 
 async def test_bare_metal_quota_below_the_pool_size(sushy: Any, tmp_path: Path) -> None:

@@ -71,7 +71,7 @@ from gearshift.model import (
     ScaleOut,
 )
 from gearshift.policy.schema import PolicySet
-from gearshift.store.journal import Journal, Operation
+from gearshift.records import Journal, Operation, Phase
 
 log = structlog.get_logger(component="gearshift.act")
 
@@ -183,7 +183,7 @@ class Executor:
             name = f"{action.pool}-{action.provider}-{op_id[-8:]}"
             now = self.clock.now()
             await self.journal.begin(Operation(
-                op_id=op_id, kind="create", pool=action.pool, identity=name, phase="requested",
+                op_id=op_id, kind="create", pool=action.pool, identity=name, phase=Phase.REQUESTED,
                 started_at=now, updated_at=now, provider=action.provider,
                 blueprint=blueprint.name, max_active_gears=blueprint.expected_max_active_gears,
                 reason=action.reason))
@@ -200,7 +200,7 @@ class Executor:
                                 "same key", node=name, provider=action.provider,
                                 error=exc.kind)
                 else:
-                    await self.journal.advance(op_id, phase="failed", at=self.clock.now(),
+                    await self.journal.advance(op_id, phase=Phase.FAILED, at=self.clock.now(),
                                                error=f"{exc.kind}: {exc.message}")
                 if isinstance(exc, QuotaExceeded | CapacityUnavailable):
                     report.spill = True
@@ -211,7 +211,7 @@ class Executor:
             finally:
                 self.creating.discard(op_id)
             await self.journal.adopt(machine)
-            await self.journal.advance(op_id, phase="created", at=self.clock.now(),
+            await self.journal.advance(op_id, phase=Phase.CREATED, at=self.clock.now(),
                                        machine_id=machine.machine_id, identity=machine.name)
             self._event(report, kind=action.kind, pool=action.pool, target=name, outcome="ok",
                         reason=action.reason, provider=action.provider)
@@ -250,7 +250,7 @@ class Executor:
         op_id = self.new_id()
         await self.journal.begin(Operation(
             op_id=op_id, kind="drain", pool=action.pool, identity=action.identity,
-            phase="deactivating", started_at=now, updated_at=now,
+            phase=Phase.DEACTIVATING, started_at=now, updated_at=now,
             provider=node.machine.provider, machine_id=node.machine.machine_id,
             deadline=now + policy.scale_in.drain_timeout, reason=action.reason,
             cause=action.cause, preempted_by=action.preempted_by))
@@ -259,12 +259,12 @@ class Executor:
         except PlatformError as exc:
             # It may have been deactivated all the same (the command ran, its answer was
             # lost): reactivate it before closing the drain (``progress`` does it).
-            await self.journal.advance(op_id, phase="cancelling", at=self.clock.now(),
+            await self.journal.advance(op_id, phase=Phase.CANCELLING, at=self.clock.now(),
                                        error=str(exc))
             self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
                         outcome="failed", reason=action.reason, error="platform")
             return
-        await self.journal.advance(op_id, phase="moving", at=self.clock.now())
+        await self.journal.advance(op_id, phase=Phase.MOVING, at=self.clock.now())
         self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
                     outcome="ok", reason=action.reason, provider=node.machine.provider)
 
@@ -279,7 +279,7 @@ class Executor:
         district = node.facts.district_uuid if node is not None and node.facts else None
         if op is not None:
             # Journal the intent first: a restart finds "cancelling" and reactivates.
-            op = await self.journal.advance(op.op_id, phase="cancelling", at=self.clock.now())
+            op = await self.journal.advance(op.op_id, phase=Phase.CANCELLING, at=self.clock.now())
         try:
             await self.platform.activate(NodeRef(action.identity, district))
         except PlatformError as exc:
@@ -287,7 +287,7 @@ class Executor:
                         outcome="failed", reason=action.reason, error=str(exc))
             return
         if op is not None:
-            await self.journal.advance(op.op_id, phase="cancelled", at=self.clock.now())
+            await self.journal.advance(op.op_id, phase=Phase.CANCELLED, at=self.clock.now())
         self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
                     outcome="ok", reason=action.reason)
 
@@ -308,10 +308,10 @@ class Executor:
         now = self.clock.now()
         nodes = {n.identity: n for n in snapshot.nodes}
         for op in await self.journal.open_operations():
-            if op.kind == "create" and op.phase == "created":
+            if op.kind == "create" and op.phase == Phase.CREATED:
                 await self._register(op, now, is_fresh, node=nodes.get(op.identity),
                                      policies=policies)
-            elif op.kind == "drain" and op.phase == "cancelling":
+            elif op.kind == "drain" and op.phase == Phase.CANCELLING:
                 node = nodes.get(op.identity)
                 district = node.facts.district_uuid if node is not None and node.facts else None
                 try:
@@ -319,8 +319,8 @@ class Executor:
                 except PlatformError as exc:
                     log.warning("reactivating a node failed", node=op.identity, error=str(exc))
                     continue
-                await self.journal.advance(op.op_id, phase="cancelled", at=self.clock.now())
-            elif op.kind == "drain" and op.phase == "moving":
+                await self.journal.advance(op.op_id, phase=Phase.CANCELLED, at=self.clock.now())
+            elif op.kind == "drain" and op.phase == Phase.MOVING:
                 node = nodes.get(op.identity)
                 if (node is None or node.facts is None or node.state is NodeState.UNKNOWN
                         or node.facts.gears.total == 0):
@@ -366,7 +366,7 @@ class Executor:
         One that never comes up is the planner's to give up (``decide.in_flight``)."""
         if not (is_fresh(op.identity) and await self._join_district(op, node, policies)):
             return
-        await self.journal.advance(op.op_id, phase="registered", at=now)
+        await self.journal.advance(op.op_id, phase=Phase.REGISTERED, at=now)
         provider = self.providers.get(op.provider or "")
         if provider is not None:
             provider.note_time_to_ready(now - op.started_at)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from gearshift.metrics import Metrics
-from gearshift.store.journal import DONE_PHASES, PHASES, Operation
+from gearshift.records import DONE_PHASES, PHASES, Operation
 
 log = structlog.get_logger(component="gearshift.act")
 

@@ -20,7 +20,7 @@ from gearshift.act.providers.guard import GuardedProvider
 from gearshift.act.witness import confirm_retire
 from gearshift.errors import PlatformError, ProviderError
 from gearshift.model import Abandon, DestroyAgain, FleetSnapshot, NodeFacts, NodeState, Retire
-from gearshift.store.journal import Operation
+from gearshift.records import Operation, Phase
 
 if TYPE_CHECKING:
     from gearshift.act.executor import Executor
@@ -46,13 +46,13 @@ async def retire(ex: Executor, action: Retire, snapshot: FleetSnapshot,
                   error=f"unknown provider {action.provider}")
         return
     op = await ex._drain_op(action.identity)
-    if op is not None and op.phase == "cancelling":
+    if op is not None and op.phase == Phase.CANCELLING:
         ex._event(report, kind=action.kind, pool=action.pool, target=action.identity,
                   outcome="refused", reason=action.reason,
                   error="its drain is being cancelled")
         return
     seen = node.last_seen if node is not None else None
-    if op is not None and op.phase in ("deactivating", "moving"):
+    if op is not None and op.phase in (Phase.DEACTIVATING, Phase.MOVING):
         if seen is None or seen < op.updated_at:
             # Facts from before the node left its district may miss gears placed on it
             # just before: only facts the node published since then can prove it empty.
@@ -66,7 +66,7 @@ async def retire(ex: Executor, action: Retire, snapshot: FleetSnapshot,
                       target=action.identity, outcome="refused", reason=action.reason,
                       error="facts still show the node active in its district")
             return
-    if (op is None or op.phase not in ("removing", "retiring")) and \
+    if (op is None or op.phase not in (Phase.REMOVING, Phase.RETIRING)) and \
             not await _witnessed(ex, action, facts=facts, provider=provider, op=op,
                                 report=report):
         return
@@ -75,22 +75,22 @@ async def retire(ex: Executor, action: Retire, snapshot: FleetSnapshot,
         if op is None:
             op = Operation(
                 op_id=ex.new_id(), kind="drain", pool=action.pool,
-                identity=action.identity, phase="removing", started_at=now, updated_at=now,
+                identity=action.identity, phase=Phase.REMOVING, started_at=now, updated_at=now,
                 provider=action.provider, machine_id=action.machine_id, deadline=now,
                 reason=action.reason)
             await ex.journal.begin(op)
-        elif op.phase != "retiring":
-            await ex.journal.advance(op.op_id, phase="removing", at=now)
-        if op.phase != "retiring":  # a retire resumed after a failed destroy: removed
+        elif op.phase != Phase.RETIRING:
+            await ex.journal.advance(op.op_id, phase=Phase.REMOVING, at=now)
+        if op.phase != Phase.RETIRING:  # a retire resumed after a failed destroy: removed
             await ex.platform.remove(NodeRef(action.identity, facts.district_uuid))
-            await ex.journal.advance(op.op_id, phase="retiring", at=ex.clock.now())
+            await ex.journal.advance(op.op_id, phase=Phase.RETIRING, at=ex.clock.now())
         await provider.destroy(action.machine_id)
     except (PlatformError, ProviderError) as exc:
         ex._event(report, kind=action.kind, pool=action.pool, target=action.identity,
                   outcome="failed", reason=action.reason, error=exc.__class__.__name__)
         return
     await ex._forget_retired(action.identity)
-    await ex.journal.advance(op.op_id, phase="retired", at=ex.clock.now())
+    await ex.journal.advance(op.op_id, phase=Phase.RETIRED, at=ex.clock.now())
     ex._event(report, kind=action.kind, pool=action.pool, target=action.identity,
               outcome="ok", reason=action.reason, provider=action.provider)
 
@@ -116,8 +116,8 @@ async def _witnessed(ex: Executor, action: Retire, *, facts: NodeFacts,
               facts_say=disagreement.facts_say, witness_says=disagreement.witness_says)
     if ex.metrics is not None:
         ex.metrics.witness_disagreements.labels(action.pool, disagreement.witness).inc()
-    if op is not None and op.phase in ("deactivating", "moving"):
-        await ex.journal.advance(op.op_id, phase="cancelling", at=ex.clock.now(),
+    if op is not None and op.phase in (Phase.DEACTIVATING, Phase.MOVING):
+        await ex.journal.advance(op.op_id, phase=Phase.CANCELLING, at=ex.clock.now(),
                                  error=why[:200])
     if ex.on_disputed is not None:
         ex.on_disputed(action.identity, why)
@@ -138,7 +138,7 @@ async def destroy_again(ex: Executor, action: DestroyAgain) -> None:
                     node=action.identity, provider=action.provider, error=exc.kind)
         return
     await ex._forget_retired(action.identity)
-    await ex.journal.advance(action.op_id, phase="retired", at=ex.clock.now())
+    await ex.journal.advance(action.op_id, phase=Phase.RETIRED, at=ex.clock.now())
     log.info("machine destroyed on a second try", node=action.identity,
              provider=action.provider)
 
@@ -153,7 +153,7 @@ async def abandon(ex: Executor, action: Abandon) -> None:
         log.warning("node never came up: retiring it", node=action.identity,
                     provider=action.provider, waited=round(action.waited),
                     timeout=round(action.timeout))
-        await ex.journal.advance(action.op_id, phase="abandoning", at=now,
+        await ex.journal.advance(action.op_id, phase=Phase.ABANDONING, at=now,
                                  error=f"no facts within {action.timeout:.0f}s")
     try:
         await provider.destroy(action.machine_id)
@@ -164,5 +164,5 @@ async def abandon(ex: Executor, action: Abandon) -> None:
     provider.back_off(
         reason=f"{action.identity} published no facts within {action.timeout:.0f}s", at=now)
     await ex._forget_retired(action.identity)
-    await ex.journal.advance(action.op_id, phase="failed", at=ex.clock.now(),
+    await ex.journal.advance(action.op_id, phase=Phase.FAILED, at=ex.clock.now(),
                              error="provisioning timeout")

@@ -7,10 +7,11 @@ from gearshift.decide.context import PlanContext
 from gearshift.decide.pools import PoolView
 from gearshift.durations import format_duration
 from gearshift.model import Action, CancelDrain, NodeState, Retire
+from gearshift.records import Phase
 
 # Drain phases past which a node is never reactivated: it is being taken out of its
 # district (``removing``) or its machine destroyed (``retiring``); the retire only resumes.
-POINT_OF_NO_RETURN = frozenset({"removing", "retiring"})
+POINT_OF_NO_RETURN = frozenset({Phase.REMOVING, Phase.RETIRING})
 
 
 def finish_drains(view: PoolView, ctx: PlanContext) -> tuple[list[Action], set[str]]:
@@ -20,7 +21,7 @@ def finish_drains(view: PoolView, ctx: PlanContext) -> tuple[list[Action], set[s
     actions: list[Action] = []
     ended: set[str] = set()
     for drain in view.drains:
-        if drain.phase == "retiring":
+        if drain.phase == Phase.RETIRING:
             continue  # out of its district, its machine being destroyed: the executor finishes
         node = ctx.nodes_by_id.get(drain.identity)
         facts = node.facts if node is not None and node.state is not NodeState.UNKNOWN else None

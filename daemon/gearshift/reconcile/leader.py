@@ -33,7 +33,7 @@ from gearshift.errors import JournalError
 from gearshift.metrics import Metrics
 from gearshift.reconcile.reconciler import Reconciler
 from gearshift.reconcile.recovery import Recovery
-from gearshift.store.journal import Journal
+from gearshift.records import Leases
 
 log = structlog.get_logger(component="gearshift.leader")
 
@@ -45,7 +45,7 @@ def instance_name() -> str:
 
 
 class Leadership:
-    def __init__(self, journal: Journal, *, holder: str | None = None, ttl: float = 10.0,
+    def __init__(self, journal: Leases, *, holder: str | None = None, ttl: float = 10.0,
                  renew: float = 2.0, poll: float = 1.0, metrics: Metrics | None = None) -> None:
         self.journal = journal
         self.holder = holder or instance_name()

@@ -49,9 +49,10 @@ from gearshift.model import (
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.requests import RequestBook
 from gearshift.policy.holder import PolicyHolder
-from gearshift.store.journal import (
+from gearshift.records import (
     Journal,
     Operation,
+    Phase,
     drains_in_flight,
     pending_nodes,
     preemptions_in_flight,
@@ -93,13 +94,13 @@ def plan_in_flight(ops: Iterable[Operation], snapshot: FleetSnapshot, *, now: fl
     nodes = snapshot.by_id
     creates = [CreateInFlight(
         op_id=o.op_id, identity=o.identity, pool=o.pool, provider=o.provider or "",
-        machine_id=o.machine_id, started_at=o.started_at, abandoning=o.phase == "abandoning",
+        machine_id=o.machine_id, started_at=o.started_at, abandoning=o.phase == Phase.ABANDONING,
         active_gears=_active_gears(nodes.get(o.identity)))
-        for o in ops if o.kind == "create" and o.phase in ("created", "abandoning")
-        and not (o.phase == "created" and skip(o.identity))]
+        for o in ops if o.kind == "create" and o.phase in (Phase.CREATED, Phase.ABANDONING)
+        and not (o.phase == Phase.CREATED and skip(o.identity))]
     retires = [RetireInFlight(op_id=o.op_id, identity=o.identity, pool=o.pool,
                               provider=o.provider or "", machine_id=o.machine_id)
-               for o in ops if o.kind == "drain" and o.phase == "retiring"]
+               for o in ops if o.kind == "drain" and o.phase == Phase.RETIRING]
     return decide.plan_in_flight(
         creates=creates, retires=retires, statuses=provider_statuses(providers), now=now,
         facts_fresh=snapshot.facts_fresh,

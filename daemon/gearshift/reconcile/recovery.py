@@ -58,7 +58,7 @@ from gearshift.metrics import Metrics
 from gearshift.model import Machine
 from gearshift.observe.fleet import FleetModel
 from gearshift.policy.holder import PolicyHolder
-from gearshift.store.journal import Journal, Operation, RecoveryRecord
+from gearshift.records import Journal, Operation, Phase, RecoveryRecord
 
 log = structlog.get_logger(component="gearshift.recovery")
 
@@ -217,7 +217,7 @@ class Recovery:
 
     async def _create(self, op: Operation, machine: Machine | None, result: RecoveryResult,
                       now: float) -> None:
-        if op.phase == "requested":
+        if op.phase == Phase.REQUESTED:
             if machine is None and op.op_id in self.creating():
                 result.actions["create_in_progress"] += 1  # our own call is still running
                 return
@@ -229,19 +229,19 @@ class Recovery:
             else:
                 result.actions["create_adopted"] += 1
             await self.journal.adopt(machine)
-            await self.journal.advance(op.op_id, phase="created", at=self.clock.now(),
+            await self.journal.advance(op.op_id, phase=Phase.CREATED, at=self.clock.now(),
                                        machine_id=machine.machine_id, identity=machine.name)
             return
         if machine is not None:
-            if op.phase == "created":
+            if op.phase == Phase.CREATED:
                 await self.journal.adopt(machine)
             result.actions["create_resumed"] += 1
             return
-        if op.phase == "created" and now - op.updated_at < self.settings.listing_lag:
+        if op.phase == Phase.CREATED and now - op.updated_at < self.settings.listing_lag:
             result.actions["create_unconfirmed"] += 1  # maybe not listed yet; timeout covers it
             return
         await self._gone(op.identity)
-        await self.journal.advance(op.op_id, phase="failed", at=self.clock.now(),
+        await self.journal.advance(op.op_id, phase=Phase.FAILED, at=self.clock.now(),
                                    error="machine no longer exists")
         result.actions["create_closed"] += 1
 
@@ -251,7 +251,7 @@ class Recovery:
         providers_file = self.policies.current.providers
         blueprint = providers_file.blueprint(op.blueprint or "") if providers_file else None
         if blueprint is None:
-            await self.journal.advance(op.op_id, phase="failed", at=self.clock.now(),
+            await self.journal.advance(op.op_id, phase=Phase.FAILED, at=self.clock.now(),
                                        error=f"blueprint {op.blueprint!r} no longer configured")
             result.actions["create_closed"] += 1
             return None
@@ -259,7 +259,7 @@ class Recovery:
             return await provider.create(CreateRequest(key=op.op_id, name=op.identity,
                                                        pool=op.pool, blueprint=blueprint))
         except (QuotaExceeded, CapacityUnavailable) as exc:
-            await self.journal.advance(op.op_id, phase="failed", at=self.clock.now(),
+            await self.journal.advance(op.op_id, phase=Phase.FAILED, at=self.clock.now(),
                                        error=f"{exc.kind}: {exc.message}")
             result.actions["create_closed"] += 1
         except ProviderError as exc:
@@ -272,8 +272,9 @@ class Recovery:
                      owned: Mapping[str, Machine]) -> None:
         if machine is None:
             await self._gone(op.identity)
-            finished = op.phase in ("removing", "retiring")
-            await self.journal.advance(op.op_id, phase="retired" if finished else "cancelled",
+            finished = op.phase in (Phase.REMOVING, Phase.RETIRING)
+            await self.journal.advance(op.op_id,
+                                       phase=Phase.RETIRED if finished else Phase.CANCELLED,
                                        at=self.clock.now(),
                                        error=None if finished else "machine no longer exists")
             result.actions["drain_finished" if finished else "drain_closed"] += 1
@@ -281,21 +282,21 @@ class Recovery:
         facts = self.fleet.facts(op.identity)
         node = NodeRef(op.identity, facts.district_uuid if facts is not None else None)
         try:
-            if op.phase == "deactivating" or (op.phase == "moving" and self._thorough):
+            if op.phase == Phase.DEACTIVATING or (op.phase == Phase.MOVING and self._thorough):
                 # After a restart we cannot know whether a cancel reactivated it: make sure.
                 await self.platform.deactivate(node)
-                await self.journal.advance(op.op_id, phase="moving", at=self.clock.now())
+                await self.journal.advance(op.op_id, phase=Phase.MOVING, at=self.clock.now())
                 result.actions["drain_resumed"] += 1
-            elif op.phase == "cancelling":
+            elif op.phase == Phase.CANCELLING:
                 await self.platform.activate(node)
-                await self.journal.advance(op.op_id, phase="cancelled", at=self.clock.now())
+                await self.journal.advance(op.op_id, phase=Phase.CANCELLED, at=self.clock.now())
                 result.actions["drain_cancelled"] += 1
-            elif op.phase == "retiring":
+            elif op.phase == Phase.RETIRING:
                 # Out of its district already (or an orphan never in it): destroy again.
                 # Never wait for facts: a machine half-destroyed publishes none.
                 await self.providers[op.provider or ""].destroy(machine.machine_id)
                 await self._gone(op.identity)
-                await self.journal.advance(op.op_id, phase="retired", at=self.clock.now())
+                await self.journal.advance(op.op_id, phase=Phase.RETIRED, at=self.clock.now())
                 result.actions["orphan_retired" if op.identity not in owned
                                else "drain_finished"] += 1
             else:
@@ -358,7 +359,7 @@ class Recovery:
     async def _retire_orphan(self, machine: Machine, result: RecoveryResult, age: float) -> None:
         now = self.clock.now()
         op = Operation(op_id=self.new_id(), kind="drain", pool=machine.pool or "",
-                       identity=machine.name, phase="retiring", started_at=now, updated_at=now,
+                       identity=machine.name, phase=Phase.RETIRING, started_at=now, updated_at=now,
                        provider=machine.provider, machine_id=machine.machine_id, deadline=now,
                        reason=f"ours (tagged) but never registered in {age:.0f}s: retiring")
         await self.journal.begin(op)
@@ -372,5 +373,5 @@ class Recovery:
             result.incomplete = True
             return
         await self._gone(machine.name)
-        await self.journal.advance(op.op_id, phase="retired", at=self.clock.now())
+        await self.journal.advance(op.op_id, phase=Phase.RETIRED, at=self.clock.now())
         result.actions["orphan_retired"] += 1

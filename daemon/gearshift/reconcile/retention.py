@@ -17,7 +17,7 @@ import structlog
 
 from gearshift.clock import Clock
 from gearshift.metrics import Metrics
-from gearshift.store.journal import Journal, Pruned
+from gearshift.records import Pruned, Retention
 
 log = structlog.get_logger(component="gearshift.retention")
 
@@ -25,7 +25,7 @@ PRUNE_EVERY = 3600.0  # seconds between prunes: deletes are cheap, but not worth
 
 
 class JournalPruner:
-    def __init__(self, journal: Journal, *, clock: Clock, keep: float,
+    def __init__(self, journal: Retention, *, clock: Clock, keep: float,
                  every: float = PRUNE_EVERY, metrics: Metrics | None = None) -> None:
         self.journal = journal
         self.clock = clock

@@ -28,8 +28,8 @@ from gearshift.errors import PlatformError
 from gearshift.metrics import Metrics
 from gearshift.model import FleetSnapshot, Node, NodeState
 from gearshift.observe.fleet import FleetModel
+from gearshift.records import Journal, pending_nodes
 from gearshift.settings import TrustSettings
-from gearshift.store.journal import Journal, pending_nodes
 
 log = structlog.get_logger(component="gearshift.trust")
 

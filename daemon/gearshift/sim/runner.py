@@ -31,10 +31,11 @@ from gearshift.observe.fleet import FleetModel
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.schema import PolicySet, PoolPolicy
 from gearshift.reconcile.reconciler import Reconciler
+from gearshift.records import Journal
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
 from gearshift.sim.trace import Trace
 from gearshift.sim.world import SimNode, SimWorld
-from gearshift.store.journal import Journal, MemoryJournal
+from gearshift.store.journal import MemoryJournal
 
 log = structlog.get_logger(component="gearshift.sim")
 

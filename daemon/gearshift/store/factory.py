@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from gearshift.errors import ConfigError
+from gearshift.records import Journal
 from gearshift.settings import JournalSettings
-from gearshift.store.journal import Journal, MemoryJournal
+from gearshift.store.journal import MemoryJournal
 
 
 async def open_journal(settings: JournalSettings) -> Journal:

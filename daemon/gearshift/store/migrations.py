@@ -127,6 +127,23 @@ MIGRATIONS: tuple[Migration, ...] = (
                 seen_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (provider, machine_id))""",
         ),
     ),
+    Migration(
+        8, "bare-metal allocations (were a JSON state file per provider)",
+        sqlite=(
+            """CREATE TABLE gearshift_allocations (
+                provider TEXT NOT NULL, machine_id TEXT NOT NULL, key TEXT NOT NULL,
+                name TEXT NOT NULL, pool TEXT NOT NULL, blueprint TEXT NOT NULL,
+                bmc TEXT NOT NULL, system TEXT NOT NULL, foreman_host TEXT,
+                allocated_at REAL NOT NULL, PRIMARY KEY (provider, machine_id))""",
+        ),
+        postgres=(
+            """CREATE TABLE gearshift_allocations (
+                provider TEXT NOT NULL, machine_id TEXT NOT NULL, key TEXT NOT NULL,
+                name TEXT NOT NULL, pool TEXT NOT NULL, blueprint TEXT NOT NULL,
+                bmc TEXT NOT NULL, system TEXT NOT NULL, foreman_host TEXT,
+                allocated_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (provider, machine_id))""",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -26,31 +26,44 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from gearshift.errors import ConfigError, JournalError
 from gearshift.model import Machine
-from gearshift.store import migrations
-from gearshift.store.journal import (
-    Journal,
+from gearshift.records import (
+    Allocation,
     LeaseInfo,
     Operation,
+    Phase,
     Pruned,
     RecoveryRecord,
     check_start,
     check_transition,
 )
-from gearshift.store.sqlite import OP_COLUMNS
+from gearshift.store import migrations
+from gearshift.store.columns import (
+    ALLOCATION_COLUMNS,
+    MACHINE_COLUMNS,
+    OP_COLUMNS,
+    SELECT_ALLOCATIONS,
+    SELECT_MACHINES,
+    SELECT_OPS,
+    allocation_from,
+    allocation_values,
+    machine_from,
+    machine_values,
+    operation_from,
+)
+from gearshift.store.journal import JournalBase
 
 T = TypeVar("T")
 
 MIGRATION_LOCK = 0x6765617273  # "gears": one advisory lock id for schema changes
 # A session idle this long inside a transaction is ended by the server (see the docstring).
 IDLE_IN_TRANSACTION_MS = 3000
-_SELECT_OPS = f"SELECT {', '.join(OP_COLUMNS)} FROM gearshift_operations"
 
 
 def describe_dsn(dsn: str) -> str:
@@ -83,11 +96,7 @@ class _Stale(Exception):
         self.current = current
 
 
-def _op(row: Any) -> Operation:
-    return Operation(**{c: row[c] for c in OP_COLUMNS})
-
-
-class PostgresJournal(Journal):
+class PostgresJournal(JournalBase):
     kind = "postgres"
 
     def __init__(self, pool: Any, *, where: str, secrets: tuple[str, ...] = ()) -> None:
@@ -199,16 +208,16 @@ class PostgresJournal(Journal):
 
         await self._write("begin", insert)
 
-    async def advance(self, op_id: str, *, phase: str, at: float, **changes: Any) -> Operation:
+    async def advance(self, op_id: str, *, phase: Phase, at: float, **changes: Any) -> Operation:
         unknown = set(changes) - set(OP_COLUMNS)
         if unknown:
             raise ValueError(f"unknown operation fields: {', '.join(sorted(unknown))}")
 
         async def update(conn: Any) -> Operation:
-            row = await conn.fetchrow(f"{_SELECT_OPS} WHERE op_id = $1 FOR UPDATE", op_id)
+            row = await conn.fetchrow(f"{SELECT_OPS} WHERE op_id = $1 FOR UPDATE", op_id)
             if row is None:
                 raise KeyError(f"no operation {op_id}")
-            current = _op(row)
+            current = operation_from(row)
             check_transition(current, phase)
             fields = {"phase": phase, "updated_at": at, **changes}
             new = replace(current, **fields)
@@ -222,41 +231,35 @@ class PostgresJournal(Journal):
 
     async def open_operations(self) -> list[Operation]:
         rows = await self._call("open_operations", lambda conn: conn.fetch(
-            f"{_SELECT_OPS} WHERE NOT done ORDER BY started_at, op_id"))
-        return [_op(r) for r in rows]
+            f"{SELECT_OPS} WHERE NOT done ORDER BY started_at, op_id"))
+        return [operation_from(r) for r in rows]
 
     async def get(self, op_id: str) -> Operation | None:
         row = await self._call("get", lambda conn: conn.fetchrow(
-            f"{_SELECT_OPS} WHERE op_id = $1", op_id))
-        return _op(row) if row is not None else None
+            f"{SELECT_OPS} WHERE op_id = $1", op_id))
+        return operation_from(row) if row is not None else None
 
     async def history(self, *, limit: int = 1000) -> list[Operation]:
         rows = await self._call("history", lambda conn: conn.fetch(
-            f"{_SELECT_OPS} ORDER BY started_at DESC, op_id LIMIT $1", limit))
-        return [_op(r) for r in rows]
+            f"{SELECT_OPS} ORDER BY started_at DESC, op_id LIMIT $1", limit))
+        return [operation_from(r) for r in rows]
 
     # -- machines ---------------------------------------------------------------------
     async def _adopt(self, machine: Machine) -> None:
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in MACHINE_COLUMNS[1:])
+        placeholders = ", ".join(f"${i}" for i in range(1, len(MACHINE_COLUMNS) + 1))
         await self._write("adopt", lambda conn: conn.execute(
-            "INSERT INTO gearshift_machines VALUES ($1, $2, $3, $4, $5, $6, $7) "
-            "ON CONFLICT (identity) DO UPDATE SET provider = EXCLUDED.provider, "
-            "machine_id = EXCLUDED.machine_id, blueprint = EXCLUDED.blueprint, "
-            "pool = EXCLUDED.pool, created_at = EXCLUDED.created_at, key = EXCLUDED.key",
-            machine.name, machine.provider, machine.machine_id, machine.blueprint,
-            machine.pool, machine.created_at, machine.key))
+            f"INSERT INTO gearshift_machines ({', '.join(MACHINE_COLUMNS)}) "
+            f"VALUES ({placeholders}) ON CONFLICT (identity) DO UPDATE SET {updates}",
+            *machine_values(machine)))
 
     async def _release(self, identity: str) -> None:
         await self._write("release", lambda conn: conn.execute(
             "DELETE FROM gearshift_machines WHERE identity = $1", identity))
 
     async def _read_machines(self) -> dict[str, Machine]:
-        rows = await self._call("machines", lambda conn: conn.fetch(
-            "SELECT identity, provider, machine_id, blueprint, pool, created_at, key "
-            "FROM gearshift_machines"))
-        return {r["identity"]: Machine(provider=r["provider"], machine_id=r["machine_id"],
-                                       name=r["identity"], blueprint=r["blueprint"],
-                                       pool=r["pool"], created_at=r["created_at"], key=r["key"])
-                for r in rows}
+        rows = await self._call("machines", lambda conn: conn.fetch(SELECT_MACHINES))
+        return {r["identity"]: machine_from(r) for r in rows}
 
     # -- recoveries -------------------------------------------------------------------
     async def record_recovery(self, record: RecoveryRecord) -> None:
@@ -348,6 +351,26 @@ class PostgresJournal(Journal):
             return None
         return LeaseInfo(holder=row["holder"], token=int(row["token"]),
                          expires_in=float(row["left_s"]))
+
+    # -- bare-metal allocations (not fenced: see records.Allocations) -----------------
+    async def allocations(self, provider: str) -> dict[str, Allocation]:
+        rows = await self._call("allocations", lambda conn: conn.fetch(
+            f"{SELECT_ALLOCATIONS}$1", provider))
+        return dict(allocation_from(r) for r in rows)
+
+    async def allocate(self, provider: str, allocations: Mapping[str, Allocation]) -> None:
+        rows = [allocation_values(provider, mid, a) for mid, a in allocations.items()]
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in ALLOCATION_COLUMNS[2:])
+        placeholders = ", ".join(f"${i}" for i in range(1, len(ALLOCATION_COLUMNS) + 1))
+        await self._write("allocate", lambda conn: conn.executemany(
+            f"INSERT INTO gearshift_allocations ({', '.join(ALLOCATION_COLUMNS)}) "
+            f"VALUES ({placeholders}) ON CONFLICT (provider, machine_id) DO UPDATE SET "
+            f"{updates}", rows), fenced=False)
+
+    async def free(self, provider: str, machine_id: str) -> None:
+        await self._write("free", lambda conn: conn.execute(
+            "DELETE FROM gearshift_allocations WHERE provider = $1 AND machine_id = $2",
+            provider, machine_id), fenced=False)
 
     async def schema_version(self) -> int:
         return self.version

@@ -14,15 +14,19 @@ will publish facts as); nothing is ever made or destroyed:
   way to the deadline, or ``ForceOff`` at once) and, once it is ``Off``, returns it to the
   pool. A machine that is not allocated is fine.
 
-**Where ownership lives.** Which machine is allocated to which key is recorded in a small
-JSON state file (``settings.state_file``, default ``$STATE_DIRECTORY/baremetal-NAME.json``,
-i.e. ``/var/lib/gearshift`` under systemd's ``StateDirectory=gearshift``), written
-atomically (temporary file, fsync, rename) *before* the machine is powered on, so a restart
-finds every allocation, including one whose power-on was interrupted. Each record keeps the
-machine's BMC address too, so a machine later removed from the providers file can still be
-retired. Redfish's writable ``AssetTag`` would keep the record on the machine itself, but
-not every BMC accepts it (sushy-tools, which the tests run against, does not), so the file
-it is. The file is the one thing to back up with the journal.
+**Where ownership lives.** Which machine is allocated to which key is recorded in the
+journal (``records.Allocations``, table ``gearshift_allocations``), written *before* the
+machine is powered on, so a restart (or another instance taking over) finds every
+allocation, including one whose power-on was interrupted. Each record keeps the
+machine's BMC address too, so a machine later removed from the providers file can still
+be retired. Redfish's writable ``AssetTag`` would keep the record on the machine itself,
+but not every BMC accepts it (sushy-tools, which the tests run against, does not). The
+daemon hands the journal over with ``keep_state_in`` before the first call.
+
+Older versions kept the allocations in a JSON state file (``settings.state_file``,
+default ``$STATE_DIRECTORY/baremetal-NAME.json``). On first use such a file is imported
+into the journal once (an allocation the journal already holds wins) and renamed to
+``NAME.json.migrated``.
 
 Redfish and Foreman are plain REST, spoken with aiohttp (every request bounded by
 ``request_timeout``); the emulator applies power changes 1-11 s late, hence the polling.
@@ -31,34 +35,28 @@ Redfish and Foreman are plain REST, spoken with aiohttp (every request bounded b
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
-import ssl
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import aiohttp
 import structlog
 
+from gearshift.act.providers.baremetal_rest import Rest, credentials, tls_context
 from gearshift.act.providers.base import CreateRequest, Provider, QuotaInfo
 from gearshift.act.providers.common import (
     SecretRef,
     parse_settings,
-    plain_or_secret,
-    redact,
-    reveal,
 )
 from gearshift.act.providers.kind_settings import (
     BareMetalSettings,
-    Credentials,
     ForemanKindSettings,
 )
 from gearshift.errors import (
     CapacityUnavailable,
-    ConfigError,
+    JournalError,
     PermanentError,
     ProviderError,
     QuotaExceeded,
@@ -66,151 +64,17 @@ from gearshift.errors import (
 )
 from gearshift.model import Machine
 from gearshift.policy.schema import ProviderSpec
+from gearshift.records import Allocation, Allocations
 
 log = structlog.get_logger(component="gearshift.act.baremetal")
 
-
-@dataclass(frozen=True)
-class Allocation:
-    key: str
-    name: str  # node identity
-    pool: str
-    blueprint: str
-    bmc: str
-    system: str
-    foreman_host: str | None
-    allocated_at: float
+T = TypeVar("T")
 
 
-class StateFile:
-    """Allocations by machine id, kept in one JSON file replaced atomically."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def load(self) -> dict[str, Allocation]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        return {mid: Allocation(**record) for mid, record in data.get("allocations", {}).items()}
-
-    def save(self, allocations: dict[str, Allocation]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(self.path.name + ".partial")
-        body = json.dumps({"version": 1, "allocations": {k: asdict(v) for k, v in
-                                                         sorted(allocations.items())}},
-                          indent=2)
-        with partial.open("w", encoding="utf-8") as out:
-            out.write(body)
-            out.flush()
-            os.fsync(out.fileno())
-        partial.replace(self.path)
-
-
-def _tls(insecure: bool, ca_file: Path | None) -> ssl.SSLContext | bool:
-    if insecure:
-        return False
-    if ca_file is not None:
-        return ssl.create_default_context(cafile=str(ca_file))
-    return True
-
-
-class _Rest:
-    """A small JSON-over-HTTP client with basic auth and gearshift's error types."""
-
-    def __init__(self, provider: str, *, what: str, username: str | SecretRef | None,
-                 password: SecretRef | None, tls: ssl.SSLContext | bool, timeout: float) -> None:
-        self.provider = provider
-        self.what = what
-        self.username = username
-        self.password = password
-        self.tls = tls
-        self.timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
-
-    def secrets(self) -> list[str | None]:
-        try:
-            return [reveal(self.username),
-                    self.password.get().get_secret_value() if self.password else None]
-        except ConfigError:
-            return []
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self.tls),
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                headers={"Accept": "application/json"})
-        return self._session
-
-    async def request(self, method: str, url: str, *, what: str,
-                      body: dict[str, Any] | None = None) -> Any:
-        headers = {}
-        if self.password is not None:
-            try:
-                pair = f"{reveal(self.username) or ''}:{self.password.get().get_secret_value()}"
-            except ConfigError as exc:
-                raise PermanentError(self.provider, f"{what}: {exc}") from None
-            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
-        try:
-            async with self._http().request(method, url, json=body,
-                                            headers=headers) as response:
-                text = await response.text()
-                status = response.status
-        except TimeoutError as exc:
-            raise TransientError(self.provider, f"{what}: {self.what} did not answer within "
-                                                f"{self.timeout:g}s") from exc
-        except aiohttp.ClientSSLError as exc:
-            raise PermanentError(self.provider, f"{what}: TLS to the {self.what} failed "
-                                                f"({type(exc).__name__}; set ca_file)") from exc
-        except aiohttp.ClientError as exc:
-            raise TransientError(self.provider, f"{what}: {self.what} unreachable "
-                                                f"({type(exc).__name__})") from exc
-        if status >= 400:
-            raise self._failure(status, text, what)
-        if not text.strip():
-            return None
-        try:
-            return json.loads(text)
-        except ValueError:
-            return None
-
-    def _failure(self, status: int, text: str, what: str) -> ProviderError:
-        message = ""
-        try:
-            body = json.loads(text)
-            error = body.get("error", body) if isinstance(body, dict) else {}
-            message = str(error.get("message") or error.get("full_messages") or "")
-            extended = error.get("@Message.ExtendedInfo") or []
-            if not message and extended:
-                message = str(extended[0].get("Message", ""))
-        except (ValueError, AttributeError):
-            message = text[:200]
-        message = redact(message, self.secrets())[:300]
-        detail = f"{what}: {self.what} answered {status}" + (f": {message}" if message else "")
-        if status in (401, 403):
-            return PermanentError(self.provider, f"{what}: the {self.what} refused the "
-                                                 f"credentials ({status})")
-        if status in (408, 429) or status >= 500:
-            return TransientError(self.provider, detail)
-        return PermanentError(self.provider, detail)
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-
-def _credentials(provider: str, what: str, settings: Credentials
-                 ) -> tuple[str | SecretRef | None, SecretRef | None]:
-    username = plain_or_secret(provider=provider, what=f"{what} username",
-                               value=settings.username, env=settings.username_env,
-                               file=settings.username_file)
-    password = None
-    if settings.password_env or settings.password_file:
-        password = SecretRef(provider=provider, what=f"{what} password",
-                             env=settings.password_env, file=settings.password_file)
-    return username, password
+def read_state_file(path: Path) -> dict[str, Allocation]:
+    """The allocations of an old JSON state file, by machine id (FileNotFoundError if none)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {mid: Allocation(**record) for mid, record in data.get("allocations", {}).items()}
 
 
 class BareMetalProvider(Provider):
@@ -218,21 +82,22 @@ class BareMetalProvider(Provider):
         super().__init__(spec.name)
         self.spec = spec
         self.settings = settings
-        username, password = _credentials(spec.name, "BMC", settings)
-        self.redfish = _Rest(spec.name, what="BMC", username=username, password=password,
-                             tls=_tls(settings.insecure, settings.ca_file),
+        username, password = credentials(spec.name, "BMC", settings)
+        self.redfish = Rest(spec.name, what="BMC", username=username, password=password,
+                             tls=tls_context(settings.insecure, settings.ca_file),
                              timeout=settings.request_timeout)
-        self.foreman: _Rest | None = None
+        self.foreman: Rest | None = None
         if settings.foreman is not None:
-            f_user, f_password = _credentials(spec.name, "Foreman", settings.foreman)
-            self.foreman = _Rest(spec.name, what="Foreman", username=f_user, password=f_password,
-                                 tls=_tls(settings.foreman.insecure, settings.foreman.ca_file),
+            f_user, f_password = credentials(spec.name, "Foreman", settings.foreman)
+            self.foreman = Rest(spec.name, what="Foreman", username=f_user, password=f_password,
+                                 tls=tls_context(settings.foreman.insecure, settings.foreman.ca_file),
                                  timeout=settings.request_timeout)
         state_dir = Path(os.environ.get("STATE_DIRECTORY", "/var/lib/gearshift").split(":")[0])
-        self.state = StateFile(settings.state_file or state_dir / f"baremetal-{spec.name}.json")
+        self.state_file = settings.state_file or state_dir / f"baremetal-{spec.name}.json"
         self.call_timeout = settings.power_timeout + 10 * settings.request_timeout
         self._lock = asyncio.Lock()
-        self._allocations: dict[str, Allocation] | None = None
+        self.journal: Allocations | None = None
+        self._imported = False  # the old state file was looked for
 
     @classmethod
     def from_spec(cls, spec: ProviderSpec) -> BareMetalProvider:
@@ -247,23 +112,60 @@ class BareMetalProvider(Provider):
                     ref.check()
         return provider
 
-    # -- state ------------------------------------------------------------------------
-    async def _load(self) -> dict[str, Allocation]:
-        if self._allocations is None:
-            try:
-                self._allocations = await asyncio.to_thread(self.state.load)
-            except (OSError, ValueError, TypeError) as exc:
-                raise PermanentError(self.name, f"cannot read the state file {self.state.path}: "
-                                                f"{type(exc).__name__}") from None
-        return self._allocations
+    # -- state ----------------------------------------------------------------------
+    def keep_state_in(self, journal: Allocations) -> None:
+        self.journal = journal
 
-    async def _save(self, allocations: dict[str, Allocation]) -> None:
+    def _ledger(self) -> Allocations:
+        if self.journal is None:
+            raise PermanentError(self.name, "no journal to keep allocations in (the daemon "
+                                            "hands it over with keep_state_in)")
+        return self.journal
+
+    async def _journaled(self, what: str, call: Awaitable[T]) -> T:
         try:
-            await asyncio.to_thread(self.state.save, allocations)
+            return await call
+        except JournalError as exc:
+            raise TransientError(self.name, f"{what}: the journal failed: {exc}") from None
+
+    async def _load(self) -> dict[str, Allocation]:
+        """Every allocation, read from the journal (after importing an old state file)."""
+        ledger = self._ledger()
+        if not self._imported:
+            await self._import_state_file(ledger)
+            self._imported = True
+        return await self._journaled("read allocations", ledger.allocations(self.name))
+
+    async def _record(self, machine_id: str, allocation: Allocation) -> None:
+        await self._journaled("record an allocation",
+                              self._ledger().allocate(self.name, {machine_id: allocation}))
+
+    async def _free(self, machine_id: str) -> None:
+        await self._journaled("free an allocation", self._ledger().free(self.name, machine_id))
+
+    async def _import_state_file(self, ledger: Allocations) -> None:
+        """Move an old JSON state file's allocations into the journal, once."""
+        path = self.state_file
+        try:
+            found = await asyncio.to_thread(read_state_file, path)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError) as exc:
+            raise PermanentError(self.name, f"cannot read the state file {path}: "
+                                            f"{type(exc).__name__}") from None
+        known = await self._journaled("read allocations", ledger.allocations(self.name))
+        new = {mid: a for mid, a in found.items() if mid not in known}
+        if new:
+            await self._journaled("import the state file", ledger.allocate(self.name, new))
+        moved = path.with_name(path.name + ".migrated")
+        try:
+            await asyncio.to_thread(path.replace, moved)
         except OSError as exc:
-            raise PermanentError(self.name, f"cannot write the state file {self.state.path}: "
+            raise PermanentError(self.name, f"cannot rename the imported state file {path}: "
                                             f"{exc.strerror}") from None
-        self._allocations = allocations
+        log.info("bare-metal state file imported into the journal", provider=self.name,
+                 file=str(path), renamed_to=str(moved), imported=len(new),
+                 already_known=len(found) - len(new))
 
     def _machine(self, machine_id: str, a: Allocation) -> Machine:
         return Machine(provider=self.name, machine_id=machine_id, name=a.name, pool=a.pool,
@@ -363,17 +265,15 @@ class BareMetalProvider(Provider):
                     blueprint=request.blueprint.name, bmc=free.bmc, system=free.system,
                     foreman_host=(free.foreman_host or free.identity) if self.foreman else None,
                     allocated_at=time.time()))
-                await self._save({**allocations, found[0]: found[1]})
+                await self._record(*found)
         machine_id, allocation = found
         try:
             await self._power_on(allocation, fresh=fresh, what=f"{what} on {machine_id}")
         except ProviderError:
             if fresh:  # give the machine back: nothing was promised to anyone
                 async with self._lock:
-                    allocations = dict(await self._load())
-                    if allocations.get(machine_id) == allocation:
-                        del allocations[machine_id]
-                        await self._save(allocations)
+                    if (await self._load()).get(machine_id) == allocation:
+                        await self._free(machine_id)
             raise
         log.info("machine powered on", provider=self.name, machine=machine_id,
                  node=allocation.name, pool=request.pool)
@@ -391,10 +291,8 @@ class BareMetalProvider(Provider):
             return  # not ours, or already back in the pool
         await self._power_off(allocation, what=f"retire {machine_id}")
         async with self._lock:
-            allocations = dict(await self._load())
-            if allocations.get(machine_id) == allocation:
-                del allocations[machine_id]
-                await self._save(allocations)
+            if (await self._load()).get(machine_id) == allocation:
+                await self._free(machine_id)
         log.info("machine powered off and returned to the pool", provider=self.name,
                  machine=machine_id)
 

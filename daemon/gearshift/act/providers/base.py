@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from gearshift.errors import ProviderError
 from gearshift.model import Machine
 from gearshift.policy.schema import Blueprint
+from gearshift.records import Allocations
 
 OWNER_TAG = "gearshift-owner"  # the tag (or custom attribute) that marks a machine as ours
 KEY_TAG = "gearshift-key"
@@ -62,6 +63,10 @@ class Provider(abc.ABC):
 
     def __init__(self, name: str) -> None:
         self.name = name
+
+    def keep_state_in(self, journal: Allocations) -> None:  # noqa: B027 - most keep none
+        """Where a provider that records its machines itself (bare metal) keeps that
+        record; the others find their machines by tag and ignore it."""
 
     @abc.abstractmethod
     async def create(self, request: CreateRequest) -> Machine:
