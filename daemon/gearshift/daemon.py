@@ -68,10 +68,10 @@ from gearshift.settings import (
     Settings,
     load_settings,
 )
-from gearshift.signing import Keyring
 from gearshift.store.factory import open_journal
 from gearshift.store.journal import Journal
 from gearshift.systemd import Notifier
+from gearshift.wire.signing import Keyring
 
 log = structlog.get_logger(component="gearshift.daemon")
 

@@ -20,7 +20,7 @@ next request reconnects. A request nobody answers within ``timeout`` fails too. 
 that match no request waiting (late, duplicated, foreign) are ignored.
 
 With a keyring (``trust.keyring_file``) every request is signed with the target node's
-key (``gearshift.signing``, purpose ``command``) and carries ``target`` and
+key (``gearshift.wire.signing``, purpose ``command``) and carries ``target`` and
 ``expires_at``, so an agent can refuse anything else (``gearshift.agent.gate``); a reply
 must be signed by the node asked, and one that is not is ignored (logged), never taken:
 whoever can publish on the reply topic cannot answer for an agent.
@@ -40,11 +40,12 @@ import aiomqtt
 import structlog
 
 from gearshift import jsonlimits
-from gearshift.act.platform.openshift import CommandResult
+from gearshift.act.platform.commands import CommandResult
 from gearshift.errors import PlatformError
-from gearshift.observe.mqtt import client_for, response_properties
 from gearshift.settings import MqttSettings
-from gearshift.signing import Keyring, SignatureError, is_envelope, open_envelope, seal
+from gearshift.wire import topics
+from gearshift.wire.mqtt import client_for, response_properties
+from gearshift.wire.signing import Keyring, SignatureError, is_envelope, open_envelope, seal
 
 log = structlog.get_logger(component="gearshift.platform.agent")
 
@@ -62,7 +63,7 @@ class AgentRunner:
         self.timeout = timeout
         self.prefix = settings.prefix.rstrip("/")
         self.client_id = f"{settings.client_id}-platform-{uuid.uuid4().hex[:8]}"
-        self.reply_topic = f"{self.prefix}/daemon/{self.client_id}/replies"
+        self.reply_topic = topics.daemon_replies(self.prefix, self.client_id)
         self._client: aiomqtt.Client | None = None
         self._reader: asyncio.Task[None] | None = None
         self._waiting: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
@@ -145,7 +146,7 @@ class AgentRunner:
         self._targets[correlation] = target
         try:
             client = await self._connect()
-            topic = f"{self.prefix}/nodes/{target}/command"
+            topic = topics.node(self.prefix, target, "command")
             payload = self._request(topic, target=target, step=step, args=args,
                                     request_id=request_id, valid_for=limit)
             try:
