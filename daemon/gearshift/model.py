@@ -53,7 +53,7 @@ class NodeFacts:
     seq: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     bad_reason: str | None = None  # set when the facts cannot be used for density
-    signed: bool = False  # signed with the node's own key (see gearshift.wire.signing)
+    signed: bool = False  # signed with the node's own key (see gearshift.signing)
 
     @property
     def active_density(self) -> float | None:
