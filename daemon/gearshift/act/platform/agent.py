@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import Collection, Mapping
@@ -44,6 +43,7 @@ from gearshift.act.platform.commands import CommandResult
 from gearshift.errors import PlatformError
 from gearshift.settings import MqttSettings
 from gearshift.wire import topics
+from gearshift.wire.commands import CommandReply, CommandRequest
 from gearshift.wire.mqtt import client_for, response_properties
 from gearshift.wire.signing import Keyring, SignatureError, is_envelope, open_envelope, seal
 
@@ -167,14 +167,13 @@ class AgentRunner:
 
     def _request(self, topic: str, *, target: str, step: str, args: Mapping[str, str],
                  request_id: str, valid_for: float) -> bytes:
-        body: dict[str, Any] = {"command": step, "args": dict(args), "request_id": request_id}
         if self.keyring is None:
-            return json.dumps(body).encode()
+            return CommandRequest(command=step, args=args, request_id=request_id).to_json()
         now = time.time()
-        body.update(target=target, expires_at=now + valid_for)
+        body = CommandRequest(command=step, args=args, request_id=request_id, target=target,
+                              expires_at=now + valid_for)
         kid, key = self.keyring.node_key(target)
-        return seal(json.dumps(body).encode(), key=key, kid=kid, purpose="command",
-                    topic=topic, ts=now)
+        return seal(body.to_json(), key=key, kid=kid, purpose="command", topic=topic, ts=now)
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -190,11 +189,10 @@ class AgentRunner:
 def _result(reply: dict[str, Any], *, request_id: str, step: str, target: str) -> CommandResult:
     if reply.get("request_id") not in (None, request_id):
         raise PlatformError(f"agent {target} answered another request")
-    ok = reply.get("ok")
-    code = reply.get("exit_code")
-    if not isinstance(ok, bool) or (code is not None and not isinstance(code, int)):
-        raise PlatformError(f"agent {target} sent a malformed reply to {step}")
-    error = reply.get("error")
-    return CommandResult(ok=ok, exit_code=code, stdout=str(reply.get("stdout") or ""),
-                         stderr=str(reply.get("stderr") or ""),
-                         error=f"agent {target}: {error}" if error else None)
+    try:
+        answer = CommandReply.from_dict(reply)
+    except ValueError:
+        raise PlatformError(f"agent {target} sent a malformed reply to {step}") from None
+    return CommandResult(ok=answer.ok, exit_code=answer.exit_code, stdout=answer.stdout,
+                         stderr=answer.stderr,
+                         error=f"agent {target}: {answer.error}" if answer.error else None)
