@@ -50,7 +50,7 @@ from gearshift.logs import configure
 from gearshift.metrics import Metrics
 from gearshift.model import FleetSnapshot, Plan, ScaleOut
 from gearshift.observe.fleet import FleetModel
-from gearshift.observe.mqtt import MqttFactSource, client_for
+from gearshift.observe.mqtt import MqttFactSource
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.schema import PolicySet, PoolPolicy, ProvidersFile
 from gearshift.reconcile.reconciler import Reconciler
@@ -58,6 +58,7 @@ from gearshift.reconcile.wakeup import EdgeWaker
 from gearshift.settings import MqttSettings, ReconcileSettings
 from gearshift.sim.broker import start_mosquitto
 from gearshift.store.sqlite import SqliteJournal
+from gearshift.wire.mqtt import client_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "bench/v1"

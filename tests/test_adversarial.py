@@ -55,11 +55,12 @@ from gearshift.model import (
     Retire,
 )
 from gearshift.observe.fleet import FleetModel
-from gearshift.observe.mqtt import MqttFactSource, client_for
+from gearshift.observe.mqtt import MqttFactSource
 from gearshift.settings import MqttSettings, TrustSettings
-from gearshift.signing import Keyring, new_master_line, seal, write_private
 from gearshift.sim.broker import start_mosquitto
 from gearshift.store.journal import MemoryJournal
+from gearshift.wire.mqtt import client_for
+from gearshift.wire.signing import Keyring, new_master_line, seal, write_private
 from peers import Broker
 from rigs import facts_payload, iso, running, wait_until
 from worldrig import Daemon, DaemonConfig, World, metric, owned_world_nodes, read_sqlite_journal

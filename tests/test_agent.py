@@ -30,9 +30,17 @@ from gearshift.agent.sources import FactSource, count_containers
 from gearshift.errors import CommandRefused, ConfigError, FactsUnavailable
 from gearshift.model import NodeState
 from gearshift.observe.fleet import FleetModel
-from gearshift.observe.mqtt import MqttFactSource, client_for
+from gearshift.observe.mqtt import MqttFactSource
 from gearshift.settings import MqttSettings
-from gearshift.signing import Keyring, new_master_line, node_key_lines, open_envelope, seal, write_private
+from gearshift.wire.mqtt import client_for
+from gearshift.wire.signing import (
+    Keyring,
+    new_master_line,
+    node_key_lines,
+    open_envelope,
+    seal,
+    write_private,
+)
 from rigs import running, wait_until
 
 FACTER_YAML = """\

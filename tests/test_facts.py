@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from gearshift.errors import BadMessage
 from gearshift.model import NodeFacts
-from gearshift.observe.facts import facts_to_message, parse_facts
+from gearshift.wire.facts import facts_to_message, parse_facts
 
 SAMPLE = {
     "schema": "gearshift.node.facts/1", "ts": "2026-11-24T12:00:00Z", "seq": 1234,
@@ -161,7 +161,7 @@ def _outcome(parse: object, payload: bytes) -> object:
        st.sampled_from(["n1", "n2"]))
 def test_the_fast_path_agrees_with_the_slow_one(data: dict[str, object], schema: object,
                                                 identity: str) -> None:
-    from gearshift.observe.facts import _parse_slowly
+    from gearshift.wire.facts import _parse_slowly
 
     payload = json.dumps({**SAMPLE, **data, "schema": schema, "identity": identity}).encode()
     fast = _outcome(lambda p, i: parse_facts(p, topic_identity=i), payload)

@@ -33,7 +33,7 @@ from gearshift.model import Machine
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mqtt import MqttFactSource
 from gearshift.settings import MqttSettings, TrustSettings
-from gearshift.signing import Keyring, seal
+from gearshift.wire.signing import Keyring, seal
 from rigs import facts_payload, legacy_payload, sim_reconciler
 
 PREFIX = "gearshift/v1"

@@ -16,7 +16,7 @@ import structlog
 from pydantic import ValidationError
 
 from gearshift import jsonlimits
-from gearshift.act.platform.openshift import check_value
+from gearshift.act.platform.commands import check_value
 from gearshift.act.providers.base import CreateRequest
 from gearshift.act.providers.guard import GuardedProvider, GuardSettings
 from gearshift.act.providers.registry import build_provider

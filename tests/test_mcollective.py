@@ -33,7 +33,6 @@ from gearshift.clock import SystemClock
 from gearshift.daemon import load_policies, serve
 from gearshift.metrics import Metrics
 from gearshift.model import NodeState, ScaleOut
-from gearshift.observe.facts import parse_legacy_facts
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mcollective.marshal import Symbol, dumps
 from gearshift.observe.mcollective.psk import digest
@@ -43,6 +42,7 @@ from gearshift.sim.broker import free_port
 from gearshift.sim.providers import SimulatedProvider
 from gearshift.sim.world import SimWorld
 from gearshift.store.journal import MemoryJournal
+from gearshift.wire.facts import parse_legacy_facts
 from mcopeers import MCO_APT, PSK, McoNode, mcollective_missing, node_facts, start_nodes, stop_nodes
 from peers import Broker
 from rigs import sim_reconciler, wait_until

@@ -22,11 +22,12 @@ from gearshift.clock import ManualClock, SystemClock
 from gearshift.metrics import Metrics
 from gearshift.model import Drain, FleetSnapshot, Machine, NodeState, Plan, ScaleOut
 from gearshift.observe.fleet import FleetModel
-from gearshift.observe.mqtt import MqttFactSource, client_for
+from gearshift.observe.mqtt import MqttFactSource
 from gearshift.observe.requests import RequestBook
 from gearshift.policy.schema import PolicySet
 from gearshift.reconcile.wakeup import EdgeWaker
 from gearshift.sim.broker import free_port
+from gearshift.wire.mqtt import client_for
 from peers import Broker
 from rigs import facts_payload, legacy_payload, running, sim_reconciler, wait_until
 

@@ -26,9 +26,10 @@ from structlog.testing import capture_logs
 
 from conftest import need
 from gearshift.observe.fleet import FleetModel
-from gearshift.observe.mqtt import MqttFactSource, client_for
+from gearshift.observe.mqtt import MqttFactSource
 from gearshift.settings import MqttSettings, TlsSettings
 from gearshift.sim.broker import start_mosquitto
+from gearshift.wire.mqtt import client_for
 from rigs import facts_payload, running, wait_until
 
 PASSWORD = "s3cret-Pa55word!"

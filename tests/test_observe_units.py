@@ -16,10 +16,11 @@ from gearshift.metrics import Metrics
 from gearshift.model import GearCounts, Machine, NodeFacts, NodeState, PendingNode
 from gearshift.observe.edges import EdgeWatch
 from gearshift.observe.fleet import MAX_OFFLINE_WITHOUT_FACTS, FleetModel
-from gearshift.observe.mqtt import Backoff, MqttFactSource
+from gearshift.observe.mqtt import MqttFactSource
 from gearshift.observe.requests import RequestBook
 from gearshift.policy.schema import PolicySet
 from gearshift.settings import MqttSettings
+from gearshift.wire.mqtt import Backoff
 
 
 def facts(identity: str = "n1", *, ts: float | None = None, seq: int | None = 1,

@@ -23,13 +23,8 @@ import fake_openshift
 from builders import policy_set, pool
 from gearshift.act.executor import Executor
 from gearshift.act.platform.base import NodeRef
-from gearshift.act.platform.openshift import (
-    DEFAULT_COMMANDS,
-    CommandTemplate,
-    LocalRunner,
-    OpenShiftPlatform,
-    build_openshift,
-)
+from gearshift.act.platform.commands import CommandTemplate, LocalRunner
+from gearshift.act.platform.openshift import DEFAULT_COMMANDS, OpenShiftPlatform, build_openshift
 from gearshift.act.providers.base import CreateRequest, Provider, QuotaInfo
 from gearshift.act.providers.guard import GuardedProvider
 from gearshift.clock import ManualClock
@@ -47,9 +42,9 @@ from gearshift.model import (
     Retire,
     ScaleOut,
 )
-from gearshift.observe.mqtt import response_properties
 from gearshift.settings import MqttSettings, PlatformSettings
 from gearshift.store.journal import MemoryJournal
+from gearshift.wire.mqtt import response_properties
 
 DISTRICT = "5d1e9f2a0b3c4d5e6f708192"
 N1, N2, N3 = "n1.example.com", "n2.example.com", "n3.example.com"

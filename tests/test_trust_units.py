@@ -12,11 +12,11 @@ import pytest
 from gearshift.agent.gate import CommandGate
 from gearshift.errors import BadMessage, CommandRefused
 from gearshift.model import GearCounts, Machine, NodeFacts, NodeState
-from gearshift.observe.facts import facts_to_message, parse_facts
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mqtt import MqttFactSource
 from gearshift.settings import MqttSettings, TrustSettings
-from gearshift.signing import (
+from gearshift.wire.facts import facts_to_message, parse_facts
+from gearshift.wire.signing import (
     Keyring,
     NodeKeys,
     SignatureError,

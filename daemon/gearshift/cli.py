@@ -96,7 +96,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             settings.mcollective, stale_after=settings.reconcile.stale_after, wait=args.wait))
     else:
         from gearshift.logs import configure  # noqa: PLC0415
-        from gearshift.observe.mqtt import collect_snapshot  # noqa: PLC0415
+        from gearshift.observe.mqtt_snapshot import collect_snapshot  # noqa: PLC0415
 
         configure(level="warning", fmt="console")  # to stderr: stdout is the plan
         snapshot = asyncio.run(collect_snapshot(settings, wait=args.wait))

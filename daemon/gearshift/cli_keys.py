@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from gearshift.signing import Keyring, new_master_line, node_key_lines, write_private
+from gearshift.wire.signing import Keyring, new_master_line, node_key_lines, write_private
 
 
 def _default_kid() -> str:

@@ -69,9 +69,9 @@ from gearshift.settings import (
     Settings,
     load_settings,
 )
-from gearshift.signing import Keyring
 from gearshift.store.factory import open_journal
 from gearshift.systemd import Notifier
+from gearshift.wire.signing import Keyring
 
 log = structlog.get_logger(component="gearshift.daemon")
 

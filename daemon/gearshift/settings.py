@@ -34,7 +34,7 @@ from gearshift import safeyaml
 from gearshift.durations import parse_duration
 from gearshift.errors import ConfigError
 from gearshift.redact import redact
-from gearshift.signing import Keyring
+from gearshift.wire.signing import Keyring
 
 _config_file: ContextVar[Path | None] = ContextVar("gearshift_config_file", default=None)
 

@@ -23,6 +23,7 @@ import structlog
 from gearshift import jsonlimits
 from gearshift.agent.config import template_fields
 from gearshift.errors import CommandRefused
+from gearshift.wire.commands import CommandReply
 
 log = structlog.get_logger(component="gearshift.agent.commands")
 
@@ -36,8 +37,9 @@ REQUEST_ID = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
 def reply(*, request_id: str | None, command: str, ok: bool = False,
           exit_code: int | None = None, stdout: str = "", stderr: str = "",
           error: str | None = None) -> dict[str, Any]:
-    return {"request_id": request_id, "command": command, "ok": ok, "exit_code": exit_code,
-            "stdout": stdout, "stderr": stderr, "error": error}
+    """The reply as the JSON object sent back (``wire.commands.CommandReply``)."""
+    return CommandReply(request_id=request_id, command=command, ok=ok, exit_code=exit_code,
+                        stdout=stdout, stderr=stderr, error=error).to_dict()
 
 
 def build_argv(template: str, args: dict[str, str]) -> list[str]:

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gearshift import safeyaml
 from gearshift.errors import ConfigError
 from gearshift.settings import MqttSettings, Seconds
-from gearshift.signing import NodeKeys
+from gearshift.wire.signing import NodeKeys
 
 COMMAND_NAME = r"^[a-z][a-z0-9_-]{0,63}$"
 

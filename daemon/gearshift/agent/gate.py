@@ -2,7 +2,7 @@
 
 Anyone with publish rights on the broker can send to ``nodes/{identity}/command``; the
 allowlist bounds *what* runs, not *who* asks. So a request must come in a signed envelope
-(``gearshift.signing``, purpose ``command``) made with this node's key, which only this
+(``gearshift.wire.signing``, purpose ``command``) made with this node's key, which only this
 node and the daemon (from its master key) hold, and its body must name this node as
 ``target``, carry an ``expires_at`` no further ahead than ``MAX_TTL``, and a
 ``request_id`` not seen before it expires. Anything else is refused with the reason in
@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from gearshift import jsonlimits
 from gearshift.errors import CommandRefused
-from gearshift.signing import NodeKeys, SignatureError, is_envelope, open_envelope, seal
+from gearshift.wire.signing import NodeKeys, SignatureError, is_envelope, open_envelope, seal
 
 MAX_TTL = 3600.0  # a command may be valid for at most an hour (the longest move timeout)
 MAX_SKEW = 30.0  # tolerated clock difference when a command says when it was signed

@@ -20,9 +20,10 @@ from gearshift.agent.config import AgentConfig
 from gearshift.agent.gate import CommandGate
 from gearshift.agent.sources import FactSource
 from gearshift.errors import CommandRefused, FactsUnavailable
-from gearshift.observe.facts import facts_to_message
-from gearshift.observe.mqtt import Backoff, check_granted, client_for
-from gearshift.signing import seal
+from gearshift.wire import topics
+from gearshift.wire.facts import facts_to_message
+from gearshift.wire.mqtt import Backoff, check_granted, client_for
+from gearshift.wire.signing import seal
 
 log = structlog.get_logger(component="gearshift.agent")
 
@@ -40,12 +41,11 @@ class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.identity = config.identity
-        prefix = config.mqtt.prefix.rstrip("/")
-        base = f"{prefix}/nodes/{self.identity}"
-        self.facts_topic = f"{base}/facts"
-        self.status_topic = f"{base}/status"
-        self.command_topic = f"{base}/command"
-        self.reply_topic = f"{base}/reply"
+        prefix = config.mqtt.prefix
+        self.facts_topic = topics.node(prefix, self.identity, "facts")
+        self.status_topic = topics.node(prefix, self.identity, "status")
+        self.command_topic = topics.node(prefix, self.identity, "command")
+        self.reply_topic = topics.node(prefix, self.identity, "reply")
         self.source = FactSource(config.facts, self.identity)
         self.runner = CommandRunner(config.commands, timeout=config.command_timeout,
                                     max_concurrent=config.max_concurrent_commands)

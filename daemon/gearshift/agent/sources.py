@@ -22,7 +22,7 @@ from gearshift import safeyaml
 from gearshift.agent.config import ContainerFacts, FactSourceConfig, FileFacts, OpenShiftFacts
 from gearshift.errors import BadMessage, FactsUnavailable
 from gearshift.model import GearCounts, NodeFacts
-from gearshift.observe.facts import MAX_PAYLOAD, parse_facts
+from gearshift.wire.facts import MAX_PAYLOAD, parse_facts
 
 # container state -> gear state (podman and docker use the same words)
 CONTAINER_STATES = {

@@ -2,7 +2,7 @@
 
 Topics under the configured prefix (default ``gearshift/v1``):
 
-* ``nodes/{identity}/facts``  retained JSON facts, see ``observe.facts``;
+* ``nodes/{identity}/facts``  retained JSON facts, see ``gearshift.wire.facts``;
 * ``nodes/{identity}/status`` ``online`` / ``offline`` (the agent's last will);
 * ``requests``                capacity requests (JSON ``{pool, gears, ttl, reason, id}``).
 
@@ -27,7 +27,7 @@ unknown anyway). Replayed retained facts with an old ``ts`` are not fresh. Scale
 clear evidence goes on meanwhile; only scale-in waits.
 
 Facts are checked before they count (``trust:`` settings): signed facts
-(``gearshift.signing``) must verify against the node's key derived for the identity in
+(``gearshift.wire.signing``) must verify against the node's key derived for the identity in
 the topic; unsigned ones are refused under ``require_signed`` and taken but flagged under
 ``accept_unsigned``, except for a node that has signed before (no downgrade). A ``ts``
 more than ``max_clock_skew`` ahead is refused; counts above ``max_gears`` make the facts
@@ -43,122 +43,29 @@ from __future__ import annotations
 
 import asyncio
 import random
-import ssl
-import time
 import uuid
 from collections.abc import Callable, Collection
 from dataclasses import replace
-from typing import Any
 
 import aiomqtt
 import structlog
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from gearshift import jsonlimits
 from gearshift.clock import Clock, SystemClock
-from gearshift.errors import BadMessage, FactsUnavailable
+from gearshift.errors import BadMessage
 from gearshift.metrics import Metrics
-from gearshift.model import CapacityRequest, FleetSnapshot, NodeFacts
-from gearshift.observe.facts import parse_facts
+from gearshift.model import CapacityRequest, NodeFacts
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.requests import RequestBook, parse_capacity_request
-from gearshift.settings import MqttSettings, Settings, TrustSettings
-from gearshift.signing import Keyring, SignatureError, is_envelope, open_envelope
+from gearshift.settings import MqttSettings, TrustSettings
+from gearshift.wire import topics
+from gearshift.wire.facts import parse_facts
+from gearshift.wire.mqtt import Backoff, RateLimitedLog, check_granted, client_for
+from gearshift.wire.signing import Keyring, SignatureError, is_envelope, open_envelope
 
 log = structlog.get_logger(component="gearshift.mqtt")
 
 MAX_IDENTITY = 255
-
-
-class RateLimitedLog:
-    """At most one log line per ``every`` seconds per reason; the rest are counted."""
-
-    def __init__(self, every: float = 10.0) -> None:
-        self.every = every
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warn(self, reason: str, **fields: Any) -> None:
-        now = time.monotonic()
-        if now - self._last.get(reason, -self.every) >= self.every:
-            suppressed = self._suppressed.pop(reason, 0)
-            log.warning("bad message dropped", reason=reason, suppressed=suppressed, **fields)
-            self._last[reason] = now
-        else:
-            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
-
-
-def client_for(settings: MqttSettings, *, identifier: str | None = None,
-               will: aiomqtt.Will | None = None) -> aiomqtt.Client:
-    """An aiomqtt client configured from settings (auth, TLS, protocol).
-
-    With MQTT 5 the client tells the broker the largest packet it accepts (16 times
-    ``max_payload``, at least 1 MiB): a broker drops anything bigger instead of making us
-    hold it in memory; smaller oversized messages still arrive and are counted.
-    """
-    tls_context = None
-    if settings.tls is not None:
-        tls_context = ssl.create_default_context(
-            cafile=str(settings.tls.ca_file) if settings.tls.ca_file else None)
-        if settings.tls.cert_file is not None:
-            tls_context.load_cert_chain(str(settings.tls.cert_file),
-                                        str(settings.tls.key_file) if settings.tls.key_file
-                                        else None)
-        if settings.tls.insecure:
-            tls_context.check_hostname = False
-    password = settings.secret()
-    v5 = settings.protocol == "5"
-    properties = None
-    if v5:
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.MaximumPacketSize = max(1 << 20, 16 * settings.max_payload)
-    return aiomqtt.Client(
-        settings.host, settings.port, username=settings.username,
-        password=password.get_secret_value() if password is not None else None,
-        identifier=identifier or f"{settings.client_id}-{uuid.uuid4().hex[:8]}",
-        protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-        will=will, keepalive=settings.keepalive, tls_context=tls_context,
-        tls_insecure=settings.tls.insecure if settings.tls is not None else None,
-        properties=properties, timeout=settings.timeout)
-
-
-def check_granted(granted: Any, topic: str) -> None:
-    """Raise ``MqttError`` when the broker refused a subscription (an ACL, usually)."""
-    for code in granted:
-        failed = code.is_failure if hasattr(code, "is_failure") else int(code) >= 0x80
-        if failed:
-            raise aiomqtt.MqttError(f"subscription to {topic} refused by the broker ({code})")
-
-
-class Backoff:
-    """Exponential back-off with "equal jitter": each delay is random in [base/2, base].
-
-    The base doubles from ``initial`` up to ``maximum``; the jitter stays even at the cap,
-    so a fleet of clients that lost the same broker does not come back in lockstep.
-    """
-
-    def __init__(self, *, initial: float, maximum: float,
-                 rng: random.Random | None = None) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.rng = rng or random.Random()
-        self._base = min(initial, maximum)
-
-    def next(self) -> float:
-        delay = self.rng.uniform(self._base / 2, self._base)
-        self._base = min(self._base * 2, self.maximum)
-        return delay
-
-    def reset(self) -> None:
-        self._base = min(self.initial, self.maximum)
-
-
-def response_properties(topic: str, correlation: bytes) -> Properties:
-    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    properties.ResponseTopic = topic
-    properties.CorrelationData = correlation
-    return properties
 
 
 class MqttFactSource:
@@ -370,10 +277,11 @@ class MqttFactSource:
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         """One SUBSCRIBE for everything: its SUBACK comes before the retained replay, so
         nothing waits for the replay before the pump starts taking it in."""
-        marker = f"{self.prefix}/sync/{client.identifier}"
-        topics = [(f"{self.prefix}/nodes/+/facts", 0), (f"{self.prefix}/nodes/+/status", 0),
-                  (f"{self.prefix}/requests", 1), (marker, 0)]
-        check_granted(await client.subscribe(topics), ", ".join(t for t, _ in topics))
+        marker = topics.sync(self.prefix, client.identifier)
+        wanted = [(topics.all_nodes(self.prefix, "facts"), 0),
+                  (topics.all_nodes(self.prefix, "status"), 0),
+                  (topics.requests(self.prefix), 1), (marker, 0)]
+        check_granted(await client.subscribe(wanted), ", ".join(t for t, _ in wanted))
         self._marker = marker
 
     def _caught_up(self, *, timed_out: bool = False) -> None:
@@ -472,37 +380,7 @@ class MqttFactSource:
         client = self.client
         if client is None:
             return
-        for kind in ("facts", "status"):
-            await client.publish(f"{self.prefix}/nodes/{identity}/{kind}", b"", qos=1,
-                                 retain=True)
-
-
-async def collect_snapshot(settings: Settings, *, wait: float) -> FleetSnapshot:
-    """Connect, read the retained facts for ``wait`` seconds, return a snapshot."""
-    fleet = FleetModel(stale_after=settings.reconcile.stale_after,
-                       forget_after=settings.trust.forget_after,
-                       max_nodes=settings.trust.max_nodes)
-    source = MqttFactSource(settings.mqtt, fleet, trust=settings.trust,
-                            keyring=settings.trust.keyring())
-    stop = asyncio.Event()
-    task = asyncio.create_task(source.run(stop))
-    caught_up = False
-    try:
-        try:
-            async with asyncio.timeout(wait + 10):
-                await source.connected.wait()
-        except TimeoutError:
-            raise FactsUnavailable(f"no MQTT broker answered at {settings.mqtt.host}:"
-                                   f"{settings.mqtt.port} within {wait + 10:g}s") from None
-        try:  # the catch-up marker says when the retained facts are all in
-            async with asyncio.timeout(wait):
-                await source.caught_up.wait()
-            caught_up = True
-        except TimeoutError:
-            pass
-    finally:
-        stop.set()
-        await task
-    # Not caught up: the plan must not shrink on a partial fleet (scale-in stays frozen).
-    fleet.source_up = caught_up
-    return fleet.snapshot(time.time())
+        await client.publish(topics.node(self.prefix, identity, "facts"), b"", qos=1,
+                             retain=True)
+        await client.publish(topics.node(self.prefix, identity, "status"), b"", qos=1,
+                             retain=True)

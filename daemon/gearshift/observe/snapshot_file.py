@@ -22,8 +22,8 @@ from typing import Any
 from gearshift.durations import parse_duration
 from gearshift.errors import BadMessage, ConfigError
 from gearshift.model import CapacityRequest, FleetSnapshot, Machine
-from gearshift.observe.facts import parse_facts
 from gearshift.observe.fleet import FleetModel
+from gearshift.wire.facts import parse_facts
 
 
 def _now(value: Any, default: float) -> float:

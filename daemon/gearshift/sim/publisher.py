@@ -17,11 +17,12 @@ import aiomqtt
 import structlog
 
 from gearshift.clock import Clock
-from gearshift.observe.facts import facts_to_message
-from gearshift.observe.mqtt import client_for
 from gearshift.settings import MqttSettings
-from gearshift.signing import Keyring, seal
 from gearshift.sim.world import SimWorld
+from gearshift.wire import topics
+from gearshift.wire.facts import facts_to_message
+from gearshift.wire.mqtt import client_for
+from gearshift.wire.signing import Keyring, seal
 
 log = structlog.get_logger(component="gearshift.sim.publisher")
 
@@ -59,9 +60,9 @@ class SimPublisher:
             if node.dirty or last is None or now - last >= self.heartbeat:
                 node.dirty = False
                 if last is None:
-                    due.append((f"{self.prefix}/nodes/{node.identity}/status", b"online"))
+                    due.append((topics.node(self.prefix, node.identity, "status"), b"online"))
                 message = facts_to_message(node.facts(now), now=now)
-                topic = f"{self.prefix}/nodes/{node.identity}/facts"
+                topic = topics.node(self.prefix, node.identity, "facts")
                 payload = json.dumps(message).encode()
                 if self.keyring is not None:
                     kid, key = self.keyring.node_key(node.identity)

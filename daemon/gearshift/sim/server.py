@@ -51,10 +51,10 @@ from gearshift.model import Machine
 from gearshift.policy.loader import load_policy_set
 from gearshift.policy.schema import PolicySet
 from gearshift.settings import MqttSettings
-from gearshift.signing import Keyring
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
 from gearshift.sim.publisher import SimPublisher
 from gearshift.sim.world import SimNode, SimWorld
+from gearshift.wire.signing import Keyring
 
 log = structlog.get_logger(component="gearshift.sim.server")
 

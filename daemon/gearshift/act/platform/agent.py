@@ -20,7 +20,7 @@ next request reconnects. A request nobody answers within ``timeout`` fails too. 
 that match no request waiting (late, duplicated, foreign) are ignored.
 
 With a keyring (``trust.keyring_file``) every request is signed with the target node's
-key (``gearshift.signing``, purpose ``command``) and carries ``target`` and
+key (``gearshift.wire.signing``, purpose ``command``) and carries ``target`` and
 ``expires_at``, so an agent can refuse anything else (``gearshift.agent.gate``); a reply
 must be signed by the node asked, and one that is not is ignored (logged), never taken:
 whoever can publish on the reply topic cannot answer for an agent.
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import Collection, Mapping
@@ -40,11 +39,13 @@ import aiomqtt
 import structlog
 
 from gearshift import jsonlimits
-from gearshift.act.platform.openshift import CommandResult
+from gearshift.act.platform.commands import CommandResult
 from gearshift.errors import PlatformError
-from gearshift.observe.mqtt import client_for, response_properties
 from gearshift.settings import MqttSettings
-from gearshift.signing import Keyring, SignatureError, is_envelope, open_envelope, seal
+from gearshift.wire import topics
+from gearshift.wire.commands import CommandReply, CommandRequest
+from gearshift.wire.mqtt import client_for, response_properties
+from gearshift.wire.signing import Keyring, SignatureError, is_envelope, open_envelope, seal
 
 log = structlog.get_logger(component="gearshift.platform.agent")
 
@@ -62,7 +63,7 @@ class AgentRunner:
         self.timeout = timeout
         self.prefix = settings.prefix.rstrip("/")
         self.client_id = f"{settings.client_id}-platform-{uuid.uuid4().hex[:8]}"
-        self.reply_topic = f"{self.prefix}/daemon/{self.client_id}/replies"
+        self.reply_topic = topics.daemon_replies(self.prefix, self.client_id)
         self._client: aiomqtt.Client | None = None
         self._reader: asyncio.Task[None] | None = None
         self._waiting: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
@@ -145,7 +146,7 @@ class AgentRunner:
         self._targets[correlation] = target
         try:
             client = await self._connect()
-            topic = f"{self.prefix}/nodes/{target}/command"
+            topic = topics.node(self.prefix, target, "command")
             payload = self._request(topic, target=target, step=step, args=args,
                                     request_id=request_id, valid_for=limit)
             try:
@@ -166,14 +167,13 @@ class AgentRunner:
 
     def _request(self, topic: str, *, target: str, step: str, args: Mapping[str, str],
                  request_id: str, valid_for: float) -> bytes:
-        body: dict[str, Any] = {"command": step, "args": dict(args), "request_id": request_id}
         if self.keyring is None:
-            return json.dumps(body).encode()
+            return CommandRequest(command=step, args=args, request_id=request_id).to_json()
         now = time.time()
-        body.update(target=target, expires_at=now + valid_for)
+        body = CommandRequest(command=step, args=args, request_id=request_id, target=target,
+                              expires_at=now + valid_for)
         kid, key = self.keyring.node_key(target)
-        return seal(json.dumps(body).encode(), key=key, kid=kid, purpose="command",
-                    topic=topic, ts=now)
+        return seal(body.to_json(), key=key, kid=kid, purpose="command", topic=topic, ts=now)
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -189,11 +189,10 @@ class AgentRunner:
 def _result(reply: dict[str, Any], *, request_id: str, step: str, target: str) -> CommandResult:
     if reply.get("request_id") not in (None, request_id):
         raise PlatformError(f"agent {target} answered another request")
-    ok = reply.get("ok")
-    code = reply.get("exit_code")
-    if not isinstance(ok, bool) or (code is not None and not isinstance(code, int)):
-        raise PlatformError(f"agent {target} sent a malformed reply to {step}")
-    error = reply.get("error")
-    return CommandResult(ok=ok, exit_code=code, stdout=str(reply.get("stdout") or ""),
-                         stderr=str(reply.get("stderr") or ""),
-                         error=f"agent {target}: {error}" if error else None)
+    try:
+        answer = CommandReply.from_dict(reply)
+    except ValueError:
+        raise PlatformError(f"agent {target} sent a malformed reply to {step}") from None
+    return CommandResult(ok=answer.ok, exit_code=answer.exit_code, stdout=answer.stdout,
+                         stderr=answer.stderr,
+                         error=f"agent {target}: {answer.error}" if answer.error else None)

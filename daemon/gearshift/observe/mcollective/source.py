@@ -41,7 +41,6 @@ from gearshift.clock import Clock, SystemClock
 from gearshift.errors import BadMessage, FactsUnavailable
 from gearshift.metrics import Metrics
 from gearshift.model import FleetSnapshot
-from gearshift.observe.facts import parse_legacy_facts
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mcollective.marshal import dumps
 from gearshift.observe.mcollective.psk import (
@@ -53,9 +52,10 @@ from gearshift.observe.mcollective.psk import (
     rpc_data,
 )
 from gearshift.observe.mcollective.stomp import tls_context, watched_connection
-from gearshift.observe.mqtt import Backoff, RateLimitedLog
 from gearshift.observe.requests import RequestBook
 from gearshift.settings import McollectiveSettings
+from gearshift.wire.facts import parse_legacy_facts
+from gearshift.wire.mqtt import Backoff, RateLimitedLog
 
 log = structlog.get_logger(component="gearshift.mcollective")
 
