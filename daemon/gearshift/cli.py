@@ -16,13 +16,13 @@ import asyncio
 import json
 import sys
 import time
-import urllib.parse
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from gearshift import __version__
 from gearshift.cli_keys import add_keys_parser
+from gearshift.cli_operator import cmd_health, cmd_pause_resume, cmd_status, operator_options
 from gearshift.errors import ApiError, ConfigError, GearshiftError
 
 EPILOG = """\
@@ -172,40 +172,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(run_daemon(args.config))
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    from gearshift.client import DaemonClient, render_status  # noqa: PLC0415
-
-    status = DaemonClient(args.url).get("/v1/status")
-    print(json.dumps(status, indent=2) if args.json else render_status(status, url=args.url))
-    return 0
-
-
-def _cmd_pause_resume(args: argparse.Namespace) -> int:
-    from gearshift.client import DaemonClient, read_token_file  # noqa: PLC0415
-
-    client = DaemonClient(args.url, token=read_token_file(args.token_file))
-    answer = client.post(f"/v1/pools/{urllib.parse.quote(args.pool, safe='')}/{args.command}")
-    state = "paused: no actions until resumed" if answer.get("paused") else "resumed"
-    print(f"pool {answer.get('pool', args.pool)} {state}")
-    return 0
-
-
-def _cmd_health(args: argparse.Namespace) -> int:
-    from gearshift.client import DaemonClient  # noqa: PLC0415
-    from gearshift.errors import DaemonUnreachable  # noqa: PLC0415
-
-    try:
-        body = DaemonClient(args.url, timeout=args.timeout).get("/healthz")
-    except ApiError as exc:
-        print(f"unhealthy: {exc}", file=sys.stderr)
-        return 1
-    except DaemonUnreachable as exc:
-        print(f"unhealthy: {exc}", file=sys.stderr)
-        return 1  # container health checks know only 0 and 1
-    print(json.dumps(body))
-    return 0
-
-
 def _cmd_config(args: argparse.Namespace) -> int:
     if args.action == "example":
         from gearshift.config_example import example_config  # noqa: PLC0415
@@ -232,17 +198,6 @@ def _cmd_config(args: argparse.Namespace) -> int:
         print(f"ok: {args.config} (policies {settings.policies_dir}, providers "
               f"{settings.providers_file})", file=sys.stderr)
     return 1 if problems else 0
-
-
-def _operator_options(p: argparse.ArgumentParser, *, token: bool = False) -> None:
-    from gearshift.client import default_url  # noqa: PLC0415
-
-    p.add_argument("--url", default=default_url(),
-                   help="the daemon's HTTP API (default $GEARSHIFT_URL or "
-                        "http://127.0.0.1:9310)")
-    if token:
-        p.add_argument("--token-file", type=Path,
-                       help="file holding the API token (default $GEARSHIFT_TOKEN_FILE)")
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
@@ -352,9 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(nodes by state, density against the band, desired size), "
                                    "providers (available, nodes, time-to-ready) and any "
                                    "refused policy edit. Exit 3 when it cannot be reached.")
-    _operator_options(p)
+    operator_options(p)
     p.add_argument("--json", action="store_true", help="print the raw JSON")
-    p.set_defaults(func=_cmd_status)
+    p.set_defaults(func=cmd_status)
 
     for verb, what in (("pause", "stop acting on a pool (nothing is created, drained or "
                                  "retired for it) until it is resumed"),
@@ -364,16 +319,16 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(--token-file or $GEARSHIFT_TOKEN_FILE). Exit 1 when "
                                        "refused (token, unknown pool), 3 when unreachable.")
         p.add_argument("pool", metavar="POOL")
-        _operator_options(p, token=True)
-        p.set_defaults(func=_cmd_pause_resume)
+        operator_options(p, token=True)
+        p.set_defaults(func=cmd_pause_resume)
 
     p = sub.add_parser("health", help="exit 0 when a running daemon's loop is alive",
                        description="GET /healthz of a running daemon: exit 0 when its "
                                    "reconcile loop is alive, 1 otherwise (unreachable too). "
                                    "For container health checks.")
-    _operator_options(p)
+    operator_options(p)
     p.add_argument("--timeout", type=_duration, default=5.0, help="give up after (default 5s)")
-    p.set_defaults(func=_cmd_health)
+    p.set_defaults(func=cmd_health)
 
     p = sub.add_parser("config", help="print an example config, or check one",
                        description="`config example` prints every setting with its default, "

@@ -1,8 +1,22 @@
 """Time as a parameter: the real clock for the daemon, a manual one for tests and simulation.
 
-Everything that waits (the reconcile timer, retry back-off) waits through a ``Clock``, so
-a test can move time forward by an hour without sleeping, and ``simulate`` can run a week
-in seconds.
+What decides the fleet waits and reads time through a ``Clock`` (the reconcile timer, the
+provider guard's retry back-off, fact ages and staleness), so a test can move time forward
+by an hour without sleeping, and ``simulate`` can run a week in seconds.
+
+Some waits use real time on purpose, because what they wait for lives outside the process
+and would not move with a manual clock:
+
+- leadership (``reconcile/leader.py``): lease renewal and polling, and the "could not renew
+  for most of the lease's life" test, count monotonic seconds against a lease that other
+  processes and the database expire in real time; the loop's heartbeat is real too, since
+  the watchdog reading it is.
+- the task supervisor (``reconcile/supervisor.py``): restart back-off after a crash is for
+  a real fault (a library, the network), not for simulated fleet time.
+- the MQTT fact source (``observe/mqtt.py``): broker reconnect back-off, catch-up after
+  subscribing and the log rate limit wait for a real broker and real agents.
+- the in-memory journal's lease (``store/journal.py``): stands in for the SQLite/Postgres
+  lease, which expires by the database's wall clock, and so keeps the same real-time TTL.
 """
 
 from __future__ import annotations

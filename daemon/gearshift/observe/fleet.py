@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
 
 from gearshift.model import (
     CapacityRequest,
@@ -28,52 +27,10 @@ from gearshift.model import (
     PendingNode,
     Signal,
 )
-
-
-@dataclass
-class _Entry:
-    facts: NodeFacts
-    last_seen: float  # when the facts were produced (or received, when they carry no ts)
-    online: bool = True
-    offline_at: float | None = None  # when its agent said ``offline`` (None: online)
-    node: Node | None = None  # the last Node built for a snapshot, reused while unchanged
-
-
-def _newer(new: NodeFacts, old: NodeFacts) -> bool:
-    """Is ``new`` at least as recent as ``old``? Messages without ts/seq always win."""
-    if new.produced_at is not None and old.produced_at is not None:
-        if new.produced_at != old.produced_at:
-            return new.produced_at > old.produced_at
-        if new.seq is not None and old.seq is not None:
-            return new.seq >= old.seq
-        return True
-    if new.seq is not None and old.seq is not None and new.produced_at is None:
-        return new.seq >= old.seq
-    return True
-
+from gearshift.observe.fleet_records import Entry, Refusal, SnapshotCache, newer
 
 MAX_OFFLINE_WITHOUT_FACTS = 10_000
 MAX_REFUSED = 1_000  # identities whose last message was refused, kept to show why
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why the last message for an identity was refused (shown in status), and when."""
-
-    reason: str
-    detail: str
-    at: float
-
-
-@dataclass(frozen=True)
-class _SnapshotCache:
-    version: int
-    valid_until: float
-    draining: frozenset[str]
-    machines: Mapping[str, Machine]
-    vouched: frozenset[str] | None
-    nodes: tuple[Node, ...]
-    index: dict[str, int]  # identity -> its position in ``nodes``
 
 
 REBUILD_WHOLE_ABOVE = 0.2  # share of the fleet changed since the last snapshot
@@ -102,13 +59,13 @@ class FleetModel:
         self.vouched: frozenset[str] | None = None
         self._disputed: dict[str, tuple[float, str]] = {}  # identity -> (until, why)
         self.refusals: OrderedDict[str, Refusal] = OrderedDict()
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, Entry] = {}
         self._offline: dict[str, float] = {}  # identity -> when it went offline (no facts yet)
         self.source_up = True  # the fact source is connected and has caught up
         self._listeners: list[Callable[[str], None]] = []
         self._version = 0  # bumped by every change a snapshot could show
         self._dirty: set[str] = set()  # nodes changed since the last snapshot was built
-        self._cache: _SnapshotCache | None = None
+        self._cache: SnapshotCache | None = None
         self._since: float | None = None  # recovering from a loss at this time
         self._waiting: set[str] = set()  # nodes not heard from since that loss
 
@@ -200,7 +157,7 @@ class FleetModel:
         """
         identity = facts.identity
         entry = self._entries.get(identity)
-        if entry is not None and not _newer(facts, entry.facts):
+        if entry is not None and not newer(facts, entry.facts):
             return False
         if entry is None and self.vouched is not None and identity not in self.vouched \
                 and identity not in self.owned:
@@ -223,7 +180,7 @@ class FleetModel:
             online = facts.produced_at is not None and facts.produced_at > offline_at
         else:
             online = seen > offline_at
-        self._entries[identity] = _Entry(facts=facts, last_seen=seen, online=online,
+        self._entries[identity] = Entry(facts=facts, last_seen=seen, online=online,
                                          offline_at=None if online else offline_at)
         self._offline.pop(identity, None)
         if self._waiting and identity in self._waiting and self._since is not None and (
@@ -312,7 +269,7 @@ class FleetModel:
         """Nodes not heard from since the last loss of the fact source."""
         return len(self._waiting)
 
-    def _state(self, entry: _Entry, now: float, draining: AbstractSet[str],
+    def _state(self, entry: Entry, now: float, draining: AbstractSet[str],
                owned: bool) -> tuple[NodeState, str | None]:
         if not owned and self.vouched is not None and entry.facts.identity not in self.vouched:
             return NodeState.UNVOUCHED, "not ours and not a district member"
@@ -366,13 +323,13 @@ class FleetModel:
                 valid_until = min(valid_until, expires)
         built = tuple(nodes)
         # Journals hand out the same read-only mapping while nothing changed: keep it.
-        self._cache = _SnapshotCache(version=self._version, valid_until=valid_until,
+        self._cache = SnapshotCache(version=self._version, valid_until=valid_until,
                                      draining=draining, machines=machines,
                                      vouched=self.vouched, nodes=built,
                                      index=index)
         return built
 
-    def _node(self, identity: str, entry: _Entry, now: float, machines: Mapping[str, Machine],
+    def _node(self, identity: str, entry: Entry, now: float, machines: Mapping[str, Machine],
               draining: AbstractSet[str]) -> tuple[Node, float]:
         """The node's ``Node`` at ``now`` (reused when unchanged), and until when it holds."""
         machine = machines.get(identity)

@@ -16,6 +16,11 @@ until stopped or deposed; then follow again.
 
 On a graceful stop the leader releases the lease, so a follower takes over at once
 instead of waiting for it to expire.
+
+Lease timing (renew, poll, the renewal deadline) and the heartbeat use real time, not the
+reconciler's ``Clock``: other processes and the database expire the lease in real time,
+and the watchdog reads the heartbeat in real time. Only the reconcile interval goes
+through ``Clock``.
 """
 
 from __future__ import annotations

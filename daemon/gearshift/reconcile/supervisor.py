@@ -2,7 +2,8 @@
 
 ``supervise`` runs each coroutine factory until ``stop`` is set; if one raises, the
 error is logged with its traceback and the task restarts after a back-off (doubling up
-to a minute, reset after a long healthy run).
+to a minute, reset after a long healthy run). The back-off runs in real time, not through
+``Clock``: it paces restarts after real faults, which a manual clock would not let pass.
 """
 
 from __future__ import annotations

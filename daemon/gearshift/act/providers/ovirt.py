@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -49,6 +48,7 @@ from gearshift.act.providers.common import (
     reveal,
 )
 from gearshift.act.providers.kind_settings import OvirtBlueprintSettings, OvirtSettings
+from gearshift.act.providers.ovirt_sso import fetch_token, revoke_token, sso_session
 from gearshift.errors import (
     CapacityUnavailable,
     ConfigError,
@@ -124,37 +124,15 @@ class OvirtProvider(Provider):
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            context: ssl.SSLContext | bool = True
-            if self.settings.insecure:
-                context = False
-            elif self.settings.ca_file:
-                context = ssl.create_default_context(cafile=str(self.settings.ca_file))
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=context),
-                timeout=aiohttp.ClientTimeout(total=self.settings.request_timeout))
+            self._session = sso_session(self.settings)
         return self._session
 
     async def _fetch_token(self) -> str:
         form = {"grant_type": "password", "scope": "ovirt-app-api",
                 "username": reveal(self.username) or "",
                 "password": self.password.get().get_secret_value()}
-        try:
-            async with self._http().post(self.sso_url, data=form,
-                                         headers={"Accept": "application/json"}) as response:
-                if response.status >= 500:
-                    raise TransientError(self.name, f"SSO answered {response.status}")
-                body = await response.json(content_type=None)
-        except TimeoutError as exc:
-            raise TransientError(self.name, f"SSO did not answer within "
-                                            f"{self.settings.request_timeout:g}s") from exc
-        except (aiohttp.ClientError, ValueError) as exc:
-            raise TransientError(self.name, f"SSO request failed: {type(exc).__name__}") from exc
-        if isinstance(body, list):
-            body = body[0] if body else {}
-        if not isinstance(body, dict) or "error" in body or "access_token" not in body:
-            code = body.get("error_code", "error") if isinstance(body, dict) else "error"
-            raise PermanentError(self.name, f"the engine's SSO refused the credentials ({code})")
-        return str(body["access_token"])
+        return await fetch_token(self._http(), provider=self.name, url=self.sso_url, form=form,
+                                 timeout=self.settings.request_timeout)
 
     async def _ensure_token(self, *, renew: bool = False) -> None:
         async with self._token_lock:
@@ -415,11 +393,7 @@ class OvirtProvider(Provider):
                 conn.close(logout=False)
         token, self._token = self._token, None
         if token is not None and self._session is not None:
-            try:
-                async with self._session.post(self.logout_url, data={"token": token}):
-                    pass
-            except (aiohttp.ClientError, TimeoutError):
-                pass
+            await revoke_token(self._session, url=self.logout_url, token=token)
         if self._session is not None:
             await self._session.close()
         self.blocking.close()

@@ -4,15 +4,9 @@
   finds it and only makes sure it is powered on); otherwise clone the blueprint's template
   into the configured resource pool (or the cluster's, or the template's own) and folder,
   then power it on, waiting on each task with a deadline.
-* **first boot**: the host name and the blueprint's ``user_data`` go into the VM's
-  ``guestinfo.metadata`` / ``guestinfo.userdata`` (base64), which cloud-init's VMware
-  datasource reads on first boot; no customisation spec is needed in the vCenter.
-* **ownership**: the clone spec itself writes ``gearshift.owner``, ``gearshift.provider``
-  (this provider's name, so two providers on one vCenter never claim each other's VMs),
-  ``gearshift.key``, ``gearshift.pool``, ``gearshift.blueprint`` and ``gearshift.created``
-  into the VM's extraConfig. The marks are part of the clone, so no crash can leave an unmarked VM
-  behind, and ``list_owned`` (one property-collector read) finds every VM after a restart.
-  Custom attributes or vAPI tags would need a second call after the clone.
+* **first boot** and **ownership**: the clone spec writes the owner marks and cloud-init's
+  guestinfo into the VM's extraConfig, so no crash leaves an unmarked VM behind
+  (``vsphere_clone`` says what and why).
 * **destroy**: power off, then destroy; a VM that is already gone is fine, a VM without
   our owner mark is never touched.
 
@@ -23,22 +17,20 @@ with a socket timeout (``request_timeout``) on every SOAP request and a deadline
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import http.client
-import json
 import ssl
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import structlog
 from pyVim import connect as _connect
 from pyVmomi import vim as _vim
 from pyVmomi import vmodl as _vmodl
 
+from gearshift.act.providers import vsphere_clone
 from gearshift.act.providers.base import CreateRequest, Provider, QuotaInfo
 from gearshift.act.providers.common import (
     Blocking,
@@ -49,7 +41,8 @@ from gearshift.act.providers.common import (
     redact,
     reveal,
 )
-from gearshift.act.providers.kind_settings import VSphereBlueprintSettings, VSphereSettings
+from gearshift.act.providers.kind_settings import VSphereSettings
+from gearshift.act.providers.vsphere_inventory import connect_options, one_datacenter, one_named
 from gearshift.errors import (
     CapacityUnavailable,
     ConfigError,
@@ -70,15 +63,6 @@ vim: Any = _vim
 vmodl: Any = _vmodl
 SmartConnect: Any = _connect.SmartConnect
 Disconnect: Any = _connect.Disconnect
-
-MARK = "gearshift."  # extraConfig keys: gearshift.owner, gearshift.key, ...
-OWNER, PROVIDER, KEY, POOL, BLUEPRINT, CREATED = (
-    MARK + k for k in ("owner", "provider", "key", "pool", "blueprint", "created"))
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
 
 class VSphereProvider(Provider):
     def __init__(self, spec: ProviderSpec, settings: VSphereSettings) -> None:
@@ -118,18 +102,8 @@ class VSphereProvider(Provider):
         with self._lock:
             if self._si is not None:
                 return self._si
-            parts = urlsplit(self.settings.url)
-            context = None
-            if not self.settings.insecure:
-                context = ssl.create_default_context(
-                    cafile=str(self.settings.ca_file) if self.settings.ca_file else None)
-            self._si = SmartConnect(
-                protocol=parts.scheme, host=parts.hostname,
-                port=parts.port or (443 if parts.scheme == "https" else 80),
-                path=parts.path or "/sdk", user=reveal(self.username),
-                pwd=self.password.get().get_secret_value(),
-                sslContext=context, disableSslCertValidation=self.settings.insecure,
-                httpConnectionTimeout=self.settings.request_timeout)
+            self._si = SmartConnect(**connect_options(self.settings), user=reveal(self.username),
+                                    pwd=self.password.get().get_secret_value())
             return self._si
 
     def _session(self, fn: Callable[[Any], T]) -> T:
@@ -215,24 +189,12 @@ class VSphereProvider(Provider):
             return self._places["dc"]
         content = si.RetrieveContent()
         found = self._retrieve(si, content.rootFolder, vim.Datacenter, ["name"])
-        wanted = self.settings.datacenter
-        matches = [o for o, p in found if wanted is None or p.get("name") == wanted]
-        if len(matches) != 1:
-            names = sorted(p.get("name", "?") for _, p in found)
-            raise PermanentError(self.name, (f"datacenter {wanted!r} not found" if wanted else
-                                             "several datacenters: set settings.datacenter")
-                                 + f" (there are: {', '.join(names)})")
-        self._places["dc"] = matches[0]
-        return matches[0]
+        self._places["dc"] = one_datacenter(found, self.settings.datacenter, provider=self.name)
+        return self._places["dc"]
 
     def _find_one(self, si: Any, root: Any, kind: Any, name: str, what: str) -> Any:
-        matches = [o for o, p in self._retrieve(si, root, kind, ["name"]) if p.get("name") == name]
-        if not matches:
-            raise PermanentError(self.name, f"{what} {name!r} not found")
-        if len(matches) > 1:
-            raise PermanentError(self.name, f"{what} {name!r} is ambiguous: "
-                                            f"{len(matches)} objects have that name")
-        return matches[0]
+        return one_named(self._retrieve(si, root, kind, ["name"]), name, provider=self.name,
+                         what=what)
 
     def _template(self, si: Any, name: str) -> Any:
         key = f"template:{name}"
@@ -294,21 +256,18 @@ class VSphereProvider(Provider):
         return self._places["datastore"]
 
     def _ours(self, marks: dict[str, str]) -> bool:
-        return marks.get(OWNER) == self.settings.owner and marks.get(PROVIDER) == self.name
+        return vsphere_clone.is_ours(marks, owner=self.settings.owner, provider=self.name)
 
     def _machine(self, vm: Any, name: str, marks: dict[str, str]) -> Machine:
-        created = marks.get(CREATED)
-        return Machine(provider=self.name, machine_id=vm._moId, name=name,
-                       blueprint=marks.get(BLUEPRINT), pool=marks.get(POOL),
-                       created_at=float(created) if created else None, key=marks.get(KEY))
+        return vsphere_clone.machine_from_marks(marks, provider=self.name, machine_id=vm._moId,
+                                                name=name)
 
     def _owned(self, si: Any) -> list[tuple[Any, Machine, str]]:
         dc = self._datacenter(si)
         owned = []
         for vm, props in self._retrieve(si, dc.vmFolder, vim.VirtualMachine,
                                         ["name", "config.extraConfig", "runtime.powerState"]):
-            marks = {o.key: str(o.value) for o in props.get("config.extraConfig") or []
-                     if o.key.startswith(MARK)}
+            marks = vsphere_clone.marks_of(props.get("config.extraConfig"))
             if not self._ours(marks):
                 continue
             owned.append((vm, self._machine(vm, props.get("name", vm._moId), marks),
@@ -325,25 +284,15 @@ class VSphereProvider(Provider):
     def _create(self, request: CreateRequest) -> Machine:
         what = f"create {request.name}"
         blueprint = request.blueprint
-        if not blueprint.template:
-            raise PermanentError(self.name, f"blueprint {blueprint.name} names no template")
-        try:
-            extra = VSphereBlueprintSettings.model_validate(blueprint.settings)
-        except ValueError as exc:
-            raise PermanentError(self.name, f"blueprint {blueprint.name} settings: "
-                                            f"{str(exc).splitlines()[0]}") from None
+        extra = vsphere_clone.blueprint_settings(blueprint, provider=self.name)
 
         def clone(si: Any) -> Machine:
             template = self._template(si, blueprint.template or "")
-            marks = {OWNER: self.settings.owner, PROVIDER: self.name, KEY: request.key,
-                     POOL: request.pool,
-                     BLUEPRINT: blueprint.name, CREATED: f"{time.time():.0f}"}
-            metadata = {"instance-id": request.name, "local-hostname": request.name}
-            options = {**marks, "guestinfo.metadata": _b64(json.dumps(metadata)),
-                       "guestinfo.metadata.encoding": "base64"}
-            if blueprint.user_data:
-                options.update({"guestinfo.userdata": _b64(blueprint.user_data),
-                                "guestinfo.userdata.encoding": "base64"})
+            marks = vsphere_clone.owner_marks(
+                owner=self.settings.owner, provider=self.name, key=request.key,
+                pool=request.pool, blueprint=blueprint.name, created=time.time())
+            options = vsphere_clone.clone_options(marks, name=request.name,
+                                                  user_data=blueprint.user_data)
             config = vim.vm.ConfigSpec(
                 extraConfig=[vim.option.OptionValue(key=k, value=v) for k, v in options.items()],
                 annotation=extra.annotation or f"made by gearshift for pool {request.pool}")
@@ -413,11 +362,8 @@ class VSphereProvider(Provider):
                 return False
             if not props:
                 return False
-            marks = {o.key: str(o.value) for o in props.get("config.extraConfig") or []}
-            if not self._ours(marks):
-                raise PermanentError(self.name, f"refusing to {what}: it does not carry "
-                                                f"{OWNER}={self.settings.owner} and "
-                                                f"{PROVIDER}={self.name}")
+            if not self._ours(vsphere_clone.marks_of(props.get("config.extraConfig"))):
+                raise vsphere_clone.not_ours(what, owner=self.settings.owner, provider=self.name)
             if props.get("runtime.powerState") != vim.VirtualMachine.PowerState.poweredOff:
                 with contextlib.suppress(vim.fault.InvalidPowerState):  # off meanwhile
                     self._wait(vm.PowerOffVM_Task(), f"{what}: power off")
