@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -52,14 +53,17 @@ def progress(request: pytest.FixtureRequest) -> Callable[[str], None]:
     Long tests (the crash and fault runs take minutes) call it once per round or phase,
     so a run shows where it is instead of a single dot that looks like a hang.
     """
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    plugins = request.config.pluginmanager
+    reporter = plugins.get_plugin("terminalreporter")
+    capture = plugins.get_plugin("capturemanager")  # captures at the fd level: step aside
     name = request.node.name
 
     def say(line: str) -> None:
-        if reporter is not None:
-            reporter.write_line(f"    {name}: {line}")
-        else:
-            print(f"    {name}: {line}", file=sys.__stderr__, flush=True)
+        with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
+            if reporter is not None:
+                reporter.write_line(f"    {name}: {line}")
+            else:
+                print(f"    {name}: {line}", file=sys.__stderr__, flush=True)
 
     return say
 
