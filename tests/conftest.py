@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,29 @@ def need(binary: str) -> str:
     if path is None:
         pytest.fail(f"{binary} is not installed; run: {APT.get(binary, binary)}")
     return path
+
+
+
+@pytest.fixture
+def progress(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Say one line on the terminal now, captured output or not (``-s`` is not needed).
+
+    Long tests (the crash and fault runs take minutes) call it once per round or phase,
+    so a run shows where it is instead of a single dot that looks like a hang.
+    """
+    plugins = request.config.pluginmanager
+    reporter = plugins.get_plugin("terminalreporter")
+    capture = plugins.get_plugin("capturemanager")  # captures at the fd level: step aside
+    name = request.node.name
+
+    def say(line: str) -> None:
+        with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
+            if reporter is not None:
+                reporter.write_line(f"    {name}: {line}")
+            else:
+                print(f"    {name}: {line}", file=sys.__stderr__, flush=True)
+
+    return say
 
 
 @pytest.fixture(scope="session")

@@ -509,7 +509,7 @@ class Attacker:
     async def _listen(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             try:
-                data = json.loads(message.payload)  # type: ignore[arg-type]
+                data = json.loads(message.payload)
             except (TypeError, ValueError):
                 continue
             if isinstance(data, dict) and data.get("seq", 0) < 10**9 and \

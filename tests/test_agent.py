@@ -210,7 +210,7 @@ def signed(command: str, request_id: str, *, keyring: Keyring, identity: str, to
 
 def reply_body(message: aiomqtt.Message, keyring: Keyring, identity: str) -> dict[str, Any]:
     """The agent's signed reply, checked as the daemon checks it."""
-    opened = open_envelope(message.payload, keys=keyring.node_keys(identity),  # type: ignore[arg-type]
+    opened = open_envelope(message.payload, keys=keyring.node_keys(identity),
                            purpose="reply", topic=message.topic.value)
     result: dict[str, Any] = json.loads(opened.body)
     return result
@@ -300,7 +300,7 @@ async def ask(client: aiomqtt.Client, topic: str, payload: bytes, *, reply_to: s
               correlation: bytes | None) -> None:
     properties = None
     if reply_to is not None:
-        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties = Properties(PacketTypes.PUBLISH)
         properties.ResponseTopic = reply_to
         if correlation is not None:
             properties.CorrelationData = correlation
@@ -340,7 +340,7 @@ async def test_agent_end_to_end_over_mosquitto(
             command_topic = f"{prefix}/nodes/{identity}/command"
             await client.subscribe(replies, qos=1)
             await client.subscribe(f"{prefix}/nodes/{identity}/reply", qos=1)
-            sign = {"keyring": keyring, "identity": identity, "topic": command_topic}
+            sign: dict[str, Any] = {"keyring": keyring, "identity": identity, "topic": command_topic}
             await ask(client, command_topic,
                       signed("deactivate", "req-1", **sign, district="513b5050", host=identity),
                       reply_to=replies, correlation=b"corr-\x00\x01")

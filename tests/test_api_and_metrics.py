@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ TOKEN = "s3cret-token-for-tests"
 
 
 @pytest.fixture
-async def client() -> TestClient:
+async def client() -> AsyncIterator[TestClient]:
     clock = ManualClock()
     rig = Rig(policy_set(pool()), demand=110, clock=clock)
     await rig.seed()

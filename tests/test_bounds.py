@@ -15,7 +15,7 @@ from gearshift.sim.runner import SimOptions, Simulation
 from gearshift.sim.trace import Trace, TracePoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from bounds import clairvoyant_bound, reactive_floor
+from bounds import clairvoyant_bound, reactive_floor  # type: ignore[import-not-found]  # bench/
 
 BAND = {"scale_up_above": 0.8, "scale_down_below": 0.3, "target": 0.5}
 RACK = {"provider": "rack-a", "blueprint": "small-bm"}

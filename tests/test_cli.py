@@ -145,7 +145,8 @@ def test_run_starts_with_real_providers_while_their_endpoints_are_unreachable(
                     status = json.load(r)
             except OSError:
                 time.sleep(0.1)
-        assert status is not None, process.stderr.read() if process.poll() is not None else ""
+        assert status is not None, (process.stderr.read() if process.stderr and process.poll() is not None
+                                    else "")
         assert "small" in status["pools"]
     finally:
         # Stopping is not what this test is about (and while the broker is unreachable
@@ -166,6 +167,7 @@ def test_run_names_a_missing_config() -> None:
     assert "/nonexistent/gearshift.yaml does not exist" in result.stderr
 
 
+@pytest.mark.slow  # ~61 s: the demo runs for a minute
 def test_demo_scales_up_and_back_down_in_a_minute() -> None:
     need("mosquitto")
     result = gearshift("demo", "--for", "60", "--port", "0", timeout=120)
@@ -178,6 +180,7 @@ def test_demo_scales_up_and_back_down_in_a_minute() -> None:
     assert int(summary["nodes retired"]) >= 1, result.stdout
 
 
+@pytest.mark.slow  # ~11 s: waits out the broker connection
 def test_plan_says_clearly_when_it_cannot_read_the_fleet(tmp_path: Path) -> None:
     from gearshift.sim.broker import free_port
 

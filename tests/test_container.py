@@ -67,7 +67,7 @@ def env_pairs(rest: str) -> list[tuple[str, str]]:
     words = shlex.split(rest)
     if len(words) >= 2 and "=" not in words[0]:
         return [(words[0], " ".join(words[1:]))]  # legacy `ENV KEY value`
-    return [tuple(word.split("=", 1)) if "=" in word else (word, "") for word in words]
+    return [(key, value) for key, _, value in (word.partition("=") for word in words)]
 
 
 def test_multi_stage_slim_base() -> None:

@@ -25,6 +25,7 @@ import random
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,14 @@ import pytest
 
 from conftest import need
 from gearshift.sim.broker import start_mosquitto
-from worldrig import Daemon, DaemonConfig, World, owned_world_nodes, read_sqlite_journal
+from worldrig import (
+    Daemon,
+    DaemonConfig,
+    World,
+    owned_world_nodes,
+    read_sqlite_journal,
+    tear_down,
+)
 
 SEED = 20261124
 KILLS = 50
@@ -88,7 +96,8 @@ def _wait_for_phase(journal: Path, daemon: Daemon, phase: str | None, *, timeout
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path: Path) -> None:
+def test_sigkill_at_random_moments_loses_and_doubles_nothing(
+        tmp_path: Path, progress: Callable[[str], None]) -> None:
     need("mosquitto")
     rng = random.Random(SEED)
     broker, port = start_mosquitto(tmp_path)
@@ -117,20 +126,19 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path: Path) -> 
             view = read_sqlite_journal(journal) if journal.exists() else None
             kills.append({"mode": mode, "open": Counter(
                 f"{o['kind']}:{o['phase']}" for o in (view.open_ops if view else []))})
+            progress(f"kill {i + 1}/{KILLS} ({mode}): "
+                     f"{sum(kills[-1]['open'].values())} operations in flight")
 
         world.demand(50)
         daemon.start()
+        progress("last start: waiting for daemon and world to agree (up to 120 s)")
         outcome = _wait_converged(world, journal, timeout=120)
         assert outcome == "converged", f"did not converge: {outcome}\n{daemon.log_text()[-4000:]}"
         assert daemon.stop() == 0
         report = world.report()
         view = read_sqlite_journal(journal)
     finally:
-        if daemon.alive:
-            daemon.kill()
-        world.stop()
-        broker.terminate()
-        broker.wait(5)
+        tear_down(daemon, world=world, broker=broker)
 
     violations = report["violations"]
     ours = owned_world_nodes(report)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,14 @@ import pytest
 
 from conftest import need
 from gearshift.sim.broker import start_mosquitto
-from worldrig import Daemon, DaemonConfig, World, owned_world_nodes, read_sqlite_journal
+from worldrig import (
+    Daemon,
+    DaemonConfig,
+    World,
+    owned_world_nodes,
+    read_sqlite_journal,
+    tear_down,
+)
 
 OUTAGE = 60.0
 
@@ -67,7 +75,8 @@ def _wait_settled(world: World, journal: Path, *, timeout: float, **limits: int
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_flaky_providers_and_a_lost_broker_converge_without_retry_storms(tmp_path: Path) -> None:
+def test_flaky_providers_and_a_lost_broker_converge_without_retry_storms(
+        tmp_path: Path, progress: Callable[[str], None]) -> None:
     need("mosquitto")
     broker_dir = tmp_path / "broker"
     broker_dir.mkdir()
@@ -84,9 +93,11 @@ def test_flaky_providers_and_a_lost_broker_converge_without_retry_storms(tmp_pat
                      platform_slow_seconds=0.2)
         world.demand(130)
         daemon.start()
+        progress("growth: demand 130 gears with faults on, waiting for >= 9 nodes (up to 120 s)")
         grown = _wait_settled(world, journal, timeout=120, min_nodes=9)
         figures["nodes_after_growth"] = len(owned_world_nodes(grown))
 
+        progress(f"grown to {figures['nodes_after_growth']} nodes; stopping the broker")
         # The broker goes away; while it is gone, demand falls.
         broker.terminate()
         broker.wait(10)
@@ -95,10 +106,12 @@ def test_flaky_providers_and_a_lost_broker_converge_without_retry_storms(tmp_pat
         world.demand(20)
         stale = daemon.wait_status(lambda s: s["facts_fresh"] is False, timeout=10)
         assert stale is not None
+        progress(f"outage: facts stale, demand down to 20, broker away for {OUTAGE:.0f} s")
         time.sleep(OUTAGE - 1.0)
         during = world.report()
         back_at = time.time()
         broker, _ = start_mosquitto(broker_dir, port=port)
+        progress("broker back (empty): waiting for fresh facts (up to 60 s)")
         figures["deactivations_while_broker_down"] = sum(
             1 for at, _ in during["deactivations"] if lost_at <= at <= back_at)
         assert figures["deactivations_while_broker_down"] == 0
@@ -109,16 +122,13 @@ def test_flaky_providers_and_a_lost_broker_converge_without_retry_storms(tmp_pat
         fresh = daemon.wait_status(lambda s: s["facts_fresh"] is True, timeout=60)
         assert fresh is not None, daemon.log_text()[-3000:]
         figures["facts_fresh_again_after_broker_back_s"] = round(time.time() - back_at, 1)
+        progress("facts fresh again; waiting for the pool to shrink to <= 4 nodes (up to 150 s)")
         shrunk = _wait_settled(world, journal, timeout=150, max_nodes=4)
         figures["nodes_after_shrink"] = len(owned_world_nodes(shrunk))
         assert daemon.stop() == 0
         report = world.report()
     finally:
-        if daemon.alive:
-            daemon.kill()
-        world.stop()
-        broker.terminate()
-        broker.wait(5)
+        tear_down(daemon, world=world, broker=broker)
 
     outcomes: dict[str, int] = {}
     for calls in report["calls"].values():

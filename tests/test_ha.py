@@ -19,7 +19,7 @@ import pytest
 from conftest import need
 from gearshift.sim.broker import start_mosquitto
 from pgpeer import PASSWORD, PgServer
-from worldrig import Daemon, DaemonConfig, World, metric, owned_world_nodes
+from worldrig import Daemon, DaemonConfig, World, metric, owned_world_nodes, tear_down
 
 FAILOVER_BOUND = 15.0
 
@@ -127,13 +127,7 @@ def test_one_leader_acts_the_follower_takes_over_within_15s_and_a_deposed_leader
         assert a.stop() == 0 and b.stop() == 0
         report = world.report()
     finally:
-        for daemon in (a, b):
-            if daemon.alive:
-                daemon.resume()
-                daemon.kill()
-        world.stop()
-        broker.terminate()
-        broker.wait(5)
+        tear_down(a, b, world=world, broker=broker)
 
     machines = set(filter(None, _journal(postgres, database,
                                          "SELECT identity FROM gearshift_machines").split("\n")))

@@ -108,6 +108,7 @@ async def test_a_body_that_never_arrives_is_a_408(served: Served) -> None:
     assert b"the body did not arrive within 0.5s" in answer
 
 
+@pytest.mark.slow  # ~5 s: holds connections open until the limit closes the oldest
 async def test_past_the_connection_limit_the_oldest_connections_are_closed() -> None:
     served = Served(*await serve(read_timeout=5, max_connections=8))
     try:

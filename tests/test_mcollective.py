@@ -310,7 +310,7 @@ async def test_a_broker_restart_is_survived(stomp: Broker, mco_nodes: list[McoNo
         await rounds(source, 1)
         snapshot = fleet.snapshot(time.time())
         assert sum(n.state is NodeState.ACTIVE for n in snapshot.nodes) == COUNT
-        assert all(n.last_seen > lost_at for n in snapshot.nodes)
+        assert all(n.last_seen is not None and n.last_seen > lost_at for n in snapshot.nodes)
     assert source.connects >= 2
 
 

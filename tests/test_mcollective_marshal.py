@@ -196,7 +196,9 @@ def test_request_digest_is_over_the_body() -> None:
     request = loads(payload)
     assert isinstance(request, dict)
     assert request["hash"] == digest(request["body"], PSK)  # type: ignore[arg-type]
-    assert request["filter"]["fact"] == [  # type: ignore[index]
+    filter_ = request["filter"]
+    assert isinstance(filter_, dict)
+    assert filter_["fact"] == [
         {"fact": "node_profile", "value": "small", "operator": "=="}]
 
 

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import aiohttp
+import pytest
 from structlog.testing import capture_logs
 
 from builders import policy_set, pool
@@ -185,6 +186,7 @@ def kinds(plan: Plan, pool_name: str) -> set[str]:
     return {a.kind for a in plan.actions if a.pool == pool_name}
 
 
+@pytest.mark.slow  # ~5 s per broker: waits for facts to go stale
 async def test_broker_loss_freezes_scale_in_until_facts_are_fresh_again(broker: Broker) -> None:
     """Stop the real broker, start it again; retained facts with an old ts are not fresh."""
     settings = broker.settings()

@@ -30,7 +30,7 @@ def facts(identity: str, *, active: int, seq: int, ts: str = TS) -> bytes:
         "gears": {"total": active, "active": active}}).encode()
 
 
-async def wait_until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_until(predicate, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.02)
@@ -81,7 +81,7 @@ async def test_retained_facts_give_the_fleet_and_bad_messages_are_counted(
 
 
 async def test_broker_loss_marks_the_source_down_and_it_reconnects(
-        mosquitto: tuple[str, int], tmp_path) -> None:  # type: ignore[no-untyped-def]
+        mosquitto: tuple[str, int], tmp_path) -> None:
     from gearshift.sim.broker import start_mosquitto  # a broker of its own, to stop
 
     process, port = start_mosquitto(tmp_path)

@@ -151,7 +151,7 @@ async def _refused(settings: MqttSettings) -> list[dict[str, object]]:
         assert not source.connected.is_set() and not source.fleet.source_up
         stop.set()
         await asyncio.wait_for(task, 10)
-    return logs
+    return [dict(entry) for entry in logs]
 
 
 async def test_tls_with_client_certificates_and_verification(

@@ -167,7 +167,7 @@ step = st.one_of(
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(step, min_size=1, max_size=40))
-def test_incremental_edge_watch_agrees_with_a_full_recount(steps: list[tuple]) -> None:  # type: ignore[type-arg]
+def test_incremental_edge_watch_agrees_with_a_full_recount(steps: list[tuple]) -> None:
     policies = policy_set(pool(headroom_gears=20),
                           pool(name="big", selector={"node_profile": "large"}, priority=5))
     fleet = FleetModel(stale_after=30)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from conftest import ROOT
 from gearshift.config_example import example_config
@@ -155,7 +156,7 @@ def test_config_example_documents_every_setting_and_loads_as_the_defaults(
         tmp_path: Path) -> None:
     text = example_config()
 
-    def walk(model: type, path: list[str]) -> list[str]:
+    def walk(model: type[BaseModel], path: list[str]) -> list[str]:
         names = []
         for name, field in model.model_fields.items():
             from gearshift.config_example import _model_in

@@ -81,7 +81,9 @@ def test_urgent_reason_says_why_the_faster_provider_went_first() -> None:
     assert "urgent: the pool is full now (active density 1.00 >= 0.95), 60 slots needed now" \
         in reason
     assert "vsphere-dc1 (~3m, 0.06/h) ahead of rack-a (~8m, 0.02/h)" in reason
-    notes = {c.provider: c for c in result.actions[0].candidates}
+    action = result.actions[0]
+    assert isinstance(action, ScaleOut)
+    notes = {c.provider: c for c in action.candidates}
     assert notes["vsphere-dc1"].note == "chosen: 1 of 30 free (1 urgent: ready in ~3m)"
     assert notes["vsphere-dc1"].rank == 1 and notes["rack-a"].rank == 2
     assert notes["ec2-east"].time_to_ready == 120 and notes["ec2-east"].cost_per_hour == 0.19
@@ -114,7 +116,9 @@ def test_a_provider_that_refused_capacity_recently_goes_after_healthy_ones(
     result = plan(snapshot(nodes(4, active=55)), policy_set(pool()), now=NOW, statuses=statuses)
     assert scale_outs(result) == expected
     if "vsphere-dc1" in expected:
-        notes = {c.provider: c.note for c in result.actions[0].candidates}
+        action = result.actions[0]
+        assert isinstance(action, ScaleOut)
+        notes = {c.provider: c.note for c in action.candidates}
         assert notes["rack-a"].startswith("not needed: healthy providers first (refused "
                                           "capacity 10m ago" if ago == 600 else "not needed")
 

@@ -16,6 +16,7 @@ from gearshift.model import (
     CreateInFlight,
     DestroyAgain,
     Drain,
+    Node,
     NodeState,
     PlannerState,
     PoolMemory,
@@ -275,7 +276,7 @@ def test_burst_nodes_go_first_and_unowned_nodes_never() -> None:
 
 # -- drains ----------------------------------------------------------------------------
 
-def draining(identity: str, *, active: int, total: int) -> object:
+def draining(identity: str, *, active: int, total: int) -> Node:
     return replace(node(identity, active=active, total=total), state=NodeState.DRAINING)
 
 

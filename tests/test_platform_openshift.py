@@ -428,7 +428,7 @@ class Responder:
                     group.create_task(self.answer(client, message))
 
     async def answer(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-        request = json.loads(message.payload)  # type: ignore[arg-type]
+        request = json.loads(message.payload)
         self.requests.append((str(message.topic), request, message.properties))
         command = request["command"]
         await asyncio.sleep(self.delay.get(command, 0))

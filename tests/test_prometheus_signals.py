@@ -266,7 +266,7 @@ def test_read_value(body: object, expected: float | str) -> None:
         assert caught.value.outcome == expected
 
 
-async def test_an_unreadable_token_file_fails_the_query_not_the_task(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_an_unreadable_token_file_fails_the_query_not_the_task(tmp_path) -> None:
     """The signals task must not crash-loop on a missing token file: each query fails,
     is counted, and on_error decides what the planner makes of it."""
     from gearshift.sim.broker import free_port

@@ -159,7 +159,7 @@ async def test_a_slow_create_goes_on_in_the_background_without_stalling_the_loop
     provider = rig.providers["rack-a"].provider
     real_create = provider.create
 
-    async def slow_create(request):  # type: ignore[no-untyped-def]
+    async def slow_create(request):
         await release.wait()
         return await real_create(request)
 

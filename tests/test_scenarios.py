@@ -312,5 +312,4 @@ def test_a_new_spike_cancels_the_drains_instead_of_provisioning() -> None:
 
 @pytest.mark.parametrize("name", sorted(p.name for p in SCENARIOS.iterdir() if p.is_dir()))
 def test_every_scenario_is_deterministic(name: str) -> None:
-    options = {"duration": 3600.0}
-    assert Run(name, **options).report == Run(name, **options).report
+    assert Run(name, duration=3600.0).report == Run(name, duration=3600.0).report

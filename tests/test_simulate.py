@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ ZERO = {"above_max": 0, "below_min": 0, "retired_with_active_gears": 0, "duplica
         "leaked_nodes": 0}
 
 
-def simulate(example: str, **options: object) -> dict:
+def simulate(example: str, **options: Any) -> dict:
     policies = load_policy_set([EXAMPLES / example / "pools",
                                 EXAMPLES / example / "providers.yaml"])
     trace = read_trace(EXAMPLES / example / "trace.csv")
@@ -61,6 +62,7 @@ def test_same_seed_same_report() -> None:
     assert first == second
 
 
+@pytest.mark.slow  # ~7.5 s; the other examples stay in the fast run
 def test_two_days_of_the_diurnal_week() -> None:
     report = simulate("diurnal-week", seed=3, duration=2 * 86400)
     assert report["violations"] == ZERO

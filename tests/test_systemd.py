@@ -140,6 +140,7 @@ def listener(tmp_path: Path) -> Iterator[NotifyListener]:
     path.unlink(missing_ok=True)
 
 
+@pytest.mark.slow  # ~7.5 s: a real daemon through start, reload and stop
 def test_daemon_notifies_ready_watchdog_status_reloading_and_stopping(
         tmp_path: Path, mosquitto: tuple[str, int], listener: NotifyListener) -> None:
     # The reconcile interval (1h) is far longer than the watchdog (3s): WATCHDOG=1 must

@@ -77,7 +77,7 @@ def test_a_signature_binds_key_topic_purpose_time_and_body(tmp_path: Path) -> No
     assert open_envelope(payload, keys=ring.node_keys("n1"), purpose="facts",
                          topic=topic).body == b'{"a":1}'
     envelope = json.loads(payload)
-    tampered = [
+    tampered: list[tuple[dict[str, object], str]] = [
         ({"keys": ring.node_keys("n2")}, "bad_signature"),  # another node's key
         ({"topic": f"{PREFIX}/nodes/n2/facts"}, "bad_signature"),  # moved to another topic
         ({"purpose": "command"}, "bad_signature"),  # replayed as another kind of message

@@ -139,7 +139,7 @@ async def test_reload_async_parses_in_a_worker_thread(tmp_path: Path,
     holder = PolicyHolder([tmp_path])
     loop_ran = threading.Event()
     seen: dict[str, Any] = {}
-    real = holder_module.load_policy_set
+    real = holder_module.load_policy_set  # type: ignore[attr-defined]  # patched where holder looks
 
     def slow_load(*args: Any, **kwargs: Any) -> Any:
         seen["thread"] = threading.current_thread()

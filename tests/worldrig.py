@@ -268,3 +268,19 @@ def read_sqlite_journal(path: Path) -> JournalView:
 
 def owned_world_nodes(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {n["identity"]: n for n in report["nodes"] if n["tagged"]}
+
+
+def tear_down(*daemons: Daemon, world: World, broker: subprocess.Popen[bytes]) -> None:
+    """Stop what a crash, fault or HA test started, whatever state it was left in.
+
+    Every daemon still alive is resumed (a test may have frozen it with SIGSTOP) and
+    killed, then the world and the broker are stopped: one teardown, so a fix reaches
+    every test that uses the world.
+    """
+    for daemon in daemons:
+        if daemon.alive:
+            daemon.resume()
+            daemon.kill()
+    world.stop()
+    broker.terminate()
+    broker.wait(5)

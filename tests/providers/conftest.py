@@ -336,6 +336,23 @@ class BareMetalHarness(Harness):
         return self.provider(password_env="GS_TEST_WRONG_PW")
 
 
+# Contract cases over ~10 s each (sushy-tools and the Foreman simulator boot and power
+# machines in real time). Their kinds keep fast cases in `pytest -m "not slow"`.
+SLOW_CASES = {
+    "test_create_list_recreate_destroy[redfish]",  # ~22 s
+    "test_create_list_recreate_destroy[foreman]",  # ~19 s
+    "test_no_capacity_is_capacity_unavailable_and_leaves_nothing[redfish]",  # ~16 s
+    "test_no_capacity_is_capacity_unavailable_and_leaves_nothing[foreman]",  # ~13 s
+    "test_secrets_appear_in_no_log_metric_error_or_status[foreman]",  # ~20 s
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.name in SLOW_CASES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(params=KINDS)
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
     kind: str = request.param

@@ -17,7 +17,8 @@ from gearshift.errors import (
     QuotaExceeded,
     TransientError,
 )
-from providers.conftest import BlackHole, Harness, new_key
+from providers.conftest import Harness, new_key
+from simulators import BlackHole
 
 pytestmark = pytest.mark.peer("provider simulators")
 

@@ -238,6 +238,7 @@ async def _get(url: str, *, user: str, password: str) -> Any:
         return await response.json()
 
 
+@pytest.mark.slow  # ~12 s; test_bare_metal_quota_below_the_pool_size stays fast
 async def test_foreman_marks_the_host_for_build_and_the_bmc_boots_pxe_once(
         sushy: Any, foreman: Any, tmp_path: Path) -> None:
     harness = BareMetalHarness("foreman", tmp_path, sim=sushy, foreman=foreman)

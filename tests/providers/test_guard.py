@@ -87,7 +87,8 @@ def fail(error: type[ProviderError]) -> Callable[[], object]:
 
 
 def bug() -> object:
-    return {}["missing"]
+    empty: dict[str, object] = {}
+    return empty["missing"]
 
 
 def request() -> CreateRequest:

@@ -19,7 +19,8 @@ from gearshift.clock import InstantClock
 from gearshift.errors import GearshiftError
 from gearshift.logs import configure
 from gearshift.metrics import Metrics
-from providers.conftest import SECRETS, BlackHole, Harness, new_key
+from providers.conftest import SECRETS, Harness, new_key
+from simulators import BlackHole
 
 pytestmark = pytest.mark.peer("provider simulators")
 

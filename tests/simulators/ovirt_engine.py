@@ -46,6 +46,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 API = "/ovirt-engine/api"
 XML = "application/xml"
@@ -181,7 +182,7 @@ def make_app(engine: Engine) -> web.Application:
     routes = web.RouteTableDef()
 
     @web.middleware
-    async def auth(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         engine.requests += 1
         if request.path.startswith(API):
             header = request.headers.get("Authorization", "")
@@ -198,7 +199,7 @@ def make_app(engine: Engine) -> web.Application:
         if form.get("username") != engine.user or form.get("password") != engine.password:
             return web.json_response(
                 {"error_code": "access_denied",
-                 "error": f"Cannot authenticate user '{form.get('username')}': The username "
+                 "error": f"Cannot authenticate user '{form.get('username')!s}': The username "
                           f"or password is incorrect.."}, status=400)
         value = secrets.token_urlsafe(32)
         engine.tokens.add(value)
