@@ -1,0 +1,189 @@
+"""The plan as it travels over HTTP: pydantic models for ``/v1/plan``, the status page's
+decisions and ``gearshift plan --url``.
+
+One model per ``model.Action`` kind, tagged by ``kind``, so the daemon (explain.py) and
+the CLI (client.py) read and write the same shape and a plan comes back from JSON whole:
+scale-outs with their placements, drains with their node candidates. It lives outside
+``gearshift.api`` so the CLI can import it without aiohttp, and the domain (model.py)
+stays plain frozen dataclasses the planner builds without validation.
+
+Adding an action kind: one ``WireModel`` subclass below with ``kind: Literal[...]``, the
+dataclass's fields and ``domain = TheDataclass``, and one member in ``ActionModel``.
+``tests/test_api_models.py`` fails until every ``model.Action`` member has its model.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gearshift.model import (
+    Action,
+    CancelDrain,
+    Candidate,
+    Drain,
+    DrainCause,
+    NodeCandidate,
+    Plan,
+    PlannerState,
+    PoolEvaluation,
+    Retire,
+    ScaleOut,
+)
+
+
+def iso_time(at: float) -> str:
+    """Epoch seconds as the API writes times: UTC, whole seconds, ``Z``."""
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def from_iso_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+class WireModel(BaseModel):
+    """A frozen model mirroring one dataclass of model.py (``domain``), field for field."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+    domain: ClassVar[type]
+
+    def to_domain(self) -> Any:
+        """The dataclass back, nested models (candidates) converted too."""
+        values = {name: _to_domain(getattr(self, name))
+                  for name in type(self).model_fields if name != "kind"}
+        return self.domain(**values)
+
+
+def _to_domain(value: Any) -> Any:
+    if isinstance(value, WireModel):
+        return value.to_domain()
+    if isinstance(value, tuple):
+        return tuple(_to_domain(v) for v in value)
+    return value
+
+
+class CandidateModel(WireModel):
+    """A placement considered for a scale-out."""
+
+    domain = Candidate
+    provider: str
+    blueprint: str
+    chosen: int
+    free: int
+    note: str
+    rank: int | None = None
+    cost_per_hour: float | None = None
+    time_to_ready: float | None = None
+
+
+class NodeCandidateModel(WireModel):
+    """A node considered for a drain."""
+
+    domain = NodeCandidate
+    identity: str
+    provider: str | None
+    chosen: bool
+    note: str
+
+
+class ScaleOutModel(WireModel):
+    domain = ScaleOut
+    kind: Literal["scale_out"] = "scale_out"
+    pool: str
+    provider: str
+    blueprint: str
+    count: int
+    reason: str
+    replaces: tuple[str, ...] = ()
+    candidates: tuple[CandidateModel, ...] = ()
+
+
+class DrainModel(WireModel):
+    domain = Drain
+    kind: Literal["drain"] = "drain"
+    pool: str
+    identity: str
+    reason: str
+    cause: DrainCause = "scale_in"
+    preempted_by: str | None = None
+    candidates: tuple[NodeCandidateModel, ...] = ()
+
+
+class CancelDrainModel(WireModel):
+    domain = CancelDrain
+    kind: Literal["cancel_drain"] = "cancel_drain"
+    pool: str
+    identity: str
+    reason: str
+    # Always empty: kept so every action has ``candidates`` (as the API has always sent).
+    candidates: tuple[()] = ()
+
+    def to_domain(self) -> Any:
+        return CancelDrain(pool=self.pool, identity=self.identity, reason=self.reason)
+
+
+class RetireModel(WireModel):
+    domain = Retire
+    kind: Literal["retire"] = "retire"
+    pool: str
+    identity: str
+    provider: str
+    machine_id: str
+    reason: str
+    candidates: tuple[()] = ()  # always empty, as for CancelDrainModel
+
+    def to_domain(self) -> Any:
+        return Retire(pool=self.pool, identity=self.identity, provider=self.provider,
+                      machine_id=self.machine_id, reason=self.reason)
+
+
+ActionModel = Annotated[ScaleOutModel | DrainModel | CancelDrainModel | RetireModel,
+                        Field(discriminator="kind")]
+_BY_DOMAIN: dict[type, type[WireModel]] = {
+    m.domain: m for m in (ScaleOutModel, DrainModel, CancelDrainModel, RetireModel)}
+
+
+def action_model(action: Action) -> WireModel:
+    """The wire model of one planned action."""
+    return _BY_DOMAIN[type(action)].model_validate(action)
+
+
+class PoolEvaluationModel(WireModel):
+    domain = PoolEvaluation
+    pool: str
+    active: int
+    booting: int
+    draining: int
+    unknown: int
+    active_gears: int
+    capacity_gears: int
+    active_density: float | None
+    desired_nodes: int
+    degraded: bool
+    summary: str
+    paused: bool = False
+
+
+class PlanModel(BaseModel):
+    """``/v1/plan``: when, each pool's evaluation, and the actions with their reasons."""
+
+    model_config = ConfigDict(frozen=True)
+    at: str = Field(json_schema_extra={"format": "date-time"})
+    pools: dict[str, PoolEvaluationModel]
+    actions: list[ActionModel]
+
+    @classmethod
+    def from_plan(cls, plan: Plan) -> PlanModel:
+        return cls(at=iso_time(plan.at),
+                   pools={name: PoolEvaluationModel.model_validate(e)
+                          for name, e in plan.pools.items()},
+                   actions=[action_model(a) for a in plan.actions])
+
+    def to_plan(self) -> Plan:
+        """The plan back (its ``state``, the planner's memory, is not on the wire)."""
+        return Plan(at=from_iso_time(self.at),
+                    actions=tuple(a.to_domain() for a in self.actions),
+                    pools={name: e.to_domain() for name, e in self.pools.items()},
+                    state=PlannerState())
