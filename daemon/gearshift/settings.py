@@ -11,12 +11,11 @@ from __future__ import annotations
 import re
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -31,7 +30,7 @@ from pydantic_settings import (
 )
 
 from gearshift import safeyaml
-from gearshift.durations import parse_duration
+from gearshift.durations import Duration, to_seconds
 from gearshift.errors import ConfigError
 from gearshift.redact import redact
 from gearshift.signing import Keyring
@@ -39,11 +38,8 @@ from gearshift.signing import Keyring
 _config_file: ContextVar[Path | None] = ContextVar("gearshift_config_file", default=None)
 
 
-def _seconds(value: Any) -> Any:
-    return parse_duration(value) if isinstance(value, str) else value
-
-
-Seconds = Annotated[float, BeforeValidator(_seconds)]
+Seconds = Duration  # the name callers (agent/config.py) import
+_seconds = to_seconds  # how config_example tells duration fields apart
 
 
 def read_secret(value: SecretStr | None, file: Path | None, *, what: str) -> SecretStr | None:

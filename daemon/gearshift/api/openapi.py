@@ -15,12 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from gearshift import __version__
-from gearshift.observe.requests import (
-    DURATION_PATTERN,
-    MAX_GEARS,
-    MAX_REASON,
-    MAX_TTL_TEXT,
-)
+from gearshift.durations import DURATION_PATTERN
+from gearshift.observe.requests import MAX_GEARS, MAX_REASON, MAX_TTL_TEXT
 
 EVENTS_DEFAULT = 200
 EVENTS_MAX = 500
