@@ -14,6 +14,7 @@ dataclass's fields and ``domain = TheDataclass``, and one member in ``ActionMode
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -46,7 +47,9 @@ def from_iso_time(text: str) -> float:
 class WireModel(BaseModel):
     """A frozen model mirroring one dataclass of model.py (``domain``), field for field."""
 
-    model_config = ConfigDict(frozen=True, from_attributes=True)
+    # Every field is always sent, so the served schema marks them all required.
+    model_config = ConfigDict(frozen=True, from_attributes=True,
+                              json_schema_serialization_defaults_required=True)
     domain: ClassVar[type]
 
     def to_domain(self) -> Any:
@@ -166,10 +169,26 @@ class PoolEvaluationModel(WireModel):
     paused: bool = False
 
 
+def wire_schemas(*, ref_prefix: str) -> dict[str, Any]:
+    """JSON schemas of the plan models as the API sends them, named without ``Model``
+    (``Plan``, ``Action``, ``Drain``, ...), their ``$ref``s under ``ref_prefix``."""
+    schema = PlanModel.model_json_schema(mode="serialization",
+                                         ref_template=ref_prefix + "{model}")
+    defs = {**schema.pop("$defs"), "Plan": schema}
+    defs["Action"] = schema["properties"]["actions"]["items"]
+    text = json.dumps(defs)
+    for name in list(defs):
+        if name.endswith("Model"):
+            text = text.replace(f'"{ref_prefix}{name}"', f'"{ref_prefix}{name[:-5]}"')
+    renamed: dict[str, Any] = {name.removesuffix("Model"): value
+                               for name, value in json.loads(text).items()}
+    return renamed
+
+
 class PlanModel(BaseModel):
     """``/v1/plan``: when, each pool's evaluation, and the actions with their reasons."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True)
     at: str = Field(json_schema_extra={"format": "date-time"})
     pools: dict[str, PoolEvaluationModel]
     actions: list[ActionModel]

@@ -1,6 +1,7 @@
 """The OpenAPI 3.1 document of the HTTP API, served at ``/v1/openapi.json``.
 
-Hand-written next to the handlers it describes, because it is a contract for the people
+Written next to the handlers it describes (the plan's schemas are generated from
+gearshift.api_models, the models that serialise it), because it is a contract for the people
 and tools that call us (scripts, the PaaS broker's capacity requests, the ``gearshift``
 CLI); it is generated per request only in that pool names come from the policies in
 force, so a client (or schemathesis) knows which names exist. It is kept true by the
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gearshift import __version__
+from gearshift.api_models import wire_schemas
 from gearshift.durations import DURATION_PATTERN
 from gearshift.observe.requests import MAX_GEARS, MAX_REASON, MAX_TTL_TEXT
 
@@ -164,53 +166,9 @@ SCHEMAS: dict[str, Any] = {
                                  "additionalProperties": {"type": "string"}}}},
         },
     },
-    "PoolEvaluation": {
-        "type": "object",
-        "required": ["pool", "active", "booting", "draining", "unknown", "active_gears",
-                     "capacity_gears", "active_density", "desired_nodes", "degraded",
-                     "summary", "paused"],
-        "properties": {
-            "pool": {"type": "string"},
-            **{k: _COUNT for k in ("active", "booting", "draining", "unknown", "active_gears",
-                                   "capacity_gears", "desired_nodes")},
-            "active_density": _nullable("number", minimum=0),
-            "degraded": {"type": "boolean"},
-            "summary": {"type": "string"},
-            "paused": {"type": "boolean"},
-        },
-    },
-    "Candidate": {
-        "type": "object", "required": ["provider", "blueprint", "chosen", "free", "note"],
-        "properties": {"provider": {"type": "string"}, "blueprint": {"type": "string"},
-                       "chosen": _COUNT, "free": {"type": "integer"},
-                       "note": {"type": "string"}},
-    },
-    "Action": {
-        "type": "object", "required": ["kind", "pool", "reason"],
-        "description": "scale_out carries provider, blueprint, count and the candidates "
-                       "considered; drain and cancel_drain an identity; retire an identity, "
-                       "provider and machine_id",
-        "properties": {
-            "kind": {"type": "string", "enum": ["scale_out", "drain", "cancel_drain", "retire"]},
-            "pool": {"type": "string"},
-            "reason": {"type": "string", "description": "why, in words an SRE reads"},
-            "provider": {"type": "string"},
-            "blueprint": {"type": "string"},
-            "count": {"type": "integer", "minimum": 1},
-            "identity": {"type": "string"},
-            "machine_id": {"type": "string"},
-            "candidates": {"type": "array", "items": _ref("Candidate")},
-        },
-    },
-    "Plan": {
-        "type": "object", "additionalProperties": False,
-        "required": ["at", "pools", "actions"],
-        "properties": {
-            "at": _TIME,
-            "pools": {"type": "object", "additionalProperties": _ref("PoolEvaluation")},
-            "actions": {"type": "array", "items": _ref("Action")},
-        },
-    },
+    # Plan, Action (one schema per kind, tagged by kind), PoolEvaluation, Candidate, ...:
+    # generated from the models the daemon serialises them with (gearshift.api_models).
+    **wire_schemas(ref_prefix="#/components/schemas/"),
     "Event": {
         "type": "object", "required": ["at", "kind", "pool", "target", "outcome", "reason"],
         "properties": {
