@@ -17,8 +17,7 @@ from typing import Any
 
 from gearshift import __version__
 from gearshift.api_models import wire_schemas
-from gearshift.durations import DURATION_PATTERN
-from gearshift.observe.requests import MAX_GEARS, MAX_REASON, MAX_TTL_TEXT
+from gearshift.observe.requests import MAX_GEARS, CapacityRequestBody
 
 EVENTS_DEFAULT = 200
 EVENTS_MAX = 500
@@ -201,22 +200,10 @@ SCHEMAS: dict[str, Any] = {
 
 
 def _capacity_request(pools: Sequence[str]) -> dict[str, Any]:
-    pool: dict[str, Any] = {"type": "string", "description": "a pool in the policies in force"}
+    schema = CapacityRequestBody.model_json_schema()
     if pools:
-        pool["enum"] = list(pools)
-    return {
-        "type": "object", "additionalProperties": False, "required": ["pool", "gears"],
-        "properties": {
-            "pool": pool,
-            "gears": {"type": "integer", "minimum": 1, "maximum": MAX_GEARS,
-                      "description": "extra active-gear slots to hold free"},
-            "ttl": {"type": "string", "pattern": DURATION_PATTERN, "maxLength": MAX_TTL_TEXT,
-                    "default": "30m",
-                    "description": "how long the request holds, e.g. 10m (longer than 7d is "
-                                   "capped at 7d)"},
-            "reason": {"type": "string", "maxLength": MAX_REASON},
-        },
-    }
+        schema["properties"]["pool"]["enum"] = list(pools)
+    return schema
 
 
 def openapi_document(*, pools: Sequence[str], max_body: int) -> dict[str, Any]:
