@@ -1,5 +1,5 @@
-"""The plan as it travels over HTTP: pydantic models for ``/v1/plan``, the status page's
-decisions and ``gearshift plan --url``.
+"""The plan and events as they travel over HTTP: pydantic models for ``/v1/plan``, the
+status page's decisions, ``/v1/events`` and ``gearshift plan --url``.
 
 One model per ``model.Action`` kind, tagged by ``kind``, so the daemon (explain.py) and
 the CLI (client.py) read and write the same shape and a plan comes back from JSON whole:
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -169,13 +169,62 @@ class PoolEvaluationModel(WireModel):
     paused: bool = False
 
 
+class EventLike(Protocol):
+    """What the executor records (act.executor.Event), as far as the API reads it."""
+
+    @property
+    def at(self) -> float: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def pool(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+class EventModel(BaseModel):
+    """One thing gearshift did (or failed to do), for ``/v1/events``."""
+
+    model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True)
+    at: str = Field(json_schema_extra={"format": "date-time"})
+    kind: str
+    pool: str
+    target: str
+    outcome: Literal["ok", "failed", "refused"]
+    reason: str
+    error: str | None = None
+
+    @classmethod
+    def from_event(cls, event: EventLike) -> EventModel:
+        return cls(at=iso_time(event.at), kind=event.kind, pool=event.pool,
+                   target=event.target, outcome=event.outcome,
+                   reason=event.reason, error=event.error)
+
+
+class EventsModel(BaseModel):
+    """``/v1/events``: the latest events, newest first."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid",
+                              json_schema_serialization_defaults_required=True)
+    events: list[EventModel] = Field(description="newest first")
+
+
 def wire_schemas(*, ref_prefix: str) -> dict[str, Any]:
-    """JSON schemas of the plan models as the API sends them, named without ``Model``
-    (``Plan``, ``Action``, ``Drain``, ...), their ``$ref``s under ``ref_prefix``."""
+    """JSON schemas of the plan and event models as the API sends them, named without ``Model``
+    (``Plan``, ``Action``, ``Drain``, ``Events``, ...), their ``$ref``s under ``ref_prefix``."""
     schema = PlanModel.model_json_schema(mode="serialization",
                                          ref_template=ref_prefix + "{model}")
     defs = {**schema.pop("$defs"), "Plan": schema}
     defs["Action"] = schema["properties"]["actions"]["items"]
+    events = EventsModel.model_json_schema(mode="serialization",
+                                           ref_template=ref_prefix + "{model}")
+    defs.update({**events.pop("$defs"), "Events": events})
     text = json.dumps(defs)
     for name in list(defs):
         if name.endswith("Model"):

@@ -165,26 +165,9 @@ SCHEMAS: dict[str, Any] = {
                                  "additionalProperties": {"type": "string"}}}},
         },
     },
-    # Plan, Action (one schema per kind, tagged by kind), PoolEvaluation, Candidate, ...:
+    # Plan, Action (one schema per kind, tagged by kind), PoolEvaluation, Candidate, Events:
     # generated from the models the daemon serialises them with (gearshift.api_models).
     **wire_schemas(ref_prefix="#/components/schemas/"),
-    "Event": {
-        "type": "object", "required": ["at", "kind", "pool", "target", "outcome", "reason"],
-        "properties": {
-            "at": _TIME,
-            "kind": {"type": "string"},
-            "pool": {"type": "string"},
-            "target": {"type": "string"},
-            "outcome": {"type": "string", "enum": ["ok", "failed", "refused"]},
-            "reason": {"type": "string"},
-            "error": _nullable("string"),
-        },
-    },
-    "Events": {
-        "type": "object", "additionalProperties": False, "required": ["events"],
-        "properties": {"events": {"type": "array", "items": _ref("Event"),
-                                  "description": "newest first"}},
-    },
     "PoolPaused": {
         "type": "object", "additionalProperties": False, "required": ["pool", "paused"],
         "properties": {"pool": {"type": "string"}, "paused": {"type": "boolean"}},

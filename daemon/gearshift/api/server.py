@@ -42,6 +42,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gearshift import jsonlimits
 from gearshift.api.guard import AcceptErrorLog, GuardedSite, connection_limit
 from gearshift.api.openapi import EVENTS_DEFAULT, EVENTS_MAX, openapi_document
+from gearshift.api_models import EventModel, EventsModel
 from gearshift.errors import Fenced, JournalError
 from gearshift.explain import action_to_dict, plan_to_dict
 from gearshift.metrics import Metrics
@@ -295,7 +296,8 @@ class ApiServer:
         if not (text.isascii() and text.isdigit() and 1 <= int(text) <= EVENTS_MAX):
             raise _fail(web.HTTPBadRequest, f"limit: must be an integer from 1 to {EVENTS_MAX}")
         newest = list(reversed(self.reconciler.executor.events))[:int(text)]
-        return web.json_response({"events": [{**asdict(e), "at": _iso(e.at)} for e in newest]})
+        events = EventsModel(events=[EventModel.from_event(e) for e in newest])
+        return web.json_response(events.model_dump(mode="json"))
 
     async def _pool(self, request: web.Request) -> str:
         self._authorize(request)
