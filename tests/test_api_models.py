@@ -85,3 +85,19 @@ def test_every_action_keeps_the_keys_it_always_had(action: Action) -> None:
                              state=PlannerState()))["actions"][0]
     assert list(item) == ["kind", *(f.name for f in fields(action) if f.name != "candidates"),
                           "candidates"]
+
+
+def test_events_keep_the_body_they_always_had() -> None:
+    """/v1/events through EventsModel: the executor's event, its time as ISO seconds."""
+    from dataclasses import asdict
+
+    from gearshift.act.executor import Event
+    from gearshift.api_models import EventModel, EventsModel, iso_time
+
+    events = [Event(at=1_700_000_000.0, kind="drain", pool="small", target="node-3",
+                    outcome="failed", reason="density low", error="boom"),
+              Event(at=1_700_000_010.0, kind="scale_out", pool="small", target="n-9",
+                    outcome="ok", reason="up")]
+    body = EventsModel(events=[EventModel.from_event(e) for e in events]).model_dump(mode="json")
+    assert body == {"events": [{**asdict(e), "at": iso_time(e.at)} for e in events]}
+    assert list(body["events"][0]) == [f.name for f in fields(Event)]

@@ -1,9 +1,12 @@
 """The operator's side of the HTTP API: what ``gearshift status/pause/resume/plan --url`` use.
 
-Synchronous and stdlib-only (urllib): a CLI call is one request, and the commands start
-fast without importing aiohttp. Failures are typed (``errors.DaemonUnreachable``,
-``errors.ApiError``) so the CLI maps them to exit codes; the token is sent only as a
-header and never appears in an error message.
+Synchronous, on urllib: a CLI call is one request, and the commands start fast without
+importing aiohttp. A plan is read back through the same pydantic models the daemon writes
+it with (gearshift.api_models), so every action kind survives the trip.
+
+Failures are typed (``errors.DaemonUnreachable``, ``errors.ApiError``) so the CLI maps
+them to exit codes; the token is sent only as a header and never appears in an error
+message.
 """
 
 from __future__ import annotations
