@@ -18,7 +18,7 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
 from gearshift.model import (
     Action,
@@ -215,8 +215,52 @@ class EventsModel(BaseModel):
     events: list[EventModel] = Field(description="newest first")
 
 
+class NodeCountsModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    active: NonNegativeInt
+    booting: NonNegativeInt
+    draining: NonNegativeInt
+    unknown: NonNegativeInt
+
+
+class BandModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    scale_up_above: float
+    target: float
+    scale_down_below: float
+
+
+class PoolStatusModel(BaseModel):
+    """One pool in ``/v1/status``: its last evaluation beside its policy's limits."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    nodes: NodeCountsModel
+    active_density: Annotated[float, Field(ge=0)] | None = Field(
+        description="active gears / max_active_gears over the pool's active nodes")
+    desired_nodes: NonNegativeInt
+    degraded: bool = Field(description="some of the pool's facts cannot be trusted")
+    paused: bool
+    min: NonNegativeInt
+    max: NonNegativeInt
+    band: BandModel
+    summary: str
+
+
+class ProviderStatusModel(BaseModel):
+    """One provider in ``/v1/status`` (model.ProviderStatus and how many nodes it holds)."""
+
+    model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True)
+    name: str
+    available: bool = Field(description="false while the circuit is open or backed off")
+    why_unavailable: str | None
+    boot_time: float | None = Field(None, description="measured time-to-ready, seconds")
+    capacity_error_at: float | None = None
+    capacity_error: str | None = None
+    nodes: NonNegativeInt
+
+
 def wire_schemas(*, ref_prefix: str) -> dict[str, Any]:
-    """JSON schemas of the plan and event models as the API sends them, named without ``Model``
+    """JSON schemas of the plan, event and status models as the API sends them, named without ``Model``
     (``Plan``, ``Action``, ``Drain``, ``Events``, ...), their ``$ref``s under ``ref_prefix``."""
     schema = PlanModel.model_json_schema(mode="serialization",
                                          ref_template=ref_prefix + "{model}")
@@ -225,6 +269,9 @@ def wire_schemas(*, ref_prefix: str) -> dict[str, Any]:
     events = EventsModel.model_json_schema(mode="serialization",
                                            ref_template=ref_prefix + "{model}")
     defs.update({**events.pop("$defs"), "Events": events})
+    for model in (PoolStatusModel, ProviderStatusModel):
+        part = model.model_json_schema(mode="serialization", ref_template=ref_prefix + "{model}")
+        defs.update({**part.pop("$defs", {}), model.__name__: part})
     text = json.dumps(defs)
     for name in list(defs):
         if name.endswith("Model"):

@@ -68,47 +68,6 @@ SCHEMAS: dict[str, Any] = {
             "last_reconcile": _nullable("string", format="date-time"),
         },
     },
-    "NodeCounts": {
-        "type": "object", "additionalProperties": False,
-        "required": ["active", "booting", "draining", "unknown"],
-        "properties": {state: _COUNT for state in ("active", "booting", "draining", "unknown")},
-    },
-    "PoolStatus": {
-        "type": "object", "additionalProperties": False,
-        "required": ["nodes", "active_density", "desired_nodes", "degraded", "paused", "min",
-                     "max", "band", "summary"],
-        "properties": {
-            "nodes": _ref("NodeCounts"),
-            "active_density": _nullable("number", minimum=0,
-                                        description="active gears / max_active_gears over "
-                                                    "the pool's active nodes"),
-            "desired_nodes": _COUNT,
-            "degraded": {"type": "boolean",
-                         "description": "some of the pool's facts cannot be trusted"},
-            "paused": {"type": "boolean"},
-            "min": _COUNT,
-            "max": _COUNT,
-            "band": {
-                "type": "object", "additionalProperties": False,
-                "required": ["scale_up_above", "target", "scale_down_below"],
-                "properties": {k: {"type": "number"}
-                               for k in ("scale_up_above", "target", "scale_down_below")},
-            },
-            "summary": {"type": "string"},
-        },
-    },
-    "ProviderStatus": {
-        "type": "object",
-        "required": ["name", "available", "why_unavailable", "nodes"],
-        "properties": {
-            "name": {"type": "string"},
-            "available": {"type": "boolean",
-                          "description": "false while the circuit is open or backed off"},
-            "why_unavailable": _nullable("string"),
-            "boot_time": _nullable("number", description="measured time-to-ready, seconds"),
-            "nodes": _COUNT,
-        },
-    },
     "Status": {
         "type": "object", "additionalProperties": False,
         "required": ["pools", "leader", "facts_fresh", "last_reconcile", "providers",
@@ -165,7 +124,8 @@ SCHEMAS: dict[str, Any] = {
                                  "additionalProperties": {"type": "string"}}}},
         },
     },
-    # Plan, Action (one schema per kind, tagged by kind), PoolEvaluation, Candidate, Events:
+    # Plan, Action (one schema per kind, tagged by kind), PoolEvaluation, Candidate, Events,
+    # PoolStatus, ProviderStatus:
     # generated from the models the daemon serialises them with (gearshift.api_models).
     **wire_schemas(ref_prefix="#/components/schemas/"),
     "PoolPaused": {
