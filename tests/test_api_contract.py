@@ -162,3 +162,22 @@ def test_a_week_caps_the_ttl() -> None:
     _, _, ttl, _ = parse_capacity_request({"pool": "small", "gears": 1, "ttl": "99999d"},
                                           pools={"small"})
     assert ttl == 7 * 86400
+
+
+def test_the_documented_plan_schema_takes_every_action_kind() -> None:
+    """The served Plan schema (generated from api_models) accepts a plan holding every action
+    kind, drains with their node candidates included, and refuses an unknown kind."""
+    import jsonschema  # type: ignore[import-untyped]  # no stubs installed
+
+    from gearshift.explain import plan_to_dict
+    from test_cli import _every_kind_plan
+
+    document = openapi_document(pools=["small"], max_body=65536)
+    plan = plan_to_dict(_every_kind_plan())  # type: ignore[arg-type]
+    assert {a["kind"] for a in plan["actions"]} == {"scale_out", "drain", "cancel_drain",
+                                                    "retire"}
+    validator = jsonschema.Draft202012Validator(
+        {"$ref": "#/components/schemas/Plan", "components": document["components"]})
+    validator.validate(plan)
+    plan["actions"][1]["kind"] = "explode"
+    assert not validator.is_valid(plan)

@@ -224,3 +224,77 @@ def test_plan_refuses_to_plan_against_a_fleet_it_did_not_hear(
     assert result.stdout == ""
     anyway = gearshift("plan", "--config", str(config), "--wait", "0.5", "--allow-empty")
     assert anyway.returncode == 0 and "scale_out small" in anyway.stdout
+
+
+def _every_kind_plan() -> object:
+    from gearshift.model import (
+        Abandon,
+        CancelDrain,
+        Candidate,
+        DestroyAgain,
+        Drain,
+        NodeCandidate,
+        Plan,
+        PlannerState,
+        PoolEvaluation,
+        Retire,
+        ScaleOut,
+    )
+
+    evaluation = PoolEvaluation(pool="small", active=3, booting=0, draining=1, unknown=0,
+                                active_gears=30, capacity_gears=60, active_density=0.5,
+                                desired_nodes=2, degraded=False, summary="density 0.50 in band")
+    return Plan(at=1_700_000_000.0, pools={"small": evaluation}, state=PlannerState(), actions=(
+        ScaleOut(pool="small", provider="rack-a", blueprint="small-rack", count=1, reason="up",
+                 candidates=(Candidate(provider="rack-a", blueprint="small-rack", chosen=1,
+                                       free=4, note="chosen", rank=1),),
+                 replaces=("burst-1",)),
+        Drain(pool="small", identity="node-3", reason="density 0.30 < 0.45",
+              cause="preemption", preempted_by="big",
+              candidates=(NodeCandidate(identity="node-3", provider="rack-a", chosen=True,
+                                        note="fewest gears"),
+                          NodeCandidate(identity="node-2", provider=None, chosen=False,
+                                        note="not ours"))),
+        CancelDrain(pool="small", identity="node-4", reason="demand returned"),
+        Retire(pool="small", identity="node-5", provider="rack-a", machine_id="m-5",
+               reason="drained and empty"),
+        Abandon(pool="small", identity="node-6", provider="rack-a", machine_id="m-6",
+                op_id="op-6", reason="no facts within 900s", timeout=900.0, waited=912.0),
+        DestroyAgain(pool="small", identity="node-7", provider="rack-a", machine_id="m-7",
+                     op_id="op-7", reason="its destroy failed")))
+
+
+def test_plan_url_prints_a_served_plan_with_a_drain() -> None:
+    """`plan --url` against a daemon whose plan holds every action kind (a drain with
+    candidates used to crash it): it prints what `plan --config` would."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from gearshift.explain import plan_to_dict, plan_to_text
+
+    plan = _every_kind_plan()
+    body = json.dumps(plan_to_dict(plan)).encode()  # type: ignore[arg-type]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/v1/plan" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = gearshift("plan", "--url", url)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.rstrip("\n") == plan_to_text(plan)  # type: ignore[arg-type]
+        assert "candidate node-3 (rack-a): fewest gears" in result.stdout
+        as_json = gearshift("plan", "--url", url, "--json")
+        assert json.loads(as_json.stdout) == json.loads(body)
+    finally:
+        server.shutdown()
+        server.server_close()

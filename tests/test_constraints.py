@@ -22,7 +22,7 @@ def _pins() -> dict[str, str]:
         line = raw.split("#", 1)[0].strip()
         if line:
             name, version = line.split("==")
-            pins[canonicalize_name(name)] = version
+            pins[str(canonicalize_name(name))] = version
     return pins
 
 

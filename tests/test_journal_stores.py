@@ -26,7 +26,7 @@ from gearshift.errors import (
     JournalError,
     JournalSchemaError,
 )
-from gearshift.model import Machine, Preemption
+from gearshift.model import DrainCause, Machine, Preemption
 from gearshift.records import (
     Allocation,
     Journal,
@@ -50,14 +50,14 @@ Opener = Callable[[], Coroutine[Any, Any, Journal]]
 
 def create_op(op_id: str = "op-1", *, at: float = 100.0, identity: str = "n1") -> Operation:
     return Operation(op_id=op_id, kind="create", pool="small", identity=identity,
-                     phase="requested", started_at=at, updated_at=at, provider="rack-a",
+                     phase=Phase.REQUESTED, started_at=at, updated_at=at, provider="rack-a",
                      blueprint="small-bm", max_active_gears=60, reason="pool small: test")
 
 
 def drain_op(op_id: str = "drain-1", *, at: float = 200.0, identity: str = "n9",
-             cause: str | None = None, preempted_by: str | None = None) -> Operation:
+             cause: DrainCause | None = None, preempted_by: str | None = None) -> Operation:
     return Operation(op_id=op_id, kind="drain", pool="small", identity=identity,
-                     phase="deactivating", started_at=at, updated_at=at, provider="rack-a",
+                     phase=Phase.DEACTIVATING, started_at=at, updated_at=at, provider="rack-a",
                      machine_id="m-9", deadline=at + 600, reason="pool small: shrink",
                      cause=cause, preempted_by=preempted_by)
 
@@ -105,7 +105,7 @@ async def test_operations_are_recorded_advanced_and_listed(opener: Opener) -> No
     journal = await opener()
     await journal.begin(create_op("a", at=101))
     await journal.begin(drain_op("b", at=100))
-    advanced = await journal.advance("a", phase="created", at=105, machine_id="m-1")
+    advanced = await journal.advance("a", phase=Phase.CREATED, at=105, machine_id="m-1")
     assert advanced.phase == "created" and advanced.machine_id == "m-1"
     assert advanced.updated_at == 105
     again = await opener()
@@ -114,7 +114,7 @@ async def test_operations_are_recorded_advanced_and_listed(opener: Opener) -> No
     assert open_ops[1] == advanced
     assert [p.identity for p in pending_nodes(open_ops)] == ["n1"]
     assert [d.identity for d in drains_in_flight(open_ops)] == ["n9"]
-    await journal.advance("a", phase="registered", at=110)
+    await journal.advance("a", phase=Phase.REGISTERED, at=110)
     assert [o.op_id for o in await again.open_operations()] == ["b"]
     done = await again.get("a")
     assert done is not None and done.done and done.phase == "registered"
@@ -125,15 +125,15 @@ async def test_phases_only_move_forward_and_a_refused_step_writes_nothing(opener
                                                                           ) -> None:
     journal = await opener()
     await journal.begin(drain_op("d"))
-    await journal.advance("d", phase="moving", at=201)
-    await journal.advance("d", phase="moving", at=202)  # repeating a step is fine
+    await journal.advance("d", phase=Phase.MOVING, at=201)
+    await journal.advance("d", phase=Phase.MOVING, at=202)  # repeating a step is fine
     with pytest.raises(BadTransition, match="cannot go from moving to deactivating"):
-        await journal.advance("d", phase="deactivating", at=203)
-    await journal.advance("d", phase="removing", at=204)
-    await journal.advance("d", phase="retiring", at=205)
-    await journal.advance("d", phase="retired", at=206)
+        await journal.advance("d", phase=Phase.DEACTIVATING, at=203)
+    await journal.advance("d", phase=Phase.REMOVING, at=204)
+    await journal.advance("d", phase=Phase.RETIRING, at=205)
+    await journal.advance("d", phase=Phase.RETIRED, at=206)
     with pytest.raises(BadTransition):
-        await journal.advance("d", phase="cancelling", at=207)
+        await journal.advance("d", phase=Phase.CANCELLING, at=207)
     op = await journal.get("d")
     assert op is not None and (op.phase, op.updated_at) == ("retired", 206)
     with pytest.raises(BadTransition, match="cannot start in moving"):
@@ -214,7 +214,7 @@ async def test_the_lease_is_exclusive_and_a_deposed_holders_writes_are_refused(
     with pytest.raises(Fenced, match="no longer the leader"):
         await first.begin(create_op("late"))
     with pytest.raises(Fenced):
-        await first.advance("before", phase="created", at=1)
+        await first.advance("before", phase=Phase.CREATED, at=1)
     with pytest.raises(Fenced):
         await first.adopt(Machine(provider="rack-a", machine_id="m-x", name="x"))
     with pytest.raises(Fenced):
@@ -225,7 +225,7 @@ async def test_the_lease_is_exclusive_and_a_deposed_holders_writes_are_refused(
     assert before is not None and before.phase == "requested"
     assert not await first.renew_lease("first", token, 5)
     # The new holder writes as usual.
-    await second.advance("before", phase="created", at=2, machine_id="m")
+    await second.advance("before", phase=Phase.CREATED, at=2, machine_id="m")
     lease = await second.lease()
     assert lease is not None and lease.holder == "second" and lease.token == taken
 
@@ -234,10 +234,10 @@ async def test_finished_operations_and_old_recoveries_are_pruned_open_ones_never
         opener: Opener) -> None:
     journal = await opener()
     await journal.begin(create_op("old-done", at=10))
-    await journal.advance("old-done", phase="failed", at=20)
+    await journal.advance("old-done", phase=Phase.FAILED, at=20)
     await journal.begin(create_op("recently-done", at=10, identity="n2"))
-    await journal.advance("recently-done", phase="created", at=20)
-    await journal.advance("recently-done", phase="registered", at=150)  # its last step counts
+    await journal.advance("recently-done", phase=Phase.CREATED, at=20)
+    await journal.advance("recently-done", phase=Phase.REGISTERED, at=150)  # its last step counts
     await journal.begin(drain_op("old-open", at=5))  # never done, however old
     await journal.record_recovery(RecoveryRecord(at=50, holder="h", summary={"adopted": 1}))
     await journal.record_recovery(RecoveryRecord(at=120, holder="h", summary={}))
@@ -273,7 +273,7 @@ async def test_a_drains_cause_is_kept_and_rebuilds_its_preemption(opener: Opener
     assert preemptions_in_flight(await again.open_operations()) == {
         "victim": Preemption(identity="victim", victim_pool="small", by_pool="big",
                              provider="rack-a", at=200)}
-    await again.advance("p", phase="cancelled", at=300)
+    await again.advance("p", phase=Phase.CANCELLED, at=300)
     assert preemptions_in_flight(await again.open_operations()) == {}
 
 
@@ -343,7 +343,7 @@ async def test_phases_read_back_as_the_phase_enum_with_the_same_strings(
     await journal.begin(create_op("a"))
     await journal.advance("a", phase=Phase.CREATED, at=101)
     op = await (await opener()).get("a")
-    assert op is not None and op.phase is Phase.CREATED and op.phase == "created"
+    assert op is not None and op.phase is Phase.CREATED and op.phase == "created"  # type: ignore[comparison-overlap]  # stored as the plain string
     assert [p.value for p in Phase] == [
         "requested", "created", "abandoning", "registered", "failed", "deactivating",
         "moving", "removing", "retiring", "cancelling", "retired", "cancelled"]
@@ -530,7 +530,7 @@ async def test_a_sqlite_journal_whose_directory_is_removed_refuses_writes(tmp_pa
                                                "replaced since it was opened"):
             await journal.begin(create_op("lost"))
         with pytest.raises(JournalError, match="advance failed: the file was removed"):
-            await journal.advance("before", phase="created", at=2)
+            await journal.advance("before", phase=Phase.CREATED, at=2)
         with pytest.raises(JournalError, match=r"acquire_lease failed: FileNotFoundError"):
             await journal.acquire_lease("me", 5)
     finally:

@@ -42,6 +42,7 @@ from gearshift.model import (
     Retire,
     ScaleOut,
 )
+from gearshift.records import Phase
 from gearshift.settings import MqttSettings, PlatformSettings
 from gearshift.store.journal import MemoryJournal
 from gearshift.wire.mqtt import response_properties
@@ -243,7 +244,7 @@ async def test_a_new_node_joins_its_blueprints_district_before_it_counts_as_up(
                          reason="test")
     await executor.execute(Plan(clock.now(), (scale_out,), {}, state=None),  # type: ignore[arg-type]
                            FleetSnapshot(taken_at=clock.now(), nodes=()), policies)
-    await journal.advance("op4", phase="created", at=clock.now(), identity=new)
+    await journal.advance("op4", phase=Phase.CREATED, at=clock.now(), identity=new)
 
     def seen(district: str) -> FleetSnapshot:
         facts = NodeFacts(identity=new, node_profile="small", max_active_gears=60,

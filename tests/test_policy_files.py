@@ -4,6 +4,7 @@ its FILE:LINE:COL."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -192,7 +193,24 @@ def test_schema_command_prints_json_schema() -> None:
     schema = json.loads(result.stdout)
     assert schema["additionalProperties"] is False
     assert {"apiVersion", "selector", "size", "placement"} <= set(schema["properties"])
-    assert schema["$defs"]["Cooldown"]["properties"]["up"]["type"] == "string"
+    up = schema["$defs"]["Cooldown"]["properties"]["up"]
+    # one Duration everywhere: "90s"-style strings (never the empty string) or seconds
+    assert [form["type"] for form in up["anyOf"]] == ["string", "number"]
+    pattern = re.compile(up["anyOf"][0]["pattern"])
+    assert pattern.search("1h30m") and pattern.search("1.5s")
+    assert not pattern.search("") and not pattern.search("10")
+
+
+def test_durations_are_strings_or_seconds_in_policies_and_settings() -> None:
+    from gearshift.policy.schema import Cooldown
+    from gearshift.settings import ReconcileSettings
+
+    assert Cooldown.model_validate({"up": "1m30s", "down": 90}) == Cooldown(up=90.0, down=90.0)
+    assert ReconcileSettings.model_validate({"interval": "1m"}).interval == 60.0
+    assert ReconcileSettings.model_validate({"interval": 60}).interval == 60.0
+    for bad in ("", "10", -1, True, float("nan")):
+        with pytest.raises(ValueError, match="invalid duration"):
+            Cooldown.model_validate({"up": bad})
 
 
 # -- each provider kind's own settings: --------------------------------------------------

@@ -18,7 +18,7 @@ from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.schema import PolicySet, ProvidersFile
 from gearshift.reconcile.reconciler import Reconciler
 from gearshift.reconcile.retention import JournalPruner
-from gearshift.records import Operation, RecoveryRecord
+from gearshift.records import Operation, Phase, RecoveryRecord
 from gearshift.settings import Settings
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
 from gearshift.sim.runner import seed_fleet
@@ -197,10 +197,10 @@ DAY = 86400.0
 async def finished(rig: Rig, op_id: str, *, done_at: float) -> None:
     """A create that registered at ``done_at``."""
     await rig.journal.begin(Operation(op_id=op_id, kind="create", pool="small",
-                                      identity=f"n-{op_id}", phase="requested",
+                                      identity=f"n-{op_id}", phase=Phase.REQUESTED,
                                       started_at=done_at - 600, updated_at=done_at - 600))
-    await rig.journal.advance(op_id, phase="created", at=done_at - 300)
-    await rig.journal.advance(op_id, phase="registered", at=done_at)
+    await rig.journal.advance(op_id, phase=Phase.CREATED, at=done_at - 300)
+    await rig.journal.advance(op_id, phase=Phase.REGISTERED, at=done_at)
 
 
 async def test_the_leader_prunes_old_finished_operations_between_reconciles_hourly() -> None:
@@ -212,7 +212,7 @@ async def test_the_leader_prunes_old_finished_operations_between_reconciles_hour
     await finished(rig, "old", done_at=now - 31 * DAY)
     await finished(rig, "recent", done_at=now - 29.99 * DAY)
     await rig.journal.begin(Operation(op_id="stuck", kind="drain", pool="small", identity="n9",
-                                      phase="deactivating", started_at=now - 90 * DAY,
+                                      phase=Phase.DEACTIVATING, started_at=now - 90 * DAY,
                                       updated_at=now - 90 * DAY))
     await rig.journal.record_recovery(RecoveryRecord(at=now - 40 * DAY, holder="h", summary={}))
     pruner = JournalPruner(rig.journal, clock=clock, keep=30 * DAY, metrics=rig.metrics)

@@ -40,7 +40,7 @@ from gearshift.policy.schema import PolicySet
 from gearshift.reconcile.leader import Leadership, lead
 from gearshift.reconcile.reconciler import Reconciler, plan_in_flight
 from gearshift.reconcile.recovery import Recovery, RecoverySettings
-from gearshift.records import Operation, drains_in_flight
+from gearshift.records import Operation, Phase, drains_in_flight
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
 from gearshift.sim.world import SimNode, SimWorld
 from gearshift.store.journal import MemoryJournal
@@ -98,7 +98,7 @@ class Rig:
     def create_op(self, op_id: str, phase: str = "requested", **extra: object) -> Operation:
         now = self.clock.now()
         return Operation(op_id=op_id, kind="create", pool="small", identity=f"node-{op_id}",
-                         phase="requested", started_at=now, updated_at=now, provider="rack-a",
+                         phase=Phase.REQUESTED, started_at=now, updated_at=now, provider="rack-a",
                          blueprint="small-bm", max_active_gears=20, **extra)  # type: ignore[arg-type]
 
     async def make_machine(self, op_id: str) -> Machine:
@@ -148,7 +148,7 @@ async def test_a_create_whose_machine_was_destroyed_is_closed_never_made_again()
     await rig.journal.begin(rig.create_op("gone"))
     machine = await rig.make_machine("gone")
     await rig.journal.adopt(machine)
-    await rig.journal.advance("gone", phase="created", at=rig.clock.now(),
+    await rig.journal.advance("gone", phase=Phase.CREATED, at=rig.clock.now(),
                               machine_id=machine.machine_id)
     rig.world.destroy("node-gone")  # e.g. the provisioning timeout destroyed it, then a crash
     result = await rig.recovery.run()
@@ -169,14 +169,14 @@ async def test_drains_resume_deactivated_cancellations_finish_and_gone_machines_
     for name, phase in (("moving", "moving"), ("cancelling", "cancelling"),
                         ("retiring", "retiring")):
         op = Operation(op_id=f"d-{name}", kind="drain", pool="small", identity=name,
-                       phase="deactivating", started_at=now, updated_at=now, provider="rack-a",
+                       phase=Phase.DEACTIVATING, started_at=now, updated_at=now, provider="rack-a",
                        machine_id=rig.world.nodes[name].machine_id, deadline=now + 600)
         await rig.journal.begin(op)
         if phase != "deactivating":
             path = {"moving": ["moving"], "cancelling": ["moving", "cancelling"],
                     "retiring": ["moving", "removing", "retiring"]}[phase]
             for step in path:
-                await rig.journal.advance(op.op_id, phase=step, at=now)
+                await rig.journal.advance(op.op_id, phase=Phase(step), at=now)
     # What the crash left: "moving" is back in service (a cancel whose journal write was
     # lost reactivated it), "cancelling" is still out of service, and "retiring"'s
     # machine was destroyed just before the crash.
@@ -317,7 +317,7 @@ async def timed_out_create(rig: Rig) -> None:
     await rig.journal.begin(rig.create_op("slow"))
     machine = await rig.make_machine("slow")
     await rig.journal.adopt(machine)
-    await rig.journal.advance("slow", phase="created", at=rig.clock.now(),
+    await rig.journal.advance("slow", phase=Phase.CREATED, at=rig.clock.now(),
                               machine_id=machine.machine_id)
     rig.world.nodes["node-slow"].ready_at = 1e18  # never publishes
     await rig.clock.advance(181)  # boot_time 60s x 3
@@ -362,7 +362,7 @@ async def test_the_timeout_never_retires_a_node_that_reports_active_gears() -> N
 async def test_an_abandoning_create_resumed_after_a_crash_finishes_destroying() -> None:
     rig = Rig()
     await timed_out_create(rig)
-    await rig.journal.advance("slow", phase="abandoning", at=rig.clock.now())  # then: crash
+    await rig.journal.advance("slow", phase=Phase.ABANDONING, at=rig.clock.now())  # then: crash
     snapshot = rig.fleet.snapshot(rig.clock.now())
     await progress(rig, snapshot, lambda i: False)
     op = await rig.journal.get("slow")
@@ -421,17 +421,17 @@ async def test_a_follower_cannot_write_and_a_leader_steps_down_when_fenced() -> 
     leadership = Leadership(journal, holder="me", ttl=10, metrics=metrics)
     with pytest.raises(Fenced):
         await journal.begin(Operation(op_id="x", kind="create", pool="p", identity="n",
-                                      phase="requested", started_at=0, updated_at=0))
+                                      phase=Phase.REQUESTED, started_at=0, updated_at=0))
     assert metric(metrics.exposition().decode(), "gearshift_leader") == 0
     assert await leadership.try_acquire()
     assert leadership.is_leader and leadership.elected.is_set()
     assert metric(metrics.exposition().decode(), "gearshift_leader") == 1
     await journal.begin(Operation(op_id="x", kind="create", pool="p", identity="n",
-                                  phase="requested", started_at=0, updated_at=0))
+                                  phase=Phase.REQUESTED, started_at=0, updated_at=0))
     await journal.release_lease("me", leadership.token or 0)
     assert await journal.acquire_lease("someone-else", 10) is not None
     with pytest.raises(Fenced):
-        await journal.advance("x", phase="created", at=1)
+        await journal.advance("x", phase=Phase.CREATED, at=1)
     assert not leadership.is_leader and leadership.deposed.is_set()
     assert metric(metrics.exposition().decode(), "gearshift_leader") == 0
     assert metric(metrics.exposition().decode(), "gearshift_journal_fenced_writes_total") == 2
@@ -460,7 +460,7 @@ async def test_operation_recovery_and_leader_metrics_pass_promtool() -> None:
     text = rig.metrics.exposition().decode()
     assert "gearshift_leader 1.0" in text
     assert 'gearshift_operations_in_flight{kind="create"} 1.0' in text
-    assert 'gearshift_operations_in_flight_by_phase{kind="create",phase="created"} 1.0' in text
+    assert 'gearshift_operations_in_flight_by_phase{kind="create",phase=Phase.CREATED} 1.0' in text
     assert 'gearshift_oldest_operation_age_by_kind_seconds{kind="create"} 42.0' in text
     assert "gearshift_oldest_operation_age_seconds 42.0" in text
     assert 'gearshift_recoveries_total{outcome="complete",reason="start"} 1.0' in text

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from conftest import ROOT
-from gearshift.act.executor import Event
+from gearshift.act.progress import Event
 from gearshift.model import Drain, Plan
 from gearshift.policy.loader import load_policy_set
 from gearshift.policy.schema import PolicySet

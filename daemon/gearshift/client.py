@@ -1,9 +1,12 @@
 """The operator's side of the HTTP API: what ``gearshift status/pause/resume/plan --url`` use.
 
-Synchronous and stdlib-only (urllib): a CLI call is one request, and the commands start
-fast without importing aiohttp. Failures are typed (``errors.DaemonUnreachable``,
-``errors.ApiError``) so the CLI maps them to exit codes; the token is sent only as a
-header and never appears in an error message.
+Synchronous, on urllib: a CLI call is one request, and the commands start fast without
+importing aiohttp. A plan is read back through the same pydantic models the daemon writes
+it with (gearshift.api_models), so every action kind survives the trip.
+
+Failures are typed (``errors.DaemonUnreachable``, ``errors.ApiError``) so the CLI maps
+them to exit codes; the token is sent only as a header and never appears in an error
+message.
 """
 
 from __future__ import annotations
@@ -12,25 +15,14 @@ import json
 import os
 import urllib.error
 import urllib.request
-from dataclasses import fields
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from gearshift.api_models import PlanModel
 from gearshift.errors import ApiError, ConfigError, DaemonUnreachable
-from gearshift.model import (
-    Abandon,
-    Action,
-    CancelDrain,
-    Candidate,
-    DestroyAgain,
-    Drain,
-    Plan,
-    PlannerState,
-    PoolEvaluation,
-    Retire,
-    ScaleOut,
-)
+from gearshift.model import Plan
 
 DEFAULT_URL = "http://127.0.0.1:9310"
 
@@ -176,27 +168,9 @@ def render_status(status: dict[str, Any], *, url: str) -> str:
     return "\n".join(lines)
 
 
-def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in data.items() if k in names}
-
-
-_ACTIONS: dict[str, type] = {"scale_out": ScaleOut, "drain": Drain,
-                             "cancel_drain": CancelDrain, "retire": Retire,
-                             "abandon": Abandon, "destroy_again": DestroyAgain}
-
-
 def plan_from_dict(data: dict[str, Any]) -> Plan:
     """A ``/v1/plan`` answer back as a ``Plan``, to print it as ``gearshift plan`` does."""
-    actions: list[Action] = []
-    for item in data.get("actions", []):
-        cls = _ACTIONS[item["kind"]]
-        values = _known(cls, item)
-        if cls is ScaleOut:
-            values["candidates"] = tuple(Candidate(**_known(Candidate, c))
-                                         for c in item.get("candidates", []))
-        actions.append(cls(**values))
-    pools = {name: PoolEvaluation(**_known(PoolEvaluation, e))
-             for name, e in data.get("pools", {}).items()}
-    at = datetime.fromisoformat(data["at"].replace("Z", "+00:00")).timestamp()
-    return Plan(at=at, actions=tuple(actions), pools=pools, state=PlannerState())
+    try:
+        return PlanModel.model_validate(data).to_plan()
+    except ValidationError as exc:
+        raise ApiError(502, f"GET /v1/plan: the answer is not a plan: {exc}") from None

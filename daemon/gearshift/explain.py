@@ -3,15 +3,11 @@ page's decisions) and plain text, every action with the candidates it was chosen
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from datetime import UTC, datetime
 from typing import Any
 
+from gearshift.api_models import PlanModel, action_model
+from gearshift.api_models import iso_time as _iso
 from gearshift.model import Action, Drain, Plan, ScaleOut
-
-
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def action_to_dict(action: Action) -> dict[str, Any]:
@@ -19,18 +15,13 @@ def action_to_dict(action: Action) -> dict[str, Any]:
     a scale-out (chosen, or skipped and why), nodes for a drain (scale-in victims,
     preemption victims, the burst node of a burst-and-return). Reactivations and
     retirements follow from a drain and have none."""
-    item: dict[str, Any] = {"kind": action.kind}
-    item.update({k: v for k, v in asdict(action).items() if k != "candidates"})
-    item["candidates"] = [asdict(c) for c in getattr(action, "candidates", ())]
-    return item
+    return action_model(action).model_dump(mode="json")
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
-    return {
-        "at": _iso(plan.at),
-        "pools": {name: asdict(e) for name, e in plan.pools.items()},
-        "actions": [action_to_dict(a) for a in plan.actions],
-    }
+    """``/v1/plan`` (api_models.PlanModel); ``PlanModel.model_validate(...).to_plan()``
+    reads it back whole."""
+    return PlanModel.from_plan(plan).model_dump(mode="json")
 
 
 def plan_to_text(plan: Plan) -> str:

@@ -280,7 +280,7 @@ async def test_an_old_bare_metal_state_file_is_imported_into_the_journal_once(
         "name": "rack", "kind": "redfish", "quota": {"max_nodes": 4}, "boot_time": "2m",
         "settings": {"state_file": str(tmp_path / "state.json"),
                      "machines": [{"bmc": "http://127.0.0.1:9", "name": "m1"}]}})
-    old = {"key": "op-1", "name": "n1", "pool": "small", "blueprint": "bm", "bmc":
+    old: dict[str, Any] = {"key": "op-1", "name": "n1", "pool": "small", "blueprint": "bm", "bmc":
            "http://10.0.0.9", "system": "/redfish/v1/Systems/9", "foreman_host": None,
            "allocated_at": 5.0}
     state_file = tmp_path / "state.json"

@@ -1,6 +1,7 @@
 """The OpenAPI 3.1 document of the HTTP API, served at ``/v1/openapi.json``.
 
-Hand-written next to the handlers it describes, because it is a contract for the people
+Written next to the handlers it describes (the plan's schemas are generated from
+gearshift.api_models, the models that serialise it), because it is a contract for the people
 and tools that call us (scripts, the PaaS broker's capacity requests, the ``gearshift``
 CLI); it is generated per request only in that pool names come from the policies in
 force, so a client (or schemathesis) knows which names exist. It is kept true by the
@@ -15,12 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from gearshift import __version__
-from gearshift.observe.requests import (
-    DURATION_PATTERN,
-    MAX_GEARS,
-    MAX_REASON,
-    MAX_TTL_TEXT,
-)
+from gearshift.api_models import wire_schemas
+from gearshift.observe.requests import MAX_GEARS, CapacityRequestBody
 
 EVENTS_DEFAULT = 200
 EVENTS_MAX = 500
@@ -69,47 +66,6 @@ SCHEMAS: dict[str, Any] = {
                       "description": "facts are fresh and a reconcile has succeeded"},
             "facts_fresh": {"type": "boolean"},
             "last_reconcile": _nullable("string", format="date-time"),
-        },
-    },
-    "NodeCounts": {
-        "type": "object", "additionalProperties": False,
-        "required": ["active", "booting", "draining", "unknown"],
-        "properties": {state: _COUNT for state in ("active", "booting", "draining", "unknown")},
-    },
-    "PoolStatus": {
-        "type": "object", "additionalProperties": False,
-        "required": ["nodes", "active_density", "desired_nodes", "degraded", "paused", "min",
-                     "max", "band", "summary"],
-        "properties": {
-            "nodes": _ref("NodeCounts"),
-            "active_density": _nullable("number", minimum=0,
-                                        description="active gears / max_active_gears over "
-                                                    "the pool's active nodes"),
-            "desired_nodes": _COUNT,
-            "degraded": {"type": "boolean",
-                         "description": "some of the pool's facts cannot be trusted"},
-            "paused": {"type": "boolean"},
-            "min": _COUNT,
-            "max": _COUNT,
-            "band": {
-                "type": "object", "additionalProperties": False,
-                "required": ["scale_up_above", "target", "scale_down_below"],
-                "properties": {k: {"type": "number"}
-                               for k in ("scale_up_above", "target", "scale_down_below")},
-            },
-            "summary": {"type": "string"},
-        },
-    },
-    "ProviderStatus": {
-        "type": "object",
-        "required": ["name", "available", "why_unavailable", "nodes"],
-        "properties": {
-            "name": {"type": "string"},
-            "available": {"type": "boolean",
-                          "description": "false while the circuit is open or backed off"},
-            "why_unavailable": _nullable("string"),
-            "boot_time": _nullable("number", description="measured time-to-ready, seconds"),
-            "nodes": _COUNT,
         },
     },
     "Status": {
@@ -168,70 +124,10 @@ SCHEMAS: dict[str, Any] = {
                                  "additionalProperties": {"type": "string"}}}},
         },
     },
-    "PoolEvaluation": {
-        "type": "object",
-        "required": ["pool", "active", "booting", "draining", "unknown", "active_gears",
-                     "capacity_gears", "active_density", "desired_nodes", "degraded",
-                     "summary", "paused"],
-        "properties": {
-            "pool": {"type": "string"},
-            **{k: _COUNT for k in ("active", "booting", "draining", "unknown", "active_gears",
-                                   "capacity_gears", "desired_nodes")},
-            "active_density": _nullable("number", minimum=0),
-            "degraded": {"type": "boolean"},
-            "summary": {"type": "string"},
-            "paused": {"type": "boolean"},
-        },
-    },
-    "Candidate": {
-        "type": "object", "required": ["provider", "blueprint", "chosen", "free", "note"],
-        "properties": {"provider": {"type": "string"}, "blueprint": {"type": "string"},
-                       "chosen": _COUNT, "free": {"type": "integer"},
-                       "note": {"type": "string"}},
-    },
-    "Action": {
-        "type": "object", "required": ["kind", "pool", "reason"],
-        "description": "scale_out carries provider, blueprint, count and the candidates "
-                       "considered; drain and cancel_drain an identity; retire an identity, "
-                       "provider and machine_id",
-        "properties": {
-            "kind": {"type": "string", "enum": ["scale_out", "drain", "cancel_drain", "retire"]},
-            "pool": {"type": "string"},
-            "reason": {"type": "string", "description": "why, in words an SRE reads"},
-            "provider": {"type": "string"},
-            "blueprint": {"type": "string"},
-            "count": {"type": "integer", "minimum": 1},
-            "identity": {"type": "string"},
-            "machine_id": {"type": "string"},
-            "candidates": {"type": "array", "items": _ref("Candidate")},
-        },
-    },
-    "Plan": {
-        "type": "object", "additionalProperties": False,
-        "required": ["at", "pools", "actions"],
-        "properties": {
-            "at": _TIME,
-            "pools": {"type": "object", "additionalProperties": _ref("PoolEvaluation")},
-            "actions": {"type": "array", "items": _ref("Action")},
-        },
-    },
-    "Event": {
-        "type": "object", "required": ["at", "kind", "pool", "target", "outcome", "reason"],
-        "properties": {
-            "at": _TIME,
-            "kind": {"type": "string"},
-            "pool": {"type": "string"},
-            "target": {"type": "string"},
-            "outcome": {"type": "string", "enum": ["ok", "failed", "refused"]},
-            "reason": {"type": "string"},
-            "error": _nullable("string"),
-        },
-    },
-    "Events": {
-        "type": "object", "additionalProperties": False, "required": ["events"],
-        "properties": {"events": {"type": "array", "items": _ref("Event"),
-                                  "description": "newest first"}},
-    },
+    # Plan, Action (one schema per kind, tagged by kind), PoolEvaluation, Candidate, Events,
+    # PoolStatus, ProviderStatus:
+    # generated from the models the daemon serialises them with (gearshift.api_models).
+    **wire_schemas(ref_prefix="#/components/schemas/"),
     "PoolPaused": {
         "type": "object", "additionalProperties": False, "required": ["pool", "paused"],
         "properties": {"pool": {"type": "string"}, "paused": {"type": "boolean"}},
@@ -247,22 +143,10 @@ SCHEMAS: dict[str, Any] = {
 
 
 def _capacity_request(pools: Sequence[str]) -> dict[str, Any]:
-    pool: dict[str, Any] = {"type": "string", "description": "a pool in the policies in force"}
+    schema = CapacityRequestBody.model_json_schema()
     if pools:
-        pool["enum"] = list(pools)
-    return {
-        "type": "object", "additionalProperties": False, "required": ["pool", "gears"],
-        "properties": {
-            "pool": pool,
-            "gears": {"type": "integer", "minimum": 1, "maximum": MAX_GEARS,
-                      "description": "extra active-gear slots to hold free"},
-            "ttl": {"type": "string", "pattern": DURATION_PATTERN, "maxLength": MAX_TTL_TEXT,
-                    "default": "30m",
-                    "description": "how long the request holds, e.g. 10m (longer than 7d is "
-                                   "capped at 7d)"},
-            "reason": {"type": "string", "maxLength": MAX_REASON},
-        },
-    }
+        schema["properties"]["pool"]["enum"] = list(pools)
+    return schema
 
 
 def openapi_document(*, pools: Sequence[str], max_body: int) -> dict[str, Any]:

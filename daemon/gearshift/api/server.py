@@ -42,6 +42,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gearshift import jsonlimits
 from gearshift.api.guard import AcceptErrorLog, GuardedSite, connection_limit
 from gearshift.api.openapi import EVENTS_DEFAULT, EVENTS_MAX, openapi_document
+from gearshift.api_models import (
+    BandModel,
+    EventModel,
+    EventsModel,
+    NodeCountsModel,
+    PoolStatusModel,
+    ProviderStatusModel,
+)
 from gearshift.errors import Fenced, JournalError
 from gearshift.explain import action_to_dict, plan_to_dict
 from gearshift.metrics import Metrics
@@ -224,19 +232,21 @@ class ApiServer:
         pools: dict[str, Any] = {}
         for policy in policies.pools:
             e = evaluations.get(policy.name)
-            pools[policy.name] = {
-                "nodes": {"active": e.active if e else 0, "booting": e.booting if e else 0,
-                          "draining": e.draining if e else 0, "unknown": e.unknown if e else 0},
-                "active_density": e.active_density if e else None,
-                "desired_nodes": e.desired_nodes if e else policy.size.min,
-                "degraded": e.degraded if e else True,
-                "paused": policy.name in self.reconciler.paused,
-                "min": policy.size.min, "max": policy.size.max,
-                "band": {"scale_up_above": policy.density.scale_up_above,
-                         "target": policy.density.target,
-                         "scale_down_below": policy.density.scale_down_below},
-                "summary": e.summary if e else "not evaluated yet",
-            }
+            pools[policy.name] = PoolStatusModel(
+                nodes=NodeCountsModel(active=e.active if e else 0,
+                                      booting=e.booting if e else 0,
+                                      draining=e.draining if e else 0,
+                                      unknown=e.unknown if e else 0),
+                active_density=e.active_density if e else None,
+                desired_nodes=e.desired_nodes if e else policy.size.min,
+                degraded=e.degraded if e else True,
+                paused=policy.name in self.reconciler.paused,
+                min=policy.size.min, max=policy.size.max,
+                band=BandModel(scale_up_above=policy.density.scale_up_above,
+                               target=policy.density.target,
+                               scale_down_below=policy.density.scale_down_below),
+                summary=e.summary if e else "not evaluated yet",
+            ).model_dump(mode="json")
         snapshot = self.reconciler.last_snapshot
         by_provider: dict[str, int] = {}
         if snapshot is not None:
@@ -244,8 +254,9 @@ class ApiServer:
                 if node.machine is not None:
                     by_provider[node.machine.provider] = by_provider.get(node.machine.provider,
                                                                          0) + 1
-        providers = {name: {**asdict(p.status()), "nodes": by_provider.get(name, 0)}
-                     for name, p in self.reconciler.providers.items()}
+        providers = {name: ProviderStatusModel.model_validate(
+                         {**asdict(p.status()), "nodes": by_provider.get(name, 0)}
+                     ).model_dump(mode="json") for name, p in self.reconciler.providers.items()}
         return {
             "pools": pools,
             "leader": self.leader(),
@@ -295,7 +306,8 @@ class ApiServer:
         if not (text.isascii() and text.isdigit() and 1 <= int(text) <= EVENTS_MAX):
             raise _fail(web.HTTPBadRequest, f"limit: must be an integer from 1 to {EVENTS_MAX}")
         newest = list(reversed(self.reconciler.executor.events))[:int(text)]
-        return web.json_response({"events": [{**asdict(e), "at": _iso(e.at)} for e in newest]})
+        events = EventsModel(events=[EventModel.from_event(e) for e in newest])
+        return web.json_response(events.model_dump(mode="json"))
 
     async def _pool(self, request: web.Request) -> str:
         self._authorize(request)

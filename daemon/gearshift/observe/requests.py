@@ -6,11 +6,12 @@ from ``POST /v1/capacity-requests`` and the MQTT topic ``{prefix}/requests``; bo
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection
-from typing import Any
+from typing import Annotated, Any
 
-from gearshift.durations import parse_duration
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from gearshift.durations import DURATION_PATTERN, parse_duration
 from gearshift.model import CapacityRequest
 
 MAX_OPEN_REQUESTS = 1000
@@ -18,11 +19,34 @@ MAX_GEARS = 100_000
 MAX_REASON = 200
 MAX_TTL_TEXT = 32
 MAX_TTL_SECONDS = 7 * 86400
-# A duration as policy files write it (90s, 10m, 1h30m, 1d): at least one part, in order.
-_S = r"\d+(\.\d+)?s"
-DURATION_PATTERN = (rf"^(\d+d(\d+h)?(\d+m)?({_S})?|\d+h(\d+m)?({_S})?|\d+m({_S})?|{_S})$")
-_TTL = re.compile(DURATION_PATTERN)
 _REQUEST_KEYS = frozenset({"pool", "gears", "ttl", "reason"})
+
+
+def _whole(value: Any) -> Any:
+    # JSON Schema counts 120.0 as an integer, so do we
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+class CapacityRequestBody(BaseModel):
+    """The body of ``POST /v1/capacity-requests`` and of a message on ``{prefix}/requests``;
+    the OpenAPI document's ``CapacityRequest`` schema is generated from it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    pool: str = Field(description="a pool in the policies in force")
+    gears: Annotated[int, BeforeValidator(_whole)] = Field(
+        ge=1, le=MAX_GEARS, description="extra active-gear slots to hold free")
+    ttl: str = Field("30m", pattern=DURATION_PATTERN, max_length=MAX_TTL_TEXT,
+                     description="how long the request holds, e.g. 10m (longer than 7d is "
+                                 "capped at 7d)")
+    reason: str = Field("", max_length=MAX_REASON)
+
+
+_PROBLEMS = {
+    "pool": "pool: must name a pool in the policies in force",
+    "gears": f"gears: must be an integer from 1 to {MAX_GEARS}",
+    "ttl": "ttl: must be a duration such as 90s, 10m, 2h, 1h30m or 1d",
+    "reason": f"reason: must be a string of at most {MAX_REASON} characters",
+}
 
 
 def parse_capacity_request(data: Any, *, pools: Collection[str] | None
@@ -34,26 +58,18 @@ def parse_capacity_request(data: Any, *, pools: Collection[str] | None
     """
     if not isinstance(data, dict):
         raise TypeError("the body must be a JSON object")
-    unknown = sorted(str(k) for k in data if k not in _REQUEST_KEYS)
+    unknown = sorted(str(k) for k in data if k not in CapacityRequestBody.model_fields)
     if unknown:
         raise ValueError(f"unknown field(s): {', '.join(unknown)[:100]}")
-    pool, gears = data.get("pool"), data.get("gears")
-    if not isinstance(pool, str) or (pools is not None and pool not in pools):
-        raise ValueError("pool: must name a pool in the policies in force")
-    if isinstance(gears, float) and gears.is_integer():
-        gears = int(gears)  # JSON Schema counts 120.0 as an integer, so do we
-    if not isinstance(gears, int) or isinstance(gears, bool) or not 0 < gears <= MAX_GEARS:
-        raise ValueError(f"gears: must be an integer from 1 to {MAX_GEARS}")
-    ttl_text = data.get("ttl", "30m")
-    if (not isinstance(ttl_text, str) or len(ttl_text) > MAX_TTL_TEXT
-            or not _TTL.fullmatch(ttl_text)):
-        raise ValueError("ttl: must be a duration such as 90s, 10m, 2h, 1h30m or 1d")
-    ttl = min(parse_duration(ttl_text), float(MAX_TTL_SECONDS))
-    reason = data.get("reason", "")
-    if not isinstance(reason, str) or len(reason) > MAX_REASON:
-        raise ValueError(f"reason: must be a string of at most {MAX_REASON} characters")
-    return pool, gears, ttl, reason
-
+    try:
+        body = CapacityRequestBody.model_validate(data)
+    except ValidationError as exc:
+        field = next((str(e["loc"][0]) for e in exc.errors() if e["loc"]), "pool")
+        raise ValueError(_PROBLEMS.get(field, _PROBLEMS["pool"])) from None
+    if pools is not None and body.pool not in pools:
+        raise ValueError(_PROBLEMS["pool"])
+    ttl = min(parse_duration(body.ttl), float(MAX_TTL_SECONDS))
+    return body.pool, body.gears, ttl, body.reason
 
 
 class RequestBook:

@@ -14,15 +14,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
-    WithJsonSchema,
     field_validator,
 )
 
-from gearshift.durations import parse_duration
+from gearshift.durations import Duration
 from gearshift.model import NodeFacts
 from gearshift.policy.cron import parse_cron, parse_timezone
 
@@ -32,18 +30,6 @@ API_VERSION = "gearshift/v1"
 DEFAULT_MAX_ACTIVE_GEARS = {"small": 60, "medium": 30, "large": 15}
 
 
-def _duration(value: Any) -> float:
-    if not isinstance(value, str):
-        raise ValueError(f"invalid duration {value!r}: write it as a string such as 90s, 10m, 2h")
-    return parse_duration(value)
-
-
-Duration = Annotated[
-    float,
-    BeforeValidator(_duration),
-    WithJsonSchema({"type": "string", "pattern": r"^(\d+d)?(\d+h)?(\d+m)?(\d+(\.\d+)?s)?$",
-                    "examples": ["90s", "10m", "2h"]}),
-]
 Name = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9_.-]{0,62}[a-z0-9])?$")]
 
 
