@@ -8,9 +8,10 @@ one-line fleet summary. SIGHUP reloads policies (``RELOADING=1``), SIGTERM stops
 gracefully: the current reconcile finishes, in-flight operations stay journaled.
 
 ``run_daemon`` builds the parts that talk to the outside world (providers, platform,
-journal) from the settings and hands them to ``serve``, which is the daemon proper: fact
-source, reconciler, HTTP API, sd_notify, signals and the policy watcher. Tests run
-``serve`` in a real process with simulated providers (tests/sim_daemon.py), so the
+journal) from the settings and hands them to ``serve``, which is the daemon proper: the
+parts ``gearshift.assembly`` wires (fact source, reconciler, recovery, leadership -- the
+same composition ``demo`` and ``simulate`` use), HTTP API, sd_notify, signals and the
+policy watcher. Tests run ``serve`` in a real process with simulated providers (tests/sim_daemon.py), so the
 wiring they check is this one.
 
 The journal is ``journal.kind`` (SQLite by default). Only the holder of the journal's

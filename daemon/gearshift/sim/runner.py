@@ -1,9 +1,12 @@
 """``gearshift simulate``: replay a demand trace against simulated providers, fast.
 
-The real reconciler, planner, executor, guards and journal run unchanged; only the world
-is simulated (``SimWorld``) and time is a ``ManualClock`` stepped by ``tick``. Facts reach
-the fleet model directly instead of over MQTT, and a pool crossing a policy edge wakes the
-reconciler at once, as the daemon's event-driven path does.
+The real reconciler, planner, executor, guards, journal, recovery and leader lease run
+unchanged, wired by the daemon's own composition root (``gearshift.assembly``): the run
+takes the in-memory journal's lease, seeds the fleet, and recovers before its first
+reconcile, as the daemon does on election. Only the world is simulated (``SimWorld``)
+and time is a ``ManualClock`` stepped by ``tick``. Facts reach the fleet model
+directly instead of over MQTT, and a pool crossing a policy edge wakes the reconciler at
+once, as the daemon's event-driven path does.
 
 The report is the contract in ARCHITECTURE.md (``unmet_gear_seconds``, ``node_seconds``,
 ``cost``, ``actions``, ``max_nodes``, ``violations``) plus figures that explain them.
