@@ -100,3 +100,22 @@ def test_trace_errors_point_at_the_line(tmp_path: Path) -> None:
         capture_output=True, text=True, check=False, cwd=ROOT)
     assert result.returncode == 1
     assert f"{trace}:3:" in result.stderr and "not an integer" in result.stderr
+
+
+def test_simulate_leads_and_recovers_through_the_daemons_composition() -> None:
+    """simulate is wired by gearshift.assembly, as run is: it holds the in-memory journal's
+    lease (its writes are fenced with that token), recovers before its first reconcile, and
+    sweeps again between reconciles."""
+    example = EXAMPLES / "flash-crowd"
+    policies = load_policy_set([example / "pools", example / "providers.yaml"])
+    sim = Simulation(policies, read_trace(example / "trace.csv"), SimOptions(seed=1))
+
+    async def run() -> tuple[bool, int | None, int, list[dict[str, int]]]:
+        await sim.run()
+        return (sim.parts.leadership.is_leader, sim.journal.token, sim.parts.recovery.runs,
+                [r.summary for r in await sim.journal.recoveries()])
+
+    leader, token, runs, records = asyncio.run(run())
+    assert leader and token == sim.parts.leadership.token == 1
+    assert runs > 1  # the start recovery, then sweeps every operations.orphan_sweep
+    assert records and records[0]["open_operations"] == 0  # the start run: a clean journal

@@ -8,9 +8,10 @@ one-line fleet summary. SIGHUP reloads policies (``RELOADING=1``), SIGTERM stops
 gracefully: the current reconcile finishes, in-flight operations stay journaled.
 
 ``run_daemon`` builds the parts that talk to the outside world (providers, platform,
-journal) from the settings and hands them to ``serve``, which is the daemon proper: fact
-source, reconciler, HTTP API, sd_notify, signals and the policy watcher. Tests run
-``serve`` in a real process with simulated providers (tests/sim_daemon.py), so the
+journal) from the settings and hands them to ``serve``, which is the daemon proper: the
+parts ``gearshift.assembly`` wires (fact source, reconciler, recovery, leadership -- the
+same composition ``demo`` and ``simulate`` use), HTTP API, sd_notify, signals and the
+policy watcher. Tests run ``serve`` in a real process with simulated providers (tests/sim_daemon.py), so the
 wiring they check is this one.
 
 The journal is ``journal.kind`` (SQLite by default). Only the holder of the journal's
@@ -35,32 +36,24 @@ from typing import Any
 
 import structlog
 
-from gearshift.act.executor import Executor, ExecutorSettings
 from gearshift.act.platform.base import Platform
 from gearshift.act.platform.null import NullPlatform
 from gearshift.act.providers.guard import GuardedProvider, GuardSettings
 from gearshift.act.providers.kind_settings import KIND_SETTINGS
 from gearshift.act.providers.registry import build_provider
 from gearshift.api.server import ApiServer
+from gearshift.assembly import assemble, settings_fact_source
 from gearshift.clock import Clock, SystemClock
 from gearshift.errors import ConfigError
 from gearshift.logs import configure
 from gearshift.metrics import Metrics
 from gearshift.model import Plan
-from gearshift.observe.fleet import FleetModel
-from gearshift.observe.mcollective.source import McoFactSource
-from gearshift.observe.mqtt import MqttFactSource
-from gearshift.observe.prometheus import PrometheusSignalSource
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.schema import ProvidersFile, ProviderSpec
 from gearshift.policy.watch import PolicyWatcher
-from gearshift.reconcile.leader import Leadership, lead
-from gearshift.reconcile.reconciler import Reconciler
-from gearshift.reconcile.recovery import Recovery, RecoverySettings
-from gearshift.reconcile.retention import JournalPruner
+from gearshift.reconcile.leader import lead
 from gearshift.reconcile.supervisor import TaskFactory, supervise
-from gearshift.reconcile.trust import Vouching, count_untrusted, untrusted
-from gearshift.reconcile.wakeup import EdgeWaker
+from gearshift.reconcile.trust import count_untrusted, untrusted
 from gearshift.records import Journal
 from gearshift.settings import (
     MqttSettings,
@@ -110,12 +103,6 @@ def guard_settings(ops: OperationsSettings) -> GuardSettings:
                          retry_initial=ops.retry_initial, retry_max=ops.retry_max,
                          breaker_threshold=ops.breaker_threshold,
                          breaker_reset=ops.breaker_reset, capacity_backoff=ops.capacity_backoff)
-
-
-def executor_settings(ops: OperationsSettings) -> ExecutorSettings:
-    return ExecutorSettings(move_batch=ops.move_batch, create_wait=ops.create_wait,
-                            provisioning_timeout_factor=ops.provisioning_timeout_factor,
-                            min_provisioning_timeout=ops.min_provisioning_timeout)
 
 
 def read_token(path: Path | None) -> str | None:
@@ -184,8 +171,6 @@ async def run_daemon(config: Path, *, settings: Settings | None = None) -> int:
     platform = build_platform(settings.platform, settings.mqtt,
                               keyring=settings.trust.keyring())
     journal = await open_journal(settings.journal)
-    for guarded in providers.values():
-        guarded.provider.keep_state_in(journal)  # bare metal's allocations live there
     return await serve(settings, policies=policies, providers=providers, platform=platform,
                        journal=journal, clock=clock, metrics=metrics)
 
@@ -196,59 +181,24 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
                 tasks: Mapping[str, TaskFactory] | None = None) -> int:
     """Run the daemon on parts already built, until SIGTERM; ``tasks`` run alongside."""
     notifier = Notifier()
-    leadership = Leadership(journal, holder=settings.journal.instance,
-                            ttl=settings.journal.lease_ttl, renew=settings.journal.lease_renew,
-                            poll=settings.journal.lease_poll, metrics=metrics)
+    trust = settings.trust
+    parts = assemble(settings, policies=policies, providers=providers, platform=platform,
+                     journal=journal, clock=clock, metrics=metrics,
+                     facts=settings_fact_source(settings, metrics=metrics, clock=clock))
+    fleet, executor, reconciler = parts.fleet, parts.executor, parts.reconciler
+    leadership, recovery, signal_source = parts.leadership, parts.recovery, parts.signals
+    source, waker, vouching = parts.source, parts.waker, parts.vouching
+    assert source is not None and waker is not None and vouching is not None
     metrics.start_time.set(clock.now())
     for outcome in ("ok", "error"):
         metrics.reconciles.labels(outcome)
-    trust = settings.trust
-    fleet = FleetModel(stale_after=settings.reconcile.stale_after,
-                       forget_after=trust.forget_after, max_nodes=trust.max_nodes,
-                       max_unvouched=trust.max_unvouched)
-    source: MqttFactSource | McoFactSource = (
-        McoFactSource(settings.mcollective, fleet, metrics=metrics, clock=clock,
-                      max_gears=trust.max_gears)
-        if settings.mcollective.enabled
-        else MqttFactSource(settings.mqtt, fleet, metrics=metrics, clock=clock, trust=trust,
-                            keyring=trust.keyring()))
-    executor = Executor(providers=providers, platform=platform, journal=journal, clock=clock,
-                        metrics=metrics, on_retired=source.forget_node,
-                        on_disputed=lambda identity, why: fleet.dispute(
-                            identity, why, until=clock.now() + trust.dispute_hold),
-                        settings=executor_settings(settings.operations))
-    vouching = Vouching(fleet=fleet, platform=platform, journal=journal, clock=clock,
-                        settings=trust, metrics=metrics)
     if settings.platform.kind == "none":
         log.warning("platform: none gives no second witness: a retire rests on the node's "
                     "facts alone" + ("" if trust.facts == "require_signed" else
                                      ", and unsigned facts are accepted (trust.facts)"))
-    signal_source = (PrometheusSignalSource(settings.prometheus, lambda: policies.current,
-                                            clock=clock, metrics=metrics)
-                     if settings.prometheus is not None else None)
     if signal_source is None and any(p.signals for p in policies.current.pools):
         log.warning("pools define Prometheus signals but no prometheus: section is set; "
                     "they stay unavailable (on_error applies)")
-    reconciler = Reconciler(fleet=fleet, policies=policies, executor=executor, journal=journal,
-                            providers=providers, clock=clock,
-                            interval=settings.reconcile.interval, metrics=metrics,
-                            signals=signal_source.signals if signal_source else None)
-    if signal_source is not None:
-        signal_source.on_edge = reconciler.wake
-    source.pool_names = lambda: {p.name for p in policies.current.pools}
-    source.requests = reconciler.requests
-    recovery = Recovery(journal=journal, providers=providers, platform=platform, fleet=fleet,
-                        policies=policies, clock=clock, metrics=metrics, holder=leadership.holder,
-                        forget=source.forget_node, creating=lambda: executor.creating,
-                        settings=RecoverySettings(orphan_grace=settings.operations.orphan_grace,
-                                                  sweep_every=settings.operations.orphan_sweep))
-    reconciler.before.append(recovery.maybe_sweep)
-    pruner = JournalPruner(journal, clock=clock, keep=settings.journal.keep_finished,
-                           metrics=metrics)
-    reconciler.before.append(pruner.maybe_prune)
-    reconciler.before.append(vouching.expire)
-    waker = EdgeWaker(reconciler, debounce=settings.reconcile.debounce)
-    source.on_facts = waker.poke
     api = ApiServer(reconciler, metrics, token=read_token(settings.http.token_file),
                     max_body=settings.http.max_body,
                     max_connections=settings.http.max_connections,

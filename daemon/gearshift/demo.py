@@ -2,9 +2,10 @@
 
 An MQTT broker (mosquitto when installed, amqtt otherwise), simulated nodes publishing
 their facts over it, simulated providers that boot nodes in seconds, the real fact
-source, reconciler, executor, metrics and HTTP API. Demand for the ``small`` pool rises
-sharply every 90 seconds and falls again, so within a minute the pool scales up and then
-drains and retires nodes.
+source, reconciler, executor, recovery, leader lease, metrics and HTTP API, wired by the
+daemon's own composition root (``gearshift.assembly``) on an in-memory journal. Demand
+for the ``small`` pool rises sharply every 90 seconds and falls again, so within a minute
+the pool scales up and then drains and retires nodes.
 """
 
 from __future__ import annotations
@@ -18,20 +19,17 @@ from pathlib import Path
 
 import structlog
 
-from gearshift.act.executor import Executor
 from gearshift.act.providers.guard import GuardedProvider, GuardSettings
 from gearshift.api.server import ApiServer
+from gearshift.assembly import assemble, settings_fact_source
 from gearshift.clock import SystemClock
 from gearshift.logs import configure
 from gearshift.metrics import Metrics
-from gearshift.observe.fleet import FleetModel
-from gearshift.observe.mqtt import MqttFactSource
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.loader import load_policy_set
-from gearshift.reconcile.reconciler import Reconciler
+from gearshift.reconcile.leader import lead
 from gearshift.reconcile.supervisor import supervise
-from gearshift.reconcile.wakeup import EdgeWaker
-from gearshift.settings import MqttSettings
+from gearshift.settings import MqttSettings, ReconcileSettings, Settings
 from gearshift.sim.broker import embedded_broker
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
 from gearshift.sim.publisher import SimPublisher
@@ -68,7 +66,6 @@ async def run_demo(*, duration: float | None, port: int, host: str = "127.0.0.1"
         world = SimWorld(seed=1, start=start, move_time=1.0, move_failure_rate=0.05)
         metrics = Metrics()
         journal = MemoryJournal()
-        fleet = FleetModel(stale_after=15.0)
         rng = random.Random(2)
         guard = GuardSettings(call_timeout=10, retry_deadline=5, retry_initial=0.2, retry_max=1,
                               capacity_backoff=20, breaker_reset=15)
@@ -76,20 +73,21 @@ async def run_demo(*, duration: float | None, port: int, host: str = "127.0.0.1"
             SimulatedProvider(spec, world=world, clock=clock, rng=rng), clock=clock,
             metrics=metrics, settings=guard, boot_time=spec.boot_time)
             for spec in policies.providers.providers}
-        source = MqttFactSource(mqtt, fleet, metrics=metrics, clock=clock)
-        executor = Executor(providers=providers, platform=SimulatedPlatform(world),
-                            journal=journal, clock=clock, metrics=metrics,
-                            on_retired=source.forget_node)
-        reconciler = Reconciler(fleet=fleet, policies=PolicyHolder.fixed(policies),
-                                executor=executor, journal=journal, providers=providers,
-                                clock=clock, interval=2.0, metrics=metrics)
-        source.requests = reconciler.requests
-        waker = EdgeWaker(reconciler, debounce=0.1)
-        source.on_facts = waker.poke
         await seed_fleet(world, journal, policies, {"small": demand_at(0)}, start=start)
+        settings = Settings(mqtt=mqtt, reconcile=ReconcileSettings(interval=2.0, debounce=0.1,
+                                                                   stale_after=15.0))
+        # The daemon's own composition: leader lease, recovery, vouching, fact source.
+        parts = assemble(settings, policies=PolicyHolder.fixed(policies), providers=providers,
+                         platform=SimulatedPlatform(world), journal=journal, clock=clock,
+                         metrics=metrics,
+                         facts=settings_fact_source(settings, metrics=metrics, clock=clock))
+        source, waker, vouching = parts.source, parts.waker, parts.vouching
+        assert source is not None and waker is not None and vouching is not None
+        reconciler, executor = parts.reconciler, parts.executor
         publisher = SimPublisher(world, mqtt, clock=clock,
                                  demand=lambda now: {"small": demand_at(now - start)})
-        api = ApiServer(reconciler, metrics, token=None)
+        api = ApiServer(reconciler, metrics, token=None,
+                        leader=lambda: parts.leadership.is_leader)
         await api.start(host, port)
         print(f"gearshift demo: broker {broker.kind} on {broker.host}:{broker.port}\n"
               f"  status page  http://127.0.0.1:{port}/\n"
@@ -106,7 +104,8 @@ async def run_demo(*, duration: float | None, port: int, host: str = "127.0.0.1"
         async def reconcile(stop: asyncio.Event) -> None:
             async with asyncio.timeout(15):
                 await source.caught_up.wait()
-            await reconciler.run(stop)
+            await lead(reconciler=reconciler, leadership=parts.leadership,
+                       recovery=parts.recovery, caught_up=source.caught_up.wait, stop=stop)
 
         async def timer(stop: asyncio.Event) -> None:
             if duration is None:
@@ -120,11 +119,13 @@ async def run_demo(*, duration: float | None, port: int, host: str = "127.0.0.1"
 
         try:
             await supervise({"facts": source.run, "agents": publisher.run, "edges": waker.run,
-                             "reconcile": reconcile, "timer": timer}, stop)
+                             "reconcile": reconcile, "leadership": parts.leadership.run,
+                             "vouching": vouching.run, "timer": timer}, stop)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             await api.stop()
+            await parts.leadership.release()
     counts = executor.counts
     print(f"\ngearshift demo summary after {clock.now() - start:.0f}s:\n"
           f"  nodes created   {counts[('scale_out', 'ok')]}\n"

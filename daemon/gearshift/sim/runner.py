@@ -1,9 +1,12 @@
 """``gearshift simulate``: replay a demand trace against simulated providers, fast.
 
-The real reconciler, planner, executor, guards and journal run unchanged; only the world
-is simulated (``SimWorld``) and time is a ``ManualClock`` stepped by ``tick``. Facts reach
-the fleet model directly instead of over MQTT, and a pool crossing a policy edge wakes the
-reconciler at once, as the daemon's event-driven path does.
+The real reconciler, planner, executor, guards, journal, recovery and leader lease run
+unchanged, wired by the daemon's own composition root (``gearshift.assembly``): the run
+takes the in-memory journal's lease, seeds the fleet, and recovers before its first
+reconcile, as the daemon does on election. Only the world is simulated (``SimWorld``)
+and time is a ``ManualClock`` stepped by ``tick``. Facts reach the fleet model
+directly instead of over MQTT, and a pool crossing a policy edge wakes the reconciler at
+once, as the daemon's event-driven path does.
 
 The report is the contract in ARCHITECTURE.md (``unmet_gear_seconds``, ``node_seconds``,
 ``cost``, ``actions``, ``max_nodes``, ``violations``) plus figures that explain them.
@@ -22,16 +25,15 @@ from typing import Any
 
 import structlog
 
-from gearshift.act.executor import Executor, ExecutorSettings
 from gearshift.act.providers.guard import GuardedProvider, GuardSettings
+from gearshift.assembly import assemble
 from gearshift.clock import InstantClock
 from gearshift.model import Drain, Machine, Plan, ScaleOut
 from gearshift.observe.edges import EdgeWatch
-from gearshift.observe.fleet import FleetModel
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.schema import PolicySet, PoolPolicy
-from gearshift.reconcile.reconciler import Reconciler
 from gearshift.records import Journal
+from gearshift.settings import ReconcileSettings, Settings
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
 from gearshift.sim.trace import Trace
 from gearshift.sim.world import SimNode, SimWorld
@@ -139,25 +141,24 @@ class Simulation:
                 clock=self.clock, settings=guard, boot_time=spec.boot_time)
             for spec in policies.providers.providers}
         self.journal = MemoryJournal()
-        self.fleet = FleetModel(stale_after=options.stale_after)
         ids = itertools.count(1)
-        self.executor = Executor(
-            providers=self.providers, platform=SimulatedPlatform(self.world),
-            journal=self.journal, clock=self.clock, settings=ExecutorSettings(),
-            new_id=lambda: f"{options.seed:08x}{next(ids):024x}", on_retired=self._forget)
-        self.reconciler = Reconciler(
-            fleet=self.fleet, policies=PolicyHolder.fixed(policies), executor=self.executor,
-            journal=self.journal, providers=self.providers, clock=self.clock,
-            interval=options.interval)
+        # The daemon's own composition, leader lease and recovery included; facts reach
+        # the fleet model directly (no fact source), and nothing vouches (no task runs).
+        self.parts = assemble(
+            Settings(reconcile=ReconcileSettings(interval=options.interval,
+                                                 stale_after=options.stale_after)),
+            policies=PolicyHolder.fixed(policies), providers=self.providers,
+            platform=SimulatedPlatform(self.world), journal=self.journal, clock=self.clock,
+            vouch=False, new_id=lambda: f"{options.seed:08x}{next(ids):024x}")
+        self.fleet = self.parts.fleet
+        self.executor = self.parts.executor
+        self.reconciler = self.parts.reconciler
         self.edges = EdgeWatch()
         self.breaches: dict[str, list[float]] = defaultdict(list)
         self.reactions: dict[str, list[float]] = defaultdict(list)
         self.max_nodes: Counter[str] = Counter()
         self.preemptions: Counter[tuple[str, str]] = Counter()  # (preempting, victim pool)
         self.burst_returns: Counter[str] = Counter()  # burst nodes a pool set out to replace
-
-    async def _forget(self, identity: str) -> None:
-        self.fleet.forget(identity)
 
     def _publish(self, now: float) -> bool:
         changed = False
@@ -207,6 +208,8 @@ class Simulation:
 
     async def run(self) -> SimulationResult:
         options = self.options
+        if not await self.parts.leadership.try_acquire():
+            raise RuntimeError("simulate: the in-memory journal's lease is taken")
         await seed_fleet(self.world, self.journal, self.policies,
                          {p: self.trace.initial(p) for p in self.trace.pools}, start=options.start)
         end = options.start + (options.duration if options.duration is not None
@@ -230,6 +233,8 @@ class Simulation:
             changed = self._publish(now)
             crossed = self.edges.check(self.fleet, self.policies, now) if changed else []
             self._score(now)
+            if step == 0:  # facts are in: recover and read the journal back, as on election
+                await self.parts.take_office()
             if now >= next_reconcile or crossed:
                 plan = await self.reconciler.reconcile_once()
                 result.plans += 1
