@@ -23,11 +23,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
-from gearshift.durations import parse_duration
+from gearshift.durations import Duration
 from gearshift.errors import ConfigError, QuotaExceeded, TransientError
 from gearshift.model import Machine
 from gearshift.policy.schema import ProviderSpec
@@ -36,15 +36,8 @@ T = TypeVar("T")
 S = TypeVar("S", bound="ProviderSettings")
 
 
-def _duration(value: Any) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, str):
-        raise ValueError(f"invalid duration {value!r}: write it as a string such as 30s or 10m")
-    return parse_duration(value)
-
-
-Seconds = Annotated[float, BeforeValidator(_duration)]
+# Provider settings take durations as policy files and settings do: one type, one parser.
+Seconds = Duration
 
 
 class ProviderSettings(BaseModel):
