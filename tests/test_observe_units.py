@@ -253,6 +253,17 @@ def test_snapshots_are_reused_until_something_they_show_changes() -> None:
     assert fleet.snapshot(163).nodes[1].state is NodeState.UNKNOWN
 
 
+def test_a_silent_node_shows_its_silence_to_the_second() -> None:
+    """A snapshot one second after another shows the new count, not the cached text
+    (hypothesis found "silent for 31s" where a whole rebuild said 32s)."""
+    fleet = FleetModel(stale_after=30)
+    fleet.ingest(facts("n1", ts=1_000, seq=1), received_at=1_000)
+    assert fleet.snapshot(1_031).nodes[0].why_unknown == "silent for 31s"
+    assert fleet.snapshot(1_032).nodes[0].why_unknown == "silent for 32s"
+    assert fleet.snapshot(1_032.4).nodes[0].why_unknown == "silent for 32s"
+    assert fleet.snapshot(1_032.6).nodes[0].why_unknown == "silent for 33s"
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["ingest", "touch", "offline", "online", "forget",
                                            "tick", "snapshot", "drain", "adopt"]),

@@ -12,6 +12,7 @@ the table is bounded: whoever can publish cannot grow it without limit.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
@@ -338,7 +339,10 @@ class FleetModel:
         if state is not NodeState.UNKNOWN:  # until it goes stale
             expires = entry.last_seen + self.stale_after
         elif why is not None and why.startswith("silent"):
-            expires = now + 1.0  # "silent for Ns" ages
+            # "silent for Ns" shows the rounded seconds: it holds until just before they
+            # round up (``now + 1`` let a snapshot one second later show the old text).
+            shown = round(now - entry.last_seen)
+            expires = math.nextafter(entry.last_seen + shown + 0.5, -math.inf)
         disputed = self._disputed.get(identity)
         if disputed is not None:
             expires = min(expires, disputed[0])
