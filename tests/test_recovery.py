@@ -460,7 +460,7 @@ async def test_operation_recovery_and_leader_metrics_pass_promtool() -> None:
     text = rig.metrics.exposition().decode()
     assert "gearshift_leader 1.0" in text
     assert 'gearshift_operations_in_flight{kind="create"} 1.0' in text
-    assert 'gearshift_operations_in_flight_by_phase{kind="create",phase=Phase.CREATED} 1.0' in text
+    assert 'gearshift_operations_in_flight_by_phase{kind="create",phase="created"} 1.0' in text
     assert 'gearshift_oldest_operation_age_by_kind_seconds{kind="create"} 42.0' in text
     assert "gearshift_oldest_operation_age_seconds 42.0" in text
     assert 'gearshift_recoveries_total{outcome="complete",reason="start"} 1.0' in text
