@@ -175,7 +175,7 @@ def test_the_documented_plan_schema_takes_every_action_kind() -> None:
     document = openapi_document(pools=["small"], max_body=65536)
     plan = plan_to_dict(_every_kind_plan())  # type: ignore[arg-type]
     assert {a["kind"] for a in plan["actions"]} == {"scale_out", "drain", "cancel_drain",
-                                                    "retire"}
+                                                    "retire", "abandon", "destroy_again"}
     validator = jsonschema.Draft202012Validator(
         {"$ref": "#/components/schemas/Plan", "components": document["components"]})
     validator.validate(plan)
