@@ -135,6 +135,27 @@ async def test_status_shows_each_decision_with_its_candidates(client: TestClient
     assert "Recent decisions" in page and "s.decisions" in page
 
 
+async def test_status_with_decisions_validates_against_the_generated_schema(
+        client: TestClient) -> None:
+    """The served body, a decision included, fits the Status schema generated from the
+    models; a decision is the action's own fields after ``at``, in the action's order."""
+    import jsonschema  # type: ignore[import-untyped]  # no stubs installed
+
+    from gearshift.api.openapi import openapi_document
+    from gearshift.explain import action_to_dict
+
+    body = await (await client.get("/v1/status")).json()
+    components = openapi_document(pools=["small"], max_body=1024)["components"]
+    jsonschema.Draft202012Validator(
+        {"$ref": "#/components/schemas/Status", "components": components}).validate(body)
+    assert list(body) == ["pools", "leader", "facts_fresh", "last_reconcile", "providers",
+                          "policy_errors", "decisions"]  # no daemon parts on a bare server
+    (decision,) = body["decisions"]
+    plan = client.rig.reconciler.last_plan  # type: ignore[attr-defined]
+    assert decision == {"at": decision["at"], **action_to_dict(plan.actions[0])}
+    assert list(decision) == ["at", *action_to_dict(plan.actions[0])]
+
+
 async def test_a_follower_refuses_mutations_it_could_not_carry_out() -> None:
     clock = ManualClock()
     rig = Rig(policy_set(pool()), demand=110, clock=clock)

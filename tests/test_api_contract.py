@@ -130,6 +130,57 @@ def test_live_mutations_auth_and_body_limit(daemon: LiveDaemon) -> None:
     assert daemon.json("/v1/status")["pools"]["small"]["paused"] is False
 
 
+# The keys /v1/status had while server.py built it by hand, as a live daemon (this
+# module's fixture, before the models) sent them; order included. Pools, providers and
+# operations are keyed by name; their entries' keys are listed.
+OLD_STATUS_KEYS = ["pools", "leader", "facts_fresh", "last_reconcile", "providers",
+                   "policy_errors", "decisions", "leadership", "operations", "recoveries",
+                   "untrusted"]
+OLD_STATUS_PARTS = {
+    "pools": ["nodes", "active_density", "desired_nodes", "degraded", "paused", "min", "max",
+              "band", "summary"],
+    "providers": ["name", "available", "why_unavailable", "boot_time", "capacity_error_at",
+                  "capacity_error", "nodes"],
+    "operations": ["count", "oldest_age_seconds", "phases"],
+}
+OLD_STATUS_NESTED = {
+    "leadership": ["holder", "token", "terms", "journal"],
+    "recoveries": ["performed", "incomplete"],
+    "untrusted": ["nodes", "counts", "refused", "disputed"],
+}
+
+
+def test_live_status_keeps_every_key_it_had(daemon: LiveDaemon) -> None:
+    status = daemon.json("/v1/status")
+    assert list(status) == OLD_STATUS_KEYS
+    for part, keys in OLD_STATUS_PARTS.items():
+        assert status[part], part
+        for name, entry in status[part].items():
+            assert list(entry) == keys, (part, name)
+    for part, keys in OLD_STATUS_NESTED.items():
+        assert list(status[part]) == keys, part
+    assert list(status["pools"]["small"]["nodes"]) == ["active", "booting", "draining",
+                                                       "unknown"]
+    assert list(status["pools"]["small"]["band"]) == ["scale_up_above", "target",
+                                                      "scale_down_below"]
+    assert set(status["operations"]) == {"create", "drain"}
+    assert status["leadership"]["journal"] == "memory"
+    assert status["recoveries"]["performed"] >= 1
+
+
+def test_live_bodies_validate_against_the_generated_schemas(daemon: LiveDaemon) -> None:
+    """/v1/status, /healthz and /readyz as served fit the schemas generated from the models
+    (schemathesis checks this too, but only on the bodies it happens to fetch)."""
+    import jsonschema  # type: ignore[import-untyped]  # no stubs installed
+
+    components = daemon.json("/v1/openapi.json")["components"]
+    for path, name in (("/v1/status", "Status"), ("/healthz", "Health"),
+                       ("/readyz", "Ready")):
+        jsonschema.Draft202012Validator(
+            {"$ref": f"#/components/schemas/{name}", "components": components}
+        ).validate(daemon.json(path))
+
+
 @pytest.mark.parametrize(("body", "problem"), [
     ({"pool": "small", "gears": 5}, None),
     ({"pool": "small", "gears": 5.0, "ttl": "1h30m", "reason": "deploy"}, None),
@@ -167,7 +218,7 @@ def test_a_week_caps_the_ttl() -> None:
 def test_the_documented_plan_schema_takes_every_action_kind() -> None:
     """The served Plan schema (generated from api_models) accepts a plan holding every action
     kind, drains with their node candidates included, and refuses an unknown kind."""
-    import jsonschema  # type: ignore[import-untyped]  # no stubs installed
+    import jsonschema
 
     from gearshift.explain import plan_to_dict
     from test_cli import _every_kind_plan
@@ -175,7 +226,7 @@ def test_the_documented_plan_schema_takes_every_action_kind() -> None:
     document = openapi_document(pools=["small"], max_body=65536)
     plan = plan_to_dict(_every_kind_plan())  # type: ignore[arg-type]
     assert {a["kind"] for a in plan["actions"]} == {"scale_out", "drain", "cancel_drain",
-                                                    "retire"}
+                                                    "retire", "abandon", "destroy_again"}
     validator = jsonschema.Draft202012Validator(
         {"$ref": "#/components/schemas/Plan", "components": document["components"]})
     validator.validate(plan)

@@ -108,3 +108,37 @@ def test_events_keep_the_body_they_always_had() -> None:
     body = EventsModel(events=[EventModel.from_event(e) for e in events]).model_dump(mode="json")
     assert body == {"events": [{**asdict(e), "at": iso_time(e.at)} for e in events]}
     assert list(body["events"][0]) == [f.name for f in fields(Event)]
+
+
+def test_the_daemons_status_parts_keep_their_shape_and_fit_the_schema() -> None:
+    """The daemon's parts of /v1/status (a refused message and an untrusted node included,
+    which a healthy live daemon never shows) come out as the producers' dicts went in, in
+    order, and fit the generated Status schema; without them the keys are left out."""
+    import jsonschema  # type: ignore[import-untyped]  # no stubs installed
+
+    from gearshift.api.models_status import StatusExtrasModel, StatusModel
+    from gearshift.api.openapi import openapi_document
+
+    extras = {
+        "leadership": {"holder": "vm:1:ab", "token": None, "terms": 0, "journal": "sqlite"},
+        "operations": {"create": {"count": 1, "oldest_age_seconds": 12.5,
+                                  "phases": {"requested": 1}}},
+        "recoveries": {"performed": 2, "incomplete": True},
+        "untrusted": {
+            "nodes": [{"identity": "n1", "state": "unvouched", "reason": "not ours and not "
+                       "a district member", "ours": False, "last_seen": 99.0}],
+            "counts": {"not ours and not a district member": 1},
+            "refused": [{"identity": "n2", "reason": "bad signature", "detail": "key k1",
+                         "at": 98.0}],
+            "disputed": {"n3": "the platform says it is gone"}},
+    }
+    bare = {"pools": {}, "leader": True, "facts_fresh": False, "last_reconcile": None,
+            "providers": {}, "policy_errors": ["a.yaml:1:1: bad"], "decisions": []}
+    assert StatusModel.model_validate(bare).to_json() == bare
+    status = StatusModel(**bare, **dict(StatusExtrasModel.model_validate(extras)))
+    body = status.to_json()
+    assert body == {**bare, **extras}
+    assert json.dumps(body) == json.dumps({**bare, **extras})  # the same order too
+    components = openapi_document(pools=[], max_body=1)["components"]
+    jsonschema.Draft202012Validator(
+        {"$ref": "#/components/schemas/Status", "components": components}).validate(body)

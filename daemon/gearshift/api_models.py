@@ -15,6 +15,7 @@ dataclass's fields and ``domain = TheDataclass``, and one member in ``ActionMode
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, Protocol
 
@@ -299,9 +300,11 @@ class ProviderStatusModel(BaseModel):
     nodes: NonNegativeInt
 
 
-def wire_schemas(*, ref_prefix: str) -> dict[str, Any]:
-    """JSON schemas of the plan, event and status models as the API sends them, named without ``Model``
-    (``Plan``, ``Action``, ``Drain``, ``Events``, ...), their ``$ref``s under ``ref_prefix``."""
+def wire_schemas(*, ref_prefix: str,
+                 models: Sequence[type[BaseModel]] = ()) -> dict[str, Any]:
+    """JSON schemas of the plan, event and status models (and ``models``) as the API sends
+    them, named without ``Model`` (``Plan``, ``Action``, ``Drain``, ``Events``, ...), their
+    ``$ref``s under ``ref_prefix``."""
     schema = PlanModel.model_json_schema(mode="serialization",
                                          ref_template=ref_prefix + "{model}")
     defs = {**schema.pop("$defs"), "Plan": schema}
@@ -309,7 +312,8 @@ def wire_schemas(*, ref_prefix: str) -> dict[str, Any]:
     events = EventsModel.model_json_schema(mode="serialization",
                                            ref_template=ref_prefix + "{model}")
     defs.update({**events.pop("$defs"), "Events": events})
-    for model in (PoolStatusModel, ProviderStatusModel):
+    parts: list[type[BaseModel]] = [PoolStatusModel, ProviderStatusModel, *models]
+    for model in parts:
         part = model.model_json_schema(mode="serialization", ref_template=ref_prefix + "{model}")
         defs.update({**part.pop("$defs", {}), model.__name__: part})
     text = json.dumps(defs)

@@ -41,6 +41,13 @@ from gearshift.act.platform.null import NullPlatform
 from gearshift.act.providers.guard import GuardedProvider, GuardSettings
 from gearshift.act.providers.kind_settings import KIND_SETTINGS
 from gearshift.act.providers.registry import build_provider
+from gearshift.api.models_status import (
+    LeadershipModel,
+    OperationsModel,
+    RecoveriesModel,
+    StatusExtrasModel,
+    UntrustedModel,
+)
 from gearshift.api.server import ApiServer
 from gearshift.assembly import assemble, settings_fact_source
 from gearshift.clock import Clock, SystemClock
@@ -206,14 +213,17 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
                     plan_cache=settings.http.plan_cache,
                     stale_loop_after=settings.reconcile.hung_after,
                     leader=lambda: leadership.is_leader,
-                    extra_status=lambda: {
-                        "leadership": {"holder": leadership.holder, "token": leadership.token,
-                                       "terms": leadership.terms, "journal": journal.kind},
-                        "operations": executor.in_flight,
-                        "recoveries": {"performed": recovery.runs,
-                                       "incomplete": recovery.incomplete},
-                        "untrusted": untrusted(fleet, reconciler.last_snapshot,
-                                               now=clock.now())})
+                    extra_status=lambda: StatusExtrasModel(
+                        leadership=LeadershipModel(holder=leadership.holder,
+                                                   token=leadership.token,
+                                                   terms=leadership.terms,
+                                                   journal=journal.kind),
+                        operations={kind: OperationsModel.model_validate(ops)
+                                    for kind, ops in executor.in_flight.items()},
+                        recoveries=RecoveriesModel(performed=recovery.runs,
+                                                   incomplete=recovery.incomplete),
+                        untrusted=UntrustedModel.model_validate(untrusted(
+                            fleet, reconciler.last_snapshot, now=clock.now()))))
     reconciler.heartbeat_every = min(HEARTBEAT, notifier.watchdog_interval or HEARTBEAT)
     reconciler.on_heartbeat.append(notifier.watchdog)
 

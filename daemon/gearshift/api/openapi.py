@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document of the HTTP API, served at ``/v1/openapi.json``.
 
-Written next to the handlers it describes (the plan's schemas are generated from
-gearshift.api_models, the models that serialise it), because it is a contract for the people
+Written next to the handlers it describes (paths only: every component schema is
+generated from the models that serialise the bodies, gearshift.api_models and
+api/models_status.py), because it is a contract for the people
 and tools that call us (scripts, the PaaS broker's capacity requests, the ``gearshift``
 CLI); it is generated per request only in that pool names come from the policies in
 force, so a client (or schemathesis) knows which names exist. It is kept true by the
@@ -16,8 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from gearshift import __version__
-from gearshift.api_models import wire_schemas
-from gearshift.observe.requests import MAX_GEARS, CapacityRequestBody
+from gearshift.api.models_status import api_schemas
+from gearshift.observe.requests import CapacityRequestBody
 
 EVENTS_DEFAULT = 200
 EVENTS_MAX = 500
@@ -37,109 +38,7 @@ def _error(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
 
 
-def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
-    return {"type": [kind, "null"], **extra}
-
-
-_COUNT = {"type": "integer", "minimum": 0}
-_TIME = {"type": "string", "format": "date-time"}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object", "required": ["error"],
-        "properties": {"error": {"type": "string"}},
-    },
-    "Health": {
-        "type": "object", "additionalProperties": False,
-        "required": ["alive", "last_heartbeat", "last_reconcile"],
-        "properties": {
-            "alive": {"type": "boolean", "description": "the reconcile loop beat recently"},
-            "last_heartbeat": _nullable("string", format="date-time"),
-            "last_reconcile": _nullable("string", format="date-time"),
-        },
-    },
-    "Ready": {
-        "type": "object", "additionalProperties": False,
-        "required": ["ready", "facts_fresh", "last_reconcile"],
-        "properties": {
-            "ready": {"type": "boolean",
-                      "description": "facts are fresh and a reconcile has succeeded"},
-            "facts_fresh": {"type": "boolean"},
-            "last_reconcile": _nullable("string", format="date-time"),
-        },
-    },
-    "Status": {
-        "type": "object", "additionalProperties": False,
-        "required": ["pools", "leader", "facts_fresh", "last_reconcile", "providers",
-                     "policy_errors"],
-        "properties": {
-            "pools": {"type": "object", "additionalProperties": _ref("PoolStatus")},
-            "leader": {"type": "boolean"},
-            "facts_fresh": {"type": "boolean"},
-            "last_reconcile": _nullable("string", format="date-time"),
-            "providers": {"type": "object", "additionalProperties": _ref("ProviderStatus")},
-            "policy_errors": {
-                "type": "array", "items": {"type": "string"},
-                "description": "FILE:LINE:COL: message per problem of the last refused "
-                               "reload; the last good policies stay in force meanwhile"},
-            "decisions": {
-                "type": "array", "description": "the latest actions, newest first, with "
-                                                "their reasons and candidates",
-                "items": {"allOf": [_ref("Action"), {
-                    "type": "object", "required": ["at"], "properties": {"at": _TIME}}]}},
-            "leadership": {
-                "type": "object", "description": "this instance in the leader election",
-                "properties": {
-                    "holder": {"type": "string", "description": "this instance's lease name"},
-                    "token": _nullable("integer", description="fencing token while leader"),
-                    "terms": _COUNT, "journal": {"type": "string"}}},
-            "operations": {
-                "type": "object", "description": "journaled operations in flight, by kind",
-                "additionalProperties": {
-                    "type": "object", "properties": {
-                        "count": _COUNT, "oldest_age_seconds": {"type": "number"},
-                        "phases": {"type": "object", "additionalProperties": _COUNT}}}},
-            "recoveries": {
-                "type": "object", "description": "recoveries performed since start",
-                "properties": {"performed": _COUNT, "incomplete": {"type": "boolean"}}},
-            "untrusted": {
-                "type": "object", "description": "nodes that count for no pool now and "
-                                                "identities whose last message was refused",
-                "properties": {
-                    "nodes": {"type": "array", "items": {
-                        "type": "object", "required": ["identity", "state", "reason"],
-                        "properties": {
-                            "identity": {"type": "string"},
-                            "state": {"type": "string", "enum": ["unknown", "unvouched"]},
-                            "reason": {"type": "string"}, "ours": {"type": "boolean"},
-                            "last_seen": _nullable("number")}}},
-                    "counts": {"type": "object", "additionalProperties": _COUNT},
-                    "refused": {"type": "array", "items": {
-                        "type": "object", "required": ["identity", "reason"],
-                        "properties": {"identity": {"type": "string"},
-                                       "reason": {"type": "string"},
-                                       "detail": {"type": "string"},
-                                       "at": {"type": "number"}}}},
-                    "disputed": {"type": "object",
-                                 "additionalProperties": {"type": "string"}}}},
-        },
-    },
-    # Plan, Action (one schema per kind, tagged by kind), PoolEvaluation, Candidate, Events,
-    # PoolStatus, ProviderStatus:
-    # generated from the models the daemon serialises them with (gearshift.api_models).
-    **wire_schemas(ref_prefix="#/components/schemas/"),
-    "PoolPaused": {
-        "type": "object", "additionalProperties": False, "required": ["pool", "paused"],
-        "properties": {"pool": {"type": "string"}, "paused": {"type": "boolean"}},
-    },
-    "CapacityRequestCreated": {
-        "type": "object", "additionalProperties": False,
-        "required": ["id", "pool", "gears", "expires_at"],
-        "properties": {"id": {"type": "string"}, "pool": {"type": "string"},
-                       "gears": {"type": "integer", "minimum": 1, "maximum": MAX_GEARS},
-                       "expires_at": _TIME},
-    },
-}
+SCHEMAS: dict[str, Any] = api_schemas(ref_prefix="#/components/schemas/")
 
 
 def _capacity_request(pools: Sequence[str]) -> dict[str, Any]:

@@ -31,7 +31,6 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -41,6 +40,16 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gearshift import jsonlimits
 from gearshift.api.guard import AcceptErrorLog, GuardedSite, connection_limit
+from gearshift.api.models_status import (
+    CapacityRequestCreatedModel,
+    DecisionModel,
+    ErrorModel,
+    HealthModel,
+    PoolPausedModel,
+    ReadyModel,
+    StatusExtrasModel,
+    StatusModel,
+)
 from gearshift.api.openapi import EVENTS_DEFAULT, EVENTS_MAX, openapi_document
 from gearshift.api_models import (
     BandModel,
@@ -49,9 +58,11 @@ from gearshift.api_models import (
     NodeCountsModel,
     PoolStatusModel,
     ProviderStatusModel,
+    action_model,
+    iso_time,
 )
 from gearshift.errors import Fenced, JournalError
-from gearshift.explain import action_to_dict, plan_to_dict
+from gearshift.explain import plan_to_dict
 from gearshift.metrics import Metrics
 from gearshift.model import CapacityRequest, Plan
 from gearshift.observe.requests import parse_capacity_request
@@ -59,9 +70,7 @@ from gearshift.reconcile.reconciler import Reconciler
 
 
 def _iso(at: float | None) -> str | None:
-    if at is None:
-        return None
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return None if at is None else iso_time(at)
 
 
 log = structlog.get_logger(component="gearshift.api")
@@ -93,15 +102,15 @@ if not _server_log.handlers:
 
 def _fail(cls: type[web.HTTPError], message: str, **kwargs: Any) -> web.HTTPError:
     """An HTTP error whose body is JSON ``{"error": message}``, like every other answer."""
-    return cls(text=f'{{"error": {json.dumps(message)}}}', content_type="application/json",
-               **kwargs)
+    return cls(text=json.dumps(ErrorModel(error=message).model_dump()),
+               content_type="application/json", **kwargs)
 
 
 class ApiServer:
     def __init__(self, reconciler: Reconciler, metrics: Metrics, *, token: str | None,
                  max_body: int = 65536, leader: Callable[[], bool] = lambda: True,
                  stale_loop_after: float = 300.0,
-                 extra_status: Callable[[], dict[str, Any]] | None = None,
+                 extra_status: Callable[[], StatusExtrasModel] | None = None,
                  max_connections: int = 256, read_timeout: float = 10.0,
                  plan_cache: float = 2.0) -> None:
         self.reconciler = reconciler
@@ -136,14 +145,15 @@ class ApiServer:
         ])
         self.runner: web.AppRunner | None = None
         # The latest actions with their reasons and candidates, for the status page.
-        self.decisions: deque[dict[str, Any]] = deque(maxlen=50)
+        self.decisions: deque[DecisionModel] = deque(maxlen=50)
         if reconciler.last_plan is not None:
             self._remember(reconciler.last_plan)
         reconciler.on_reconciled.append(self._remember)
 
     def _remember(self, plan: Plan) -> None:
         for action in plan.actions:
-            self.decisions.append({"at": _iso(plan.at), **action_to_dict(action)})
+            self.decisions.append(DecisionModel(at=iso_time(plan.at),
+                                                action=action_model(action)))
 
     async def start(self, host: str, port: int) -> None:
         # keepalive_timeout: an idle kept-alive connection, or one whose next request's
@@ -208,15 +218,15 @@ class ApiServer:
         proofs = [t for t in (beat, success) if t is not None]
         now = self.reconciler.clock.now()
         alive = bool(proofs) and now - max(proofs) <= self.stale_loop_after
-        body = {"alive": alive, "last_heartbeat": _iso(beat), "last_reconcile": _iso(success)}
-        return web.json_response(body, status=200 if alive else 503)
+        body = HealthModel(alive=alive, last_heartbeat=_iso(beat), last_reconcile=_iso(success))
+        return web.json_response(body.model_dump(mode="json"), status=200 if alive else 503)
 
     async def readyz(self, request: web.Request) -> web.Response:
         fresh = self.reconciler.fleet.source_up
         ready = fresh and self.reconciler.last_success is not None
-        body = {"ready": ready, "facts_fresh": fresh,
-                "last_reconcile": _iso(self.reconciler.last_success)}
-        return web.json_response(body, status=200 if ready else 503)
+        body = ReadyModel(ready=ready, facts_fresh=fresh,
+                          last_reconcile=_iso(self.reconciler.last_success))
+        return web.json_response(body.model_dump(mode="json"), status=200 if ready else 503)
 
     async def openapi(self, request: web.Request) -> web.Response:
         pools = [p.name for p in self.reconciler.policies.current.pools]
@@ -226,10 +236,10 @@ class ApiServer:
         return web.Response(body=self.metrics.exposition(),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    def status_body(self) -> dict[str, Any]:
+    def status_model(self) -> StatusModel:
         evaluations = self.reconciler.last_pools
         policies = self.reconciler.policies.current
-        pools: dict[str, Any] = {}
+        pools: dict[str, PoolStatusModel] = {}
         for policy in policies.pools:
             e = evaluations.get(policy.name)
             pools[policy.name] = PoolStatusModel(
@@ -246,7 +256,7 @@ class ApiServer:
                                target=policy.density.target,
                                scale_down_below=policy.density.scale_down_below),
                 summary=e.summary if e else "not evaluated yet",
-            ).model_dump(mode="json")
+            )
         snapshot = self.reconciler.last_snapshot
         by_provider: dict[str, int] = {}
         if snapshot is not None:
@@ -256,17 +266,22 @@ class ApiServer:
                                                                          0) + 1
         providers = {name: ProviderStatusModel.model_validate(
                          {**asdict(p.status()), "nodes": by_provider.get(name, 0)}
-                     ).model_dump(mode="json") for name, p in self.reconciler.providers.items()}
-        return {
-            "pools": pools,
-            "leader": self.leader(),
-            "facts_fresh": self.reconciler.fleet.source_up,
-            "last_reconcile": _iso(self.reconciler.last_success),
-            "providers": providers,
-            "policy_errors": list(self.reconciler.policies.problems),
-            "decisions": list(reversed(self.decisions))[:20],
-            **(self.extra_status() if self.extra_status is not None else {}),
-        }
+                     ) for name, p in self.reconciler.providers.items()}
+        extras = self.extra_status() if self.extra_status is not None else None
+        return StatusModel(
+            pools=pools,
+            leader=self.leader(),
+            facts_fresh=self.reconciler.fleet.source_up,
+            last_reconcile=_iso(self.reconciler.last_success),
+            providers=providers,
+            policy_errors=list(self.reconciler.policies.problems),
+            decisions=list(reversed(self.decisions))[:20],
+            **(dict(extras) if extras is not None else {}),
+        )
+
+    def status_body(self) -> dict[str, Any]:
+        """``/v1/status`` as sent."""
+        return self.status_model().to_json()
 
     async def status(self, request: web.Request) -> web.Response:
         return web.json_response(self.status_body())
@@ -319,12 +334,12 @@ class ApiServer:
     async def pause(self, request: web.Request) -> web.Response:
         name = await self._pool(request)
         await self._journaled(self.reconciler.pause(name))
-        return web.json_response({"pool": name, "paused": True})
+        return web.json_response(PoolPausedModel(pool=name, paused=True).model_dump())
 
     async def resume(self, request: web.Request) -> web.Response:
         name = await self._pool(request)
         await self._journaled(self.reconciler.resume(name))
-        return web.json_response({"pool": name, "paused": False})
+        return web.json_response(PoolPausedModel(pool=name, paused=False).model_dump())
 
     @staticmethod
     async def _journaled(change: Awaitable[None]) -> None:
@@ -360,8 +375,9 @@ class ApiServer:
             request_id=request_id, pool=pool, gears=gears, expires_at=now + ttl,
             reason=reason))
         self.reconciler.wake("capacity request")
-        return web.json_response({"id": request_id, "pool": pool, "gears": gears,
-                                  "expires_at": _iso(now + ttl)}, status=201)
+        created = CapacityRequestCreatedModel(id=request_id, pool=pool, gears=gears,
+                                              expires_at=iso_time(now + ttl))
+        return web.json_response(created.model_dump(mode="json"), status=201)
 
     async def page(self, request: web.Request) -> web.Response:
         html = importlib.resources.files("gearshift.api").joinpath("status.html").read_text()
