@@ -132,6 +132,9 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(
         world.demand(50)
         daemon.start()
         progress("last start: waiting for daemon and world to agree (up to 120 s)")
+        # Serving first: agreement alone may hold before the new process has even set up
+        # its SIGTERM handler (a slow start under load), and stop() then kills it.
+        assert daemon.wait_status(lambda _: True, timeout=60) is not None, daemon.log_text()[-3000:]
         outcome = _wait_converged(world, journal, timeout=120)
         assert outcome == "converged", f"did not converge: {outcome}\n{daemon.log_text()[-4000:]}"
         assert daemon.stop() == 0
