@@ -149,6 +149,9 @@ def _read_documents(file: Path, problems: list[str], *, max_bytes: int) -> list[
         return []
     finally:
         loader.dispose()
+    if not documents:
+        problems.append(f"{file}:1:1: empty: no YAML document (expected kind: Pool or "
+                        f"kind: Providers)")
     return documents
 
 
@@ -343,19 +346,15 @@ def _kind_settings_problems(spec: ProvidersFile, doc: _Document,
     return problems
 
 
-def load_policy_set(paths: Iterable[Path], *, kinds: KindSettings | None = None,
-                    max_bytes: int = safeyaml.MAX_YAML_BYTES) -> PolicySet:
-    """Load and validate every file (and every YAML file in every directory) given.
+_Pools = list[tuple[PoolPolicy, _Document]]
+_Providers = list[tuple[ProvidersFile, _Document]]
 
-    With ``kinds``, each provider kind's ``settings:`` are validated by its own models too.
-    A file larger than ``max_bytes`` is refused unread. Raises ConfigError listing every
-    problem; nothing partial is ever returned. Blocking (file reads, parsing): the daemon
-    calls it in a worker thread.
-    """
-    problems: list[str] = []
-    files = _files_in(paths, problems)
-    pools: list[tuple[PoolPolicy, _Document]] = []
-    providers: list[tuple[ProvidersFile, _Document]] = []
+
+def _parse(files: Iterable[Path], problems: list[str], *,
+           max_bytes: int) -> tuple[_Pools, _Providers]:
+    """Every Pool and Providers document of ``files``, each checked on its own."""
+    pools: _Pools = []
+    providers: _Providers = []
     for file in files:
         for doc in _read_documents(file, problems, max_bytes=max_bytes):
             if not isinstance(doc.data, dict):
@@ -376,6 +375,13 @@ def load_policy_set(paths: Iterable[Path], *, kinds: KindSettings | None = None,
                 pools.append((parsed, doc))
             elif isinstance(parsed, ProvidersFile):
                 providers.append((parsed, doc))
+    return pools, providers
+
+
+def _set_problems(pools: _Pools, providers: _Providers,
+                  kinds: KindSettings | None) -> list[str]:
+    """What only the whole set shows: a second Providers file, references, kind settings."""
+    problems: list[str] = []
     if len(providers) > 1:
         for _, doc in providers[1:]:
             problems.append(doc.problem(("kind",), f"kind: a second Providers document "
@@ -383,6 +389,23 @@ def load_policy_set(paths: Iterable[Path], *, kinds: KindSettings | None = None,
     problems.extend(_cross_check(pools, providers[0] if providers else None))
     if kinds is not None and providers:
         problems.extend(_kind_settings_problems(*providers[0], kinds))
+    return problems
+
+
+def load_policy_set(paths: Iterable[Path], *, kinds: KindSettings | None = None,
+                    max_bytes: int = safeyaml.MAX_YAML_BYTES) -> PolicySet:
+    """Load and validate every file (and every YAML file in every directory) given.
+
+    With ``kinds``, each provider kind's ``settings:`` are validated by its own models too.
+    A file larger than ``max_bytes`` is refused unread; an empty file is a problem (a policy
+    file emptied by mistake must not silently drop its pool). Raises ConfigError listing
+    every problem; nothing partial is ever returned. Blocking (file reads, parsing): the
+    daemon calls it in a worker thread.
+    """
+    problems: list[str] = []
+    files = _files_in(paths, problems)
+    pools, providers = _parse(files, problems, max_bytes=max_bytes)
+    problems.extend(_set_problems(pools, providers, kinds))
     if problems:  # a URL's credentials never reach validate, the log or /v1/status
         raise ConfigError([redact(problem) for problem in problems])
     ordered = sorted((p for p, _ in pools), key=lambda p: (-p.priority, p.name))
