@@ -161,9 +161,15 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         args.report_json.write_text(text + "\n", encoding="utf-8")
     print(text)
     if args.plot is not None:
-        from gearshift.sim.plot import plot_timeline  # noqa: PLC0415
+        from gearshift.sim.plot import PlotSummary, plot_timeline  # noqa: PLC0415
 
-        plot_timeline(result.timeline, args.plot, title=f"gearshift simulate: {args.trace.name}")
+        # a trace.csv is named by its folder (flash-crowd, scenarios/quota-spill, ...)
+        scenario = args.trace.parent.name if args.trace.stem == "trace" else args.trace.stem
+        assert policies.providers is not None  # simulate's --providers is required
+        plot_timeline(result.timeline, args.plot,
+                      summary=PlotSummary.from_report(result.report, scenario=scenario,
+                                                      seed=args.seed),
+                      providers=[p.name for p in policies.providers.providers])
         print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
 
