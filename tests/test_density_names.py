@@ -6,6 +6,8 @@ once read "density 0.82 within [0.45, 0.80]" while nodes were booting."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 from builders import booting, node, nodes, policy_set, pool, snapshot
 from conftest import ROOT
@@ -70,3 +72,16 @@ def test_status_table_page_metric_and_systemd_line_say_active_density_now() -> N
     help_text = Metrics().pool_active_density._documentation
     assert help_text.startswith("Active density now: ")
     assert "projected density, with booting nodes" in help_text
+
+
+def test_one_active_density_figure_per_pool_even_with_requests_and_urgency() -> None:
+    """The README's plan example: 305 active + 40 requested gears on 360 slots. Urgency
+    weighs demand over the active slots (0.96), which is not the active density (0.85)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "gearshift", "plan", "--config",
+         "policies/examples/plan/config.yaml", "--snapshot", "policies/examples/plan/fleet.json"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=60)
+    text = result.stdout
+    assert set(re.findall(r"active density now (\d\.\d\d)", text)) == {"0.85"}, text
+    assert "demand / active nodes' slots 0.96 >= 0.95" in text
+    assert not UNNAMED.search(text), text

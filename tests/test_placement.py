@@ -78,7 +78,7 @@ def test_urgent_demand_goes_to_the_fastest_placement(case: str, active: int, urg
 def test_urgent_reason_says_why_the_faster_provider_went_first() -> None:
     result = plan(snapshot(nodes(4, active=60)), policy_set(pool()), now=NOW)
     reason = result.actions[0].reason
-    assert "urgent: the pool is full now (active density now 1.00 >= 0.95), 60 slots needed now" \
+    assert "urgent: the pool is full now (demand / active nodes' slots 1.00 >= 0.95), 60 slots needed now" \
         in reason
     assert "vsphere-dc1 (~3m, 0.06/h) ahead of rack-a (~8m, 0.02/h)" in reason
     action = result.actions[0]
