@@ -53,7 +53,7 @@ def test_status_prints_tables(daemon: LiveDaemon) -> None:
     assert lines[0].startswith(f"gearshift at {daemon.url}: leader, facts fresh, last reconcile 20")
     header = next(i for i, line in enumerate(lines) if line.startswith("POOL"))
     assert lines[header].split() == ["POOL", "ACTIVE", "BOOTING", "DRAINING", "UNKNOWN",
-                                     "DESIRED", "MIN-MAX", "DENSITY", "BAND", "STATE"]
+                                     "DESIRED", "MIN-MAX", "ACTIVE-DENSITY", "BAND", "STATE"]
     assert lines[header + 1].split() == ["small", "2", "0", "0", "0", "2", "2-12", "0.50",
                                          "0.45-0.80", "in", "band"]
     providers = lines.index(next(line for line in lines if line.startswith("PROVIDER")))
@@ -95,7 +95,7 @@ def test_plan_against_a_running_daemon(daemon: LiveDaemon) -> None:
     result = gearshift("plan", "--url", daemon.url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("plan at 20")
-    assert re.search(r"pool small: 2 active, 0 booting, 0 draining, 0 unknown; density 0\.50",
+    assert re.search(r"pool small: 2 active, 0 booting, 0 draining, 0 unknown; active density now 0\.50",
                      result.stdout), result.stdout
     assert "no actions" in result.stdout
     as_json = json.loads(gearshift("plan", "--url", daemon.url, "--json").stdout)

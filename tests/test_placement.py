@@ -78,7 +78,7 @@ def test_urgent_demand_goes_to_the_fastest_placement(case: str, active: int, urg
 def test_urgent_reason_says_why_the_faster_provider_went_first() -> None:
     result = plan(snapshot(nodes(4, active=60)), policy_set(pool()), now=NOW)
     reason = result.actions[0].reason
-    assert "urgent: the pool is full now (active density 1.00 >= 0.95), 60 slots needed now" \
+    assert "urgent: the pool is full now (demand / active nodes' slots 1.00 >= 0.95), 60 slots needed now" \
         in reason
     assert "vsphere-dc1 (~3m, 0.06/h) ahead of rack-a (~8m, 0.02/h)" in reason
     action = result.actions[0]
@@ -307,7 +307,7 @@ def test_no_break_while_the_replacement_boots_or_if_the_pool_still_needs_the_nod
     busy = bursty(active=46) + [node("r0", active=46, created_at=NOW - 200)]
     result = plan(snapshot(busy), policy_set(pool()), now=NOW, state=state)
     assert drains_of(result) == []
-    assert "keeping e00 for now: without it density would be 0.89 (> 0.80)" in \
+    assert "keeping e00 for now: without it projected density would be 0.89 (> 0.80)" in \
         result.pools["small"].summary
 
 

@@ -151,7 +151,7 @@ def test_daemon_notifies_ready_watchdog_status_reloading_and_stopping(
         ready = listener.wait_for(lambda m: m.get("READY") == "1", "READY=1",
                                   process=daemon.process, log=daemon.log)[0]
         # STATUS= comes with READY: a one-line summary of the fleet after the first reconcile.
-        assert ready["STATUS"] == "small 2+0 nodes d=0.50", ready
+        assert ready["STATUS"] == "small 2+0 nodes, active density now 0.50", ready
         index = listener.messages.index(ready)
         listener.wait_for(
             lambda m: len([x for x in listener.messages[index:] if x.get("WATCHDOG") == "1"]) >= 4,

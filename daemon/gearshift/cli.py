@@ -42,14 +42,23 @@ examples:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from gearshift.act.providers.kind_settings import KIND_SETTINGS  # noqa: PLC0415
-    from gearshift.policy.loader import validate_paths  # noqa: PLC0415 - keep start-up light
+    from gearshift.policy.check import check_paths  # noqa: PLC0415 - keep start-up light
 
-    problems = validate_paths(args.paths, kinds=KIND_SETTINGS)
-    for line in problems:
+    result = check_paths(args.paths, kinds=KIND_SETTINGS)
+    for line in result.problems:
         print(line)
-    if not problems and not args.quiet:
-        print(f"ok: {', '.join(str(p) for p in args.paths)}", file=sys.stderr)
-    return 1 if problems else 0
+    if result.unchecked:  # said even with -q: "ok" must not hide what was not looked at
+        looked = ", ".join(str(p) for p in result.unchecked if p.suffix == ".yaml")
+        print(f"warning: providers and blueprints named by the pools were NOT checked: no "
+              f"providers file given and none found ({looked}); give it too: gearshift "
+              f"validate {' '.join(str(p) for p in args.paths)} PROVIDERS.yaml",
+              file=sys.stderr)
+    if not result.problems and not args.quiet:
+        against = (f"; references checked against {result.found_providers}"
+                   if result.found_providers is not None else "")
+        print(f"ok: {', '.join(str(p) for p in args.paths)} ({result.pools} pool"
+              f"{'' if result.pools == 1 else 's'}{against})", file=sys.stderr)
+    return 1 if result.problems else 0
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -152,9 +161,15 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         args.report_json.write_text(text + "\n", encoding="utf-8")
     print(text)
     if args.plot is not None:
-        from gearshift.sim.plot import plot_timeline  # noqa: PLC0415
+        from gearshift.sim.plot import PlotSummary, plot_timeline  # noqa: PLC0415
 
-        plot_timeline(result.timeline, args.plot, title=f"gearshift simulate: {args.trace.name}")
+        # a trace.csv is named by its folder (flash-crowd, scenarios/quota-spill, ...)
+        scenario = args.trace.parent.name if args.trace.stem == "trace" else args.trace.stem
+        assert policies.providers is not None  # simulate's --providers is required
+        plot_timeline(result.timeline, args.plot,
+                      summary=PlotSummary.from_report(result.report, scenario=scenario,
+                                                      seed=args.seed),
+                      providers=[p.name for p in policies.providers.providers])
         print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
 
@@ -241,7 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "files, each provider kind's settings: included (no "
                                    "credential is read, nothing is connected to). Prints "
                                    "FILE:LINE:COL: message per problem; exit 1 if any, 0 if "
-                                   "all valid. Directories are read for *.yaml.")
+                                   "all valid. Directories are read for *.yaml; a folder "
+                                   "without pools or an empty file is a problem. Without a "
+                                   "providers file among PATHs, providers.yaml is looked for "
+                                   "beside the pools (inside or next to their folder, as "
+                                   "`run` lays them out); if none is found, a warning says "
+                                   "that references were not checked.")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing when valid")
     p.set_defaults(func=_cmd_validate)

@@ -143,7 +143,11 @@ def render_status(status: dict[str, Any], *, url: str) -> str:
                      f"{band['scale_down_below']:.2f}-{band['scale_up_above']:.2f}",
                      ", ".join([_density_state(pool), *flags])])
     lines += _table(["POOL", "ACTIVE", "BOOTING", "DRAINING", "UNKNOWN", "DESIRED", "MIN-MAX",
-                     "DENSITY", "BAND", "STATE"], rows, right={1, 2, 3, 4, 5, 7})
+                     "ACTIVE-DENSITY", "BAND", "STATE"], rows, right={1, 2, 3, 4, 5, 7})
+    if rows:
+        lines += ["ACTIVE-DENSITY: the active density now (active gears / active nodes' slots); "
+                  "the planner acts on the projected density (with booting nodes), named in "
+                  "each reason of `gearshift plan`"]
     providers = status.get("providers", {})
     if providers:
         rows = [[name, "yes" if p["available"] else "NO", str(p.get("nodes", 0)),

@@ -101,7 +101,7 @@ def fleet_summary(plan: Plan) -> str:
     for name, e in plan.pools.items():
         density = "n/a" if e.active_density is None else f"{e.active_density:.2f}"
         flag = " degraded" if e.degraded else ""
-        parts.append(f"{name} {e.active}+{e.booting} nodes d={density}{flag}")
+        parts.append(f"{name} {e.active}+{e.booting} nodes, active density now {density}{flag}")
     return "; ".join(parts) or "no pools"
 
 

@@ -6,15 +6,25 @@ source, reconciler, executor, recovery, leader lease, metrics and HTTP API, wire
 daemon's own composition root (``gearshift.assembly``) on an in-memory journal. Demand
 for the ``small`` pool rises sharply every 90 seconds and falls again, so within a minute
 the pool scales up and then drains and retires nodes.
+
+The API's operator calls (pause, resume) need a bearer token even here, so each run makes
+its own, in a file only its user can read that is removed when the demo stops, and prints
+the exact commands that use it: a newcomer can pause the pool and watch it hold.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.resources
+import os
 import random
+import secrets
+import shutil
 import signal
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import structlog
@@ -27,6 +37,7 @@ from gearshift.logs import configure
 from gearshift.metrics import Metrics
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.loader import load_policy_set
+from gearshift.policy.schema import PolicySet
 from gearshift.reconcile.leader import lead
 from gearshift.reconcile.supervisor import supervise
 from gearshift.settings import MqttSettings, ReconcileSettings, Settings
@@ -53,6 +64,44 @@ def demo_policy_dir() -> Path:
     return Path(str(importlib.resources.files("gearshift.sim").joinpath("demo")))
 
 
+@contextmanager
+def run_token() -> Iterator[tuple[str, Path]]:
+    """A fresh API token and the file holding it (mode 0600, in a 0700 folder), removed after."""
+    folder = Path(tempfile.mkdtemp(prefix="gearshift-demo-"))
+    try:
+        token = secrets.token_urlsafe(24)
+        path = folder / "api.token"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(token + "\n")
+        yield token, path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _command_name() -> str:
+    """How this shell reaches ``gearshift``: the script that runs now, relative when it can."""
+    script = Path(sys.argv[0])
+    if script.name != "gearshift":
+        return "gearshift"
+    try:
+        return str(script.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(script)
+
+
+def operator_hints(*, url: str, token_file: Path, pool: str = "small") -> str:
+    """The commands to try against the running demo, exactly as they can be pasted."""
+    gearshift = _command_name()
+    return (f"try it in another terminal (the API token is for this run only; its file is "
+            f"removed when the demo stops):\n"
+            f"  export GEARSHIFT_URL={url} GEARSHIFT_TOKEN_FILE={token_file}\n"
+            f"  {gearshift} status\n"
+            f"  {gearshift} pause {pool}     # the pool keeps its nodes until resumed\n"
+            f"  {gearshift} plan --url $GEARSHIFT_URL\n"
+            f"  {gearshift} resume {pool}")
+
+
 async def run_demo(*, duration: float | None, port: int, host: str = "127.0.0.1",
                    verbose: bool = False) -> int:
     configure(level="info" if verbose else "warning")
@@ -60,6 +109,14 @@ async def run_demo(*, duration: float | None, port: int, host: str = "127.0.0.1"
     assert policies.providers is not None
     clock = SystemClock()
     start = clock.now()
+    with run_token() as (token, token_file):
+        return await _run(duration=duration, port=port, host=host, policies=policies,
+                          clock=clock, start=start, token=token, token_file=token_file)
+
+
+async def _run(*, duration: float | None, port: int, host: str, policies: PolicySet,
+               clock: SystemClock, start: float, token: str, token_file: Path) -> int:
+    assert policies.providers is not None
     async with embedded_broker() as broker:
         mqtt = MqttSettings(host=broker.host, port=broker.port,
                             protocol="5" if broker.kind == "mosquitto" else "3.1.1")
@@ -86,7 +143,7 @@ async def run_demo(*, duration: float | None, port: int, host: str = "127.0.0.1"
         reconciler, executor = parts.reconciler, parts.executor
         publisher = SimPublisher(world, mqtt, clock=clock,
                                  demand=lambda now: {"small": demand_at(now - start)})
-        api = ApiServer(reconciler, metrics, token=None,
+        api = ApiServer(reconciler, metrics, token=token,
                         leader=lambda: parts.leadership.is_leader)
         await api.start(host, port)
         print(f"gearshift demo: broker {broker.kind} on {broker.host}:{broker.port}\n"
@@ -94,6 +151,7 @@ async def run_demo(*, duration: float | None, port: int, host: str = "127.0.0.1"
               f"  metrics      http://127.0.0.1:{port}/metrics\n"
               f"  status JSON  http://127.0.0.1:{port}/v1/status\n"
               f"  plan         http://127.0.0.1:{port}/v1/plan\n"
+              f"{operator_hints(url=f'http://127.0.0.1:{port}', token_file=token_file)}\n"
               + (f"running for {duration:g}s" if duration else "Ctrl-C to stop"), flush=True)
 
         stop = asyncio.Event()

@@ -30,7 +30,7 @@ def plan_to_text(plan: Plan) -> str:
         density = "n/a" if e.active_density is None else f"{e.active_density:.2f}"
         flags = "".join([" DEGRADED" if e.degraded else "", " PAUSED" if e.paused else ""])
         lines.append(f"  pool {name}: {e.active} active, {e.booting} booting, {e.draining} "
-                     f"draining, {e.unknown} unknown; density {density}; desired "
+                     f"draining, {e.unknown} unknown; active density now {density}; desired "
                      f"{e.desired_nodes}{flags}")
         lines.append(f"    {e.summary}")
     if not plan.actions:

@@ -23,7 +23,9 @@ class Metrics:
                                 ["pool", "state"], registry=r)
         self.pool_active_density = Gauge(
             "gearshift_pool_active_density",
-            "Active gears / max_active_gears over the pool's active nodes (NaN when unknown).",
+            "Active density now: active gears / max_active_gears over the pool's active "
+            "nodes, booting nodes not counted (the planner acts on the projected density, "
+            "with booting nodes: see /v1/plan); NaN when unknown.",
             ["pool"], registry=r)
         self.pool_desired_nodes = Gauge("gearshift_pool_desired_nodes",
                                         "Nodes the policy wants for the pool now.", ["pool"],

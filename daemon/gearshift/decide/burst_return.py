@@ -244,7 +244,7 @@ def _break(policy: PoolPolicy, node: Node, swap: BurstReturn, *, ctx: PlanContex
     if after <= 0 or reading.demand / after > band.scale_up_above or \
             after - reading.demand < policy.headroom_gears:
         density = reading.demand / after if after > 0 else float("inf")
-        return None, (f"without it density would be {density:.2f} (> "
+        return None, (f"without it projected density would be {density:.2f} (> "
                       f"{band.scale_up_above:.2f}) or free slots {after - reading.demand} "
                       f"< headroom {policy.headroom_gears}")
     blocked = ctx.budget.allows(policy, provider)
@@ -259,7 +259,7 @@ def _break(policy: PoolPolicy, node: Node, swap: BurstReturn, *, ctx: PlanContex
         pool=policy.name, identity=node.identity, cause="burst_return",
         reason=(f"pool {policy.name}: burst-and-return: its replacement on {swap.provider} "
                 f"is up ({reading.figures}); draining burst node {node.identity} "
-                f"({provider}, {gears} gears to move): without it density stays "
+                f"({provider}, {gears} gears to move): without it projected density stays "
                 f"{reading.demand / after:.2f} <= {band.scale_up_above:.2f}"),
         candidates=(NodeCandidate(node.identity, provider, True,
                                   f"chosen: replaced on {swap.provider}"),)), ""

@@ -38,8 +38,10 @@ def _urgent_gears(policy: PoolPolicy, *, demand: int, capacity_now: int) -> tupl
         return 0, ""
     gears = max(0, math.ceil(demand / policy.density.scale_up_above) - capacity_now)
     density = f"{demand / capacity_now:.2f}" if capacity_now else "n/a (no active node)"
-    return gears, (f"urgent: the pool is full now (active density {density} >= "
-                   f"{urgency.full_at:.2f}), {gears} slots needed now")
+    # demand (requests and draining gears included) over the active nodes' slots: not the
+    # active density, nor the projected one (booting nodes do not help now)
+    return gears, (f"urgent: the pool is full now (demand / active nodes' slots {density} "
+                   f">= {urgency.full_at:.2f}), {gears} slots needed now")
 
 
 @dataclass

@@ -169,7 +169,8 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     evidence = bool(view.active) or bool(view.pending) or (not view.unknown and snapshot.facts_fresh)
     pressure: list[str] = []
     if evidence and projected is not None and projected > band.scale_up_above:
-        pressure.append(f"projected density {projected:.2f} > {band.scale_up_above:.2f}")
+        pressure.append(f"projected density {projected:.2f} > {band.scale_up_above:.2f} "
+                        f"(with booting nodes)")
     if evidence and capacity - demand < policy.headroom_gears:
         pressure.append(f"free slots {capacity - demand} < headroom {policy.headroom_gears}")
     pressure.extend(signals.up)
@@ -236,8 +237,9 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
 
     desired = max(floor, min(policy.size.max, desired))
     if not notes:
-        notes.append(f"steady: density {fmt_density(density)} within "
-                     f"[{band.scale_down_below:.2f}, {band.scale_up_above:.2f}]")
+        notes.append(f"steady: projected density {fmt_density(projected)} within "
+                     f"[{band.scale_down_below:.2f}, {band.scale_up_above:.2f}] (with booting "
+                     f"nodes; active density now {fmt_density(density)})")
     new_memory = replace(
         memory,
         # New nodes only: a reactivated node shows as draining until its next facts.

@@ -110,8 +110,9 @@ def shrink(view: PoolView, *, ctx: PlanContext, memory: PoolMemory, signals: Sig
         blockers.append(f"a drain just passed its deadline: cooldown down "
                         f"{format_duration(policy.cooldown.down)} first")
     if blockers:
-        return Shrinking(note=f"density {fmt_density(projected)} < {band.scale_down_below:.2f} "
-                              f"but not shrinking: {'; '.join(blockers)}", blocked=True)
+        return Shrinking(note=f"projected density {fmt_density(projected)} < "
+                              f"{band.scale_down_below:.2f} (with booting nodes) but not "
+                              f"shrinking: {'; '.join(blockers)}", blocked=True)
     drains = []
     for node, candidates in choose_drains(view, policy, ctx, want_gears=want_gears, floor=floor,
                                           size=size, ongoing=ongoing):
@@ -125,6 +126,6 @@ def shrink(view: PoolView, *, ctx: PlanContext, memory: PoolMemory, signals: Sig
                     f"({node.facts.gears.total} gears, strategy "
                     f"{policy.scale_in.strategy})")))
     note = (f"shrinking: draining {len(drains)} node(s)" if drains else
-            "low density, but no node can go without breaching "
+            "projected density low, but no node can go without breaching "
             "target, headroom, floor or drain budget")
     return Shrinking(note=note, blocked=False, drains=drains)

@@ -5,7 +5,7 @@ SRE has to change (unknown keys at the key, bad values at the value, missing key
 the block that lacks them). A set of files loads completely or not at all: callers keep
 their last good ``PolicySet`` when this raises ``ConfigError``.
 
-YAML is composed with PyYAML into nodes first, so every value keeps its position, then
+YAML is composed with PyYAML into nodes first (``policy.documents``), so every value keeps its position, then
 validated by the pydantic models in ``policy.schema``; the files relate to each other
 (placements name providers and blueprints) and those checks run last, on the whole set.
 
@@ -23,16 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from gearshift import safeyaml
 from gearshift.errors import ConfigError
+from gearshift.policy.documents import Document, Path_, read_documents
 from gearshift.policy.schema import PolicySet, PoolPolicy, ProvidersFile
 from gearshift.redact import redact
-
-Path_ = tuple[str | int, ...]
-Position = tuple[int, int]  # 1-based line, column
 
 _KINDS: dict[str, type[BaseModel]] = {"Pool": PoolPolicy, "Providers": ProvidersFile}
 _SUFFIXES = (".yaml", ".yml")
@@ -47,109 +44,6 @@ class KindSettings:
 
     providers: Mapping[str, type[BaseModel]] = field(default_factory=dict)
     blueprints: Mapping[str, type[BaseModel]] = field(default_factory=dict)
-
-
-@dataclass
-class _Document:
-    """One YAML document with the position of every key and value in it."""
-
-    file: Path
-    data: Any
-    start: Position
-    values: dict[Path_, Position] = field(default_factory=dict)
-    keys: dict[Path_, Position] = field(default_factory=dict)
-
-    def at(self, path: Path_, *, key: bool = False) -> Position:
-        """The position of ``path`` or, failing that, of its nearest ancestor."""
-        if key and path in self.keys:
-            return self.keys[path]
-        while path:
-            if path in self.values:
-                return self.values[path]
-            path = path[:-1]
-        return self.start
-
-    def problem(self, path: Path_, message: str, *, key: bool = False) -> str:
-        line, col = self.at(path, key=key)
-        return f"{self.file}:{line}:{col}: {message}"
-
-
-def _position(mark: yaml.Mark) -> Position:
-    return (mark.line + 1, mark.column + 1)
-
-
-def _convert(loader: yaml.SafeLoader, node: yaml.Node, path: Path_, doc: _Document,
-             problems: list[str]) -> Any:
-    doc.values[path] = _position(node.start_mark)
-    if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)  # resolve YAML merge keys (<<)
-        result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str | int | float | bool):
-                problems.append(doc.problem(path, "mapping keys must be plain scalars"))
-                continue
-            key = str(key)
-            doc.keys[(*path, key)] = _position(key_node.start_mark)
-            if key in result:
-                problems.append(doc.problem((*path, key), f"duplicate key {key!r}", key=True))
-                continue
-            result[key] = _convert(loader, value_node, (*path, key), doc, problems)
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_convert(loader, item, (*path, i), doc, problems)
-                for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
-
-
-def _line_col(text: str, offset: int) -> Position:
-    """1-based line and column of a character offset."""
-    before = text[:offset]
-    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
-
-
-def _read_documents(file: Path, problems: list[str], *, max_bytes: int) -> list[_Document]:
-    try:
-        text = safeyaml.read_text(file, max_bytes=max_bytes)
-    except safeyaml.FileTooLarge as exc:
-        problems.append(f"{file}:1:1: {exc}")
-        return []
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.append(f"{file}:1:1: cannot read file: {exc.__class__.__name__}: {exc}")
-        return []
-    documents = []
-    try:
-        # its reader already refuses control characters; its composer bounds aliases
-        loader = safeyaml.BoundedSafeLoader(text)
-    except yaml.reader.ReaderError as exc:
-        line, col = _line_col(text, exc.position)
-        problems.append(f"{file}:{line}:{col}: not readable YAML: {exc.reason} "
-                        f"(character {exc.character!r})")
-        return []
-    try:
-        while loader.check_node():
-            node = loader.get_node()
-            if node is None:
-                continue
-            doc = _Document(file=file, data=None, start=_position(node.start_mark))
-            doc.data = _convert(loader, node, (), doc, problems)
-            documents.append(doc)
-    except safeyaml.YamlLimitError as exc:
-        line, col = safeyaml.where(exc)
-        problems.append(f"{file}:{line}:{col}: {exc.problem}")
-        return []
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = _position(mark) if mark else (1, 1)
-        problems.append(f"{file}:{line}:{col}: YAML syntax error: {exc.problem or exc}")
-        return []
-    except (yaml.YAMLError, RecursionError) as exc:
-        problems.append(f"{file}:1:1: not readable YAML: {exc.__class__.__name__} "
-                        f"(nested too deeply?)")
-        return []
-    finally:
-        loader.dispose()
-    return documents
 
 
 def _model_at(model: type[BaseModel], path: Path_) -> type[BaseModel] | None:
@@ -181,7 +75,7 @@ def _unwrap(annotation: Any) -> Any:
             return annotation
 
 
-def _error_path(loc: Sequence[str | int], doc: _Document) -> Path_:
+def _error_path(loc: Sequence[str | int], doc: Document) -> Path_:
     """Map pydantic's ``loc`` onto the document's paths, dropping pydantic's own tags."""
     path: Path_ = ()
     for part in loc:
@@ -200,7 +94,7 @@ def _dotted(path: Path_) -> str:
     return text or "document"
 
 
-def _validation_problems(exc: ValidationError, doc: _Document, model: type[BaseModel],
+def _validation_problems(exc: ValidationError, doc: Document, model: type[BaseModel],
                          *, at: Path_ = (), label: str = "") -> list[str]:
     """One line per error of ``model``, which validated the mapping at ``at`` in ``doc``.
 
@@ -259,10 +153,10 @@ def _files_in(paths: Iterable[Path], problems: list[str]) -> list[Path]:
     return list(unique.values())
 
 
-def _cross_check(pools: list[tuple[PoolPolicy, _Document]],
-                 providers: tuple[ProvidersFile, _Document] | None) -> list[str]:
+def _cross_check(pools: list[tuple[PoolPolicy, Document]],
+                 providers: tuple[ProvidersFile, Document] | None) -> list[str]:
     problems: list[str] = []
-    seen: dict[str, _Document] = {}
+    seen: dict[str, Document] = {}
     for pool, doc in pools:
         if pool.name in seen:
             problems.append(doc.problem(("name",), f"name: pool {pool.name!r} is also defined "
@@ -316,7 +210,7 @@ def _cross_check(pools: list[tuple[PoolPolicy, _Document]],
     return problems
 
 
-def _kind_settings_problems(spec: ProvidersFile, doc: _Document,
+def _kind_settings_problems(spec: ProvidersFile, doc: Document,
                             kinds: KindSettings) -> list[str]:
     """Each provider's and each blueprint's ``settings:`` checked by its kind's own model.
 
@@ -343,21 +237,17 @@ def _kind_settings_problems(spec: ProvidersFile, doc: _Document,
     return problems
 
 
-def load_policy_set(paths: Iterable[Path], *, kinds: KindSettings | None = None,
-                    max_bytes: int = safeyaml.MAX_YAML_BYTES) -> PolicySet:
-    """Load and validate every file (and every YAML file in every directory) given.
+_Pools = list[tuple[PoolPolicy, Document]]
+_Providers = list[tuple[ProvidersFile, Document]]
 
-    With ``kinds``, each provider kind's ``settings:`` are validated by its own models too.
-    A file larger than ``max_bytes`` is refused unread. Raises ConfigError listing every
-    problem; nothing partial is ever returned. Blocking (file reads, parsing): the daemon
-    calls it in a worker thread.
-    """
-    problems: list[str] = []
-    files = _files_in(paths, problems)
-    pools: list[tuple[PoolPolicy, _Document]] = []
-    providers: list[tuple[ProvidersFile, _Document]] = []
+
+def _parse(files: Iterable[Path], problems: list[str], *,
+           max_bytes: int) -> tuple[_Pools, _Providers]:
+    """Every Pool and Providers document of ``files``, each checked on its own."""
+    pools: _Pools = []
+    providers: _Providers = []
     for file in files:
-        for doc in _read_documents(file, problems, max_bytes=max_bytes):
+        for doc in read_documents(file, problems, max_bytes=max_bytes):
             if not isinstance(doc.data, dict):
                 problems.append(doc.problem((), "expected a mapping with apiVersion and kind"))
                 continue
@@ -376,6 +266,13 @@ def load_policy_set(paths: Iterable[Path], *, kinds: KindSettings | None = None,
                 pools.append((parsed, doc))
             elif isinstance(parsed, ProvidersFile):
                 providers.append((parsed, doc))
+    return pools, providers
+
+
+def _set_problems(pools: _Pools, providers: _Providers,
+                  kinds: KindSettings | None) -> list[str]:
+    """What only the whole set shows: a second Providers file, references, kind settings."""
+    problems: list[str] = []
     if len(providers) > 1:
         for _, doc in providers[1:]:
             problems.append(doc.problem(("kind",), f"kind: a second Providers document "
@@ -383,6 +280,23 @@ def load_policy_set(paths: Iterable[Path], *, kinds: KindSettings | None = None,
     problems.extend(_cross_check(pools, providers[0] if providers else None))
     if kinds is not None and providers:
         problems.extend(_kind_settings_problems(*providers[0], kinds))
+    return problems
+
+
+def load_policy_set(paths: Iterable[Path], *, kinds: KindSettings | None = None,
+                    max_bytes: int = safeyaml.MAX_YAML_BYTES) -> PolicySet:
+    """Load and validate every file (and every YAML file in every directory) given.
+
+    With ``kinds``, each provider kind's ``settings:`` are validated by its own models too.
+    A file larger than ``max_bytes`` is refused unread; an empty file is a problem (a policy
+    file emptied by mistake must not silently drop its pool). Raises ConfigError listing
+    every problem; nothing partial is ever returned. Blocking (file reads, parsing): the
+    daemon calls it in a worker thread.
+    """
+    problems: list[str] = []
+    files = _files_in(paths, problems)
+    pools, providers = _parse(files, problems, max_bytes=max_bytes)
+    problems.extend(_set_problems(pools, providers, kinds))
     if problems:  # a URL's credentials never reach validate, the log or /v1/status
         raise ConfigError([redact(problem) for problem in problems])
     ordered = sorted((p for p, _ in pools), key=lambda p: (-p.priority, p.name))
