@@ -131,7 +131,8 @@ def test_run_starts_with_real_providers_while_their_endpoints_are_unreachable(
     port = free_port()
     config = tmp_path / "config.yaml"
     config.write_text(f"policies_dir: {policies}\nproviders_file: {providers}\n"
-                      f"http: {{port: {port}}}\nmqtt: {{host: 127.0.0.1, port: {free_port()}}}\n")
+                      f"http: {{port: {port}}}\nmqtt: {{host: 127.0.0.1, port: {free_port()}}}\n"
+                      f"journal: {{kind: sqlite, path: {tmp_path / 'journal.db'}}}\n")
     env = {**os.environ, "GS_VSPHERE_USER": "svc-gearshift", "STATE_DIRECTORY": str(tmp_path)}
     process = subprocess.Popen([sys.executable, "-m", "gearshift", "run", "--config", str(config)],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
