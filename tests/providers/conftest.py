@@ -344,6 +344,8 @@ SLOW_CASES = {
     "test_no_capacity_is_capacity_unavailable_and_leaves_nothing[redfish]",  # ~16 s
     "test_no_capacity_is_capacity_unavailable_and_leaves_nothing[foreman]",  # ~13 s
     "test_secrets_appear_in_no_log_metric_error_or_status[foreman]",  # ~20 s
+    "test_stop_keeps_the_machine_and_start_brings_it_back[redfish]",  # ~38 s
+    "test_stop_keeps_the_machine_and_start_brings_it_back[foreman]",  # ~16 s
 }
 
 
