@@ -93,6 +93,8 @@ async def test_a_server_that_never_answers_is_transient(harness: Harness,
     else:
         with pytest.raises(TransientError):
             await provider.list_owned()
+        with pytest.raises(TransientError):  # within the request timeout, not a task's
+            await provider.stop(harness.unknown_id)
     with pytest.raises(TransientError):
         await provider.create(harness.request(new_key()))
 

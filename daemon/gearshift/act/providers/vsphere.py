@@ -377,14 +377,14 @@ class VSphereProvider(Provider):
     async def _power(self, machine_id: str, *, on: bool) -> None:
         """PowerOnVM_Task / PowerOffVM_Task (disks kept), waiting for the task."""
         what = f"{'start' if on else 'stop'} {machine_id}"
-
-        def power(si: Any) -> None:
-            found = self._ours_by_id(si, machine_id, what)
-            if found is None:
-                raise NotFound(self.name, f"{what}: no such VM")
-            (self._power_on if on else self._power_off)(si, *found, what)
-
-        await self._run(lambda: self._session(power), what=what, timeout=self.call_timeout)
+        # Look first, within request_timeout (as create does); only the task may take long.
+        found = await self._run(lambda: self._session(
+            lambda si: self._ours_by_id(si, machine_id, what)), what=what)
+        if found is None:
+            raise NotFound(self.name, f"{what}: no such VM")
+        change = self._power_on if on else self._power_off
+        await self._run(lambda: self._session(lambda si: change(si, *found, what)), what=what,
+                        timeout=self.call_timeout)
         log.info("vm powered on" if on else "vm powered off", provider=self.name, vm=machine_id)
 
     async def stop(self, machine_id: str) -> None:
