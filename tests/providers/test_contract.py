@@ -152,3 +152,15 @@ async def test_stopping_or_starting_an_unknown_machine_is_not_found(harness: Har
     assert caught.value.provider == provider.name
     assert f"{op} {harness.unknown_id}" in caught.value.message
     assert await provider.list_owned() == []
+
+
+@pytest.mark.parametrize("op", ["stop", "start"])
+async def test_a_machine_gearshift_did_not_make_is_never_stopped_or_started(
+        harness: Harness, op: str) -> None:
+    provider = harness.provider()
+    theirs = await harness.foreign(provider)
+    if theirs is None:
+        pytest.skip(f"{harness.kind}: a pool of racked machines holds only gearshift's own")
+    with pytest.raises(PermanentError, match=r"refusing to|not gearshift|not marked") as caught:
+        await (provider.stop if op == "stop" else provider.start)(theirs)
+    assert caught.value.provider == provider.name
