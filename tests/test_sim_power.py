@@ -15,17 +15,21 @@ from pathlib import Path
 
 import pytest
 import yaml
+from aiohttp.test_utils import TestServer
 
 from builders import PROVIDERS, policy_set, pool
 from conftest import ROOT
 from gearshift.act.providers.base import CreateRequest
+from gearshift.act.providers.simulated import SimulatedWorldProvider
 from gearshift.clock import ManualClock
 from gearshift.errors import NotFound, PermanentError
 from gearshift.model import PowerState
 from gearshift.policy.loader import load_policy_set
 from gearshift.policy.schema import PolicySet
+from gearshift.settings import MqttSettings
 from gearshift.sim.providers import SimulatedProvider
 from gearshift.sim.runner import SimOptions, Simulation
+from gearshift.sim.server import WorldServer
 from gearshift.sim.trace import read_trace
 from gearshift.sim.world import SimWorld
 
@@ -149,3 +153,32 @@ def test_a_report_without_stopped_machines_has_no_stopped_figures() -> None:
     report = asyncio.run(Simulation(policies, read_trace(FLASH / "trace.csv"),
                                     SimOptions(seed=1, duration=1800)).run()).report
     assert "stopped_node_seconds" not in report
+
+
+async def test_the_world_servers_simulated_kind_stops_and_starts_over_http() -> None:
+    """``kind: simulated`` (an HTTP client of the world server) keeps the same contract."""
+    providers = copy.deepcopy(PROVIDERS)
+    providers["providers"][0]["simulation"] = {"boot_time": "0s", "resume_time": "0s"}
+    policies = policy_set(pool(), providers=providers)
+    assert policies.providers is not None
+    blueprint = policies.providers.blueprint("small-bm")
+    assert blueprint is not None
+    world = WorldServer(policies, mqtt=MqttSettings())  # nothing published: no broker needed
+    async with TestServer(world.app) as server:
+        provider = SimulatedWorldProvider("rack-a", url=str(server.make_url("/")))
+        try:
+            machine = await provider.create(CreateRequest(key="k1", name="n1", pool="small",
+                                                          blueprint=blueprint))
+            assert [m.power for m in await provider.list_owned()] == [PowerState.RUNNING]
+            await provider.stop(machine.machine_id)
+            await provider.stop(machine.machine_id)
+            assert [m.power for m in await provider.list_owned()] == [PowerState.STOPPED]
+            assert not world.world.nodes["n1"].powered
+            await provider.start(machine.machine_id)
+            assert [m.power for m in await provider.list_owned()] == [PowerState.RUNNING]
+            with pytest.raises(NotFound):
+                await provider.stop("nope")
+            assert world.score.calls[("rack-a", "stop", "ok")] == 2
+            assert world.score.calls[("rack-a", "stop", "not_found")] == 1
+        finally:
+            await provider.close()
