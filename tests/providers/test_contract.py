@@ -93,8 +93,9 @@ async def test_a_server_that_never_answers_is_transient(harness: Harness,
     else:
         with pytest.raises(TransientError):
             await provider.list_owned()
-        with pytest.raises(TransientError):  # within the request timeout, not a task's
-            await provider.stop(harness.unknown_id)
+        for call in (provider.stop, provider.destroy):  # within request_timeout, not a task's
+            with pytest.raises(TransientError):
+                await call(harness.unknown_id)
     with pytest.raises(TransientError):
         await provider.create(harness.request(new_key()))
 

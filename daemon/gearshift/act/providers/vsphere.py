@@ -348,26 +348,28 @@ class VSphereProvider(Provider):
             with contextlib.suppress(vim.fault.InvalidPowerState):  # off meanwhile
                 self._wait(vm.PowerOffVM_Task(), f"{what}: power off")
 
-    def _destroy(self, machine_id: str) -> bool:
+    async def _find(self, machine_id: str, what: str) -> tuple[Any, str] | None:
+        """Look the VM up within request_timeout (as create does): only tasks take long."""
+        return await self._run(lambda: self._session(
+            lambda si: self._ours_by_id(si, machine_id, what)), what=what)
+
+    async def destroy(self, machine_id: str) -> None:
         what = f"destroy {machine_id}"
 
-        def destroy(si: Any) -> bool:
-            found = self._ours_by_id(si, machine_id, what)
-            if found is None:
-                return False
-            self._power_off(si, *found, what)
+        def destroy(si: Any, vm: Any, state: str) -> bool:
+            self._power_off(si, vm, state, what)
             try:
-                self._wait(found[0].Destroy_Task(), what)
+                self._wait(vm.Destroy_Task(), what)
             except vmodl.fault.ManagedObjectNotFound:
                 return False
             return True
 
-        return self._session(destroy)
-
-    async def destroy(self, machine_id: str) -> None:
         try:
-            gone = await self._run(lambda: self._destroy(machine_id), what=f"destroy {machine_id}",
-                                   timeout=self.call_timeout)
+            found = await self._find(machine_id, what)
+            if found is None:
+                return
+            gone = await self._run(lambda: self._session(lambda si: destroy(si, *found)),
+                                   what=what, timeout=self.call_timeout)
         except NotFound:
             return  # vanished while we were at it
         if gone:
@@ -377,9 +379,7 @@ class VSphereProvider(Provider):
     async def _power(self, machine_id: str, *, on: bool) -> None:
         """PowerOnVM_Task / PowerOffVM_Task (disks kept), waiting for the task."""
         what = f"{'start' if on else 'stop'} {machine_id}"
-        # Look first, within request_timeout (as create does); only the task may take long.
-        found = await self._run(lambda: self._session(
-            lambda si: self._ours_by_id(si, machine_id, what)), what=what)
+        found = await self._find(machine_id, what)
         if found is None:
             raise NotFound(self.name, f"{what}: no such VM")
         change = self._power_on if on else self._power_off
