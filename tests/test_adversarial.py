@@ -330,6 +330,12 @@ class _Machines(Provider):
     async def destroy(self, machine_id: str) -> None:
         self.destroyed.append(machine_id)
 
+    async def stop(self, machine_id: str) -> None:
+        raise AssertionError("nothing is stopped here")
+
+    async def start(self, machine_id: str) -> None:
+        raise AssertionError("nothing is started here")
+
     async def quota(self) -> QuotaInfo:
         return QuotaInfo(10, 3)
 

@@ -229,6 +229,12 @@ async def test_a_new_node_joins_its_blueprints_district_before_it_counts_as_up(
         async def destroy(self, machine_id: str) -> None:
             raise AssertionError("nothing is destroyed here")
 
+        async def stop(self, machine_id: str) -> None:
+            raise AssertionError("nothing is stopped here")
+
+        async def start(self, machine_id: str) -> None:
+            raise AssertionError("nothing is started here")
+
         async def quota(self) -> QuotaInfo:
             return QuotaInfo(10, 3)
 
@@ -358,6 +364,12 @@ async def test_a_drain_end_to_end_through_the_executor(tmp_path: Path) -> None:
 
         async def destroy(self, machine_id: str) -> None:
             destroyed.append(machine_id)
+
+        async def stop(self, machine_id: str) -> None:
+            raise AssertionError("nothing is stopped here")
+
+        async def start(self, machine_id: str) -> None:
+            raise AssertionError("nothing is started here")
 
         async def quota(self) -> QuotaInfo:
             return QuotaInfo(10, 3)

@@ -24,6 +24,16 @@ class NodeState(StrEnum):
     UNVOUCHED = "unvouched"  # not ours and not a district member: counts for no pool
 
 
+class PowerState(StrEnum):
+    """Whether a provider's machine runs, as its listing says (a stopped one keeps its disk)."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"  # powered off, disk kept: ``start`` brings it back
+    STARTING = "starting"  # powering on (or still being made)
+    STOPPING = "stopping"  # powering off
+    UNKNOWN = "unknown"  # the provider could not tell (a BMC did not answer)
+
+
 @dataclass(frozen=True, slots=True)
 class GearCounts:
     """Gears on one node by state; ``active`` = total - idle - stopped."""
@@ -73,6 +83,8 @@ class Machine:
     pool: str | None = None
     created_at: float | None = None
     key: str | None = None  # the idempotency key it was created with
+    # As the provider's listing saw it; an observation, not part of the machine's identity.
+    power: PowerState = field(default=PowerState.UNKNOWN, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

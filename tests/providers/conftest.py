@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ovirtsdk4 import types as ovirt_types
 
 from gearshift.act.providers.base import CreateRequest, Provider
 from gearshift.act.providers.registry import build_provider
@@ -165,6 +166,11 @@ class Harness:
         """A provider whose simulator refuses its credentials."""
         raise NotImplementedError
 
+    async def foreign(self, provider: Provider) -> str | None:
+        """The id of a machine on ``provider``'s simulator that gearshift did not make
+        (None: the kind has no such thing, a bare-metal pool only knows its own)."""
+        return None
+
     async def close(self) -> None:
         for provider in self.made:
             await provider.close()
@@ -208,6 +214,13 @@ class VSphereHarness(Harness):
     def unreachable(self, hole: BlackHole) -> Provider:
         return self.provider(url=f"https://127.0.0.1:{hole.port}/sdk", request_timeout="0.5s")
 
+    async def foreign(self, provider: Provider) -> str | None:
+        # vcsim's own VMs (the template among them) carry no gearshift marks
+        p: Any = provider
+        moid: str = await p._run(lambda: p._session(
+            lambda si: p._template(si, "DC0_C0_RP0_VM0")._moId), what="find a foreign VM")
+        return moid
+
     async def bad_credentials(self) -> Provider:
         os.environ["GS_TEST_WRONG_PW"] = "not-the-password"
         return self.provider(password_env="GS_TEST_WRONG_PW")
@@ -239,6 +252,14 @@ class OvirtHarness(Harness):
 
     def unreachable(self, hole: BlackHole) -> Provider:
         return self.provider(url=f"{hole.url}/ovirt-engine/api", request_timeout="0.5s")
+
+    async def foreign(self, provider: Provider) -> str | None:
+        # a VM someone else added to the engine: no gearshift comment
+        p: Any = provider
+        vm = await p._run(lambda system: system.vms_service().add(ovirt_types.Vm(
+            name=f"theirs-{new_key()[:8]}", cluster=ovirt_types.Cluster(name="Default"),
+            template=ovirt_types.Template(name="node-template"))), what="add a foreign VM")
+        return str(vm.id)
 
     async def bad_credentials(self) -> Provider:
         os.environ["GS_TEST_WRONG_PW"] = "not-the-password"
@@ -277,6 +298,12 @@ class Ec2Harness(Harness):
 
     def unreachable(self, hole: BlackHole) -> Provider:
         return self.provider(endpoint_url=hole.url, request_timeout="0.5s")
+
+    async def foreign(self, provider: Provider) -> str | None:
+        client = await provider.client()  # type: ignore[attr-defined]
+        made = await client.run_instances(ImageId="ami-12c6146b", InstanceType="m5.large",
+                                          MinCount=1, MaxCount=1)  # untagged: not ours
+        return str(made["Instances"][0]["InstanceId"])
 
     async def bad_credentials(self) -> Provider:
         # moto accepts any key, so EC2's own AuthFailure answer is injected
@@ -344,6 +371,8 @@ SLOW_CASES = {
     "test_no_capacity_is_capacity_unavailable_and_leaves_nothing[redfish]",  # ~16 s
     "test_no_capacity_is_capacity_unavailable_and_leaves_nothing[foreman]",  # ~13 s
     "test_secrets_appear_in_no_log_metric_error_or_status[foreman]",  # ~20 s
+    "test_stop_keeps_the_machine_and_start_brings_it_back[redfish]",  # ~38 s
+    "test_stop_keeps_the_machine_and_start_brings_it_back[foreman]",  # ~16 s
 }
 
 

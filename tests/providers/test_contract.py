@@ -2,21 +2,26 @@
 
 vsphere → vcsim, ovirt → the fake engine driven by the real ovirtsdk4, ec2 → moto,
 redfish → sushy-tools, foreman → sushy-tools plus the fake Foreman. Each test says one
-thing every provider must do, whatever it runs on.
+thing every provider must do, whatever it runs on: make, find again and remove machines,
+stop and start them with their disk kept, and fail with the right kind of error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
+from gearshift.act.providers.base import Provider
 from gearshift.errors import (
     CapacityUnavailable,
+    NotFound,
     PermanentError,
     QuotaExceeded,
     TransientError,
 )
+from gearshift.model import Machine, PowerState
 from providers.conftest import Harness, new_key
 from simulators import BlackHole
 
@@ -88,6 +93,9 @@ async def test_a_server_that_never_answers_is_transient(harness: Harness,
     else:
         with pytest.raises(TransientError):
             await provider.list_owned()
+        for call in (provider.stop, provider.destroy):  # within request_timeout, not a task's
+            with pytest.raises(TransientError):
+                await call(harness.unknown_id)
     with pytest.raises(TransientError):
         await provider.create(harness.request(new_key()))
 
@@ -99,3 +107,61 @@ async def test_bad_credentials_are_permanent(harness: Harness) -> None:
     assert "not-the-password" not in str(caught.value)
     if harness.kind in ("redfish", "foreman", "ec2"):  # these can still list: nothing was made
         assert await provider.list_owned() == []
+
+
+async def powered(provider: Provider, machine_id: str, want: PowerState, *,
+                  within: float = 60.0) -> Machine:
+    """The machine as listed once its power is ``want`` (EC2 and oVirt take the request and
+    return; the simulators then move it on in real time)."""
+    deadline = time.monotonic() + within
+    while True:
+        listed = {m.machine_id: m for m in await provider.list_owned()}
+        assert machine_id in listed, "a stopped machine is still listed as ours"
+        if listed[machine_id].power == want:
+            return listed[machine_id]
+        assert time.monotonic() < deadline, f"still {listed[machine_id].power}, not {want}"
+        await asyncio.sleep(0.2)
+
+
+async def test_stop_keeps_the_machine_and_start_brings_it_back(harness: Harness) -> None:
+    provider = harness.provider()
+    machine = await provider.create(harness.request(new_key()))
+    await powered(provider, machine.machine_id, PowerState.RUNNING)
+
+    await provider.stop(machine.machine_id)
+    await provider.stop(machine.machine_id)  # stopping a stopped machine is fine
+    stopped = await powered(provider, machine.machine_id, PowerState.STOPPED)
+    assert (stopped.key, stopped.name, stopped.pool) == (machine.key, machine.name, "small")
+    assert (await provider.quota()).used == 1  # a stopped machine keeps its place
+
+    await provider.start(machine.machine_id)
+    await provider.start(machine.machine_id)  # starting a started machine is fine
+    running = await powered(provider, machine.machine_id, PowerState.RUNNING)
+    assert running.key == machine.key  # the same machine, not a new one
+    assert [m.machine_id for m in await provider.list_owned()] == [machine.machine_id]
+
+    await provider.destroy(machine.machine_id)
+    assert await provider.list_owned() == []
+
+
+@pytest.mark.parametrize("op", ["stop", "start"])
+async def test_stopping_or_starting_an_unknown_machine_is_not_found(harness: Harness,
+                                                                    op: str) -> None:
+    provider = harness.provider()
+    with pytest.raises(NotFound) as caught:
+        await (provider.stop if op == "stop" else provider.start)(harness.unknown_id)
+    assert caught.value.provider == provider.name
+    assert f"{op} {harness.unknown_id}" in caught.value.message
+    assert await provider.list_owned() == []
+
+
+@pytest.mark.parametrize("op", ["stop", "start"])
+async def test_a_machine_gearshift_did_not_make_is_never_stopped_or_started(
+        harness: Harness, op: str) -> None:
+    provider = harness.provider()
+    theirs = await harness.foreign(provider)
+    if theirs is None:
+        pytest.skip(f"{harness.kind}: a pool of racked machines holds only gearshift's own")
+    with pytest.raises(PermanentError, match=r"refusing to|not gearshift|not marked") as caught:
+        await (provider.stop if op == "stop" else provider.start)(theirs)
+    assert caught.value.provider == provider.name

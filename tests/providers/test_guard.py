@@ -71,6 +71,12 @@ class Scripted(Provider):
     async def destroy(self, machine_id: str) -> None:
         await self._step()
 
+    async def stop(self, machine_id: str) -> None:
+        await self._step()
+
+    async def start(self, machine_id: str) -> None:
+        await self._step()
+
     async def quota(self) -> QuotaInfo:
         await self._step()
         return QuotaInfo(max_nodes=1, used=0)
@@ -353,3 +359,31 @@ async def test_time_to_ready_is_measured_by_the_executor_and_reaches_placement()
     assert metrics.registry.get_sample_value("gearshift_provider_time_to_ready_seconds",
                                              {"provider": "rack-a"}) == pytest.approx(110.0)
     assert await journal.open_operations() == []
+
+
+async def test_stop_and_start_are_retried_counted_and_keep_the_breaker_honest() -> None:
+    provider = Scripted(fail(TransientError), ok)
+    metrics = Metrics()
+    guard = GuardedProvider(provider, clock=InstantClock(), metrics=metrics, settings=SETTINGS)
+    await guard.stop("m1")  # one transient failure, then done
+    assert provider.calls == 2
+    assert counted(metrics, "transient", op="stop") == 1
+    assert counted(metrics, "ok", op="stop") == 1
+    await guard.start("m1")
+    assert counted(metrics, "ok", op="start") == 1
+    assert guard.failures == 0 and guard.breaker() == "closed"
+
+
+@pytest.mark.parametrize("op", ["stop", "start"])
+async def test_stopping_an_unknown_machine_is_not_found_and_leaves_the_breaker_closed(
+        op: str) -> None:
+    # unlike destroy (gone is what was wanted), there is nothing to stop or resume: the
+    # caller is told; but one stale id says nothing about the provider's health
+    provider = Scripted(fail(NotFound))
+    metrics = Metrics()
+    guard = GuardedProvider(provider, clock=InstantClock(), metrics=metrics, settings=SETTINGS)
+    with pytest.raises(NotFound):
+        await (guard.stop if op == "stop" else guard.start)("gone")
+    assert provider.calls == 1  # not retried
+    assert counted(metrics, "not_found", op=op) == 1
+    assert guard.breaker() == "closed" and guard.status().available

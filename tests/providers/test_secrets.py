@@ -1,6 +1,6 @@
 """Credentials never leak: not into logs (ours or the SDKs'), metrics, errors or status.
 
-Each provider runs a real create and destroy against its simulator with the session's
+Each provider runs a real create, stop, start and destroy against its simulator with the session's
 distinctive secrets (which proves they reached the server), then meets refused credentials
 and a server that never answers; everything it said on the way is searched for them.
 """
@@ -44,6 +44,8 @@ async def test_secrets_appear_in_no_log_metric_error_or_status(
         said.append(repr(good.provider.__dict__))
         machine = await good.create(harness.request(new_key()))
         assert [m.machine_id for m in await good.list_owned()] == [machine.machine_id]
+        await good.stop(machine.machine_id)
+        await good.start(machine.machine_id)
         await good.destroy(machine.machine_id)
 
         for provider in (await harness.bad_credentials(), harness.unreachable(blackhole)):
@@ -52,6 +54,9 @@ async def test_secrets_appear_in_no_log_metric_error_or_status(
                 await guard.create(harness.request(new_key()))
             said += [str(caught.value), repr(caught.value), str(caught.value.__cause__),
                      str(asdict(guard.status()))]
+            with pytest.raises(GearshiftError) as caught:  # a fresh guard: its breaker is shut
+                await guarded(provider).stop(machine.machine_id)
+            said += [str(caught.value), repr(caught.value), str(caught.value.__cause__)]
     finally:
         configure(level="info", fmt="auto")
 

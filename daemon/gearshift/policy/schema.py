@@ -258,6 +258,11 @@ class SimulationSpec(Strict):
     # The provider's real quota when it is lower than the file says (another tenant uses
     # the rest): creates beyond it fail with a quota error.
     quota_max_nodes: int | None = Field(None, ge=0)
+    # A stopped machine started again is ready after this (plus up to resume_jitter);
+    # default: a full boot_time, as nothing says resuming is faster.
+    resume_time: Duration | None = None
+    resume_jitter: Duration = 0.0
+    stopped_cost_per_hour: float = Field(0.0, ge=0)  # a stopped machine's disk still costs
 
 
 ProviderKind = Literal["redfish", "foreman", "vsphere", "ovirt", "ec2", "simulated"]

@@ -4,7 +4,9 @@ Each provider named in the providers file gets a ``SimulatedProvider`` that obey
 ``simulation:`` block: boot time (default: the provider's ``boot_time``) plus a random
 jitter, a ``failure_rate`` of transient errors, and capacity errors once
 ``capacity_errors_after`` machines have been made (and, with ``capacity_recovers_after``,
-only for that long). Quotas are enforced as a real provider would, the real one
+only for that long). A stopped machine started again is ready after ``resume_time`` (default:
+the boot time) plus up to ``resume_jitter``, and costs ``stopped_cost_per_hour`` while it is
+stopped. Quotas are enforced as a real provider would, the real one
 (``quota_max_nodes``) when it is lower than the file says.
 """
 
@@ -15,8 +17,14 @@ import random
 from gearshift.act.platform.base import GearCount, MoveReport, NodeRef, Platform
 from gearshift.act.providers.base import CreateRequest, Provider, QuotaInfo
 from gearshift.clock import Clock
-from gearshift.errors import CapacityUnavailable, QuotaExceeded, TransientError
-from gearshift.model import Machine
+from gearshift.errors import (
+    CapacityUnavailable,
+    NotFound,
+    PermanentError,
+    QuotaExceeded,
+    TransientError,
+)
+from gearshift.model import Machine, PowerState
 from gearshift.policy.schema import ProviderSpec, SimulationSpec
 from gearshift.sim.world import SimNode, SimWorld
 
@@ -34,8 +42,11 @@ class SimulatedProvider(Provider):
         self.capacity_error_since: float | None = None
 
     def _machine(self, node: SimNode) -> Machine:
+        power = (PowerState.STOPPED if not node.powered else
+                 PowerState.RUNNING if node.ready(self.clock.now()) else PowerState.STARTING)
         return Machine(provider=self.name, machine_id=node.machine_id, name=node.identity,
-                       blueprint=None, pool=node.pool, created_at=node.created_at, key=node.key)
+                       blueprint=None, pool=node.pool, created_at=node.created_at, key=node.key,
+                       power=power)
 
     def _capacity_exhausted(self, now: float) -> bool:
         limit = self.sim.capacity_errors_after
@@ -85,6 +96,28 @@ class SimulatedProvider(Provider):
         node = next((n for n in self.world.nodes.values() if n.machine_id == machine_id), None)
         if node is not None:
             self.world.destroy(node.identity)
+
+    def _owned(self, machine_id: str, what: str) -> SimNode:
+        node = next((n for n in self.world.nodes.values()
+                     if n.machine_id == machine_id and n.provider == self.name), None)
+        if node is None:
+            raise NotFound(self.name, f"{what}: no such machine")
+        if not node.tagged:
+            raise PermanentError(self.name, f"refusing to {what}: it is not gearshift's")
+        return node
+
+    async def stop(self, machine_id: str) -> None:
+        self.world.power_off(self._owned(machine_id, f"stop {machine_id}").identity)
+
+    async def start(self, machine_id: str) -> None:
+        node = self._owned(machine_id, f"start {machine_id}")
+        if node.powered:
+            return
+        resume = self.sim.resume_time
+        if resume is None:
+            resume = self.sim.boot_time if self.sim.boot_time is not None else self.spec.boot_time
+        jitter = self.rng.uniform(0, self.sim.resume_jitter) if self.sim.resume_jitter else 0.0
+        self.world.power_on(node.identity, ready_at=self.clock.now() + resume + jitter)
 
     async def quota(self) -> QuotaInfo:
         used = sum(1 for n in self.world.nodes.values() if n.provider == self.name)

@@ -266,8 +266,16 @@ class Simulation:
         counts = self.executor.counts
         actions = {k: counts[(k, "ok")] for k in ("scale_out", "drain", "cancel_drain", "retire")}
         failures = {f"{k}_{o}": n for (k, o), n in sorted(counts.items()) if o != "ok"}
-        costs = {spec.name: spec.cost_per_hour for spec in self.policies.providers.providers}
+        specs = self.policies.providers.providers
+        costs = {spec.name: spec.cost_per_hour for spec in specs}
         node_seconds = {name: round(self.world.node_seconds.get(name, 0.0), 1) for name in costs}
+        # Stopped machines (a warm pool) cost their disk: stopped_cost_per_hour.
+        stopped_costs = {s.name: s.simulation.stopped_cost_per_hour if s.simulation else 0.0
+                         for s in specs}
+        stopped = {name: round(self.world.stopped_node_seconds.get(name, 0.0), 1)
+                   for name in costs}
+        cost_by_provider = {n: node_seconds[n] / 3600 * costs[n]
+                            + stopped[n] / 3600 * stopped_costs[n] for n in costs}
         max_nodes = {p.name: self.max_nodes[p.name] for p in self.policies.pools}
         reactions = {pool: {"breaches": sum(1 for t in self.breaches[pool] if t >= 0),
                             "max_seconds": max(values, default=None),
@@ -278,8 +286,11 @@ class Simulation:
             "unmet_gear_seconds_by_pool": {p.name: round(self.world.unmet_gear_seconds.get(p.name, 0.0), 1)
                                            for p in self.policies.pools},
             "node_seconds": node_seconds,
-            "cost": round(sum(node_seconds[n] / 3600 * costs[n] for n in costs), 2),
-            "cost_by_provider": {n: round(node_seconds[n] / 3600 * costs[n], 2) for n in costs},
+            "cost": round(sum(cost_by_provider.values()), 2),
+            "cost_by_provider": {n: round(c, 2) for n, c in cost_by_provider.items()},
+            # only when a machine was ever stopped, so reports without warm pools stay as
+            # they were
+            **({"stopped_node_seconds": stopped} if self.world.stopped_node_seconds else {}),
             "actions": actions,
             "failed_actions": failures,
             "max_nodes": max_nodes,

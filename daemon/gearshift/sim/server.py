@@ -45,7 +45,13 @@ from aiohttp import web
 from gearshift.act.platform.base import NodeRef
 from gearshift.act.providers.base import OWNER_TAG, CreateRequest
 from gearshift.clock import SystemClock
-from gearshift.errors import CapacityUnavailable, QuotaExceeded, TransientError
+from gearshift.errors import (
+    CapacityUnavailable,
+    NotFound,
+    PermanentError,
+    QuotaExceeded,
+    TransientError,
+)
 from gearshift.logs import configure
 from gearshift.model import Machine
 from gearshift.policy.loader import load_policy_set
@@ -84,7 +90,7 @@ class Score:
 def _machine_json(machine: Machine) -> dict[str, Any]:
     return {"machine_id": machine.machine_id, "name": machine.name, "pool": machine.pool,
             "blueprint": machine.blueprint, "created_at": machine.created_at,
-            "key": machine.key}
+            "key": machine.key, "power": machine.power.value}
 
 
 class WorldServer:
@@ -112,6 +118,8 @@ class WorldServer:
             web.get("/v1/providers/{provider}/machines", self.list_machines),
             web.post("/v1/providers/{provider}/machines", self.create),
             web.delete("/v1/providers/{provider}/machines/{machine_id}", self.destroy),
+            web.post("/v1/providers/{provider}/machines/{machine_id}/{power:stop|start}",
+                     self.power),
             web.get("/v1/providers/{provider}/quota", self.quota),
             web.post("/v1/platform/nodes/{identity}/{step}", self.platform_step),
             web.get("/v1/platform/nodes", self.platform_members),
@@ -211,6 +219,25 @@ class WorldServer:
         if hang:
             await self._hang(provider.name, "destroy")
         self._count(provider.name, "destroy", "ok")
+        return web.Response(status=204)
+
+    async def power(self, request: web.Request) -> web.Response:
+        """Stop or start a machine (its disk kept); 404 for an unknown one."""
+        provider = self._provider(request)
+        machine_id, op = request.match_info["machine_id"], request.match_info["power"]
+        hang = await self._faulty(provider.name, op)
+        try:
+            await (provider.stop if op == "stop" else provider.start)(machine_id)
+        except NotFound as exc:
+            self._count(provider.name, op, "not_found")
+            raise web.HTTPNotFound(text=exc.message) from None
+        except PermanentError as exc:
+            self.score.foreign_touched += 1
+            self._count(provider.name, op, "permanent")
+            raise web.HTTPForbidden(text=exc.message) from None
+        if hang:
+            await self._hang(provider.name, op)
+        self._count(provider.name, op, "ok")
         return web.Response(status=204)
 
     async def quota(self, request: web.Request) -> web.Response:

@@ -15,8 +15,8 @@ Gears, per pool (from ``docs: openshift-v2.md``):
 * a gear move takes ``move_time`` and fails with ``move_failure_rate``; a moved gear keeps
   its state and lands on the emptiest active node with room.
 
-The world also keeps the score: unmet gear-seconds, node-seconds per provider, and the
-violations a report lists.
+The world also keeps the score: unmet gear-seconds, node-seconds per provider (running and
+stopped apart: a stopped machine costs only its disk), and the violations a report lists.
 """
 
 from __future__ import annotations
@@ -56,9 +56,10 @@ class SimNode:
     seq: int = 0
     dirty: bool = True  # facts changed since last published
     tagged: bool = True  # carries gearshift's owner tag (False: someone else's machine)
+    powered: bool = True  # False: stopped, disk kept; no facts, no capacity
 
     def ready(self, now: float) -> bool:
-        return now >= self.ready_at
+        return self.powered and now >= self.ready_at
 
     @property
     def total(self) -> int:
@@ -106,6 +107,7 @@ class SimWorld:
         self.violations = Violations()
         self.unmet_gear_seconds: dict[str, float] = {}
         self.node_seconds: dict[str, float] = {}
+        self.stopped_node_seconds: dict[str, float] = {}  # machines powered off, by provider
         self.move_stats = Counter[str]()
 
     # -- machines ---------------------------------------------------------------------
@@ -124,6 +126,19 @@ class SimWorld:
             self.violations.retired_with_active_gears += 1
         self.destroyed.append(node)
         return node
+
+    def power_off(self, identity: str) -> None:
+        """Stop a machine, keeping its disk: its gears go down with it (idle, still on
+        it; demand places them elsewhere) until it is powered on again."""
+        node = self.nodes[identity]
+        if node.powered:
+            node.idle, node.active, node.powered = node.idle + node.active, 0, False
+
+    def power_on(self, identity: str, *, ready_at: float) -> None:
+        """Start a stopped machine; it publishes facts again from ``ready_at``."""
+        node = self.nodes[identity]
+        if not node.powered:
+            node.powered, node.ready_at, node.dirty = True, ready_at, True
 
     def pool_nodes(self, pool: str) -> list[SimNode]:
         return [n for n in self.nodes.values() if n.pool == pool]
@@ -254,8 +269,8 @@ class SimWorld:
                 self.unmet_gear_seconds[pool] = self.unmet_gear_seconds.get(pool, 0.0) + (
                     unmet * elapsed)
             for node in self.nodes.values():
-                self.node_seconds[node.provider] = self.node_seconds.get(node.provider, 0.0) + (
-                    elapsed)
+                spent = self.node_seconds if node.powered else self.stopped_node_seconds
+                spent[node.provider] = spent.get(node.provider, 0.0) + elapsed
         self.now = now
         newly_ready = [n for n in self.nodes.values() if n.ready(now) and n.seq == 0]
         for node in newly_ready:

@@ -13,6 +13,11 @@ will publish facts as); nothing is ever made or destroyed:
 * **destroy** (retire) powers the machine off (``GracefulShutdown``, then ``ForceOff`` half
   way to the deadline, or ``ForceOff`` at once) and, once it is ``Off``, returns it to the
   pool. A machine that is not allocated is fine.
+* **stop** powers it off the same way but keeps the allocation; **start** powers it on
+  from its disk (``Reset On``, no Foreman build, no PXE) and waits until it is ``On``.
+  An unallocated machine is ``NotFound`` to both. ``list_owned`` reads the allocations
+  from the journal and asks each BMC for its ``PowerState`` (``unknown`` when the BMC
+  does not answer).
 
 **Where ownership lives.** Which machine is allocated to which key is recorded in the
 journal (``records.Allocations``, table ``gearshift_allocations``), written *before* the
@@ -39,6 +44,7 @@ import json
 import os
 import time
 from collections.abc import Awaitable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,18 +63,21 @@ from gearshift.act.providers.kind_settings import (
 from gearshift.errors import (
     CapacityUnavailable,
     JournalError,
+    NotFound,
     PermanentError,
     ProviderError,
     QuotaExceeded,
     TransientError,
 )
-from gearshift.model import Machine
+from gearshift.model import Machine, PowerState
 from gearshift.policy.schema import ProviderSpec
 from gearshift.records import Allocation, Allocations
 
 log = structlog.get_logger(component="gearshift.act.baremetal")
 
 T = TypeVar("T")
+_POWER = {"On": PowerState.RUNNING, "Off": PowerState.STOPPED,
+          "PoweringOn": PowerState.STARTING, "PoweringOff": PowerState.STOPPING}
 
 
 def read_state_file(path: Path) -> dict[str, Allocation]:
@@ -282,7 +291,42 @@ class BareMetalProvider(Provider):
     async def list_owned(self) -> list[Machine]:
         async with self._lock:
             allocations = await self._load()
-        return [self._machine(mid, a) for mid, a in sorted(allocations.items())]
+        ordered = sorted(allocations.items())
+        powers = await asyncio.gather(*(self._power_state(a) for _, a in ordered))
+        return [replace(self._machine(mid, a), power=power)
+                for (mid, a), power in zip(ordered, powers, strict=True)]
+
+    async def _power_state(self, a: Allocation) -> PowerState:
+        """What the machine's BMC says now; a BMC that does not answer: unknown (the
+        listing itself still works, from the journal)."""
+        try:
+            state = (await self._system(a, f"power state of {a.name}")).get("PowerState")
+        except ProviderError:
+            return PowerState.UNKNOWN
+        return _POWER.get(str(state), PowerState.UNKNOWN)
+
+    async def _allocated(self, machine_id: str, what: str) -> Allocation:
+        async with self._lock:
+            allocation = (await self._load()).get(machine_id)
+        if allocation is None:
+            raise NotFound(self.name, f"{what}: the machine is not allocated")
+        return allocation
+
+    async def stop(self, machine_id: str) -> None:
+        """Power off as retire does, but keep the allocation (and the disk as it is)."""
+        what = f"stop {machine_id}"
+        await self._power_off(await self._allocated(machine_id, what), what=what)
+        log.info("machine stopped", provider=self.name, machine=machine_id)
+
+    async def start(self, machine_id: str) -> None:
+        """Power on from the disk: no Foreman build, no PXE boot (create does those)."""
+        what = f"start {machine_id}"
+        allocation = await self._allocated(machine_id, what)
+        system = await self._system(allocation, what)
+        if system.get("PowerState") not in ("On", "PoweringOn"):
+            await self._reset(allocation, system, "On", what)
+        await self._wait_power(allocation, "On", what)
+        log.info("machine started", provider=self.name, machine=machine_id)
 
     async def destroy(self, machine_id: str) -> None:
         async with self._lock:

@@ -7,6 +7,12 @@ Shaped after the cluster-autoscaler's cloudprovider interface, smaller:
 * ``list_owned()`` finds every machine gearshift made (by a tag or custom attribute),
   so a restart can find them again;
 * ``destroy(machine_id)`` removes one; an unknown or already-gone machine is not an error;
+* ``stop(machine_id)`` powers one off and keeps its disk (and its place in the quota);
+  ``start(machine_id)`` powers it on again, without reprovisioning it. Both are
+  idempotent (stopping a stopped machine is fine) and return once the provider reports the
+  new power state; an unknown machine is ``NotFound`` (there is nothing to stop or resume,
+  unlike destroy, where gone is what was wanted), one without gearshift's marks a
+  ``PermanentError``. ``list_owned`` reports each machine's ``power``;
 * ``quota()`` says how many nodes it may hold and holds now;
 * ``create_many(requests)`` makes several at once (bounded concurrency), each as ``create``
   would, and reports every request's own outcome.
@@ -79,6 +85,14 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def destroy(self, machine_id: str) -> None:
         """Remove a machine; already gone is fine."""
+
+    @abc.abstractmethod
+    async def stop(self, machine_id: str) -> None:
+        """Power a machine off, keeping its disk; already stopped is fine."""
+
+    @abc.abstractmethod
+    async def start(self, machine_id: str) -> None:
+        """Power a stopped machine on again as it was; already running is fine."""
 
     @abc.abstractmethod
     async def quota(self) -> QuotaInfo:

@@ -10,6 +10,9 @@
   first two and on the live instance states.
 * **destroy**: ``TerminateInstances``; an unknown, malformed or already terminated id is
   fine, an instance without our tags is never touched.
+* **stop** / **start**: ``StopInstances`` / ``StartInstances`` (the EBS root volume stays;
+  an instance still stopping is a transient error, so the guard retries the start); a
+  one-time spot instance cannot be stopped. The listing's ``power`` follows the state.
 
 Errors, by EC2 error code:
 
@@ -83,7 +86,7 @@ from gearshift.errors import (
     QuotaExceeded,
     TransientError,
 )
-from gearshift.model import Machine
+from gearshift.model import Machine, PowerState
 from gearshift.policy.schema import ProviderSpec
 
 log = structlog.get_logger(component="gearshift.act.ec2")
@@ -101,6 +104,8 @@ _TRANSIENT = {"RequestLimitExceeded", "Throttling", "ThrottlingException", "Serv
               "InternalError", "Unavailable", "RequestTimeout", "RequestExpired",
               "InternalFailure", "EC2ThrottledException"}
 _GONE = {"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"}
+_POWER = {"pending": PowerState.STARTING, "running": PowerState.RUNNING,
+          "stopping": PowerState.STOPPING, "stopped": PowerState.STOPPED}
 
 
 def _tags(items: list[dict[str, str]] | None) -> dict[str, str]:
@@ -187,7 +192,9 @@ class Ec2Provider(Provider):
                        name=tags.get("Name", instance["InstanceId"]),
                        blueprint=tags.get(BLUEPRINT_TAG), pool=tags.get(POOL_TAG),
                        created_at=launched.timestamp() if launched else None,
-                       key=tags.get(KEY_TAG))
+                       key=tags.get(KEY_TAG),
+                       power=_POWER.get(instance.get("State", {}).get("Name", ""),
+                                        PowerState.UNKNOWN))
 
     async def _describe(self, what: str, *filters: dict[str, Any]) -> list[dict[str, Any]]:
         base = [{"Name": f"tag:{OWNER_TAG}", "Values": [self.settings.owner]},
@@ -281,26 +288,65 @@ class Ec2Provider(Provider):
     async def list_owned(self) -> list[Machine]:
         return self.slots.counted([self._machine(i) for i in await self._describe("list")])
 
-    async def destroy(self, machine_id: str) -> None:
-        what = f"destroy {machine_id}"
+    async def _instance(self, what: str, machine_id: str) -> dict[str, Any] | None:
+        """The live instance ``machine_id`` (None: unknown or terminated); PermanentError
+        when it is not ours."""
         try:
             page = await self._call(what, "describe_instances", InstanceIds=[machine_id])
         except NotFound:
-            return
-        instances = [i for r in page.get("Reservations", []) for i in r.get("Instances", [])]
+            return None
+        instances: list[dict[str, Any]] = [
+            i for r in page.get("Reservations", []) for i in r.get("Instances", [])]
         if not instances or instances[0].get("State", {}).get("Name") in ("terminated",
                                                                            "shutting-down"):
-            return
+            return None
         tags = _tags(instances[0].get("Tags"))
         if tags.get(OWNER_TAG) != self.settings.owner or tags.get(PROVIDER_TAG) != self.name:
             raise PermanentError(self.name, f"refusing to {what}: it does not carry "
                                             f"{OWNER_TAG}={self.settings.owner}")
+        return instances[0]
+
+    async def destroy(self, machine_id: str) -> None:
+        what = f"destroy {machine_id}"
+        if await self._instance(what, machine_id) is None:
+            return
         try:
             await self._call(what, "terminate_instances", InstanceIds=[machine_id])
         except NotFound:
             return
         self.slots.released()
         log.info("instance terminated", provider=self.name, instance=machine_id)
+
+    async def _power(self, machine_id: str, *, on: bool) -> None:
+        """``StartInstances`` or ``StopInstances``, unless it is there or on its way; like
+        ``RunInstances``, returns once EC2 has taken the request (``list_owned`` shows it
+        ``starting``/``stopping`` until it is done)."""
+        what = f"{'start' if on else 'stop'} {machine_id}"
+        instance = await self._instance(what, machine_id)
+        if instance is None:
+            raise NotFound(self.name, f"{what}: no such instance")
+        if _POWER.get(instance.get("State", {}).get("Name", "")) in (
+                (PowerState.RUNNING, PowerState.STARTING) if on
+                else (PowerState.STOPPED, PowerState.STOPPING)):
+            return
+        if not on and instance.get("InstanceLifecycle") == "spot":
+            raise PermanentError(self.name, f"{what}: a one-time spot instance cannot be "
+                                            f"stopped")
+        try:
+            await self._call(what, "start_instances" if on else "stop_instances",
+                             InstanceIds=[machine_id])
+        except PermanentError as exc:
+            if "IncorrectInstanceState" in exc.message:  # still stopping (or starting)
+                raise TransientError(self.name, exc.message) from None
+            raise
+        log.info("instance started" if on else "instance stopped", provider=self.name,
+                 instance=machine_id)
+
+    async def stop(self, machine_id: str) -> None:
+        await self._power(machine_id, on=False)
+
+    async def start(self, machine_id: str) -> None:
+        await self._power(machine_id, on=True)
 
     async def quota(self) -> QuotaInfo:
         return QuotaInfo(max_nodes=self.spec.quota.max_nodes, used=len(await self.list_owned()))

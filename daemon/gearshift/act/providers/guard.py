@@ -311,6 +311,14 @@ class GuardedProvider:
     async def list_owned(self) -> list[Machine]:
         return await self._call("list", self.provider.list_owned)
 
+    async def stop(self, machine_id: str) -> None:
+        """Power a machine off, keeping its disk. Unlike destroy, an unknown machine is
+        ``NotFound`` to the caller (there is nothing to resume later)."""
+        await self._call("stop", lambda: self.provider.stop(machine_id))
+
+    async def start(self, machine_id: str) -> None:
+        await self._call("start", lambda: self.provider.start(machine_id))
+
     async def quota(self) -> QuotaInfo:
         return await self._call("quota", self.provider.quota)
 

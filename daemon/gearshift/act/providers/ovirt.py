@@ -13,6 +13,8 @@
   crash and not yet tagged is found again by name on the retry and tagged then.
 * **destroy**: stop it if it runs, then remove it; unknown or gone is fine, a VM without
   our owner mark is never touched.
+* **stop** / **start**: ``vm stop`` (waits until ``down``; the disks stay) / ``vm start``
+  without cloud-init (returns once the engine took it, as create does).
 
 The oVirt SDK (pycurl) is blocking: calls run on the provider's threads, each thread with
 its own SDK connection (one connection serialises its requests on a lock), with pycurl's
@@ -37,6 +39,7 @@ import ovirtsdk4 as sdk
 import structlog
 from ovirtsdk4 import types
 
+from gearshift.act.providers import ovirt_errors
 from gearshift.act.providers.base import CreateRequest, Provider, QuotaInfo
 from gearshift.act.providers.common import (
     Blocking,
@@ -44,7 +47,6 @@ from gearshift.act.providers.common import (
     Slots,
     parse_settings,
     plain_or_secret,
-    redact,
     reveal,
 )
 from gearshift.act.providers.kind_settings import OvirtBlueprintSettings, OvirtSettings
@@ -58,16 +60,18 @@ from gearshift.errors import (
     QuotaExceeded,
     TransientError,
 )
-from gearshift.model import Machine
+from gearshift.model import Machine, PowerState
 from gearshift.policy.schema import ProviderSpec
 
 log = structlog.get_logger(component="gearshift.act.ovirt")
 T = TypeVar("T")
 
 MARK = "gearshift:"
-_CAPACITY = ("no host that satisfies", "not enough", "insufficient")
-_QUOTA = ("quota has no sufficient", "quota limit", "quota exceeded")
-_BUSY = ("being copied", "is locked", "try again")
+_POWER = {"up": PowerState.RUNNING, "migrating": PowerState.RUNNING,
+          "down": PowerState.STOPPED, "suspended": PowerState.STOPPED,
+          "image_locked": PowerState.STARTING, "wait_for_launch": PowerState.STARTING,
+          "powering_up": PowerState.STARTING, "reboot_in_progress": PowerState.STARTING,
+          "powering_down": PowerState.STOPPING}
 
 
 def _marks(comment: str | None) -> dict[str, str]:
@@ -162,37 +166,7 @@ class OvirtProvider(Provider):
 
     # -- running SDK calls ------------------------------------------------------------
     def _error(self, exc: BaseException, what: str) -> ProviderError:
-        if isinstance(exc, ProviderError):
-            return exc
-        if isinstance(exc, ConfigError):
-            return PermanentError(self.name, f"{what}: {exc}")
-        detail = ""
-        if isinstance(exc, sdk.Error):
-            fault = getattr(exc, "fault", None)
-            detail = (getattr(fault, "detail", None) or getattr(fault, "reason", None)
-                      or str(exc))
-        detail = redact(str(detail or exc), self._secrets()).strip("[]")
-        text = f"{what}: {detail}" if detail else f"{what}: {type(exc).__name__}"
-        low = detail.lower()
-        if isinstance(exc, sdk.ConnectionError | sdk.TimeoutError):
-            return TransientError(self.name, text)
-        if isinstance(exc, sdk.AuthError):
-            return PermanentError(self.name, f"{what}: the engine refused the credentials or "
-                                             f"permissions")
-        if isinstance(exc, sdk.NotFoundError):
-            return NotFound(self.name, text)
-        if isinstance(exc, sdk.Error):
-            code = getattr(exc, "code", None)
-            if any(word in low for word in _QUOTA):
-                return QuotaExceeded(self.name, text)
-            if any(word in low for word in _CAPACITY):
-                return CapacityUnavailable(self.name, text)
-            if code is None or code >= 500 or any(word in low for word in _BUSY):
-                return TransientError(self.name, text)
-            return PermanentError(self.name, text)
-        if isinstance(exc, OSError):
-            return TransientError(self.name, text)
-        return PermanentError(self.name, text)
+        return ovirt_errors.classify(exc, what, provider=self.name, secrets=self._secrets())
 
     async def _run(self, fn: Callable[[Any], T], *, what: str, timeout: float | None = None) -> T:
         """``fn(system_service)`` on a provider thread; on an expired token, renew once."""
@@ -221,7 +195,9 @@ class OvirtProvider(Provider):
         created = vm.creation_time.timestamp() if vm.creation_time else None
         return Machine(provider=self.name, machine_id=vm.id, name=vm.name,
                        blueprint=marks.get("blueprint"), pool=marks.get("pool"),
-                       created_at=created, key=marks.get("key"))
+                       created_at=created, key=marks.get("key"),
+                       power=_POWER.get(str(vm.status.value) if vm.status else "",
+                                        PowerState.UNKNOWN))
 
     def _ours(self, vm: Any) -> bool:
         marks = _marks(vm.comment)
@@ -348,24 +324,35 @@ class OvirtProvider(Provider):
             search=f"tag={self.settings.owner_tag}"), what="list VMs")
         return self.slots.counted([self._machine(vm) for vm in vms if self._ours(vm)])
 
-    def _destroy(self, system: Any, machine_id: str) -> bool:
-        what = f"destroy {machine_id}"
+    def _ours_by_id(self, system: Any, machine_id: str, what: str) -> Any | None:
+        """The VM's service once it is no longer image_locked (None: gone); not ours: refused."""
         service = system.vms_service().vm_service(machine_id)
         try:
             vm = service.get()
         except sdk.NotFoundError:
-            return False
+            return None
         if not self._ours(vm):
             raise PermanentError(self.name, f"refusing to {what}: it is not marked as made by "
                                             f"gearshift ({self.settings.owner_tag})")
-        status = self._wait_status(service, lambda s: s != "image_locked", what)
-        if status != "down":
-            try:
-                service.stop()
-            except sdk.Error as exc:
-                if "not running" not in str(exc):
-                    raise
-            self._wait_status(service, lambda s: s == "down", what)
+        return service
+
+    def _stop(self, service: Any, what: str) -> None:
+        """Power the VM off (``vm stop``: its disks stay) and wait until it is down."""
+        if self._wait_status(service, lambda s: s != "image_locked", what) == "down":
+            return
+        try:
+            service.stop()
+        except sdk.Error as exc:
+            if "not running" not in str(exc):
+                raise
+        self._wait_status(service, lambda s: s == "down", what)
+
+    def _destroy(self, system: Any, machine_id: str) -> bool:
+        what = f"destroy {machine_id}"
+        service = self._ours_by_id(system, machine_id, what)
+        if service is None:
+            return False
+        self._stop(service, what)
         try:
             service.remove()
         except sdk.NotFoundError:
@@ -381,6 +368,33 @@ class OvirtProvider(Provider):
         if gone:
             self.slots.released()
             log.info("vm destroyed", provider=self.name, vm=machine_id)
+
+    def _power(self, system: Any, machine_id: str, *, on: bool) -> None:
+        what = f"{'start' if on else 'stop'} {machine_id}"
+        service = self._ours_by_id(system, machine_id, what)
+        if service is None:
+            raise NotFound(self.name, f"{what}: no such VM")
+        if not on:
+            self._stop(service, what)
+            return
+        status = self._wait_status(service, lambda s: s != "image_locked", what)
+        if _POWER.get(status) in (PowerState.RUNNING, PowerState.STARTING):
+            return
+        try:
+            service.start()  # no cloud-init: the VM resumes as it was
+        except sdk.Error as exc:
+            if "vm is running" not in str(exc).lower():
+                raise
+
+    async def stop(self, machine_id: str) -> None:
+        await self._run(lambda system: self._power(system, machine_id, on=False),
+                        what=f"stop {machine_id}", timeout=self.call_timeout)
+        log.info("vm stopped", provider=self.name, vm=machine_id)
+
+    async def start(self, machine_id: str) -> None:
+        await self._run(lambda system: self._power(system, machine_id, on=True),
+                        what=f"start {machine_id}", timeout=self.call_timeout)
+        log.info("vm started", provider=self.name, vm=machine_id)
 
     async def quota(self) -> QuotaInfo:
         return QuotaInfo(max_nodes=self.spec.quota.max_nodes, used=len(await self.list_owned()))

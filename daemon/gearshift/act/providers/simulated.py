@@ -8,6 +8,8 @@ HA tests kill and restart ``gearshift run`` against it, and anyone can point a r
 * ``POST   /v1/providers/{name}/machines``  create, idempotent by ``key`` (tags sent along)
 * ``GET    /v1/providers/{name}/machines``  machines carrying gearshift's owner tag
 * ``DELETE /v1/providers/{name}/machines/{id}``  destroy (404: already gone)
+* ``POST   /v1/providers/{name}/machines/{id}/stop`` (and ``/start``)  power off / on,
+  disk kept (404: no such machine)
 * ``GET    /v1/providers/{name}/quota``
 
 Status codes map onto the error hierarchy: 409 quota, 507 capacity, 404 not found,
@@ -38,14 +40,15 @@ from gearshift.errors import (
     QuotaExceeded,
     TransientError,
 )
-from gearshift.model import Machine
+from gearshift.model import Machine, PowerState
 from gearshift.policy.schema import ProviderSpec
 
 
 def machine_from_json(provider: str, data: dict[str, Any]) -> Machine:
     return Machine(provider=provider, machine_id=str(data["machine_id"]), name=str(data["name"]),
                    blueprint=data.get("blueprint"), pool=data.get("pool"),
-                   created_at=data.get("created_at"), key=data.get("key"))
+                   created_at=data.get("created_at"), key=data.get("key"),
+                   power=PowerState(data.get("power") or PowerState.UNKNOWN))
 
 
 class SimulatedWorldProvider(Provider):
@@ -109,6 +112,12 @@ class SimulatedWorldProvider(Provider):
 
     async def destroy(self, machine_id: str) -> None:
         await self._request("DELETE", f"/v1/providers/{self.name}/machines/{machine_id}")
+
+    async def stop(self, machine_id: str) -> None:
+        await self._request("POST", f"/v1/providers/{self.name}/machines/{machine_id}/stop")
+
+    async def start(self, machine_id: str) -> None:
+        await self._request("POST", f"/v1/providers/{self.name}/machines/{machine_id}/start")
 
     async def quota(self) -> QuotaInfo:
         data = await self._request("GET", f"/v1/providers/{self.name}/quota")

@@ -9,6 +9,8 @@
   (``vsphere_clone`` says what and why).
 * **destroy**: power off, then destroy; a VM that is already gone is fine, a VM without
   our owner mark is never touched.
+* **stop** / **start**: ``PowerOffVM_Task`` / ``PowerOnVM_Task``, waiting for the task; the
+  VM and its disks stay. The listing's ``power`` is ``runtime.powerState``.
 
 pyvmomi is blocking: every call runs on the provider's own threads (``common.Blocking``),
 with a socket timeout (``request_timeout``) on every SOAP request and a deadline
@@ -18,11 +20,10 @@ with a socket timeout (``request_timeout``) on every SOAP request and a deadline
 from __future__ import annotations
 
 import contextlib
-import http.client
-import ssl
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import structlog
@@ -30,7 +31,7 @@ from pyVim import connect as _connect
 from pyVmomi import vim as _vim
 from pyVmomi import vmodl as _vmodl
 
-from gearshift.act.providers import vsphere_clone
+from gearshift.act.providers import vsphere_clone, vsphere_errors
 from gearshift.act.providers.base import CreateRequest, Provider, QuotaInfo
 from gearshift.act.providers.common import (
     Blocking,
@@ -38,7 +39,6 @@ from gearshift.act.providers.common import (
     Slots,
     parse_settings,
     plain_or_secret,
-    redact,
     reveal,
 )
 from gearshift.act.providers.kind_settings import VSphereSettings
@@ -52,7 +52,7 @@ from gearshift.errors import (
     QuotaExceeded,
     TransientError,
 )
-from gearshift.model import Machine
+from gearshift.model import Machine, PowerState
 from gearshift.policy.schema import ProviderSpec
 
 log = structlog.get_logger(component="gearshift.act.vsphere")
@@ -63,6 +63,9 @@ vim: Any = _vim
 vmodl: Any = _vmodl
 SmartConnect: Any = _connect.SmartConnect
 Disconnect: Any = _connect.Disconnect
+# runtime.powerState; a suspended VM runs no more than a powered-off one (PowerOn resumes it)
+_POWER = {"poweredOn": PowerState.RUNNING, "poweredOff": PowerState.STOPPED,
+          "suspended": PowerState.STOPPED}
 
 class VSphereProvider(Provider):
     def __init__(self, spec: ProviderSpec, settings: VSphereSettings) -> None:
@@ -116,33 +119,7 @@ class VSphereProvider(Provider):
             return fn(self._connect())
 
     def _error(self, exc: BaseException, what: str) -> ProviderError:
-        """One exception from pyvmomi or the network, as gearshift's error type."""
-        if isinstance(exc, ProviderError):
-            return exc
-        if isinstance(exc, ConfigError):
-            return PermanentError(self.name, f"{what}: {exc}")
-        name = type(exc).__name__
-        text = redact(str(getattr(exc, "msg", "") or exc), self._secrets())
-        detail = f"{what}: {name}" + (f": {text}" if text and text != name else "")
-        if isinstance(exc, vmodl.fault.ManagedObjectNotFound):
-            return NotFound(self.name, detail)
-        if isinstance(exc, vim.fault.InvalidLogin | vim.fault.NoPermission
-                      | vim.fault.NotAuthenticated):
-            return PermanentError(self.name, f"{what}: vCenter refused the credentials or "
-                                             f"permissions ({name})")
-        if isinstance(exc, vim.fault.InsufficientResourcesFault | vim.fault.NoDiskSpace
-                      | vim.fault.NoCompatibleHost):
-            return CapacityUnavailable(self.name, detail)
-        if isinstance(exc, vim.fault.TaskInProgress | vim.fault.Timedout
-                      | vmodl.fault.HostCommunication | vmodl.fault.SystemError
-                      | vmodl.fault.RequestCanceled | vim.fault.HostConnectFault):
-            return TransientError(self.name, detail)
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            return PermanentError(self.name, f"{what}: the vCenter TLS certificate is not "
-                                             f"trusted (set ca_file, or insecure for a lab)")
-        if isinstance(exc, OSError | http.client.HTTPException | TimeoutError):
-            return TransientError(self.name, detail)
-        return PermanentError(self.name, detail)
+        return vsphere_errors.classify(exc, what, provider=self.name, secrets=self._secrets())
 
     async def _run(self, fn: Callable[[], T], *, what: str, timeout: float | None = None) -> T:
         def guarded() -> T:
@@ -270,8 +247,10 @@ class VSphereProvider(Provider):
             marks = vsphere_clone.marks_of(props.get("config.extraConfig"))
             if not self._ours(marks):
                 continue
-            owned.append((vm, self._machine(vm, props.get("name", vm._moId), marks),
-                          str(props.get("runtime.powerState", ""))))
+            state = str(props.get("runtime.powerState", ""))
+            machine = replace(self._machine(vm, props.get("name", vm._moId), marks),
+                              power=_POWER.get(state, PowerState.UNKNOWN))
+            owned.append((vm, machine, state))
         return owned
 
     def _power_on(self, si: Any, vm: Any, state: str, what: str) -> None:
@@ -350,40 +329,69 @@ class VSphereProvider(Provider):
         owned = await self._run(lambda: self._session(self._owned), what="list VMs")
         return self.slots.counted([machine for _, machine, _ in owned])
 
-    def _destroy(self, machine_id: str) -> bool:
+    def _ours_by_id(self, si: Any, machine_id: str, what: str) -> tuple[Any, str] | None:
+        """The VM ``machine_id`` and its power state (None: gone); not ours: refused."""
+        vm = vim.VirtualMachine(machine_id, si._stub)
+        try:
+            props = self._retrieve_one(si, vm, vim.VirtualMachine,
+                                       ["config.extraConfig", "runtime.powerState"])
+        except vmodl.fault.ManagedObjectNotFound:
+            return None
+        if not props:
+            return None
+        if not self._ours(vsphere_clone.marks_of(props.get("config.extraConfig"))):
+            raise vsphere_clone.not_ours(what, owner=self.settings.owner, provider=self.name)
+        return vm, str(props.get("runtime.powerState", ""))
+
+    def _power_off(self, si: Any, vm: Any, state: str, what: str) -> None:
+        if state != vim.VirtualMachine.PowerState.poweredOff:
+            with contextlib.suppress(vim.fault.InvalidPowerState):  # off meanwhile
+                self._wait(vm.PowerOffVM_Task(), f"{what}: power off")
+
+    async def _find(self, machine_id: str, what: str) -> tuple[Any, str] | None:
+        """Look the VM up within request_timeout (as create does): only tasks take long."""
+        return await self._run(lambda: self._session(
+            lambda si: self._ours_by_id(si, machine_id, what)), what=what)
+
+    async def destroy(self, machine_id: str) -> None:
         what = f"destroy {machine_id}"
 
-        def destroy(si: Any) -> bool:
-            vm = vim.VirtualMachine(machine_id, si._stub)
-            try:
-                props = self._retrieve_one(si, vm, vim.VirtualMachine,
-                                           ["config.extraConfig", "runtime.powerState"])
-            except vmodl.fault.ManagedObjectNotFound:
-                return False
-            if not props:
-                return False
-            if not self._ours(vsphere_clone.marks_of(props.get("config.extraConfig"))):
-                raise vsphere_clone.not_ours(what, owner=self.settings.owner, provider=self.name)
-            if props.get("runtime.powerState") != vim.VirtualMachine.PowerState.poweredOff:
-                with contextlib.suppress(vim.fault.InvalidPowerState):  # off meanwhile
-                    self._wait(vm.PowerOffVM_Task(), f"{what}: power off")
+        def destroy(si: Any, vm: Any, state: str) -> bool:
+            self._power_off(si, vm, state, what)
             try:
                 self._wait(vm.Destroy_Task(), what)
             except vmodl.fault.ManagedObjectNotFound:
                 return False
             return True
 
-        return self._session(destroy)
-
-    async def destroy(self, machine_id: str) -> None:
         try:
-            gone = await self._run(lambda: self._destroy(machine_id), what=f"destroy {machine_id}",
-                                   timeout=self.call_timeout)
+            found = await self._find(machine_id, what)
+            if found is None:
+                return
+            gone = await self._run(lambda: self._session(lambda si: destroy(si, *found)),
+                                   what=what, timeout=self.call_timeout)
         except NotFound:
             return  # vanished while we were at it
         if gone:
             self.slots.released()
             log.info("vm destroyed", provider=self.name, vm=machine_id)
+
+    async def _power(self, machine_id: str, *, on: bool) -> None:
+        """PowerOnVM_Task / PowerOffVM_Task (disks kept), waiting for the task."""
+        what = f"{'start' if on else 'stop'} {machine_id}"
+        found = await self._find(machine_id, what)
+        if found is None:
+            raise NotFound(self.name, f"{what}: no such VM")
+        change = self._power_on if on else self._power_off
+        await self._run(lambda: self._session(lambda si: change(si, *found, what)), what=what,
+                        timeout=self.call_timeout)
+        log.info("vm powered on" if on else "vm powered off", provider=self.name, vm=machine_id)
+
+    async def stop(self, machine_id: str) -> None:
+        await self._power(machine_id, on=False)
+
+    async def start(self, machine_id: str) -> None:
+        await self._power(machine_id, on=True)
 
     async def quota(self) -> QuotaInfo:
         return QuotaInfo(max_nodes=self.spec.quota.max_nodes, used=len(await self.list_owned()))
