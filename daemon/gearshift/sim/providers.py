@@ -97,17 +97,11 @@ class SimulatedPlatform(Platform):
     def __init__(self, world: SimWorld) -> None:
         self.world = world
 
-    def _set_active(self, identity: str, active: bool) -> None:
-        node = self.world.nodes.get(identity)
-        if node is not None and node.district_active != active:
-            node.district_active = active
-            node.dirty = True
-
     async def deactivate(self, node: NodeRef) -> None:
-        self._set_active(node.identity, False)
+        self.world.set_district_active(node.identity, False)
 
     async def activate(self, node: NodeRef) -> None:
-        self._set_active(node.identity, True)
+        self.world.set_district_active(node.identity, True)
 
     async def move_gears(self, node: NodeRef, *, limit: int) -> MoveReport:
         started, remaining = self.world.start_moves(node.identity, limit)

@@ -8,6 +8,15 @@ and time is a ``ManualClock`` stepped by ``tick``. Facts reach the fleet model
 directly instead of over MQTT, and a pool crossing a policy edge wakes the reconciler at
 once, as the daemon's event-driven path does.
 
+Time moves on the ``tick`` grid but jumps over the steps where nothing can happen: when a
+step changed nothing in the world, the next step that matters is the first one at or after
+the next event (a trace point, a node booting, a gear move ending, the reconcile timer, a
+timeline sample). The steps jumped over would have changed only the score, which is
+added for them in one go (time-weighted sums, and the per-step violation counts times the
+steps). Every node republishes its facts at every step (a heartbeat): they are touched in
+one batch only when something reads them (an edge check, a reconcile), with the same
+time, so the planner sees exactly what it saw when every step was played.
+
 The report is the contract in ARCHITECTURE.md (``unmet_gear_seconds``, ``node_seconds``,
 ``cost``, ``actions``, ``max_nodes``, ``violations``) plus figures that explain them.
 """
@@ -159,37 +168,52 @@ class Simulation:
         self.max_nodes: Counter[str] = Counter()
         self.preemptions: Counter[tuple[str, str]] = Counter()  # (preempting, victim pool)
         self.burst_returns: Counter[str] = Counter()  # burst nodes a pool set out to replace
+        self._heard_at: float | None = None  # when every ready node was last touched
 
     def _publish(self, now: float) -> bool:
+        """Ingest the facts of every ready node whose facts changed (in the world's order)."""
         changed = False
-        for node in self.world.ready_nodes():
-            if node.dirty:
+        fleet = self.fleet
+        for node in self.world.nodes.values():
+            if node.dirty and now >= node.ready_at:
                 node.dirty = False
-                self.fleet.ingest(node.facts(now), received_at=now)
+                fleet.ingest(node.facts(now), received_at=now)
                 changed = True
-            else:
-                self.fleet.touch(node.identity, at=now)
         return changed
 
-    def _score(self, now: float) -> None:
+    def _heartbeat(self, now: float) -> None:
+        """Every ready node re-published unchanged facts at ``now`` (one batch, just before
+        the fleet is read: between reads, per-step touches are not observable)."""
+        if self._heard_at != now:
+            self._heard_at = now
+            self.fleet.touch_many([n.identity for n in self.world.ready_nodes()], at=now)
+
+    def _score(self, now: float) -> tuple[int, int]:
+        """Score one step; returns the (above max, below min) counts it added."""
         violations = self.world.violations
+        above_max = below_min = 0
         for policy in self.policies.pools:
             every = self.world.pool_nodes(policy.name)
             self.max_nodes[policy.name] = max(self.max_nodes[policy.name], len(every))
             nodes = [n for n in every if n.district_active]
             if len(nodes) > policy.size.max:
-                violations.above_max += 1
+                above_max += 1
             if len(nodes) < policy.size.min:
-                violations.below_min += 1
-            ready = [n for n in nodes if n.ready(now)]
-            capacity = sum(n.max_active_gears for n in ready)
-            active = sum(n.active for n in ready)
+                below_min += 1
+            capacity = active = 0
+            for n in nodes:
+                if now >= n.ready_at:
+                    capacity += n.max_active_gears
+                    active += n.active
             above = capacity > 0 and active / capacity > policy.density.scale_up_above
             history = self.breaches[policy.name]
             if above and (not history or history[-1] < 0):
                 history.append(now)  # a new breach starts
             elif not above and history and history[-1] >= 0:
                 history.append(-now)  # the breach ended
+        violations.above_max += above_max
+        violations.below_min += below_min
+        return above_max, below_min
 
     def _note_decisions(self, plan: Plan) -> None:
         for action in plan.actions:
@@ -222,20 +246,27 @@ class Simulation:
         next_sample = options.start
         result = SimulationResult(report={})
         steps = math.ceil((end - options.start) / options.tick)
-        for step in range(steps + 1):
+        step = 0
+        while step <= steps:
             now = options.start + step * options.tick
             self.clock.set(now)
+            before = self.world.version
             upto = bisect.bisect_right(times, now)
             for point in points[applied:upto]:
                 self.world.set_demand(point.pool, point.active_gears)
             applied = upto
             self.world.advance(now)
             changed = self._publish(now)
-            crossed = self.edges.check(self.fleet, self.policies, now) if changed else []
-            self._score(now)
+            crossed: list[str] = []
+            if changed:
+                self._heartbeat(now)
+                crossed = self.edges.check(self.fleet, self.policies, now)
+            counted = self._score(now)
             if step == 0:  # facts are in: recover and read the journal back, as on election
+                self._heartbeat(now)
                 await self.parts.take_office()
             if now >= next_reconcile or crossed:
+                self._heartbeat(now)
                 plan = await self.reconciler.reconcile_once()
                 result.plans += 1
                 self._note_reactions(plan, now)
@@ -246,8 +277,31 @@ class Simulation:
             if now >= next_sample:
                 self._sample(result, now)
                 next_sample = now + sample_every
+            if self.world.version != before or step == steps:
+                step += 1  # the world moved: the next step may move it again
+                continue
+            # Nothing changed: every step before the next event would score the same.
+            events = [next_reconcile, next_sample, self.world.next_event()]
+            if applied < len(times):
+                events.append(times[applied])
+            following = min(steps, *(self._step_at(t) for t in events if t is not None))
+            following = max(step + 1, following)
+            skipped = following - step - 1
+            self.world.violations.above_max += counted[0] * skipped
+            self.world.violations.below_min += counted[1] * skipped
+            step = following
         result.report = self._report(end, result.plans, set(await self.journal.machines()))
         return result
+
+    def _step_at(self, t: float) -> int:
+        """The first step whose time is at or after ``t`` (as ``now >= t`` compares)."""
+        start, tick = self.options.start, self.options.tick
+        step = max(0, math.ceil((t - start) / tick))
+        while step > 0 and start + (step - 1) * tick >= t:
+            step -= 1
+        while start + step * tick < t:
+            step += 1
+        return step
 
     def _sample(self, result: SimulationResult, now: float) -> None:
         for policy in self.policies.pools:

@@ -17,11 +17,18 @@ Gears, per pool (from ``docs: openshift-v2.md``):
 
 The world also keeps the score: unmet gear-seconds, node-seconds per provider, and the
 violations a report lists.
+
+Speed (a simulated week replays tens of thousands of steps): nodes are indexed by pool, a
+``version`` counts every change to gears, districts or the node set, and
+``next_event`` says when time alone will change something (a node boots, a gear move
+ends). Between those, with the same demand, another ``advance`` changes nothing but the
+score, so a caller may jump straight to the next event (``runner.py`` does).
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -107,14 +114,28 @@ class SimWorld:
         self.unmet_gear_seconds: dict[str, float] = {}
         self.node_seconds: dict[str, float] = {}
         self.move_stats = Counter[str]()
+        self.version = 0  # bumped by every change to gears, districts or the node set
+        self._by_pool: dict[str, dict[str, SimNode]] = {}  # pool -> its nodes, in order
+        self._unpublished: list[SimNode] = []  # added, never published (seq 0) yet
 
     # -- machines ---------------------------------------------------------------------
     def add_node(self, node: SimNode) -> None:
         self.creates_by_key[node.key] += 1
-        if self.creates_by_key[node.key] > 1 or node.identity in self.nodes:
+        old = self.nodes.get(node.identity)
+        if self.creates_by_key[node.key] > 1 or old is not None:
             self.violations.duplicate_creates += 1
         self.nodes[node.identity] = node
         self.keys[node.key] = node.identity
+        if old is not None and old.pool != node.pool:
+            self._reindex(old.pool)
+            self._reindex(node.pool)
+        else:
+            self._by_pool.setdefault(node.pool, {})[node.identity] = node
+        self._unpublished.append(node)
+        self.version += 1
+
+    def _reindex(self, pool: str) -> None:
+        self._by_pool[pool] = {i: n for i, n in self.nodes.items() if n.pool == pool}
 
     def destroy(self, identity: str) -> SimNode | None:
         node = self.nodes.pop(identity, None)
@@ -122,18 +143,30 @@ class SimWorld:
             return None
         if node.active > 0:
             self.violations.retired_with_active_gears += 1
+        self._by_pool.get(node.pool, {}).pop(identity, None)
         self.destroyed.append(node)
+        self.version += 1
         return node
 
     def pool_nodes(self, pool: str) -> list[SimNode]:
-        return [n for n in self.nodes.values() if n.pool == pool]
+        return list(self._by_pool.get(pool, {}).values())
+
+    def set_district_active(self, identity: str, active: bool) -> None:
+        node = self.nodes.get(identity)
+        if node is not None and node.district_active != active:
+            node.district_active = active
+            node.dirty = True
+            self.version += 1
 
     # -- demand -----------------------------------------------------------------------
     def set_demand(self, pool: str, gears: int) -> None:
+        if self.demand.get(pool) != max(0, gears):
+            self.version += 1
         self.demand[pool] = max(0, gears)
 
     def _rebalance(self, pool: str) -> None:
-        ready = [n for n in self.nodes.values() if n.pool == pool and n.ready(self.now)]
+        now = self.now
+        ready = [n for n in self._by_pool.get(pool, {}).values() if now >= n.ready_at]
         placed = sum(n.active for n in ready)
         want = self.demand.get(pool, 0)
         if want > placed:
@@ -162,6 +195,8 @@ class SimWorld:
                 node.active += share
                 node.dirty = True
                 woken += share
+        if woken:
+            self.version += 1
         return woken
 
     def _place(self, nodes: list[SimNode], gears: int) -> int:
@@ -181,6 +216,8 @@ class SimWorld:
             placed += take
             if node.active < node.max_active_gears:
                 heapq.heappush(heap, (node.active / node.max_active_gears, i, node))
+        if placed:
+            self.version += 1
         return placed
 
     def _idle(self, nodes: list[SimNode], gears: int) -> None:
@@ -195,6 +232,7 @@ class SimWorld:
             node.idle = min(node.idle + share,
                             int(node.max_active_gears * self.idle_cap_factor))
             node.dirty = node.dirty or share > 0
+            self.version += share > 0
             left -= share
             if left <= 0:
                 break
@@ -217,9 +255,15 @@ class SimWorld:
                 node.moves.append(_Move(self.now + self.move_time * jitter, ok, state))
                 by_state[state] -= 1
                 started += 1
+        if started:
+            self.version += 1
         return started, node.total - len(node.moves)
 
     def _finish_moves(self) -> None:
+        due = self._next_move_done()
+        if due is None or due > self.now:
+            return  # nothing ends yet: skip the walk over every node
+        self.version += 1
         for node in list(self.nodes.values()):
             if not node.moves:
                 continue
@@ -237,9 +281,12 @@ class SimWorld:
                 node.dirty = target.dirty = True
                 self.move_stats["moved"] += 1
 
+    def _next_move_done(self) -> float | None:
+        return min((m.done_at for n in self.nodes.values() for m in n.moves), default=None)
+
     def _move_target(self, source: SimNode) -> SimNode | None:
-        candidates = [n for n in self.nodes.values()
-                      if n.pool == source.pool and n is not source and n.district_active
+        candidates = [n for n in self._by_pool.get(source.pool, {}).values()
+                      if n is not source and n.district_active
                       and n.ready(self.now) and n.active < n.max_active_gears]
         if not candidates:
             return None
@@ -253,16 +300,31 @@ class SimWorld:
             for pool, unmet in self.unmet.items():
                 self.unmet_gear_seconds[pool] = self.unmet_gear_seconds.get(pool, 0.0) + (
                     unmet * elapsed)
+            # One addition per node, as a per-step tally would make them (exact for the
+            # whole-second steps simulate uses; the order of float sums is kept).
+            node_seconds = self.node_seconds
             for node in self.nodes.values():
-                self.node_seconds[node.provider] = self.node_seconds.get(node.provider, 0.0) + (
-                    elapsed)
+                node_seconds[node.provider] = node_seconds.get(node.provider, 0.0) + elapsed
         self.now = now
-        newly_ready = [n for n in self.nodes.values() if n.ready(now) and n.seq == 0]
-        for node in newly_ready:
-            node.dirty = True
+        if self._unpublished:
+            waiting = []
+            for node in self._unpublished:
+                if node.seq == 0 and self.nodes.get(node.identity) is node:
+                    waiting.append(node)
+                    if node.ready(now):
+                        node.dirty = True
+            self._unpublished = waiting
         self._finish_moves()
-        for pool in set(self.demand) | {n.pool for n in self.nodes.values()}:
+        for pool in set(self.demand) | {p for p, nodes in self._by_pool.items() if nodes}:
             self._rebalance(pool)
 
+    def next_event(self) -> float | None:
+        """When time alone next changes the world (a node boots, a move ends), if ever."""
+        now = self.now
+        boots = (n.ready_at for n in self.nodes.values() if n.ready_at > now)
+        return min(itertools.chain(boots, (m.done_at for n in self.nodes.values()
+                                           for m in n.moves)), default=None)
+
     def ready_nodes(self) -> list[SimNode]:
-        return [n for n in self.nodes.values() if n.ready(self.now)]
+        now = self.now
+        return [n for n in self.nodes.values() if now >= n.ready_at]
