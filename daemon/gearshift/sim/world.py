@@ -271,8 +271,9 @@ class SimWorld:
             if not done:
                 continue
             node.moves = [m for m in node.moves if m.done_at > self.now]
+            targets = self._move_targets(node)
             for move in done:
-                target = self._move_target(node)
+                target = targets[0][2] if targets else None
                 if not move.ok or target is None:
                     self.move_stats["failed"] += 1
                     continue
@@ -280,17 +281,25 @@ class SimWorld:
                 setattr(target, move.state, getattr(target, move.state) + 1)
                 node.dirty = target.dirty = True
                 self.move_stats["moved"] += 1
+                if move.state == "active":  # its density rose: re-rank it, or drop it if full
+                    heapq.heappop(targets)
+                    if target.active < target.max_active_gears:
+                        heapq.heappush(targets, (target.active / target.max_active_gears,
+                                                 target.identity, target))
 
     def _next_move_done(self) -> float | None:
         return min((m.done_at for n in self.nodes.values() for m in n.moves), default=None)
 
-    def _move_target(self, source: SimNode) -> SimNode | None:
-        candidates = [n for n in self._by_pool.get(source.pool, {}).values()
-                      if n is not source and n.district_active
-                      and n.ready(self.now) and n.active < n.max_active_gears]
-        if not candidates:
-            return None
-        return min(candidates, key=lambda n: (n.active / n.max_active_gears, n.identity))
+    def _move_targets(self, source: SimNode) -> list[tuple[float, str, SimNode]]:
+        """Where ``source``'s gears may land, as a heap: the emptiest active node with room
+        first (ties by identity); only the chosen target changes while they land."""
+        now = self.now
+        heap = [(n.active / n.max_active_gears, n.identity, n)
+                for n in self._by_pool.get(source.pool, {}).values()
+                if n is not source and n.district_active
+                and now >= n.ready_at and n.active < n.max_active_gears]
+        heapq.heapify(heap)
+        return heap
 
     # -- time -------------------------------------------------------------------------
     def advance(self, now: float) -> None:
