@@ -32,10 +32,16 @@ class SimulatedProvider(Provider):
         self.rng = rng
         self.created = 0
         self.capacity_error_since: float | None = None
+        self._machines: dict[str, Machine] = {}  # identity -> its Machine, built once
 
     def _machine(self, node: SimNode) -> Machine:
-        return Machine(provider=self.name, machine_id=node.machine_id, name=node.identity,
-                       blueprint=None, pool=node.pool, created_at=node.created_at, key=node.key)
+        machine = self._machines.get(node.identity)
+        if machine is None or machine.machine_id != node.machine_id or machine.key != node.key:
+            machine = Machine(provider=self.name, machine_id=node.machine_id,
+                              name=node.identity, blueprint=None, pool=node.pool,
+                              created_at=node.created_at, key=node.key)
+            self._machines[node.identity] = machine  # immutable: listings reuse it
+        return machine
 
     def _capacity_exhausted(self, now: float) -> bool:
         limit = self.sim.capacity_errors_after

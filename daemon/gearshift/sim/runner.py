@@ -322,13 +322,16 @@ class Simulation:
 
     def _sample(self, result: SimulationResult, now: float) -> None:
         for policy in self.policies.pools:
-            nodes = self.world.pool_nodes(policy.name)
-            ready = [n for n in nodes if n.ready(now) and n.district_active]
-            by_provider = Counter(n.provider for n in nodes)
+            capacity = 0
+            by_provider: dict[str, int] = {}
+            for n in self.world.pool_nodes(policy.name):
+                by_provider[n.provider] = by_provider.get(n.provider, 0) + 1
+                if n.district_active and now >= n.ready_at:
+                    capacity += n.max_active_gears
             result.timeline.append(Sample(
                 t=now - self.options.start, pool=policy.name,
                 demand=self.world.demand.get(policy.name, 0),
-                capacity=sum(n.max_active_gears for n in ready), nodes=dict(by_provider)))
+                capacity=capacity, nodes=by_provider))
 
     def _report(self, end: float, plans: int, owned: set[str]) -> dict[str, Any]:
         assert self.policies.providers is not None

@@ -117,6 +117,9 @@ class SimWorld:
         self.version = 0  # bumped by every change to gears, districts or the node set
         self._by_pool: dict[str, dict[str, SimNode]] = {}  # pool -> its nodes, in order
         self._unpublished: list[SimNode] = []  # added, never published (seq 0) yet
+        self._booting: list[SimNode] = []  # added with ready_at in the future (pruned lazily)
+        self._moving: dict[str, SimNode] = {}  # nodes with gear moves in flight
+        self._per_provider: Counter[str] = Counter()  # nodes per provider, for node-seconds
 
     # -- machines ---------------------------------------------------------------------
     def add_node(self, node: SimNode) -> None:
@@ -132,6 +135,14 @@ class SimWorld:
         else:
             self._by_pool.setdefault(node.pool, {})[node.identity] = node
         self._unpublished.append(node)
+        if node.ready_at > self.now:
+            self._booting.append(node)
+        if old is not None:
+            self._per_provider[old.provider] -= 1
+            self._moving.pop(old.identity, None)
+        self._per_provider[node.provider] += 1
+        if node.moves:
+            self._moving[node.identity] = node
         self.version += 1
 
     def _reindex(self, pool: str) -> None:
@@ -144,6 +155,8 @@ class SimWorld:
         if node.active > 0:
             self.violations.retired_with_active_gears += 1
         self._by_pool.get(node.pool, {}).pop(identity, None)
+        self._per_provider[node.provider] -= 1
+        self._moving.pop(identity, None)
         self.destroyed.append(node)
         self.version += 1
         return node
@@ -257,6 +270,7 @@ class SimWorld:
                 started += 1
         if started:
             self.version += 1
+            self._moving[node.identity] = node
         return started, node.total - len(node.moves)
 
     def _finish_moves(self) -> None:
@@ -264,13 +278,13 @@ class SimWorld:
         if due is None or due > self.now:
             return  # nothing ends yet: skip the walk over every node
         self.version += 1
-        for node in list(self.nodes.values()):
-            if not node.moves:
-                continue
+        for node in [n for n in self.nodes.values() if n.moves]:  # in the world's order
             done = [m for m in node.moves if m.done_at <= self.now]
             if not done:
                 continue
             node.moves = [m for m in node.moves if m.done_at > self.now]
+            if not node.moves:
+                self._moving.pop(node.identity, None)
             targets = self._move_targets(node)
             for move in done:
                 target = targets[0][2] if targets else None
@@ -288,7 +302,7 @@ class SimWorld:
                                                  target.identity, target))
 
     def _next_move_done(self) -> float | None:
-        return min((m.done_at for n in self.nodes.values() for m in n.moves), default=None)
+        return min((m.done_at for n in self._moving.values() for m in n.moves), default=None)
 
     def _move_targets(self, source: SimNode) -> list[tuple[float, str, SimNode]]:
         """Where ``source``'s gears may land, as a heap: the emptiest active node with room
@@ -304,16 +318,21 @@ class SimWorld:
     # -- time -------------------------------------------------------------------------
     def advance(self, now: float) -> None:
         """Move the world to ``now``: score the interval just ended, then update it."""
-        elapsed = max(0.0, now - self.now)
+        elapsed = float(max(0.0, now - self.now))
         if elapsed:
             for pool, unmet in self.unmet.items():
                 self.unmet_gear_seconds[pool] = self.unmet_gear_seconds.get(pool, 0.0) + (
                     unmet * elapsed)
-            # One addition per node, as a per-step tally would make them (exact for the
-            # whole-second steps simulate uses; the order of float sums is kept).
             node_seconds = self.node_seconds
-            for node in self.nodes.values():
-                node_seconds[node.provider] = node_seconds.get(node.provider, 0.0) + elapsed
+            if elapsed.is_integer():
+                # Whole seconds: n additions of ``elapsed`` are exactly n * elapsed.
+                for provider, count in self._per_provider.items():
+                    if count:
+                        node_seconds[provider] = node_seconds.get(provider, 0.0) + (
+                            count * elapsed)
+            else:  # one addition per node, in order, as the float sums were always made
+                for node in self.nodes.values():
+                    node_seconds[node.provider] = node_seconds.get(node.provider, 0.0) + elapsed
         self.now = now
         if self._unpublished:
             waiting = []
@@ -330,9 +349,11 @@ class SimWorld:
     def next_event(self) -> float | None:
         """When time alone next changes the world (a node boots, a move ends), if ever."""
         now = self.now
-        boots = (n.ready_at for n in self.nodes.values() if n.ready_at > now)
-        return min(itertools.chain(boots, (m.done_at for n in self.nodes.values()
-                                           for m in n.moves)), default=None)
+        self._booting = [n for n in self._booting
+                         if n.ready_at > now and self.nodes.get(n.identity) is n]
+        return min(itertools.chain((n.ready_at for n in self._booting),
+                                   (m.done_at for n in self._moving.values() for m in n.moves)),
+                   default=None)
 
     def ready_nodes(self) -> list[SimNode]:
         now = self.now
