@@ -170,17 +170,30 @@ class Simulation:
         self.burst_returns: Counter[str] = Counter()  # burst nodes a pool set out to replace
         self._heard_at: float | None = None  # when the nodes were last touched
         self._round_at: float | None = None  # when every ready node was last touched
+        # Publishing and scoring depend only on the world's nodes and who is ready: while
+        # its version is the same and no node boots, they repeat (world version, until).
+        self._published: tuple[int, float] | None = None
+        self._scored: tuple[int, float, tuple[int, int]] | None = None
 
     def _publish(self, now: float) -> bool:
         """Ingest the facts of every ready node whose facts changed (in the world's order)."""
+        world = self.world
+        if self._published is not None and self._published[0] == world.version \
+                and now < self._published[1]:
+            return False  # no node changed or booted since the last walk: none is dirty
         changed = False
         fleet = self.fleet
-        for node in self.world.nodes.values():
+        for node in world.nodes.values():
             if node.dirty and now >= node.ready_at:
                 node.dirty = False
                 fleet.ingest(node.facts(now), received_at=now)
                 changed = True
+        self._published = (world.version, self._until())
         return changed
+
+    def _until(self) -> float:
+        upcoming = self.world.next_event()
+        return math.inf if upcoming is None else upcoming
 
     def _heartbeat(self, now: float) -> None:
         """Nodes re-publish unchanged facts: touch them, just before the fleet is read.
@@ -189,8 +202,8 @@ class Simulation:
         ``last_seen`` only through two rules: a node silent longer than ``stale_after`` is
         unknown, and a drained node is retired only on facts newer than its drain's last
         step. So the touches that change nothing are skipped: every ready node is touched
-        once more than ``stale_after / 2`` has passed since the last full round (none is
-        ever silent that long at a read, as before), and a node out of its district (being
+        once more than ``stale_after - tick`` has passed since the last full round (none is
+        ever silent for ``stale_after`` at a read, as before), and a node out of its district (being
         drained) at every read (its facts are as new as the read, as before). Fewer
         touched nodes means fewer ``Node`` records rebuilt per snapshot; the pinned
         reports (tests/test_simulate_golden.py) prove the decisions are the same.
@@ -199,7 +212,8 @@ class Simulation:
             return
         self._heard_at = now
         ready = self.world.ready_nodes()
-        if self._round_at is None or now - self._round_at > self.options.stale_after / 2:
+        if self._round_at is None or (
+                now - self._round_at > self.options.stale_after - self.options.tick):
             self._round_at = now
             self.fleet.touch_many([n.identity for n in ready], at=now)
         else:
@@ -208,6 +222,13 @@ class Simulation:
     def _score(self, now: float) -> tuple[int, int]:
         """Score one step; returns the (above max, below min) counts it added."""
         violations = self.world.violations
+        scored = self._scored
+        if scored is not None and scored[0] == self.world.version and now < scored[1]:
+            # Same nodes, gears and ready set as last time: the same counts, no breach
+            # starts or ends, no new peak.
+            violations.above_max += scored[2][0]
+            violations.below_min += scored[2][1]
+            return scored[2]
         above_max = below_min = 0
         for policy in self.policies.pools:
             every = self.world.pool_nodes(policy.name)
@@ -230,6 +251,7 @@ class Simulation:
                 history.append(-now)  # the breach ended
         violations.above_max += above_max
         violations.below_min += below_min
+        self._scored = (self.world.version, self._until(), (above_max, below_min))
         return above_max, below_min
 
     def _note_decisions(self, plan: Plan) -> None:
