@@ -201,6 +201,22 @@ class FleetModel:
             self._version += 1
             self._dirty.add(identity)
 
+    def touch_many(self, identities: Iterable[str], *, at: float) -> None:
+        """``touch`` for many nodes at once (the simulator's heartbeat round)."""
+        entries, dirty, waiting = self._entries, self._dirty, self._waiting
+        touched = False
+        for identity in identities:
+            entry = entries.get(identity)
+            if entry is not None and at > entry.last_seen:
+                entry.last_seen = at
+                entry.node = None
+                dirty.add(identity)
+                touched = True
+                if waiting:
+                    waiting.discard(identity)
+        if touched:
+            self._version += 1
+
     def set_online(self, identity: str, online: bool, *, at: float,
                    retained: bool = False) -> None:
         entry = self._entries.get(identity)

@@ -40,13 +40,19 @@ class SimulatedProvider(Provider):
         self.rng = rng
         self.created = 0
         self.capacity_error_since: float | None = None
+        self._machines: dict[str, Machine] = {}  # identity -> its Machine, built once
 
     def _machine(self, node: SimNode) -> Machine:
         power = (PowerState.STOPPED if not node.powered else
                  PowerState.RUNNING if node.ready(self.clock.now()) else PowerState.STARTING)
-        return Machine(provider=self.name, machine_id=node.machine_id, name=node.identity,
-                       blueprint=None, pool=node.pool, created_at=node.created_at, key=node.key,
-                       power=power)
+        machine = self._machines.get(node.identity)
+        if (machine is None or machine.machine_id != node.machine_id or machine.key != node.key
+                or machine.power is not power):
+            machine = Machine(provider=self.name, machine_id=node.machine_id,
+                              name=node.identity, blueprint=None, pool=node.pool,
+                              created_at=node.created_at, key=node.key, power=power)
+            self._machines[node.identity] = machine  # immutable: listings reuse it
+        return machine
 
     def _capacity_exhausted(self, now: float) -> bool:
         limit = self.sim.capacity_errors_after
@@ -130,17 +136,11 @@ class SimulatedPlatform(Platform):
     def __init__(self, world: SimWorld) -> None:
         self.world = world
 
-    def _set_active(self, identity: str, active: bool) -> None:
-        node = self.world.nodes.get(identity)
-        if node is not None and node.district_active != active:
-            node.district_active = active
-            node.dirty = True
-
     async def deactivate(self, node: NodeRef) -> None:
-        self._set_active(node.identity, False)
+        self.world.set_district_active(node.identity, False)
 
     async def activate(self, node: NodeRef) -> None:
-        self._set_active(node.identity, True)
+        self.world.set_district_active(node.identity, True)
 
     async def move_gears(self, node: NodeRef, *, limit: int) -> MoveReport:
         started, remaining = self.world.start_moves(node.identity, limit)

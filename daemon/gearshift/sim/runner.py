@@ -8,6 +8,15 @@ and time is a ``ManualClock`` stepped by ``tick``. Facts reach the fleet model
 directly instead of over MQTT, and a pool crossing a policy edge wakes the reconciler at
 once, as the daemon's event-driven path does.
 
+Time moves on the ``tick`` grid but jumps over the steps where nothing can happen: when a
+step changed nothing in the world, the next step that matters is the first one at or after
+the next event (a trace point, a node booting, a gear move ending, the reconcile timer, a
+timeline sample). The steps jumped over would have changed only the score, which is
+added for them in one go (time-weighted sums, and the per-step violation counts times the
+steps). Every node republishes its facts at every step (a heartbeat): touches are made in
+one batch only when something reads the fleet, and only those a decision can tell from
+the per-step ones (see ``_heartbeat``).
+
 The report is the contract in ARCHITECTURE.md (``unmet_gear_seconds``, ``node_seconds``,
 ``cost``, ``actions``, ``max_nodes``, ``violations``) plus figures that explain them.
 """
@@ -159,37 +168,91 @@ class Simulation:
         self.max_nodes: Counter[str] = Counter()
         self.preemptions: Counter[tuple[str, str]] = Counter()  # (preempting, victim pool)
         self.burst_returns: Counter[str] = Counter()  # burst nodes a pool set out to replace
+        self._heard_at: float | None = None  # when the nodes were last touched
+        self._round_at: float | None = None  # when every ready node was last touched
+        # Publishing and scoring depend only on the world's nodes and who is ready: while
+        # its version is the same and no node boots, they repeat (world version, until).
+        self._published: tuple[int, float] | None = None
+        self._scored: tuple[int, float, tuple[int, int]] | None = None
 
     def _publish(self, now: float) -> bool:
+        """Ingest the facts of every ready node whose facts changed (in the world's order)."""
+        world = self.world
+        if self._published is not None and self._published[0] == world.version \
+                and now < self._published[1]:
+            return False  # no node changed or booted since the last walk: none is dirty
         changed = False
-        for node in self.world.ready_nodes():
-            if node.dirty:
+        fleet = self.fleet
+        for node in world.nodes.values():
+            if node.dirty and node.powered and now >= node.ready_at:
                 node.dirty = False
-                self.fleet.ingest(node.facts(now), received_at=now)
+                fleet.ingest(node.facts(now), received_at=now)
                 changed = True
-            else:
-                self.fleet.touch(node.identity, at=now)
+        self._published = (world.version, self._until())
         return changed
 
-    def _score(self, now: float) -> None:
+    def _until(self) -> float:
+        upcoming = self.world.next_event()
+        return math.inf if upcoming is None else upcoming
+
+    def _heartbeat(self, now: float) -> None:
+        """Nodes re-publish unchanged facts: touch them, just before the fleet is read.
+
+        The simulated agents publish at every step, and what the daemon decides reads
+        ``last_seen`` only through two rules: a node silent longer than ``stale_after`` is
+        unknown, and a drained node is retired only on facts newer than its drain's last
+        step. So the touches that change nothing are skipped: every ready node is touched
+        once more than ``stale_after - tick`` has passed since the last full round (none is
+        ever silent for ``stale_after`` at a read, as before), and a node out of its district (being
+        drained) at every read (its facts are as new as the read, as before). Fewer
+        touched nodes means fewer ``Node`` records rebuilt per snapshot; the pinned
+        reports (tests/test_simulate_golden.py) prove the decisions are the same.
+        """
+        if self._heard_at == now:
+            return
+        self._heard_at = now
+        ready = self.world.ready_nodes()
+        if self._round_at is None or (
+                now - self._round_at > self.options.stale_after - self.options.tick):
+            self._round_at = now
+            self.fleet.touch_many([n.identity for n in ready], at=now)
+        else:
+            self.fleet.touch_many([n.identity for n in ready if not n.district_active], at=now)
+
+    def _score(self, now: float) -> tuple[int, int]:
+        """Score one step; returns the (above max, below min) counts it added."""
         violations = self.world.violations
+        scored = self._scored
+        if scored is not None and scored[0] == self.world.version and now < scored[1]:
+            # Same nodes, gears and ready set as last time: the same counts, no breach
+            # starts or ends, no new peak.
+            violations.above_max += scored[2][0]
+            violations.below_min += scored[2][1]
+            return scored[2]
+        above_max = below_min = 0
         for policy in self.policies.pools:
             every = self.world.pool_nodes(policy.name)
             self.max_nodes[policy.name] = max(self.max_nodes[policy.name], len(every))
             nodes = [n for n in every if n.district_active]
             if len(nodes) > policy.size.max:
-                violations.above_max += 1
+                above_max += 1
             if len(nodes) < policy.size.min:
-                violations.below_min += 1
-            ready = [n for n in nodes if n.ready(now)]
-            capacity = sum(n.max_active_gears for n in ready)
-            active = sum(n.active for n in ready)
+                below_min += 1
+            capacity = active = 0
+            for n in nodes:
+                if n.powered and now >= n.ready_at:
+                    capacity += n.max_active_gears
+                    active += n.active
             above = capacity > 0 and active / capacity > policy.density.scale_up_above
             history = self.breaches[policy.name]
             if above and (not history or history[-1] < 0):
                 history.append(now)  # a new breach starts
             elif not above and history and history[-1] >= 0:
                 history.append(-now)  # the breach ended
+        violations.above_max += above_max
+        violations.below_min += below_min
+        self._scored = (self.world.version, self._until(), (above_max, below_min))
+        return above_max, below_min
 
     def _note_decisions(self, plan: Plan) -> None:
         for action in plan.actions:
@@ -222,20 +285,27 @@ class Simulation:
         next_sample = options.start
         result = SimulationResult(report={})
         steps = math.ceil((end - options.start) / options.tick)
-        for step in range(steps + 1):
+        step = 0
+        while step <= steps:
             now = options.start + step * options.tick
             self.clock.set(now)
+            before = self.world.version
             upto = bisect.bisect_right(times, now)
             for point in points[applied:upto]:
                 self.world.set_demand(point.pool, point.active_gears)
             applied = upto
             self.world.advance(now)
             changed = self._publish(now)
-            crossed = self.edges.check(self.fleet, self.policies, now) if changed else []
-            self._score(now)
+            crossed: list[str] = []
+            if changed:
+                self._heartbeat(now)
+                crossed = self.edges.check(self.fleet, self.policies, now)
+            counted = self._score(now)
             if step == 0:  # facts are in: recover and read the journal back, as on election
+                self._heartbeat(now)
                 await self.parts.take_office()
             if now >= next_reconcile or crossed:
+                self._heartbeat(now)
                 plan = await self.reconciler.reconcile_once()
                 result.plans += 1
                 self._note_reactions(plan, now)
@@ -246,18 +316,44 @@ class Simulation:
             if now >= next_sample:
                 self._sample(result, now)
                 next_sample = now + sample_every
+            if self.world.version != before or step == steps:
+                step += 1  # the world moved: the next step may move it again
+                continue
+            # Nothing changed: every step before the next event would score the same.
+            events = [next_reconcile, next_sample, self.world.next_event()]
+            if applied < len(times):
+                events.append(times[applied])
+            following = min(steps, *(self._step_at(t) for t in events if t is not None))
+            following = max(step + 1, following)
+            skipped = following - step - 1
+            self.world.violations.above_max += counted[0] * skipped
+            self.world.violations.below_min += counted[1] * skipped
+            step = following
         result.report = self._report(end, result.plans, set(await self.journal.machines()))
         return result
 
+    def _step_at(self, t: float) -> int:
+        """The first step whose time is at or after ``t`` (as ``now >= t`` compares)."""
+        start, tick = self.options.start, self.options.tick
+        step = max(0, math.ceil((t - start) / tick))
+        while step > 0 and start + (step - 1) * tick >= t:
+            step -= 1
+        while start + step * tick < t:
+            step += 1
+        return step
+
     def _sample(self, result: SimulationResult, now: float) -> None:
         for policy in self.policies.pools:
-            nodes = self.world.pool_nodes(policy.name)
-            ready = [n for n in nodes if n.ready(now) and n.district_active]
-            by_provider = Counter(n.provider for n in nodes)
+            capacity = 0
+            by_provider: dict[str, int] = {}
+            for n in self.world.pool_nodes(policy.name):
+                by_provider[n.provider] = by_provider.get(n.provider, 0) + 1
+                if n.district_active and n.powered and now >= n.ready_at:
+                    capacity += n.max_active_gears
             result.timeline.append(Sample(
                 t=now - self.options.start, pool=policy.name,
                 demand=self.world.demand.get(policy.name, 0),
-                capacity=sum(n.max_active_gears for n in ready), nodes=dict(by_provider)))
+                capacity=capacity, nodes=by_provider))
 
     def _report(self, end: float, plans: int, owned: set[str]) -> dict[str, Any]:
         assert self.policies.providers is not None

@@ -17,11 +17,18 @@ Gears, per pool (from ``docs: openshift-v2.md``):
 
 The world also keeps the score: unmet gear-seconds, node-seconds per provider (running and
 stopped apart: a stopped machine costs only its disk), and the violations a report lists.
+
+Speed (a simulated week replays tens of thousands of steps): nodes are indexed by pool, a
+``version`` counts every change to gears, districts or the node set, and
+``next_event`` says when time alone will change something (a node boots, a gear move
+ends). Between those, with the same demand, another ``advance`` changes nothing but the
+score, so a caller may jump straight to the next event (``runner.py`` does).
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -109,14 +116,40 @@ class SimWorld:
         self.node_seconds: dict[str, float] = {}
         self.stopped_node_seconds: dict[str, float] = {}  # machines powered off, by provider
         self.move_stats = Counter[str]()
+        self.version = 0  # bumped by every change to gears, districts or the node set
+        self._by_pool: dict[str, dict[str, SimNode]] = {}  # pool -> its nodes, in order
+        self._unpublished: list[SimNode] = []  # added, never published (seq 0) yet
+        self._booting: list[SimNode] = []  # added with ready_at in the future (pruned lazily)
+        self._moving: dict[str, SimNode] = {}  # nodes with gear moves in flight
+        # nodes per (provider, powered), for node-seconds
+        self._per_provider: Counter[tuple[str, bool]] = Counter()
 
     # -- machines ---------------------------------------------------------------------
     def add_node(self, node: SimNode) -> None:
         self.creates_by_key[node.key] += 1
-        if self.creates_by_key[node.key] > 1 or node.identity in self.nodes:
+        old = self.nodes.get(node.identity)
+        if self.creates_by_key[node.key] > 1 or old is not None:
             self.violations.duplicate_creates += 1
         self.nodes[node.identity] = node
         self.keys[node.key] = node.identity
+        if old is not None and old.pool != node.pool:
+            self._reindex(old.pool)
+            self._reindex(node.pool)
+        else:
+            self._by_pool.setdefault(node.pool, {})[node.identity] = node
+        self._unpublished.append(node)
+        if node.ready_at > self.now:
+            self._booting.append(node)
+        if old is not None:
+            self._per_provider[old.provider, old.powered] -= 1
+            self._moving.pop(old.identity, None)
+        self._per_provider[node.provider, node.powered] += 1
+        if node.moves:
+            self._moving[node.identity] = node
+        self.version += 1
+
+    def _reindex(self, pool: str) -> None:
+        self._by_pool[pool] = {i: n for i, n in self.nodes.items() if n.pool == pool}
 
     def destroy(self, identity: str) -> SimNode | None:
         node = self.nodes.pop(identity, None)
@@ -124,7 +157,11 @@ class SimWorld:
             return None
         if node.active > 0:
             self.violations.retired_with_active_gears += 1
+        self._by_pool.get(node.pool, {}).pop(identity, None)
+        self._per_provider[node.provider, node.powered] -= 1
+        self._moving.pop(identity, None)
         self.destroyed.append(node)
+        self.version += 1
         return node
 
     def power_off(self, identity: str) -> None:
@@ -132,23 +169,42 @@ class SimWorld:
         it; demand places them elsewhere) until it is powered on again."""
         node = self.nodes[identity]
         if node.powered:
+            self._per_provider[node.provider, True] -= 1
+            self._per_provider[node.provider, False] += 1
             node.idle, node.active, node.powered = node.idle + node.active, 0, False
+            self.version += 1
 
     def power_on(self, identity: str, *, ready_at: float) -> None:
         """Start a stopped machine; it publishes facts again from ``ready_at``."""
         node = self.nodes[identity]
         if not node.powered:
+            self._per_provider[node.provider, False] -= 1
+            self._per_provider[node.provider, True] += 1
             node.powered, node.ready_at, node.dirty = True, ready_at, True
+            if ready_at > self.now:
+                self._booting.append(node)
+            self.version += 1
 
     def pool_nodes(self, pool: str) -> list[SimNode]:
-        return [n for n in self.nodes.values() if n.pool == pool]
+        return list(self._by_pool.get(pool, {}).values())
+
+    def set_district_active(self, identity: str, active: bool) -> None:
+        node = self.nodes.get(identity)
+        if node is not None and node.district_active != active:
+            node.district_active = active
+            node.dirty = True
+            self.version += 1
 
     # -- demand -----------------------------------------------------------------------
     def set_demand(self, pool: str, gears: int) -> None:
+        if self.demand.get(pool) != max(0, gears):
+            self.version += 1
         self.demand[pool] = max(0, gears)
 
     def _rebalance(self, pool: str) -> None:
-        ready = [n for n in self.nodes.values() if n.pool == pool and n.ready(self.now)]
+        now = self.now
+        ready = [n for n in self._by_pool.get(pool, {}).values()
+                 if n.powered and now >= n.ready_at]
         placed = sum(n.active for n in ready)
         want = self.demand.get(pool, 0)
         if want > placed:
@@ -177,6 +233,8 @@ class SimWorld:
                 node.active += share
                 node.dirty = True
                 woken += share
+        if woken:
+            self.version += 1
         return woken
 
     def _place(self, nodes: list[SimNode], gears: int) -> int:
@@ -196,6 +254,8 @@ class SimWorld:
             placed += take
             if node.active < node.max_active_gears:
                 heapq.heappush(heap, (node.active / node.max_active_gears, i, node))
+        if placed:
+            self.version += 1
         return placed
 
     def _idle(self, nodes: list[SimNode], gears: int) -> None:
@@ -210,6 +270,7 @@ class SimWorld:
             node.idle = min(node.idle + share,
                             int(node.max_active_gears * self.idle_cap_factor))
             node.dirty = node.dirty or share > 0
+            self.version += share > 0
             left -= share
             if left <= 0:
                 break
@@ -232,18 +293,26 @@ class SimWorld:
                 node.moves.append(_Move(self.now + self.move_time * jitter, ok, state))
                 by_state[state] -= 1
                 started += 1
+        if started:
+            self.version += 1
+            self._moving[node.identity] = node
         return started, node.total - len(node.moves)
 
     def _finish_moves(self) -> None:
-        for node in list(self.nodes.values()):
-            if not node.moves:
-                continue
+        due = self._next_move_done()
+        if due is None or due > self.now:
+            return  # nothing ends yet: skip the walk over every node
+        self.version += 1
+        for node in [n for n in self.nodes.values() if n.moves]:  # in the world's order
             done = [m for m in node.moves if m.done_at <= self.now]
             if not done:
                 continue
             node.moves = [m for m in node.moves if m.done_at > self.now]
+            if not node.moves:
+                self._moving.pop(node.identity, None)
+            targets = self._move_targets(node)
             for move in done:
-                target = self._move_target(node)
+                target = targets[0][2] if targets else None
                 if not move.ok or target is None:
                     self.move_stats["failed"] += 1
                     continue
@@ -251,33 +320,66 @@ class SimWorld:
                 setattr(target, move.state, getattr(target, move.state) + 1)
                 node.dirty = target.dirty = True
                 self.move_stats["moved"] += 1
+                if move.state == "active":  # its density rose: re-rank it, or drop it if full
+                    heapq.heappop(targets)
+                    if target.active < target.max_active_gears:
+                        heapq.heappush(targets, (target.active / target.max_active_gears,
+                                                 target.identity, target))
 
-    def _move_target(self, source: SimNode) -> SimNode | None:
-        candidates = [n for n in self.nodes.values()
-                      if n.pool == source.pool and n is not source and n.district_active
-                      and n.ready(self.now) and n.active < n.max_active_gears]
-        if not candidates:
-            return None
-        return min(candidates, key=lambda n: (n.active / n.max_active_gears, n.identity))
+    def _next_move_done(self) -> float | None:
+        return min((m.done_at for n in self._moving.values() for m in n.moves), default=None)
+
+    def _move_targets(self, source: SimNode) -> list[tuple[float, str, SimNode]]:
+        """Where ``source``'s gears may land, as a heap: the emptiest active node with room
+        first (ties by identity); only the chosen target changes while they land."""
+        now = self.now
+        heap = [(n.active / n.max_active_gears, n.identity, n)
+                for n in self._by_pool.get(source.pool, {}).values()
+                if n is not source and n.district_active
+                and n.powered and now >= n.ready_at and n.active < n.max_active_gears]
+        heapq.heapify(heap)
+        return heap
 
     # -- time -------------------------------------------------------------------------
     def advance(self, now: float) -> None:
         """Move the world to ``now``: score the interval just ended, then update it."""
-        elapsed = max(0.0, now - self.now)
+        elapsed = float(max(0.0, now - self.now))
         if elapsed:
             for pool, unmet in self.unmet.items():
                 self.unmet_gear_seconds[pool] = self.unmet_gear_seconds.get(pool, 0.0) + (
                     unmet * elapsed)
-            for node in self.nodes.values():
-                spent = self.node_seconds if node.powered else self.stopped_node_seconds
-                spent[node.provider] = spent.get(node.provider, 0.0) + elapsed
+            if elapsed.is_integer():
+                # Whole seconds: n additions of ``elapsed`` are exactly n * elapsed.
+                for (provider, powered), count in self._per_provider.items():
+                    if count:
+                        spent = self.node_seconds if powered else self.stopped_node_seconds
+                        spent[provider] = spent.get(provider, 0.0) + count * elapsed
+            else:  # one addition per node, in order, as the float sums were always made
+                for node in self.nodes.values():
+                    spent = self.node_seconds if node.powered else self.stopped_node_seconds
+                    spent[node.provider] = spent.get(node.provider, 0.0) + elapsed
         self.now = now
-        newly_ready = [n for n in self.nodes.values() if n.ready(now) and n.seq == 0]
-        for node in newly_ready:
-            node.dirty = True
+        if self._unpublished:
+            waiting = []
+            for node in self._unpublished:
+                if node.seq == 0 and self.nodes.get(node.identity) is node:
+                    waiting.append(node)
+                    if node.ready(now):
+                        node.dirty = True
+            self._unpublished = waiting
         self._finish_moves()
-        for pool in set(self.demand) | {n.pool for n in self.nodes.values()}:
+        for pool in set(self.demand) | {p for p, nodes in self._by_pool.items() if nodes}:
             self._rebalance(pool)
 
+    def next_event(self) -> float | None:
+        """When time alone next changes the world (a node boots, a move ends), if ever."""
+        now = self.now
+        self._booting = [n for n in self._booting
+                         if n.ready_at > now and self.nodes.get(n.identity) is n]
+        return min(itertools.chain((n.ready_at for n in self._booting),
+                                   (m.done_at for n in self._moving.values() for m in n.moves)),
+                   default=None)
+
     def ready_nodes(self) -> list[SimNode]:
-        return [n for n in self.nodes.values() if n.ready(self.now)]
+        now = self.now
+        return [n for n in self.nodes.values() if n.powered and now >= n.ready_at]
