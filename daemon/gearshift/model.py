@@ -13,6 +13,8 @@ from enum import StrEnum
 from functools import cached_property
 from typing import ClassVar, Literal
 
+from gearshift.forecast.result import Forecast
+
 
 class NodeState(StrEnum):
     """How much gearshift trusts and counts a node."""
@@ -143,6 +145,7 @@ class FleetSnapshot:
     requests: tuple[CapacityRequest, ...] = ()
     signals: tuple[Signal, ...] = ()
     facts_fresh: bool = True  # the fact source is connected and caught up
+    forecasts: tuple[Forecast, ...] = ()  # each pool's demand ahead (predictive scaling)
 
     @cached_property
     def by_id(self) -> Mapping[str, Node]:
