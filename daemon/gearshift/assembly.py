@@ -34,6 +34,7 @@ from gearshift.observe.mqtt import MqttFactSource
 from gearshift.observe.prometheus import PrometheusSignalSource
 from gearshift.observe.requests import RequestBook
 from gearshift.policy.holder import PolicyHolder
+from gearshift.predict.forecaster import Forecaster
 from gearshift.reconcile.leader import Leadership
 from gearshift.reconcile.reconciler import Reconciler
 from gearshift.reconcile.recovery import Recovery, RecoverySettings
@@ -107,6 +108,7 @@ class Assembly:
     pruner: JournalPruner
     vouching: Vouching | None
     signals: PrometheusSignalSource | None
+    forecaster: Forecaster
 
     async def take_office(self) -> bool:
         """Take the lease, recover and read back the journal, as ``lead`` does on election.
@@ -190,6 +192,24 @@ def assemble(settings: Settings, *, policies: PolicyHolder,
     if vouching is not None:
         hooks.append(vouching.expire)
     reconciler.before.extend(hooks)
+    forecaster = wire_forecaster(reconciler, journal=journal, policies=policies, clock=clock)
     return Assembly(fleet=fleet, source=source, waker=waker, executor=executor,
                     reconciler=reconciler, recovery=recovery, leadership=leadership,
-                    pruner=pruner, vouching=vouching, signals=signals)
+                    pruner=pruner, vouching=vouching, signals=signals, forecaster=forecaster)
+
+
+def wire_forecaster(reconciler: Reconciler, *, journal: Journal, policies: PolicyHolder,
+                    clock: Clock) -> Forecaster:
+    """Predictive scaling: history read back on taking office, sampled after every
+    reconcile, journaled and refitted once a minute before one, handed to the planner."""
+    forecaster = Forecaster(journal, policies=lambda: policies.current, clock=clock)
+    reconciler.on_restore.append(forecaster.load)
+    reconciler.before.append(forecaster.tick)
+
+    def observe(_plan: object) -> None:
+        if reconciler.last_snapshot is not None:
+            forecaster.observe(reconciler.last_snapshot)
+
+    reconciler.on_reconciled.append(observe)
+    reconciler.forecasts = forecaster.forecasts
+    return forecaster

@@ -1,0 +1,108 @@
+"""The forecaster at the edge: each pool's demand sampled after reconciles, journaled a
+minute at a time, read back by the next leader, and fitted in a thread."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from builders import nodes, policy_set, pool, snapshot
+from gearshift.clock import ManualClock
+from gearshift.forecast.seasonal import SeasonalModel
+from gearshift.forecast.series import DAY, DemandSeries
+from gearshift.model import CapacityRequest
+from gearshift.predict.forecaster import KEEP_MINUTES, Forecaster, horizon_minutes, pool_demand
+from gearshift.records import DemandSample
+from gearshift.store.sqlite import SqliteJournal
+
+START = 1_800_000_000.0 - 1_800_000_000.0 % 60  # a whole minute
+POLICIES = policy_set(pool(predictive={"mode": "on", "min_history": "2d"}))
+
+
+def test_demand_is_active_plus_requested_gears_of_the_pool() -> None:
+    snap = snapshot(nodes(3, active=20), at=START,
+                    requests=(CapacityRequest(request_id="r1", pool="small", gears=15,
+                                              expires_at=START + 60),
+                              CapacityRequest(request_id="r2", pool="small", gears=99,
+                                              expires_at=START - 1)))
+    assert pool_demand(snap, POLICIES) == {"small": 75}
+
+
+def test_the_horizon_covers_the_slowest_time_to_ready_plus_a_margin() -> None:
+    assert horizon_minutes(POLICIES.pools[0], POLICIES) == 30  # 30m > 8m + 5m
+    short = pool(predictive={"mode": "on", "horizon": "5m"})
+    assert horizon_minutes(short, POLICIES) == 13  # rack-a boots in 8m
+
+
+async def test_buckets_are_journaled_once_a_minute_with_the_largest_sample(
+        tmp_path: Path) -> None:
+    clock = ManualClock(START)
+    journal = await SqliteJournal.open(tmp_path / "j.db")
+    try:
+        forecaster = Forecaster(journal, policies=lambda: POLICIES, clock=clock)
+        for offset, active in ((0, 20), (20, 30), (40, 25), (60, 10)):
+            clock.set(START + offset)
+            await forecaster.tick()
+            forecaster.observe(snapshot(nodes(2, active=active), at=START + offset))
+        # Minute 0 ended (its largest sample: 2 x 30) and was journaled; minute 1 is open.
+        assert await journal.demand_since(minute=0) == [
+            DemandSample("small", int(START // 60), 60)]
+        clock.set(START + 120)
+        await forecaster.tick()
+        assert await journal.demand_since(minute=0) == [
+            DemandSample("small", int(START // 60), 60),
+            DemandSample("small", int(START // 60) + 1, 20)]
+    finally:
+        await journal.close()
+
+
+async def test_a_new_leader_reads_the_history_back_and_forecasts_in_a_thread(
+        tmp_path: Path) -> None:
+    now = START + 3 * DAY * 60 + 8 * 3600
+    first_minute = int(now // 60) - 3 * DAY
+    journal = await SqliteJournal.open(tmp_path / "j.db")
+    try:
+        await journal.record_demand([
+            DemandSample("small", m, 1000 + 10 * (m % DAY // 60))
+            for m in range(first_minute, int(now // 60))])
+        await journal.record_demand([DemandSample("gone", int(now // 60) - 10 * 7 * DAY, 5)])
+        threads: list[int] = []
+
+        class Watched(SeasonalModel):
+            def margin(self, series: DemandSeries, *, now: float, horizon_minutes: int,
+                       q: float) -> float:
+                threads.append(threading.get_ident())
+                return super().margin(series, now=now, horizon_minutes=horizon_minutes, q=q)
+
+        clock = ManualClock(now)
+        forecaster = Forecaster(journal, policies=lambda: POLICIES, clock=clock, model=Watched())
+        await forecaster.load()
+        assert set(forecaster.series) == {"small"}  # older than KEEP_MINUTES: not read
+        await forecaster.tick()
+        (made,) = forecaster.forecasts()
+        assert made.pool == "small" and made.made_at == now and len(made.upper) == 30
+        # 16:00 to 16:30: the daily shape says 1 160 gears (10 more each hour of the day).
+        assert made.point[-1] == 1160 and made.point[0] == 1160
+        assert made.upper[-1] >= made.point[-1]
+        assert threads and threads[0] != threading.get_ident()  # fitted off the event loop
+        assert KEEP_MINUTES > 4 * 7 * DAY
+    finally:
+        await journal.close()
+
+
+async def test_no_forecast_before_min_history_nor_for_a_pool_with_predictive_off() -> None:
+    from gearshift.store.journal import MemoryJournal
+
+    journal = MemoryJournal()
+    await journal.record_demand([DemandSample("small", int(START // 60) - m, 100)
+                                 for m in range(1, DAY)])  # one day < min_history 2d
+    clock = ManualClock(START)
+    forecaster = Forecaster(journal, policies=lambda: POLICIES, clock=clock)
+    await forecaster.load()
+    await forecaster.tick()
+    assert forecaster.forecasts() == ()
+    off = policy_set(pool())
+    forecaster = Forecaster(journal, policies=lambda: off, clock=clock)
+    await forecaster.load()
+    await forecaster.tick()
+    assert forecaster.forecasts() == ()
