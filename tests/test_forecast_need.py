@@ -45,32 +45,32 @@ def predictive(mode: str, **extra: object) -> dict[str, object]:
          Ahead(note="predictive on: forecast from 10m1s ago is stale: not used")),
         # 390 gears at 08:08 -> ceil(390 / 0.65) = 600 slots -> (600 - 240) / 60 = 6 nodes.
         ("on: orders ahead of the forecast", predictive("on"), flat(390),
-         Ahead(acting=True, want_gears=600, hold_gears=600, extra_nodes=6,
+         Ahead(acting=True, gears=390, want_gears=600, hold_gears=600, extra_nodes=6,
                up="forecast p90 390 gears at 08:08; ordering 6 nodes 8m ahead")),
         # 1 450 gears want 2 231 slots; at most 185 + 10 x 60 = 785 -> ceil(545 / 60) = 10.
         ("on: at most max_extra_nodes beyond the reactive need", predictive("on"), flat(1450),
-         Ahead(acting=True, want_gears=785, hold_gears=785, extra_nodes=10,
+         Ahead(acting=True, gears=1450, want_gears=785, hold_gears=785, extra_nodes=10,
                up="forecast p90 1 450 gears at 08:08; ordering 10 nodes 8m ahead "
                   "(capped: max_extra_nodes 10)")),
         ("max_extra_nodes 0: the forecast adds nothing", predictive("on", max_extra_nodes=0),
          flat(1450),
-         Ahead(acting=True, want_gears=185, hold_gears=185,
+         Ahead(acting=True, gears=1450, want_gears=185, hold_gears=185,
                note="predictive on: forecast p90 1 450 gears at 08:08, 185 slots wanted: no "
                     "extra nodes (peak 1 450 gears within 30m)")),
         ("on: the forecast is below capacity", predictive("on"), flat(100),
-         Ahead(acting=True, want_gears=154, hold_gears=154,
+         Ahead(acting=True, gears=100, want_gears=154, hold_gears=154,
                note="predictive on: forecast p90 100 gears at 08:08, 154 slots wanted: no extra "
                     "nodes (peak 100 gears within 30m)")),
         ("forecast_only: says what it would order, does not act", predictive("forecast_only"),
          flat(390),
-         Ahead(want_gears=600, hold_gears=600, extra_nodes=6,
+         Ahead(gears=390, want_gears=600, hold_gears=600, extra_nodes=6,
                note="forecast_only: would order 6 nodes 8m ahead: forecast p90 390 gears at "
                     "08:08")),
         # Now + 8m reads minute 8 (100 gears); the peak at minute 20 holds scale-in.
         ("the peak within the horizon holds scale-in", predictive("on"),
          Forecast(pool="small", made_at=NOW, quantile=0.9, upper=(100.0,) * 20 + (350.0,) * 10,
                   point=(90.0,) * 30),
-         Ahead(acting=True, want_gears=154, hold_gears=539,
+         Ahead(acting=True, gears=100, want_gears=154, hold_gears=539,
                note="predictive on: forecast p90 100 gears at 08:08, 154 slots wanted: no extra "
                     "nodes (peak 350 gears within 30m)")),
     ],
@@ -108,6 +108,8 @@ def test_on_orders_the_nodes_the_forecast_needs_with_the_reason() -> None:
     assert sum(a.count for a in outs) == 6
     assert "forecast p90 390 gears at 08:08; ordering 6 nodes 8m ahead" in outs[0].reason
     assert made.pools["small"].desired_nodes == 10
+    assert (made.pools["small"].forecast_gears, made.pools["small"].forecast_extra_nodes) == (
+        390, 6)
 
 
 def test_forecast_only_changes_no_action_and_says_what_it_would_do() -> None:
@@ -117,9 +119,11 @@ def test_forecast_only_changes_no_action_and_says_what_it_would_do() -> None:
         only = _plan("forecast_only", fleet, flat(390), memory=memory)
         assert only.actions == off.actions
         assert only.state == off.state
-        assert replace(only.pools["small"], summary="") == replace(off.pools["small"], summary="")
-    assert "forecast_only: would order 6 nodes 8m ahead" in _plan(
-        "forecast_only", nodes(4, active=30), flat(390)).pools["small"].summary
+        assert replace(only.pools["small"], summary="", forecast_gears=None,
+                       forecast_extra_nodes=0) == replace(off.pools["small"], summary="")
+    shown = _plan("forecast_only", nodes(4, active=30), flat(390)).pools["small"]
+    assert "forecast_only: would order 6 nodes 8m ahead" in shown.summary
+    assert (shown.forecast_gears, shown.forecast_extra_nodes) == (390, 6)
 
 
 def test_scale_in_never_goes_below_what_the_forecast_needs_within_the_horizon() -> None:

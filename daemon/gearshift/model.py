@@ -320,6 +320,10 @@ class PoolEvaluation:
     degraded: bool
     summary: str
     paused: bool = False
+    # Predictive scaling: the upper demand forecast for now + time-to-ready (None: off or
+    # no forecast), and the nodes it orders (on) or would order (forecast_only) now.
+    forecast_gears: float | None = None
+    forecast_extra_nodes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

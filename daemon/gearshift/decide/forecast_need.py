@@ -31,6 +31,7 @@ class Ahead:
     """What the forecast asks of one pool now."""
 
     acting: bool = False  # mode ``on`` with a usable forecast
+    gears: float | None = None  # the upper forecast for now + time-to-ready, when usable
     want_gears: int = 0  # slots wanted for now + time-to-ready (capped); 0: no forecast
     hold_gears: int = 0  # slots scale-in must leave (the peak within the horizon)
     extra_nodes: int = 0  # nodes ordered (or, forecast_only, that would be) beyond capacity
@@ -90,11 +91,11 @@ def ahead(policy: PoolPolicy, forecast: Forecast | None, *, now: float, ready_in
     if extra:
         order = f"{extra} node{'s' if extra > 1 else ''} {format_duration(round(ready_in))} ahead"
         if mode == "forecast_only":
-            return Ahead(want_gears=wanted, hold_gears=hold, extra_nodes=extra,
+            return Ahead(gears=expected, want_gears=wanted, hold_gears=hold, extra_nodes=extra,
                          note=f"forecast_only: would order {order}: {label}{capped}")
-        return Ahead(acting=True, want_gears=wanted, hold_gears=hold, extra_nodes=extra,
-                     up=f"{label}; ordering {order}{capped}", note="")
-    return Ahead(acting=mode == "on", want_gears=wanted, hold_gears=hold,
+        return Ahead(acting=True, gears=expected, want_gears=wanted, hold_gears=hold,
+                     extra_nodes=extra, up=f"{label}; ordering {order}{capped}", note="")
+    return Ahead(acting=mode == "on", gears=expected, want_gears=wanted, hold_gears=hold,
                  note=f"predictive {mode}: {label}, {gears(wanted)} slots wanted: no extra "
                       f"nodes (peak {gears(peak)} gears within "
                       f"{format_duration(spec.horizon)})")
