@@ -147,3 +147,4 @@ def test_series_keeps_the_larger_figure_and_drops_old_minutes() -> None:
     assert series.start == 8 and series.at(8) == 3 and series.known() == 3
     series.drop_before(11)
     assert series.start == 11 and series.at(10) is None and series.at(12) == 7
+    assert series.known() == 1

@@ -22,6 +22,7 @@ class DemandSeries:
     def __init__(self, start: int, values: Iterable[int] = ()) -> None:
         self.start = start
         self.values = array("i", values)
+        self._known = sum(1 for v in self.values if v != MISSING)
 
     @classmethod
     def from_buckets(cls, buckets: Iterable[tuple[int, int]]) -> DemandSeries:
@@ -45,8 +46,8 @@ class DemandSeries:
         return len(self.values)
 
     def known(self) -> int:
-        """How many minutes hold a figure (gaps excluded)."""
-        return sum(1 for v in self.values if v != MISSING)
+        """How many minutes hold a figure (gaps excluded); counted as they are put."""
+        return self._known
 
     def at(self, minute: int) -> int | None:
         i = minute - self.start
@@ -65,11 +66,15 @@ class DemandSeries:
         i = minute - self.start
         if i >= len(self.values):
             self.values.extend([MISSING] * (i + 1 - len(self.values)))
+        if self.values[i] == MISSING:
+            self._known += 1
         self.values[i] = max(self.values[i], 0, gears)
 
     def drop_before(self, minute: int) -> None:
         """Forget everything older than ``minute`` (the history's retention)."""
         if minute <= self.start:
             return
+        gone = self.values[:minute - self.start]
+        self._known -= sum(1 for v in gone if v != MISSING)
         del self.values[:minute - self.start]
         self.start = minute
