@@ -13,7 +13,9 @@ p90, 30 min horizon, at most 20 extra nodes), same seeds, same providers
   weekday before it did; the rack nodes take 8 minutes to boot.
 
 Writes bench/results/predictive.json: per run, unmet gear-seconds, cost, max nodes,
-scale-outs, wall time; and per scenario the medians and the ratios predictive/reactive.
+scale-outs, wall time; and per scenario the medians, the ratios predictive/reactive, and
+the yardsticks of bench/bounds.py over the simulated part: the clairvoyant cost bound and
+the reactive floor (the least unmet demand any reactive autoscaler can reach).
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bounds import clairvoyant_bound, reactive_floor
+
 from gearshift.logs import configure
 from gearshift.policy.loader import load_policy_set
 from gearshift.policy.predictive import Predictive
 from gearshift.policy.schema import PolicySet
-from gearshift.sim.runner import SimOptions, Simulation
-from gearshift.sim.trace import Trace, TracePoint, read_trace
+from gearshift.sim.runner import DEFAULT_START, SimOptions, Simulation
+from gearshift.sim.trace import Trace, TracePoint, read_trace, split_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "policies" / "examples" / "diurnal-week"
@@ -110,6 +114,20 @@ def main() -> None:
                 "cost_median": statistics.median(r["cost"] for r in runs)}
             print(f"{name:45s} {label:10s} unmet {[r['unmet_gear_seconds'] for r in runs]} "
                   f"cost {[r['cost'] for r in runs]}")
+        simulated = split_trace(trace, warmup)[1]
+        bound = clairvoyant_bound(base, simulated, duration=duration,
+                                  start=DEFAULT_START + warmup).cost
+        floor = reactive_floor(base, simulated, duration=duration,
+                               start=DEFAULT_START + warmup).unmet_gear_seconds
+        out[name]["bound_cost"] = round(bound, 2)
+        out[name]["floor_unmet_gear_seconds"] = round(floor, 1)
+        for label in ("reactive", "predictive"):
+            figures = out[name][label]
+            figures["cost_over_bound"] = round(figures["cost_median"] / bound, 3)
+            figures["unmet_over_floor"] = (round(figures["unmet_median"] / floor, 3)
+                                           if floor else None)
+            print(f"{name:45s} {label:10s} cost/bound {figures['cost_over_bound']} "
+                  f"unmet/floor {figures['unmet_over_floor']} (floor {floor:.0f} gear-s)")
         reactive, predictive = out[name]["reactive"], out[name]["predictive"]
         out[name]["cost_ratio"] = round(predictive["cost_median"] / reactive["cost_median"], 3)
         out[name]["unmet_ratio"] = (round(predictive["unmet_median"] / reactive["unmet_median"], 3)
