@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from pydantic import ValidationError
 
 from builders import node, nodes, policy_set, pool, snapshot
 from gearshift.decide import plan
@@ -143,3 +144,21 @@ def test_another_pools_forecast_is_not_this_pools() -> None:
     fleet = [node("n1", active=30), node("n2", active=30)]
     other = replace(flat(390), pool="medium")
     assert _plan("on", fleet, other).actions == _plan("off", fleet, None).actions
+
+
+@pytest.mark.parametrize(("block", "error"), [
+    ({"mode": "maybe"}, "mode"),
+    ({"mode": "on", "quantile": 1.0}, "quantile"),
+    ({"mode": "on", "max_extra_nodes": -1}, "max_extra_nodes"),
+    ({"mode": "on", "horizon": "soon"}, "horizon"),
+    ({"mode": "on", "lookahead": "30m"}, "lookahead"),
+])
+def test_a_bad_predictive_block_is_a_clear_error(block: dict[str, object], error: str) -> None:
+    with pytest.raises(ValidationError, match=error):
+        pool(predictive=block)
+
+
+def test_predictive_is_off_unless_asked() -> None:
+    spec = pool().predictive
+    assert (spec.mode, spec.horizon, spec.quantile, spec.max_extra_nodes, spec.min_history) == (
+        "off", 1800, 0.9, 10, 2 * 86400)
