@@ -46,7 +46,7 @@ def predictive(mode: str, **extra: object) -> dict[str, object]:
          Ahead(note="predictive on: forecast from 10m1s ago is stale: not used")),
         # 390 gears at 08:08 -> ceil(390 / 0.65) = 600 slots -> (600 - 240) / 60 = 6 nodes.
         ("on: orders ahead of the forecast", predictive("on"), flat(390),
-         Ahead(acting=True, gears=390, want_gears=600, hold_gears=600, extra_nodes=6,
+         Ahead(acting=True, gears=390, want_gears=600, hold_gears=488, extra_nodes=6,
                up="forecast p90 390 gears at 08:08; ordering 6 nodes 8m ahead")),
         # 1 450 gears want 2 231 slots; at most 185 + 10 x 60 = 785 -> ceil(545 / 60) = 10.
         ("on: at most max_extra_nodes beyond the reactive need", predictive("on"), flat(1450),
@@ -56,24 +56,35 @@ def predictive(mode: str, **extra: object) -> dict[str, object]:
         ("max_extra_nodes 0: the forecast adds nothing", predictive("on", max_extra_nodes=0),
          flat(1450),
          Ahead(acting=True, gears=1450, want_gears=185, hold_gears=185,
-               note="predictive on: forecast p90 1 450 gears at 08:08, 185 slots wanted: no "
-                    "extra nodes (peak 1 450 gears within 30m)")),
-        ("on: the forecast is below capacity", predictive("on"), flat(100),
-         Ahead(acting=True, gears=100, want_gears=154, hold_gears=154,
-               note="predictive on: forecast p90 100 gears at 08:08, 154 slots wanted: no extra "
-                    "nodes (peak 100 gears within 30m)")),
+               note="predictive on: forecast p90 1 450 gears at 08:08: no extra nodes (peak "
+                    "1 450 gears within 30m)")),
+        # 100 gears on 240 slots: 0.42, below scale_up_above (0.80): nothing to order ahead.
+        ("on: the forecast would not make the pool grow", predictive("on"), flat(100),
+         Ahead(acting=True, gears=100, want_gears=0, hold_gears=125,
+               note="predictive on: forecast p90 100 gears at 08:08: no extra nodes (peak "
+                    "100 gears within 30m)")),
+        # 190 gears on 240 slots: 0.79, on the edge but not above it: nothing either.
+        ("on: the forecast stays inside the band", predictive("on"), flat(190),
+         Ahead(acting=True, gears=190, want_gears=0, hold_gears=238,
+               note="predictive on: forecast p90 190 gears at 08:08: no extra nodes (peak "
+                    "190 gears within 30m)")),
+        # 200 gears: 0.83 > 0.80, so the reactive rule would want ceil(200 / 0.65) = 308.
+        ("on: the forecast crosses the band's edge", predictive("on"), flat(200),
+         Ahead(acting=True, gears=200, want_gears=308, hold_gears=250, extra_nodes=2,
+               up="forecast p90 200 gears at 08:08; ordering 2 nodes 8m ahead")),
         ("forecast_only: says what it would order, does not act", predictive("forecast_only"),
          flat(390),
-         Ahead(gears=390, want_gears=600, hold_gears=600, extra_nodes=6,
+         Ahead(gears=390, want_gears=600, hold_gears=488, extra_nodes=6,
                note="forecast_only: would order 6 nodes 8m ahead: forecast p90 390 gears at "
                     "08:08")),
-        # Now + 8m reads minute 8 (100 gears); the peak at minute 20 holds scale-in.
+        # Now + 8m reads minute 8 (100 gears); the peak at minute 20 holds scale-in:
+        # 400 gears stay below the band's edge on ceil(400 / 0.80) = 500 slots.
         ("the peak within the horizon holds scale-in", predictive("on"),
-         Forecast(pool="small", made_at=NOW, quantile=0.9, upper=(100.0,) * 20 + (350.0,) * 10,
+         Forecast(pool="small", made_at=NOW, quantile=0.9, upper=(100.0,) * 20 + (400.0,) * 10,
                   point=(90.0,) * 30),
-         Ahead(acting=True, gears=100, want_gears=154, hold_gears=539,
-               note="predictive on: forecast p90 100 gears at 08:08, 154 slots wanted: no extra "
-                    "nodes (peak 350 gears within 30m)")),
+         Ahead(acting=True, gears=100, want_gears=0, hold_gears=500,
+               note="predictive on: forecast p90 100 gears at 08:08: no extra nodes (peak "
+                    "400 gears within 30m)")),
     ],
 )
 def test_what_a_forecast_asks(case: str, spec: dict[str, object], forecast: Forecast | None,
@@ -131,12 +142,12 @@ def test_scale_in_never_goes_below_what_the_forecast_needs_within_the_horizon() 
     fleet = nodes(10, active=10)  # 100 gears on 600 slots, low for an hour
     memory = PoolMemory(low_since=NOW - 3600)
     rising = Forecast(pool="small", made_at=NOW, quantile=0.9,
-                      upper=(100.0,) * 20 + (350.0,) * 10, point=(90.0,) * 30)
+                      upper=(100.0,) * 20 + (400.0,) * 10, point=(90.0,) * 30)
     off = [a for a in _plan("off", fleet, rising, memory=memory).actions if isinstance(a, Drain)]
     on = _plan("on", fleet, rising, memory=memory)
     drained = [a for a in on.actions if isinstance(a, Drain)]
     assert len(off) == 2  # step.max_down
-    assert len(drained) == 1  # 540 slots left >= 539 the peak needs; a second would leave 480
+    assert len(drained) == 1  # 540 slots left >= 500 the peak needs; a second would leave 480
     assert not any(isinstance(a, ScaleOut) for a in on.actions)
 
 

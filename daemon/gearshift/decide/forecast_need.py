@@ -3,11 +3,15 @@
 The forecast (``forecast.Forecast``, fitted off the event loop and handed in with the
 snapshot like any signal) says how many gears the pool will hold. Ordering takes
 *time-to-ready* (the pool's slowest placement, measured when known), so what counts now
-is the upper forecast for ``now + time_to_ready``: the slots it needs (at the target
-density and headroom, as the reactive need) become the pool's wanted slots when larger,
-at most ``max_extra_nodes`` nodes beyond the reactive need. Scale-in keeps what the
-forecast needs at its peak within ``horizon``. ``forecast_only`` computes the same and
-only says it. A forecast older than ``STALE_AFTER`` is not used: the fitter stopped.
+is the upper forecast for ``now + time_to_ready``, read with the reactive rule itself:
+when that demand would put the pool above ``scale_up_above`` or inside its headroom, the
+slots the reactive rule would then want (target density, headroom) become the pool's
+wanted slots now, at most ``max_extra_nodes`` nodes beyond the reactive need. So the
+forecast orders what the reactive rule will order anyway, only a boot earlier (wanting
+the target density whenever the forecast was above it held about 30 % more nodes over
+the diurnal week: bench/predictive.py). Scale-in keeps enough slots that the forecast's
+peak within ``horizon`` would not trigger growth. ``forecast_only`` computes the same
+and only says it. A forecast older than ``STALE_AFTER`` is not used: the fitter stopped.
 """
 
 from __future__ import annotations
@@ -50,6 +54,12 @@ def slots_for(policy: PoolPolicy, demand: float) -> int:
                math.ceil(demand) + policy.headroom_gears)
 
 
+def trigger_slots(policy: PoolPolicy, demand: float) -> int:
+    """The fewest slots at which ``demand`` gears would not make the pool grow."""
+    return max(math.ceil(demand / policy.density.scale_up_above),
+               math.ceil(demand) + policy.headroom_gears)
+
+
 def slowest_time_to_ready(policy: PoolPolicy, providers: ProvidersFile,
                           statuses: Mapping[str, ProviderStatus]) -> float:
     """The longest time-to-ready among the pool's placements (0 if none is known)."""
@@ -80,10 +90,10 @@ def ahead(policy: PoolPolicy, forecast: Forecast | None, *, now: float, ready_in
     at = now + ready_in
     expected = forecast.upper_at(at) or 0.0
     cap = want_gears + spec.max_extra_nodes * per_node
-    need = slots_for(policy, expected)
+    need = slots_for(policy, expected) if capacity < trigger_slots(policy, expected) else 0
     wanted = min(need, cap)
     peak = forecast.peak(now, now + spec.horizon) or 0.0
-    hold = min(slots_for(policy, peak), cap)
+    hold = min(trigger_slots(policy, peak), cap)
     extra = max(0, math.ceil((wanted - max(capacity, want_gears)) / max(per_node, 1)))
     label = (f"forecast p{round(forecast.quantile * 100)} {gears(expected)} gears at "
              f"{datetime.fromtimestamp(at, UTC):%H:%M}")
@@ -96,6 +106,5 @@ def ahead(policy: PoolPolicy, forecast: Forecast | None, *, now: float, ready_in
         return Ahead(acting=True, gears=expected, want_gears=wanted, hold_gears=hold,
                      extra_nodes=extra, up=f"{label}; ordering {order}{capped}", note="")
     return Ahead(acting=mode == "on", gears=expected, want_gears=wanted, hold_gears=hold,
-                 note=f"predictive {mode}: {label}, {gears(wanted)} slots wanted: no extra "
-                      f"nodes (peak {gears(peak)} gears within "
-                      f"{format_duration(spec.horizon)})")
+                 note=f"predictive {mode}: {label}: no extra nodes (peak {gears(peak)} gears "
+                      f"within {format_duration(spec.horizon)})")
