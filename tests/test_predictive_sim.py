@@ -83,3 +83,21 @@ async def test_warm_up_history_feeds_forecasts_and_on_orders_ahead_of_the_ramp()
     assert on["unmet_gear_seconds"] < off["unmet_gear_seconds"] * 0.5
     assert isinstance(on["cost"], float) and isinstance(off["cost"], float)
     assert on["cost"] <= off["cost"] * 1.15
+
+
+def test_gearshift_simulate_takes_a_warm_up(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from gearshift.cli import main
+
+    report = tmp_path / "report.json"
+    assert main(["simulate", "--policies", str(EXAMPLE / "pools"),
+                 "--providers", str(EXAMPLE / "providers.yaml"),
+                 "--trace", str(EXAMPLE / "trace.csv"), "--warmup", "2d",
+                 "--duration", "10m", "--report-json", str(report)]) == 0
+    assert json.loads(report.read_text())["simulated_seconds"] == 600
+    capsys.readouterr()
+    with pytest.raises(ValueError, match="leaves nothing of the trace"):
+        Simulation(load_policy_set([EXAMPLE / "pools", EXAMPLE / "providers.yaml"]),
+                   pts((0, "small", 1), (60, "small", 2)), SimOptions(warmup=60))
