@@ -8,10 +8,11 @@ from pathlib import Path
 
 from builders import nodes, policy_set, pool, snapshot
 from gearshift.clock import ManualClock
+from gearshift.decide import plan
 from gearshift.forecast.seasonal import SeasonalModel
 from gearshift.forecast.series import DAY, DemandSeries
-from gearshift.model import CapacityRequest
-from gearshift.predict.forecaster import KEEP_MINUTES, Forecaster, horizon_minutes, pool_demand
+from gearshift.model import CapacityRequest, PoolEvaluation
+from gearshift.predict.forecaster import KEEP_MINUTES, Forecaster, horizon_minutes
 from gearshift.records import DemandSample
 from gearshift.store.sqlite import SqliteJournal
 
@@ -19,13 +20,20 @@ START = 1_800_000_000.0 - 1_800_000_000.0 % 60  # a whole minute
 POLICIES = policy_set(pool(predictive={"mode": "on", "min_history": "2d"}))
 
 
-def test_demand_is_active_plus_requested_gears_of_the_pool() -> None:
+def test_the_plan_reads_demand_as_active_plus_requested_gears_of_the_pool() -> None:
     snap = snapshot(nodes(3, active=20), at=START,
                     requests=(CapacityRequest(request_id="r1", pool="small", gears=15,
                                               expires_at=START + 60),
                               CapacityRequest(request_id="r2", pool="small", gears=99,
                                               expires_at=START - 1)))
-    assert pool_demand(snap, POLICIES) == {"small": 75}
+    assert plan(snap, POLICIES, now=START).pools["small"].demand_gears == 75
+
+
+def evaluation(demand: int) -> dict[str, PoolEvaluation]:
+    return {"small": PoolEvaluation(pool="small", active=2, booting=0, draining=0, unknown=0,
+                                    active_gears=demand, capacity_gears=120,
+                                    active_density=None, desired_nodes=2, degraded=False,
+                                    summary="", demand_gears=demand)}
 
 
 def test_the_horizon_covers_the_slowest_time_to_ready_plus_a_margin() -> None:
@@ -43,7 +51,7 @@ async def test_buckets_are_journaled_once_a_minute_with_the_largest_sample(
         for offset, active in ((0, 20), (20, 30), (40, 25), (60, 10)):
             clock.set(START + offset)
             await forecaster.tick()
-            forecaster.observe(snapshot(nodes(2, active=active), at=START + offset))
+            forecaster.observe(START + offset, evaluation(2 * active))
         # Minute 0 ended (its largest sample: 2 x 30) and was journaled; minute 1 is open.
         assert await journal.demand_since(minute=0) == [
             DemandSample("small", int(START // 60), 60)]

@@ -210,6 +210,7 @@ class PoolEvaluationModel(WireModel):
     paused: bool = False
     forecast_gears: float | None = None
     forecast_extra_nodes: int = 0
+    demand_gears: int = 0
 
 
 class EventLike(Protocol):

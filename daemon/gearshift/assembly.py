@@ -28,6 +28,7 @@ from gearshift.act.platform.base import Platform
 from gearshift.act.providers.guard import GuardedProvider
 from gearshift.clock import Clock
 from gearshift.metrics import Metrics
+from gearshift.model import Plan
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mcollective.source import McoFactSource
 from gearshift.observe.mqtt import MqttFactSource
@@ -206,9 +207,8 @@ def wire_forecaster(reconciler: Reconciler, *, journal: Journal, policies: Polic
     reconciler.on_restore.append(forecaster.load)
     reconciler.before.append(forecaster.tick)
 
-    def observe(_plan: object) -> None:
-        if reconciler.last_snapshot is not None:
-            forecaster.observe(reconciler.last_snapshot)
+    def observe(plan: Plan) -> None:
+        forecaster.observe(plan.at, plan.pools)
 
     reconciler.on_reconciled.append(observe)
     reconciler.forecasts = forecaster.forecasts

@@ -324,6 +324,7 @@ class PoolEvaluation:
     # no forecast), and the nodes it orders (on) or would order (forecast_only) now.
     forecast_gears: float | None = None
     forecast_extra_nodes: int = 0
+    demand_gears: int = 0  # active + draining + requested gears: the demand history's figure
 
 
 @dataclass(frozen=True, slots=True)

@@ -268,7 +268,8 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
         draining=len(view.draining), unknown=len(view.unknown), active_gears=active_gears,
         capacity_gears=capacity_now, active_density=density, desired_nodes=desired,
         degraded=degraded, summary=f"{figures}; " + "; ".join(notes), paused=paused,
-        forecast_gears=forecast.gears, forecast_extra_nodes=forecast.extra_nodes)
+        forecast_gears=forecast.gears, forecast_extra_nodes=forecast.extra_nodes,
+        demand_gears=demand)
     reading = PoolReading(
         demand=demand, capacity_now=capacity_now, capacity=capacity, want_gears=want_gears,
         floor=floor, size=size, pressure=bool(pressure), degraded=degraded, paused=paused,

@@ -1,11 +1,13 @@
 """Each pool's demand history and forecast, kept by the leader (see ``predict``).
 
 Demand is what the planner calls demand: active gears, gears on draining nodes and
-requested gears (``decide.pools``). Within a minute the largest sample wins (an upper
-quantile is wanted, and a bucket may be written twice). Once a minute the finished
-buckets are journaled and, for pools whose ``predictive.mode`` is not ``off``, the
-forecasts refitted: the central forecast every minute (cheap), the model's error margin
-every ``margin_every`` (about a thousand baselines a pool). Fitting runs in a thread
+requested gears, read from the plan's pool evaluations (``PoolEvaluation.demand_gears``:
+reading the fleet again would cost about two thirds of a plan). Within a minute the
+largest sample wins (an upper quantile is wanted, and a bucket may be written twice).
+Once a minute the finished buckets are journaled and, for pools whose
+``predictive.mode`` is not ``off``, the forecasts refitted: the central forecast every
+minute (cheap), the model's error margin every ``margin_every`` (about a thousand
+baselines a pool). Fitting runs in a thread
 (``asyncio.to_thread``); a journal error is logged and retried next minute, never
 raised into the reconcile loop.
 """
@@ -14,19 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
 
 from gearshift.clock import Clock
 from gearshift.decide.forecast_need import slowest_time_to_ready
-from gearshift.decide.pools import read_fleet
 from gearshift.errors import Fenced, JournalError
 from gearshift.forecast.result import Forecast
 from gearshift.forecast.seasonal import SeasonalModel
 from gearshift.forecast.series import WEEK, DemandSeries
-from gearshift.model import FleetSnapshot
+from gearshift.model import PoolEvaluation
 from gearshift.policy.schema import PolicySet, PoolPolicy
 from gearshift.records import DemandHistory, DemandSample
 
@@ -34,18 +35,6 @@ log = structlog.get_logger(component="gearshift.predict")
 
 KEEP_MINUTES = 5 * WEEK  # history kept (journal and memory): four weeks looked back, plus one
 READY_MARGIN = 300.0  # the horizon covers at least the slowest time-to-ready plus this
-
-
-def pool_demand(snapshot: FleetSnapshot, policies: PolicySet) -> dict[str, int]:
-    """Each pool's demand now: active + draining + requested gears."""
-    views = read_fleet(snapshot, policies.pools).views
-    now = snapshot.taken_at
-    requested: dict[str, int] = {}
-    for r in snapshot.requests:
-        if r.expires_at > now:
-            requested[r.pool] = requested.get(r.pool, 0) + r.gears
-    return {p.name: views[p.name].active_gears + views[p.name].draining_gears
-            + requested.get(p.name, 0) for p in policies.pools}
 
 
 def horizon_minutes(policy: PoolPolicy, policies: PolicySet) -> int:
@@ -95,10 +84,11 @@ class Forecaster:
         self._margins.clear()
         log.info("demand history loaded", pools=len(self.series), buckets=len(samples))
 
-    def observe(self, snapshot: FleetSnapshot) -> None:
-        """Sample each pool's demand (after a reconcile)."""
-        minute = int(snapshot.taken_at // 60)
-        for pool, gears in pool_demand(snapshot, self.policies()).items():
+    def observe(self, at: float, pools: Mapping[str, PoolEvaluation]) -> None:
+        """Sample each pool's demand from a plan's evaluations (after a reconcile)."""
+        minute = int(at // 60)
+        for pool, evaluation in pools.items():
+            gears = evaluation.demand_gears
             self.series.setdefault(pool, DemandSeries(minute)).put(minute, gears)
             key = (pool, minute)
             self._unsaved[key] = max(gears, self._unsaved.get(key, gears))
