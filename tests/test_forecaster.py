@@ -114,3 +114,21 @@ async def test_no_forecast_before_min_history_nor_for_a_pool_with_predictive_off
     await forecaster.load()
     await forecaster.tick()
     assert forecaster.forecasts() == ()
+
+
+async def test_a_failing_fit_leaves_the_pools_reactive_and_the_loop_running() -> None:
+    from gearshift.store.journal import MemoryJournal
+
+    class Broken(SeasonalModel):
+        def margin(self, series: DemandSeries, *, now: float, horizon_minutes: int,
+                   q: float) -> float:
+            raise ZeroDivisionError("a bug")
+
+    journal = MemoryJournal()
+    await journal.record_demand([DemandSample("small", int(START // 60) - m, 100)
+                                 for m in range(1, 3 * DAY)])
+    forecaster = Forecaster(journal, policies=lambda: POLICIES, clock=ManualClock(START),
+                            model=Broken())
+    await forecaster.load()
+    await forecaster.tick()  # does not raise
+    assert forecaster.forecasts() == ()

@@ -9,7 +9,8 @@ Once a minute the finished buckets are journaled and, for pools whose
 minute (cheap), the model's error margin every ``margin_every`` (about a thousand
 baselines a pool). Fitting runs in a thread
 (``asyncio.to_thread``); a journal error is logged and retried next minute, never
-raised into the reconcile loop.
+raised into the reconcile loop, and a fit that fails drops every forecast (the pools
+are reactive until the next fit succeeds) rather than stop the autoscaler.
 """
 
 from __future__ import annotations
@@ -128,10 +129,15 @@ class Forecaster:
             del self.current[name]
         if not wanted:
             return
-        if self.in_thread:
-            fitted = await asyncio.to_thread(self._fit_all, wanted, now)
-        else:
-            fitted = self._fit_all(wanted, now)
+        try:
+            if self.in_thread:
+                fitted = await asyncio.to_thread(self._fit_all, wanted, now)
+            else:
+                fitted = self._fit_all(wanted, now)
+        except Exception:  # a forecasting bug must not stop the autoscaler
+            log.exception("forecast failed: pools are reactive until the next fit")
+            self.current.clear()
+            return
         for name, made in fitted.items():
             if made is None:
                 self.current.pop(name, None)
