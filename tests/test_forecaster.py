@@ -132,3 +132,24 @@ async def test_a_failing_fit_leaves_the_pools_reactive_and_the_loop_running() ->
     await forecaster.load()
     await forecaster.tick()  # does not raise
     assert forecaster.forecasts() == ()
+
+
+async def test_a_deposed_leaders_forecaster_neither_raises_nor_forgets_its_buckets() -> None:
+    from gearshift.store.journal import MemoryJournal
+
+    journal = MemoryJournal()
+    token = await journal.acquire_lease("first", 60)
+    assert token is not None
+    await journal.release_lease("first", token)
+    assert await journal.acquire_lease("second", 60) == token + 1
+    journal.fence(token)  # this instance still writes with the old token
+    clock = ManualClock(START)
+    forecaster = Forecaster(journal, policies=lambda: POLICIES, clock=clock)
+    forecaster.observe(START, evaluation(40))
+    clock.set(START + 60)
+    await forecaster.tick()  # the write is refused (Fenced): logged, not raised
+    journal.fence(None)
+    assert await journal.demand_since(minute=0) == []
+    clock.set(START + 120)
+    await forecaster.tick()  # kept, and written once the journal takes it
+    assert await journal.demand_since(minute=0) == [DemandSample("small", int(START // 60), 40)]
