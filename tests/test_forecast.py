@@ -138,6 +138,7 @@ def test_forecast_lookups_clamp_to_the_minutes_it_covers() -> None:
     assert made.upper_at(600 + 1e6) == 30
     assert made.peak(600, 600 + 120) == 20
     assert made.peak(600, 600 + 999) == 30
+    assert made.point_at(600 + 61) == 19
 
 
 def test_series_keeps_the_larger_figure_and_drops_old_minutes() -> None:

@@ -11,7 +11,7 @@ import pytest
 from gearshift.policy.loader import load_policy_set
 from gearshift.policy.predictive import Predictive
 from gearshift.policy.schema import PolicySet
-from gearshift.sim.runner import DEFAULT_START, SimOptions, Simulation
+from gearshift.sim.runner import DEFAULT_START, Sample, SimOptions, Simulation
 from gearshift.sim.trace import Trace, TracePoint, demand_buckets, split_trace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,24 +54,30 @@ def ramp_trace() -> Trace:
     return pts(*rows)
 
 
-async def simulate(mode: str) -> tuple[dict[str, object], Simulation]:
+async def simulate(mode: str) -> tuple[dict[str, object], Simulation, list[Sample]]:
     policies = with_mode(load_policy_set([EXAMPLE / "pools", EXAMPLE / "providers.yaml"]), mode)
     # Two days of history, then the third day's 07:00 to 09:30.
     options = SimOptions(seed=1, warmup=2 * DAY + 7 * 3600, duration=2.5 * 3600)
     sim = Simulation(policies, ramp_trace(), options)
-    return (await sim.run()).report, sim
+    result = await sim.run()
+    return result.report, sim, result.timeline
 
 
 @pytest.mark.slow
 async def test_warm_up_history_feeds_forecasts_and_on_orders_ahead_of_the_ramp() -> None:
-    off, _ = await simulate("off")
-    only, only_sim = await simulate("forecast_only")
-    on, on_sim = await simulate("on")
+    off, _, off_line = await simulate("off")
+    only, only_sim, _ = await simulate("forecast_only")
+    on, on_sim, on_line = await simulate("on")
     # The journal starts with the warm-up history, minute by minute.
     history = await on_sim.journal.demand_since(minute=0)
     first = int((DEFAULT_START) // 60)
     assert history[0].minute == first and {s.pool for s in history} == {"small", "medium"}
     assert on_sim.parts.forecaster.forecasts()  # it forecast from that history
+    # The plot's band: every sample after the first fit carries (central, upper).
+    assert all(s.forecast is None for s in off_line)
+    banded = [s for s in on_line if s.forecast is not None]
+    assert len(banded) >= len(on_line) - 4
+    assert all(0 < s.forecast[0] <= s.forecast[1] for s in banded if s.forecast)
     # forecast_only: forecasts made, and not one action differs from off.
     assert only_sim.parts.forecaster.forecasts()
     assert {k: v for k, v in only.items() if k != "wall_seconds"} == {

@@ -35,6 +35,11 @@ class Forecast:
         i = self._index(at)
         return None if i is None else self.upper[i]
 
+    def point_at(self, at: float) -> float | None:
+        """The central forecast for the instant ``at`` (clamped to what is covered)."""
+        i = self._index(at)
+        return None if i is None else self.point[i]
+
     def peak(self, start: float, end: float) -> float | None:
         """The highest upper forecast between ``start`` and ``end`` (seconds)."""
         lo, hi = self._index(start), self._index(end)

@@ -68,6 +68,8 @@ class Sample:
     demand: int
     capacity: int
     nodes: dict[str, int]
+    # Predictive scaling's forecast for this instant (central, upper), when there is one.
+    forecast: tuple[float, float] | None = None
 
 
 @dataclass
@@ -265,14 +267,19 @@ class Simulation:
         return result
 
     def _sample(self, result: SimulationResult, now: float) -> None:
+        forecasts = {f.pool: f for f in self.parts.forecaster.forecasts()}
         for policy in self.policies.pools:
+            made = forecasts.get(policy.name)
+            upper = made.upper_at(now) if made is not None else None
             nodes = self.world.pool_nodes(policy.name)
             ready = [n for n in nodes if n.ready(now) and n.district_active]
             by_provider = Counter(n.provider for n in nodes)
             result.timeline.append(Sample(
                 t=now - self.options.start, pool=policy.name,
                 demand=self.world.demand.get(policy.name, 0),
-                capacity=sum(n.max_active_gears for n in ready), nodes=dict(by_provider)))
+                capacity=sum(n.max_active_gears for n in ready), nodes=dict(by_provider),
+                forecast=(made.point_at(now) or 0.0, upper)
+                if made is not None and upper is not None else None))
 
     def _report(self, end: float, plans: int, owned: set[str]) -> dict[str, Any]:
         assert self.policies.providers is not None
