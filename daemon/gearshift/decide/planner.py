@@ -250,8 +250,6 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     if not notes:
         notes.append(f"steady: density {fmt_density(density)} within "
                      f"[{band.scale_down_below:.2f}, {band.scale_up_above:.2f}]")
-    if forecast.note:
-        notes.append(forecast.note)
     new_memory = replace(
         memory,
         # New nodes only: a reactivated node shows as draining until its next facts.
@@ -263,6 +261,8 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
         low_since=low_since,
         high_since=high_since,
     )
+    if forecast.note:  # what predictive scaling read (forecast_only: what it would do)
+        notes.append(forecast.note)
     evaluation = PoolEvaluation(
         pool=name, active=len(view.active), booting=len(view.pending),
         draining=len(view.draining), unknown=len(view.unknown), active_gears=active_gears,

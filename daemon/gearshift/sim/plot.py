@@ -23,11 +23,6 @@ def plot_timeline(samples: list[Sample], out: Path, *, title: str) -> None:
         hours = [s.t / 3600 for s in mine]
         left, right = axes[row][0], axes[row][1]
         left.plot(hours, [s.demand for s in mine], label="demanded active gears", color="tab:red")
-        if any(s.forecast is not None for s in mine):  # predictive scaling's band
-            band = [(h, s.forecast) for h, s in zip(hours, mine, strict=True) if s.forecast]
-            left.fill_between([h for h, _ in band], [f[0] for _, f in band],
-                              [f[1] for _, f in band], color="tab:orange", alpha=0.3,
-                              label="forecast (central to upper quantile)")
         left.step(hours, [s.capacity for s in mine], where="post",
                   label="capacity (active nodes)", color="tab:blue")
         left.set_title(f"pool {pool}: demand vs capacity")
