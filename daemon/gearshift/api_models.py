@@ -208,6 +208,9 @@ class PoolEvaluationModel(WireModel):
     degraded: bool
     summary: str
     paused: bool = False
+    forecast_gears: float | None = None
+    forecast_extra_nodes: int = 0
+    demand_gears: int = 0
 
 
 class EventLike(Protocol):

@@ -28,12 +28,14 @@ from gearshift.act.platform.base import Platform
 from gearshift.act.providers.guard import GuardedProvider
 from gearshift.clock import Clock
 from gearshift.metrics import Metrics
+from gearshift.model import Plan
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mcollective.source import McoFactSource
 from gearshift.observe.mqtt import MqttFactSource
 from gearshift.observe.prometheus import PrometheusSignalSource
 from gearshift.observe.requests import RequestBook
 from gearshift.policy.holder import PolicyHolder
+from gearshift.predict.forecaster import Forecaster
 from gearshift.reconcile.leader import Leadership
 from gearshift.reconcile.reconciler import Reconciler
 from gearshift.reconcile.recovery import Recovery, RecoverySettings
@@ -107,6 +109,7 @@ class Assembly:
     pruner: JournalPruner
     vouching: Vouching | None
     signals: PrometheusSignalSource | None
+    forecaster: Forecaster
 
     async def take_office(self) -> bool:
         """Take the lease, recover and read back the journal, as ``lead`` does on election.
@@ -190,6 +193,23 @@ def assemble(settings: Settings, *, policies: PolicyHolder,
     if vouching is not None:
         hooks.append(vouching.expire)
     reconciler.before.extend(hooks)
+    forecaster = wire_forecaster(reconciler, journal=journal, policies=policies, clock=clock)
     return Assembly(fleet=fleet, source=source, waker=waker, executor=executor,
                     reconciler=reconciler, recovery=recovery, leadership=leadership,
-                    pruner=pruner, vouching=vouching, signals=signals)
+                    pruner=pruner, vouching=vouching, signals=signals, forecaster=forecaster)
+
+
+def wire_forecaster(reconciler: Reconciler, *, journal: Journal, policies: PolicyHolder,
+                    clock: Clock) -> Forecaster:
+    """Predictive scaling: history read back on taking office, sampled after every
+    reconcile, journaled and refitted once a minute before one, handed to the planner."""
+    forecaster = Forecaster(journal, policies=lambda: policies.current, clock=clock)
+    reconciler.on_restore.append(forecaster.load)
+    reconciler.before.append(forecaster.tick)
+
+    def observe(plan: Plan) -> None:
+        forecaster.observe(plan.at, plan.pools)
+
+    reconciler.on_reconciled.append(observe)
+    reconciler.forecasts = forecaster.forecasts
+    return forecaster

@@ -152,7 +152,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         raise ConfigError([f"{args.trace}:1:1: trace names pools with no policy: "
                            f"{', '.join(sorted(unknown))}"])
     options = SimOptions(seed=args.seed, tick=args.tick, interval=args.interval,
-                         duration=args.duration)
+                         duration=args.duration, warmup=args.warmup)
     started = time.perf_counter()
     result = asyncio.run(Simulation(policies, trace, options).run())
     result.report["wall_seconds"] = round(time.perf_counter() - started, 2)
@@ -300,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=_duration, default=30.0,
                    help="reconcile interval (default 30s)")
     p.add_argument("--duration", type=_duration, help="simulate this long (default: trace + 1h)")
+    p.add_argument("--warmup", type=_duration, default=0.0,
+                   help="use the trace's first DURATION as demand history, not simulated "
+                        "(predictive scaling forecasts from it)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every action")
     p.set_defaults(func=_cmd_simulate)
 

@@ -41,6 +41,13 @@ class Metrics:
                                    ["pool"], registry=r)
         self.pool_paused = Gauge("gearshift_pool_paused", "1 when the pool is paused.", ["pool"],
                                  registry=r)
+        self.forecast_gears = Gauge("gearshift_forecast_gears",
+                                    "Predictive scaling: the upper demand forecast for now + "
+                                    "time-to-ready (NaN: off or no forecast).", ["pool"],
+                                    registry=r)
+        self.forecast_extra_nodes = Gauge("gearshift_forecast_extra_nodes",
+                                          "Nodes the forecast orders now (mode on) or would "
+                                          "order (forecast_only).", ["pool"], registry=r)
         self.actions = Counter("gearshift_actions", "Actions carried out, by kind and provider.",
                                ["kind", "pool", "provider"], registry=r)
         self.action_failures = Counter("gearshift_action_failures",
@@ -198,6 +205,9 @@ class Metrics:
         self.pool_desired_nodes.labels(e.pool).set(e.desired_nodes)
         self.pool_degraded.labels(e.pool).set(1 if e.degraded else 0)
         self.pool_paused.labels(e.pool).set(1 if e.paused else 0)
+        self.forecast_gears.labels(e.pool).set(
+            float("nan") if e.forecast_gears is None else e.forecast_gears)
+        self.forecast_extra_nodes.labels(e.pool).set(e.forecast_extra_nodes)
 
     def record_fleet(self, snapshot: FleetSnapshot, *, pools: Iterable[str],
                      providers: Iterable[str]) -> None:

@@ -13,6 +13,8 @@ from enum import StrEnum
 from functools import cached_property
 from typing import ClassVar, Literal
 
+from gearshift.forecast.result import Forecast
+
 
 class NodeState(StrEnum):
     """How much gearshift trusts and counts a node."""
@@ -155,6 +157,7 @@ class FleetSnapshot:
     requests: tuple[CapacityRequest, ...] = ()
     signals: tuple[Signal, ...] = ()
     facts_fresh: bool = True  # the fact source is connected and caught up
+    forecasts: tuple[Forecast, ...] = ()  # each pool's demand ahead (predictive scaling)
 
     @cached_property
     def by_id(self) -> Mapping[str, Node]:
@@ -329,6 +332,11 @@ class PoolEvaluation:
     degraded: bool
     summary: str
     paused: bool = False
+    # Predictive scaling: the upper demand forecast for now + time-to-ready (None: off or
+    # no forecast), and the nodes it orders (on) or would order (forecast_only) now.
+    forecast_gears: float | None = None
+    forecast_extra_nodes: int = 0
+    demand_gears: int = 0  # active + draining + requested gears: the demand history's figure
 
 
 @dataclass(frozen=True, slots=True)

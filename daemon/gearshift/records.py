@@ -39,13 +39,15 @@ lease in use every write carries the lease's fencing token, and a write whose to
 longer the lease's is refused with ``Fenced``, so a deposed leader cannot record, and so
 cannot start, anything), ``Retention`` (``prune``: finished operations and recovery
 records older than ``journal.keep_finished``; operations not yet done are never pruned)
-and ``Allocations`` (which machine of a fixed bare-metal pool is allocated to which
-request). ``Journal`` is all of them in one object, for the callers that need everything.
+``Allocations`` (which machine of a fixed bare-metal pool is allocated to which
+request) and ``DemandHistory`` (each pool's demand, one figure a minute for weeks, which
+predictive scaling forecasts from: kept here so it survives a restart or a failover).
+``Journal`` is all of them in one object, for the callers that need everything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal, Protocol
@@ -291,8 +293,35 @@ class Allocations(Protocol):
         """Forget the machine's allocation (nothing if there is none)."""
 
 
+@dataclass(frozen=True, slots=True)
+class DemandSample:
+    """One pool's demand during one minute: the most gears it held or asked for then."""
+
+    pool: str
+    minute: int  # minutes since the epoch (``int(t // 60)``)
+    gears: int
+
+
+class DemandHistory(Protocol):
+    """Each pool's demand in one-minute buckets (``DemandSample``), for forecasting.
+
+    Fenced like any write: only the leader records. Recording a bucket again keeps the
+    larger figure, so a leader that restarts mid-minute (or two samples of one minute)
+    never lowers what was seen.
+    """
+
+    async def record_demand(self, samples: Sequence[DemandSample]) -> None:
+        """Keep these buckets (a bucket already kept keeps the larger figure)."""
+
+    async def demand_since(self, *, minute: int) -> list[DemandSample]:
+        """Every bucket from ``minute`` on, ordered by pool then minute."""
+
+    async def prune_demand(self, *, before_minute: int) -> int:
+        """Forget buckets older than ``before_minute``; how many were forgotten."""
+
+
 class Journal(OperationsLog, Ownership, RecoveryLog, OperatorState, Leases, Retention,
-              Allocations, Protocol):
+              Allocations, DemandHistory, Protocol):
     """Every part of the journal in one object, as the stores provide it."""
 
     kind: str  # memory | sqlite | postgres

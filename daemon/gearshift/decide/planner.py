@@ -36,6 +36,7 @@ from gearshift.decide.budget import DrainBudget
 from gearshift.decide.burst_return import plan_returns
 from gearshift.decide.context import PlanContext, PoolReading
 from gearshift.decide.drains import finish_drains
+from gearshift.decide.forecast_need import ahead, slowest_time_to_ready
 from gearshift.decide.grow import grow
 from gearshift.decide.pools import PoolView, read_fleet
 from gearshift.decide.preempt import preempt
@@ -152,6 +153,13 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     # Nodes another pool's preemption took from this one in this plan are leaving.
     size = view.size - ctx.disrupted[name]
     per_node = _gears_per_node(view, ctx.providers)
+    # Predictive scaling (decide.forecast_need): the need at the forecast for now +
+    # time-to-ready raises the wanted slots; its peak within the horizon holds scale-in.
+    forecast = ahead(policy, next((f for f in snapshot.forecasts if f.pool == name), None),
+                     now=now, ready_in=slowest_time_to_ready(policy, ctx.providers, ctx.statuses),
+                     want_gears=want_gears, capacity=capacity, per_node=per_node)
+    if forecast.acting:
+        want_gears = max(want_gears, forecast.want_gears)
 
     figures = (f"{active_gears}/{capacity_now} active gears on {len(view.active)} active nodes"
                + (f", {len(view.pending)} booting (+{view.booting_gears} slots)" if view.pending else "")
@@ -174,6 +182,8 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     if evidence and capacity - demand < policy.headroom_gears:
         pressure.append(f"free slots {capacity - demand} < headroom {policy.headroom_gears}")
     pressure.extend(signals.up)
+    if forecast.up:
+        pressure.append(forecast.up)
     high_since = (memory.high_since if memory.high_since is not None else now) if pressure else None
     stable_up = bool(pressure) and high_since is not None and \
         now - high_since >= policy.stabilization.up
@@ -227,7 +237,9 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     if low and not paused:
         shrinking = shrink(view, ctx=ctx, memory=memory, signals=signals, degraded=degraded,
                            requested=requested, low_since=low_since or now, timed_out=timed_out,
-                           projected=projected, figures=figures, want_gears=want_gears,
+                           projected=projected, figures=figures,
+                           want_gears=max(want_gears, forecast.hold_gears) if forecast.acting
+                           else want_gears,
                            floor=floor, size=size, ongoing=len(ongoing_drains))
         actions.extend(shrinking.drains)
         notes.append(shrinking.note)
@@ -251,11 +263,15 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
         low_since=low_since,
         high_since=high_since,
     )
+    if forecast.note:  # what predictive scaling read (forecast_only: what it would do)
+        notes.append(forecast.note)
     evaluation = PoolEvaluation(
         pool=name, active=len(view.active), booting=len(view.pending),
         draining=len(view.draining), unknown=len(view.unknown), active_gears=active_gears,
         capacity_gears=capacity_now, active_density=density, desired_nodes=desired,
-        degraded=degraded, summary=f"{figures}; " + "; ".join(notes), paused=paused)
+        degraded=degraded, summary=f"{figures}; " + "; ".join(notes), paused=paused,
+        forecast_gears=forecast.gears, forecast_extra_nodes=forecast.extra_nodes,
+        demand_gears=demand)
     reading = PoolReading(
         demand=demand, capacity_now=capacity_now, capacity=capacity, want_gears=want_gears,
         floor=floor, size=size, pressure=bool(pressure), degraded=degraded, paused=paused,

@@ -23,6 +23,7 @@ from pydantic import (
 from gearshift.durations import Duration
 from gearshift.model import NodeFacts
 from gearshift.policy.cron import parse_cron, parse_timezone
+from gearshift.policy.predictive import Predictive
 
 API_VERSION = "gearshift/v1"
 
@@ -241,6 +242,7 @@ class PoolPolicy(Strict):
     urgency: Urgency = Urgency()
     burst_return: BurstReturnPolicy = BurstReturnPolicy()
     disruption_budget: DisruptionBudget = DisruptionBudget()
+    predictive: Predictive = Predictive()
 
 
 class Quota(Strict):

@@ -33,6 +33,7 @@ from gearshift import decide
 from gearshift.act.executor import Executor, ExecutorSettings
 from gearshift.act.providers.guard import GuardedProvider
 from gearshift.clock import Clock
+from gearshift.forecast.result import Forecast
 from gearshift.metrics import Metrics
 from gearshift.model import (
     CreateInFlight,
@@ -147,6 +148,10 @@ class Reconciler:
         self.last_heartbeat: float | None = None
         # Run before every reconcile, never during one (recovery sweeps).
         self.before: list[Callable[[], Awaitable[object]]] = []
+        # Run when taking office, after the journal is read back (demand history).
+        self.on_restore: list[Callable[[], Awaitable[object]]] = []
+        # Each pool's demand forecast, handed to the planner with the snapshot.
+        self.forecasts: Callable[[], tuple[Forecast, ...]] | None = None
 
     def wake(self, reason: str = "") -> None:
         """Run a reconcile as soon as possible."""
@@ -159,6 +164,8 @@ class Reconciler:
         await self.load_paused()
         restored = preemptions_in_flight(await self.journal.open_operations())
         self.state = replace(self.state, preemptions={**self.state.preemptions, **restored})
+        for hook in self.on_restore:
+            await hook()
 
     async def load_paused(self) -> None:
         """The paused pools as the journal has them (a follower shows the leader's)."""
@@ -179,10 +186,11 @@ class Reconciler:
     async def snapshot(self) -> FleetSnapshot:
         now = self.clock.now()
         ops = await self.journal.open_operations()
-        return self.fleet.snapshot(
+        snapshot = self.fleet.snapshot(
             now, machines=await self.journal.machines(), pending=pending_nodes(ops),
             drains=drains_in_flight(ops), requests=self.requests.active(now),
             signals=self.signals() if self.signals else ())
+        return replace(snapshot, forecasts=self.forecasts()) if self.forecasts else snapshot
 
     async def dry_run(self) -> Plan:
         """What the planner would do now, without doing it."""

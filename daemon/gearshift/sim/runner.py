@@ -28,7 +28,7 @@ import itertools
 import math
 import random
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,10 +41,10 @@ from gearshift.model import Drain, Machine, Plan, ScaleOut
 from gearshift.observe.edges import EdgeWatch
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.schema import PolicySet, PoolPolicy
-from gearshift.records import Journal
+from gearshift.records import DemandSample, Journal
 from gearshift.settings import ReconcileSettings, Settings
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
-from gearshift.sim.trace import Trace
+from gearshift.sim.trace import Trace, demand_buckets, split_trace
 from gearshift.sim.world import SimNode, SimWorld
 from gearshift.store.journal import MemoryJournal
 
@@ -65,6 +65,9 @@ class SimOptions:
     move_time: float = 20.0
     move_failure_rate: float = 0.05
     samples: int = 2000  # timeline points kept for the plot
+    # The trace's first this-many seconds are not simulated: they are the demand history
+    # the journal holds when the run starts, so predictive scaling forecasts from it.
+    warmup: float = 0.0
 
 
 @dataclass
@@ -74,6 +77,8 @@ class Sample:
     demand: int
     capacity: int
     nodes: dict[str, int]
+    # Predictive scaling's forecast for this instant (central, upper), when there is one.
+    forecast: tuple[float, float] | None = None
 
 
 @dataclass
@@ -135,6 +140,13 @@ class Simulation:
     def __init__(self, policies: PolicySet, trace: Trace, options: SimOptions) -> None:
         if policies.providers is None:
             raise ValueError("simulate needs a Providers file")
+        self.history: Trace | None = None
+        if options.warmup > 0:
+            if options.warmup >= trace.duration:
+                raise ValueError(f"simulate: the warm-up ({options.warmup:g}s) leaves nothing "
+                                 f"of the trace ({trace.duration:g}s) to simulate")
+            self.history, trace = split_trace(trace, options.warmup)
+            options = replace(options, start=options.start + options.warmup)
         self.policies = policies
         self.trace = trace
         self.options = options
@@ -273,6 +285,11 @@ class Simulation:
         options = self.options
         if not await self.parts.leadership.try_acquire():
             raise RuntimeError("simulate: the in-memory journal's lease is taken")
+        if self.history is not None:  # the demand history the journal starts with
+            await self.journal.record_demand([
+                DemandSample(pool=pool, minute=minute, gears=gears)
+                for pool, minute, gears in demand_buckets(
+                    self.history, start=options.start - options.warmup, end=options.start)])
         await seed_fleet(self.world, self.journal, self.policies,
                          {p: self.trace.initial(p) for p in self.trace.pools}, start=options.start)
         end = options.start + (options.duration if options.duration is not None
@@ -343,7 +360,10 @@ class Simulation:
         return step
 
     def _sample(self, result: SimulationResult, now: float) -> None:
+        forecasts = {f.pool: f for f in self.parts.forecaster.forecasts()}
         for policy in self.policies.pools:
+            made = forecasts.get(policy.name)
+            upper = made.upper_at(now) if made is not None else None
             capacity = 0
             by_provider: dict[str, int] = {}
             for n in self.world.pool_nodes(policy.name):
@@ -353,7 +373,9 @@ class Simulation:
             result.timeline.append(Sample(
                 t=now - self.options.start, pool=policy.name,
                 demand=self.world.demand.get(policy.name, 0),
-                capacity=capacity, nodes=by_provider))
+                capacity=capacity, nodes=by_provider,
+                forecast=(made.point_at(now) or 0.0, upper)
+                if made is not None and upper is not None else None))
 
     def _report(self, end: float, plans: int, owned: set[str]) -> dict[str, Any]:
         assert self.policies.providers is not None

@@ -73,3 +73,32 @@ def read_trace(path: Path) -> Trace:
     if not points:
         raise ConfigError([f"{path}:2:1: the trace has no rows"])
     return Trace(points=tuple(sorted(points, key=lambda p: p.t)))
+
+
+def split_trace(trace: Trace, at: float) -> tuple[Trace, Trace]:
+    """(the points before ``at``, the rest shifted to start at 0): a warm-up history and
+    the trace still to simulate. The rest starts with each pool's demand at ``at``."""
+    before = tuple(p for p in trace.points if p.t < at)
+    holding = {p.pool: p for p in before}  # the last point of each pool before ``at``
+    after = [TracePoint(t=p.t - at, pool=p.pool, active_gears=p.active_gears)
+             for p in trace.points if p.t >= at]
+    starts = {p.pool for p in after if p.t == 0}
+    first = [TracePoint(t=0.0, pool=pool, active_gears=p.active_gears)
+             for pool, p in sorted(holding.items()) if pool not in starts]
+    return Trace(points=before), Trace(points=tuple(first + after))
+
+
+def demand_buckets(trace: Trace, *, start: float, end: float) -> list[tuple[str, int, int]]:
+    """(pool, minute since the epoch, gears) for each minute of ``trace`` placed at
+    ``start`` (its t = 0), up to ``end`` (seconds since the epoch): a trace read as a
+    step function, as the demand history the journal keeps."""
+    out: list[tuple[str, int, int]] = []
+    for pool in sorted(trace.pools):
+        points = [p for p in trace.points if p.pool == pool]
+        i, current = 0, points[0].active_gears
+        for minute in range(int(start // 60), int(end // 60)):
+            while i < len(points) and start + points[i].t <= minute * 60:
+                current = points[i].active_gears
+                i += 1
+            out.append((pool, minute, current))
+    return out

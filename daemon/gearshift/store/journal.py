@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -21,6 +21,7 @@ from gearshift.errors import Fenced
 from gearshift.model import Machine
 from gearshift.records import (
     Allocation,
+    DemandSample,
     Journal,
     LeaseInfo,
     Operation,
@@ -136,6 +137,7 @@ class MemoryJournal(JournalBase):
         self._seen: dict[tuple[str, str], float] = {}
         self._allocations: dict[str, dict[str, Allocation]] = {}  # by provider, machine id
         self._lease: tuple[str | None, int, float] | None = None  # holder, token, expires (mono)
+        self._demand: dict[tuple[str, int], int] = {}  # (pool, minute) -> gears
 
     def _check(self) -> None:
         if self.token is None:
@@ -143,6 +145,23 @@ class MemoryJournal(JournalBase):
         current = self._lease[1] if self._lease is not None else None
         if current != self.token:
             raise self._refuse(current)
+
+    async def record_demand(self, samples: Sequence[DemandSample]) -> None:
+        self._check()
+        for s in samples:
+            key = (s.pool, s.minute)
+            self._demand[key] = max(self._demand.get(key, s.gears), s.gears)
+
+    async def demand_since(self, *, minute: int) -> list[DemandSample]:
+        return [DemandSample(pool=p, minute=m, gears=g)
+                for (p, m), g in sorted(self._demand.items()) if m >= minute]
+
+    async def prune_demand(self, *, before_minute: int) -> int:
+        self._check()
+        old = [k for k in self._demand if k[1] < before_minute]
+        for key in old:
+            del self._demand[key]
+        return len(old)
 
     async def begin(self, op: Operation) -> None:
         self._check()

@@ -144,6 +144,21 @@ MIGRATIONS: tuple[Migration, ...] = (
                 allocated_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (provider, machine_id))""",
         ),
     ),
+    Migration(
+        9, "each pool's demand, one bucket a minute (predictive scaling's history)",
+        sqlite=(
+            """CREATE TABLE gearshift_demand (
+                pool TEXT NOT NULL, minute INTEGER NOT NULL, gears INTEGER NOT NULL,
+                PRIMARY KEY (pool, minute))""",
+            "CREATE INDEX gearshift_demand_minute ON gearshift_demand (minute)",
+        ),
+        postgres=(
+            """CREATE TABLE gearshift_demand (
+                pool TEXT NOT NULL, minute BIGINT NOT NULL, gears INTEGER NOT NULL,
+                PRIMARY KEY (pool, minute))""",
+            "CREATE INDEX gearshift_demand_minute ON gearshift_demand (minute)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -57,6 +57,7 @@ from gearshift.store.columns import (
     machine_values,
     operation_from,
 )
+from gearshift.store.demand import PostgresDemand
 from gearshift.store.journal import JournalBase
 
 T = TypeVar("T")
@@ -96,7 +97,7 @@ class _Stale(Exception):
         self.current = current
 
 
-class PostgresJournal(JournalBase):
+class PostgresJournal(PostgresDemand, JournalBase):
     kind = "postgres"
 
     def __init__(self, pool: Any, *, where: str, secrets: tuple[str, ...] = ()) -> None:

@@ -46,10 +46,11 @@ from gearshift.store.columns import (
     machine_values,
     operation_from,
 )
+from gearshift.store.demand import SqliteDemand
 from gearshift.store.sqlite_base import SqliteBase
 
 
-class SqliteJournal(SqliteBase):
+class SqliteJournal(SqliteDemand, SqliteBase):
     kind = "sqlite"
 
     # -- operations -------------------------------------------------------------------
