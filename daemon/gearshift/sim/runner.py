@@ -30,10 +30,12 @@ from gearshift.assembly import assemble
 from gearshift.clock import InstantClock
 from gearshift.model import Drain, Machine, Plan, ScaleOut
 from gearshift.observe.edges import EdgeWatch
+from gearshift.observe.unplaced import parse_unplaced, record_unplaced
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.schema import PolicySet, PoolPolicy
 from gearshift.records import Journal
 from gearshift.settings import ReconcileSettings, Settings
+from gearshift.sim.broker_hook import SimBrokerHook
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
 from gearshift.sim.trace import Trace
 from gearshift.sim.world import SimNode, SimWorld
@@ -56,6 +58,9 @@ class SimOptions:
     move_time: float = 20.0
     move_failure_rate: float = 0.05
     samples: int = 2000  # timeline points kept for the plot
+    # The broker-side hook reports the gears the broker could not place (off: the planner
+    # sees only what fits, as without a hook).
+    broker_hook: bool = True
 
 
 @dataclass
@@ -154,6 +159,7 @@ class Simulation:
         self.executor = self.parts.executor
         self.reconciler = self.parts.reconciler
         self.edges = EdgeWatch()
+        self.hook = SimBrokerHook(self.world) if options.broker_hook else None
         self.breaches: dict[str, list[float]] = defaultdict(list)
         self.reactions: dict[str, list[float]] = defaultdict(list)
         self.max_nodes: Counter[str] = Counter()
@@ -170,6 +176,19 @@ class Simulation:
             else:
                 self.fleet.touch(node.identity, at=now)
         return changed
+
+    def _report_unplaced(self, now: float) -> bool:
+        """The hook's reports, through the parser HTTP and MQTT use; True when one says
+        gears are unplaced (a report over HTTP wakes the reconciler)."""
+        if self.hook is None:
+            return False
+        pools = {p.name for p in self.policies.pools}
+        wake = False
+        for body in self.hook.due(now):
+            report = parse_unplaced(body, pools=pools)
+            record_unplaced(self.reconciler.requests, report, now=now)
+            wake = wake or report.gears > 0
+        return wake
 
     def _score(self, now: float) -> None:
         violations = self.world.violations
@@ -232,10 +251,11 @@ class Simulation:
             self.world.advance(now)
             changed = self._publish(now)
             crossed = self.edges.check(self.fleet, self.policies, now) if changed else []
+            reported = self._report_unplaced(now)
             self._score(now)
             if step == 0:  # facts are in: recover and read the journal back, as on election
                 await self.parts.take_office()
-            if now >= next_reconcile or crossed:
+            if now >= next_reconcile or crossed or reported:
                 plan = await self.reconciler.reconcile_once()
                 result.plans += 1
                 self._note_reactions(plan, now)
@@ -294,5 +314,6 @@ class Simulation:
             "burst_returns": dict(sorted(self.burst_returns.items())),
             "simulated_seconds": end - self.options.start,
             "reconciles": plans,
+            "unplaced_reports": self.hook.reports if self.hook is not None else 0,
             "seed": self.options.seed,
         }
