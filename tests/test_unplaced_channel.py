@@ -1,0 +1,85 @@
+"""The unplaced-gears report on the capacity-request channel: over HTTP (bearer token,
+like capacity requests) and over MQTT (the ``{prefix}/unplaced`` topic), both through
+``observe.unplaced``; what it changes in the next plan."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from builders import policy_set, pool
+from gearshift.api.server import ApiServer
+from gearshift.clock import ManualClock
+from gearshift.metrics import Metrics
+from gearshift.model import ScaleOut
+from gearshift.observe.fleet import FleetModel
+from gearshift.observe.mqtt import MqttFactSource
+from gearshift.observe.requests import RequestBook
+from gearshift.settings import MqttSettings
+from test_api_and_metrics import TOKEN
+from test_reconciler import Rig
+
+
+async def test_http_reports_need_the_token_are_bounded_and_reach_the_plan() -> None:
+    clock = ManualClock()
+    rig = Rig(policy_set(pool(step={"max_up": 20, "max_down": 2})), demand=110, clock=clock)
+    await rig.seed()
+    await rig.reconciler.reconcile_once()
+    await clock.advance(61)  # past the first growth's cooldown
+    api = ApiServer(rig.reconciler, rig.metrics, token=TOKEN, max_body=1024)
+    right = {"Authorization": f"Bearer {TOKEN}"}
+    body = {"pool": "small", "gears": 300, "source": "broker-1", "ttl": "2m"}
+    async with TestClient(TestServer(api.app)) as client:
+        assert (await client.post("/v1/unplaced-gears", json=body)).status == 401
+        assert (await client.post("/v1/unplaced-gears", json=body,
+                                  headers={"Authorization": "Bearer nope"})).status == 403
+        for bad in ({"pool": "nope", "gears": 1}, {"pool": "small", "gears": -1},
+                    {"pool": "small", "gears": 100_001}, {"pool": "small", "gears": 1, "x": 1}):
+            assert (await client.post("/v1/unplaced-gears", json=bad, headers=right)
+                    ).status == 422, bad
+        assert (await client.post("/v1/unplaced-gears", data=b"[1]", headers=right)
+                ).status == 400
+        assert rig.reconciler.requests.active(clock.now()) == []  # bad input changed nothing
+        accepted = await client.post("/v1/unplaced-gears", json=body, headers=right)
+        assert accepted.status == 200
+        answer = await accepted.json()
+        assert answer["pool"] == "small" and answer["gears"] == 300
+        assert answer["source"] == "broker-1" and answer["expires_at"]
+        before = await rig.reconciler.dry_run()
+        assert "300 unplaced reported by broker" in before.pools["small"].summary
+        grown = [a for a in before.actions if isinstance(a, ScaleOut)]
+        assert grown and "+ 300 unplaced reported by broker" in grown[0].reason, before.pools
+        # 0 clears the source's report: the next plan sees only the facts.
+        cleared = await client.post("/v1/unplaced-gears", headers=right,
+                                    json={"pool": "small", "gears": 0, "source": "broker-1"})
+        assert cleared.status == 200
+        after = await rig.reconciler.dry_run()
+        assert "unplaced" not in after.pools["small"].summary
+        # A report expires after its ttl.
+        await client.post("/v1/unplaced-gears", json=body, headers=right)
+        await clock.advance(121)
+        assert rig.reconciler.requests.active(clock.now()) == []
+
+
+def test_mqtt_reports_go_to_the_same_book_and_bad_ones_are_counted() -> None:
+    metrics = Metrics()
+    book = RequestBook()
+    woken: list[int] = []
+    src = MqttFactSource(MqttSettings(prefix="gs/v1"), FleetModel(stale_after=60),
+                         metrics=metrics, requests=book, pool_names=lambda: {"small"},
+                         on_facts=lambda: woken.append(1))
+    src.handle("gs/v1/unplaced", json.dumps({"pool": "small", "gears": 40}).encode())
+    src.handle("gs/v1/unplaced", json.dumps({"pool": "small", "gears": 40}).encode(),
+               retained=True)  # would come back on every reconnect
+    src.handle("gs/v1/unplaced", json.dumps({"pool": "big", "gears": 40}).encode())
+    src.handle("gs/v1/unplaced", b"[1]")
+    src.handle("gs/v1/unplaced", b"{")
+    [report] = book.active(0.0)
+    assert (report.pool, report.gears, report.unplaced) == ("small", 40, True)
+    assert report.request_id == "unplaced:broker:small" and woken == [1]
+    text = metrics.exposition().decode()
+    assert 'gearshift_bad_messages_total{reason="retained_request"} 1.0' in text
+    assert 'gearshift_bad_messages_total{reason="bad_request"} 1.0' in text
+    assert 'gearshift_bad_messages_total{reason="not_an_object"} 1.0' in text
+    assert 'gearshift_bad_messages_total{reason="invalid_json"} 1.0' in text
