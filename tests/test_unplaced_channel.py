@@ -4,11 +4,16 @@ like capacity requests) and over MQTT (the ``{prefix}/unplaced`` topic), both th
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
 
 from builders import policy_set, pool
+from conftest import ROOT
 from gearshift.api.server import ApiServer
 from gearshift.clock import ManualClock
 from gearshift.metrics import Metrics
@@ -83,3 +88,42 @@ def test_mqtt_reports_go_to_the_same_book_and_bad_ones_are_counted() -> None:
     assert 'gearshift_bad_messages_total{reason="bad_request"} 1.0' in text
     assert 'gearshift_bad_messages_total{reason="not_an_object"} 1.0' in text
     assert 'gearshift_bad_messages_total{reason="invalid_json"} 1.0' in text
+
+
+HOOK = ROOT / "deploy" / "broker-hook" / "gearshift-broker-hook"
+LOG = (b"2026-12-05 web create gear_size: small No nodes available\n"
+       b"2026-12-05 something else\n"
+       b"2026-12-05 batch create gear_size=medium No nodes available\n"
+       b"2026-12-05 web create gear_size: small No nodes available\n")
+
+
+async def test_the_shipped_hook_reports_refusals_per_pool_to_a_live_api(tmp_path: Path) -> None:
+    clock = ManualClock()
+    rig = Rig(policy_set(pool()), demand=110, clock=clock)
+    await rig.seed()
+    api = ApiServer(rig.reconciler, rig.metrics, token=TOKEN, max_body=1024)
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    async with TestClient(TestServer(api.app)) as client:
+        url = str(client.make_url("/"))
+        hook = await asyncio.create_subprocess_exec(
+            sys.executable, str(HOOK), "--url", url, "--token-file", str(token),
+            "--pool", "small=small", "--pool", "medium=nope", "--every", "0",
+            "--source", "broker-1", stdin=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        _, errors = await hook.communicate(LOG)
+    assert hook.returncode == 0
+    # "nope" is no pool: refused (422) and said so; "small" counts its 2 refusals.
+    assert b"nope: HTTP Error 422" in errors
+    [report] = rig.reconciler.requests.active(clock.now())
+    assert (report.pool, report.gears, report.request_id) == ("small", 2,
+                                                             "unplaced:broker-1:small")
+
+
+def test_the_hook_dry_run_prints_the_reports() -> None:
+    result = subprocess.run([sys.executable, str(HOOK), "--pool", "*=web", "--dry-run",
+                             "--every", "0", "--source", "b"], input=LOG,
+                            capture_output=True, check=True, timeout=30)
+    bodies = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [b["gears"] for b in bodies] == [1, 1, 2, 3]  # a report after every line
+    assert all(b["pool"] == "web" and b["source"] == "b" and b["ttl"] == "2m" for b in bodies)
