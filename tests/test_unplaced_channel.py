@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -22,6 +23,9 @@ from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mqtt import MqttFactSource
 from gearshift.observe.requests import RequestBook
 from gearshift.settings import MqttSettings
+from gearshift.wire.mqtt import client_for
+from peers import Broker
+from rigs import facts_payload, running, sim_reconciler, wait_until
 from test_api_and_metrics import TOKEN
 from test_reconciler import Rig
 
@@ -127,3 +131,29 @@ def test_the_hook_dry_run_prints_the_reports() -> None:
     bodies = [json.loads(line) for line in result.stdout.splitlines()]
     assert [b["gears"] for b in bodies] == [1, 1, 2, 3]  # a report after every line
     assert all(b["pool"] == "web" and b["source"] == "b" and b["ttl"] == "2m" for b in bodies)
+
+
+async def test_unplaced_reports_over_a_real_broker_size_the_growth(broker: Broker) -> None:
+    settings = broker.settings()
+    prefix = settings.prefix
+    clock = ManualClock(start=time.time())
+    policies = policy_set(pool(size={"min": 2, "max": 40}, step={"max_up": 20, "max_down": 2}))
+    fleet = FleetModel(stale_after=600)
+    reconciler = sim_reconciler(policies, clock=clock, fleet=fleet)
+    metrics = Metrics()
+    source = MqttFactSource(settings, fleet, clock=clock, requests=reconciler.requests,
+                            pool_names=lambda: {p.name for p in policies.pools},
+                            on_facts=lambda: reconciler.wake("unplaced"), metrics=metrics)
+    async with running(source), client_for(settings) as publisher:
+        for i in range(2):
+            await publisher.publish(f"{prefix}/nodes/s{i}/facts",
+                                    facts_payload(f"s{i}", active=60, ts=clock.now()), qos=1)
+        await wait_until(lambda: len(fleet) == 2)
+        await publisher.publish(f"{prefix}/unplaced", json.dumps(
+            {"pool": "small", "gears": 500, "source": "broker-1"}).encode(), qos=1)
+        await wait_until(lambda: len(reconciler.requests.active(clock.now())) == 1)
+        plan = await reconciler.reconcile_once()
+        grown = sum(a.count for a in plan.actions if isinstance(a, ScaleOut))
+        # 120 + 500 gears at target 0.65: 954 slots, 120 there -> 14 nodes in one go.
+        assert grown == 14
+        assert "+14: 65 gears short + 500 unplaced reported by broker" in plan.actions[0].reason
