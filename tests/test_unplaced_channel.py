@@ -157,3 +157,22 @@ async def test_unplaced_reports_over_a_real_broker_size_the_growth(broker: Broke
         # 120 + 500 gears at target 0.65: 954 slots, 120 there -> 14 nodes in one go.
         assert grown == 14
         assert "+14: 65 gears short + 500 unplaced reported by broker" in plan.actions[0].reason
+
+
+def test_simulate_runs_the_broker_hook_unless_told_not_to(tmp_path: Path) -> None:
+    scenario = ROOT / "policies" / "examples" / "scenarios" / "flash-big"
+    reports = {}
+    for flag in ((), ("--no-broker-hook",)):
+        out = tmp_path / f"report{len(flag)}.json"
+        result = subprocess.run(
+            [sys.executable, "-m", "gearshift", "simulate", "--policies", str(scenario / "pools"),
+             "--providers", str(scenario / "providers.yaml"), "--trace",
+             str(scenario / "trace.csv"), "--duration", "1h", "--seed", "1",
+             "--report-json", str(out), *flag],
+            capture_output=True, text=True, check=False, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        reports[bool(flag)] = json.loads(out.read_text())
+    hooked, blind = reports[False], reports[True]
+    assert hooked["unplaced_reports"] >= 2 and blind["unplaced_reports"] == 0
+    # Sized from what fits, the blind run leaves several times more demand unmet.
+    assert blind["unmet_gear_seconds"] > 3 * hooked["unmet_gear_seconds"]
