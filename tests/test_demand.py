@@ -92,6 +92,8 @@ def test_reports_add_up_across_sources_and_count_as_demand_not_as_a_hold() -> No
         ("booting", nodes(4, active=60) , PoolMemory(full_step=6), ("pending",), 0, 6),
         # A broker report says how much: sized by it, no guess, the step forgotten.
         ("reported", nodes(4, active=60), PoolMemory(full_step=6), ("unplaced",), 10, 0),
+        # A hook reporting 0 is watching: nothing refused, so the visible shortfall only.
+        ("reported 0", nodes(4, active=60), PoolMemory(full_step=6), ("zero",), 3, 0),
         # No longer full (0.83 < 0.95): the normal rules (68 short), the step reset.
         ("not full", nodes(4, active=50), PoolMemory(full_step=6), (), 2, 0),
     ],
@@ -104,6 +106,8 @@ def test_a_full_pool_without_a_report_doubles_its_step(
         extra["pending"] = (booting("b1"),)
     if "unplaced" in requests:
         extra["requests"] = (unplaced(300),)
+    if "zero" in requests:
+        extra["requests"] = (unplaced(0),)
     state = PlannerState(pools={"small": memory})
     result = plan(snapshot(fleet, **extra), policy_set(pool(step={"max_up": 20, "max_down": 2})),
                   now=NOW, state=state)
@@ -201,7 +205,7 @@ def test_bad_reports_are_refused_with_a_clear_error(body: dict[str, Any], proble
     assert problem in str(caught.value)
 
 
-def test_the_latest_report_of_a_source_replaces_the_last_zero_clears_it_ttl_expires() -> None:
+def test_the_latest_report_of_a_source_replaces_the_last_and_expires() -> None:
     book = RequestBook()
     parse = lambda body: parse_unplaced(body, pools={"small"})  # noqa: E731
     record_unplaced(book, parse({"pool": "small", "gears": 300, "source": "b1"}), now=NOW)
@@ -211,8 +215,10 @@ def test_the_latest_report_of_a_source_replaces_the_last_zero_clears_it_ttl_expi
     assert sorted(r.gears for r in book.active(NOW)) == [50, 200]
     assert all(r.unplaced for r in book.active(NOW))
     assert [r.gears for r in book.active(NOW + 30)] == [200]  # b2's expired
+    # 0 replaces it too, and stays: a hook watching, nothing refused.
     record_unplaced(book, parse({"pool": "small", "gears": 0, "source": "b1"}), now=NOW + 40)
-    assert book.active(NOW + 40) == []
+    assert [r.gears for r in book.active(NOW + 40)] == [0]
+    assert book.active(NOW + 160) == []
     # A ttl above an hour is capped at an hour: a level, renewed by its hook.
     until = record_unplaced(book, parse({"pool": "small", "gears": 9, "ttl": "7d"}), now=NOW)
     assert until == NOW + 3600

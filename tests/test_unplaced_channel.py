@@ -59,7 +59,7 @@ async def test_http_reports_need_the_token_are_bounded_and_reach_the_plan() -> N
         assert "300 unplaced reported by broker" in before.pools["small"].summary
         grown = [a for a in before.actions if isinstance(a, ScaleOut)]
         assert grown and "+ 300 unplaced reported by broker" in grown[0].reason, before.pools
-        # 0 clears the source's report: the next plan sees only the facts.
+        # 0 replaces the source's report: nothing refused, the next plan sees the facts.
         cleared = await client.post("/v1/unplaced-gears", headers=right,
                                     json={"pool": "small", "gears": 0, "source": "broker-1"})
         assert cleared.status == 200

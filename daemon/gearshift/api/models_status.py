@@ -89,7 +89,7 @@ class CapacityRequestCreatedModel(BaseModel):
 
 class UnplacedGearsAcceptedModel(BaseModel):
     """The answer to an unplaced-gears report: counted until ``expires_at`` unless renewed
-    (a report of 0 gears clears the source's report)."""
+    (a report of 0 gears says nothing is refused)."""
 
     model_config = _CLOSED
     pool: str

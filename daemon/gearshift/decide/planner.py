@@ -11,7 +11,7 @@ For each pool, highest priority first:
    pool is never scaled twice for the same demand. Draining nodes are reactivated
    before new ones are made; the rest are placed by ``placement.place``.
    Unplaced gears a broker-side hook reports count as demand, so one scale-out covers
-   them (within ``step.max_up``, ``size.max`` and quotas). Without such a report, a pool
+   them (within ``step.max_up``, ``size.max`` and quotas). With no hook reporting, a pool
    full *now* (``urgency.full_at``) hides how much is refused: each time it is still full
    once the nodes of its last step are up, the step doubles; it resets once not full.
    When the pool is full now, the nodes that relieve it go to the placements ready within
@@ -147,10 +147,12 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     active_gears, capacity_now = view.active_gears, view.capacity_gears
     density = active_gears / capacity_now if capacity_now else None
     requested = unplaced_reported = 0
+    hook_reports = False  # a broker-side hook reports on this pool (0 included)
     for r in snapshot.requests:
         if r.pool == name and r.expires_at > now:
             if r.unplaced:
                 unplaced_reported += r.gears
+                hook_reports = True
             else:
                 requested += r.gears
     demand = active_gears + view.draining_gears + requested + unplaced_reported
@@ -189,7 +191,7 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     # step was not enough, so double it. (While nodes boot they count as capacity.)
     full_at = policy.urgency.full_at
     full_now = capacity_now > 0 and active_gears / capacity_now >= full_at
-    geometric = full_now and not unplaced_reported and evidence and not view.pending
+    geometric = full_now and not hook_reports and evidence and not view.pending
     full_step = max(1, 2 * memory.full_step) if geometric else 0
     if geometric:
         pressure.append(f"full now (active density {active_gears / capacity_now:.2f} >= "
@@ -282,7 +284,7 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
         high_since=high_since,
         # A step taken while full is remembered for doubling; not full resets it.
         full_step=(grew if grew else memory.full_step) if geometric
-        else memory.full_step if full_now and not unplaced_reported else 0,
+        else memory.full_step if full_now and not hook_reports else 0,
     )
     evaluation = PoolEvaluation(
         pool=name, active=len(view.active), booting=len(view.pending),

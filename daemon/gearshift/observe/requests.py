@@ -82,9 +82,6 @@ class RequestBook:
             del self._requests[oldest.request_id]
         self._requests[request.request_id] = request
 
-    def remove(self, request_id: str) -> None:
-        self._requests.pop(request_id, None)
-
     def active(self, now: float) -> list[CapacityRequest]:
         for expired in [k for k, r in self._requests.items() if r.expires_at <= now]:
             del self._requests[expired]

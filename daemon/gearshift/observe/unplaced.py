@@ -6,8 +6,10 @@ broker-side hook (see the README and ``deploy/broker-hook/``) counts those refus
 pool and reports them, on the capacity-request channel (``POST /v1/unplaced-gears`` with
 the same bearer token, or the MQTT topic ``{prefix}/unplaced``), as a level: the gears
 that are unplaced *now*. The latest report of a (source, pool) replaces the one before,
-a report of 0 clears it, and a report expires after its ``ttl`` (a hook that dies stops
-counting). The planner adds them to the pool's demand, so one scale-out covers them.
+and a report expires after its ``ttl`` (a hook that dies stops counting). The planner adds
+them to the pool's demand, so one scale-out covers them. A report of 0 is kept too: it
+says a hook is watching and nothing is refused, so a full pool is not grown by guesswork
+(``decide.planner``'s geometric steps are for pools no hook reports on).
 
 Reports are kept in the capacity-request book (bounded, expiring) as requests flagged
 ``unplaced``, under ids of their own (``unplaced:{source}:{pool}``): a report can neither
@@ -42,7 +44,7 @@ class UnplacedGearsBody(BaseModel):
     pool: str = Field(description="a pool in the policies in force")
     gears: Annotated[int, BeforeValidator(_whole)] = Field(
         ge=0, le=MAX_GEARS, description="gears the broker could not place in this pool now "
-                                        "(0 clears the source's last report)")
+                                        "(0: nothing refused)")
     source: str = Field("broker", pattern=SOURCE_PATTERN, max_length=MAX_SOURCE,
                         description="which hook reports (one broker host, say): the latest "
                                     "report of a source replaces its previous one")
@@ -83,13 +85,10 @@ def report_id(body: UnplacedGearsBody) -> str:
 
 
 def record_unplaced(book: RequestBook, body: UnplacedGearsBody, *, now: float) -> float:
-    """Put the report in the book (0 gears: take the source's report out); returns when
-    it expires."""
+    """Put the report in the book, replacing the source's last one for the pool (0 gears
+    included: a hook watching); returns when it expires."""
     ttl = min(parse_duration(body.ttl), MAX_UNPLACED_TTL_SECONDS)
-    if body.gears == 0:
-        book.remove(report_id(body))
-    else:
-        book.add(CapacityRequest(request_id=report_id(body), pool=body.pool, gears=body.gears,
-                                 expires_at=now + ttl, unplaced=True,
-                                 reason=body.reason or f"reported by {body.source}"))
+    book.add(CapacityRequest(request_id=report_id(body), pool=body.pool, gears=body.gears,
+                             expires_at=now + ttl, unplaced=True,
+                             reason=body.reason or f"reported by {body.source}"))
     return now + ttl

@@ -4,8 +4,9 @@ The OpenShift broker refuses a gear with "No nodes available" when no node of th
 profile has room; the simulated world (``SimWorld``) keeps that count per pool as
 ``unmet``. A real hook (README, ``deploy/broker-hook/``) watches the broker for those
 refusals and reports the pool's unplaced gears on the capacity-request channel; this one
-does the same from the world: a report when the count changes, renewed every ``refresh``
-seconds while it is not zero (a report expires after its ``ttl``), 0 once it has cleared.
+does the same from the world: a report per pool when the count changes, renewed every
+``refresh`` seconds (a report expires after its ``ttl``), 0 included: a report of 0 says
+the hook is watching and nothing is refused.
 
 It produces the wire model (``UnplacedGearsBody`` as JSON), so whatever carries it (the
 ``simulate`` runner straight into the request book, the demo over MQTT) goes through
@@ -34,13 +35,10 @@ class SimBrokerHook:
     def due(self, now: float) -> list[dict[str, Any]]:
         """The report bodies to send at ``now`` (empty: nothing changed)."""
         out: list[dict[str, Any]] = []
-        for pool in sorted(set(self.world.unmet) | set(self._sent)):
+        for pool in sorted(set(self.world.demand) | set(self.world.unmet) | set(self._sent)):
             gears = self.world.unmet.get(pool, 0)
             last = self._sent.get(pool)
-            if last is None and gears == 0:
-                continue
-            if last is not None and last[0] == gears and (
-                    gears == 0 or now - last[1] < self.refresh):
+            if last is not None and last[0] == gears and now - last[1] < self.refresh:
                 continue
             out.append({"pool": pool, "gears": gears, "source": self.source, "ttl": self.ttl,
                         "reason": f'{gears} gears refused: "No nodes available"'})
