@@ -58,7 +58,9 @@ def test_plan_from_a_snapshot_file(tmp_path: Path) -> None:
     assert "urgent: the pool is full now" in first["reason"]
     ranks = {c["provider"]: (c["rank"], c["time_to_ready"], c["cost_per_hour"])
              for c in first["candidates"]}
-    assert ranks["vsphere-dc1"] == (1, 180.0, 0.06) and ranks["rack-a"][0] == 2
+    # The rack (8m) is beyond urgency.max_wait (3m): it ranks after burst-only EC2 (2m).
+    assert ranks["vsphere-dc1"] == (1, 180.0, 0.06) and ranks["ec2-east"][0] == 2
+    assert ranks["rack-a"][0] == 3
 
 
 def test_run_refuses_a_provider_whose_credentials_are_missing(tmp_path: Path) -> None:

@@ -58,14 +58,26 @@ def drains_of(result: Any) -> list[Drain]:
         # in the policy's order.
         ("full", 60, {}, {}, {"vsphere-dc1": 1, "rack-a": 2}),
         ("full, urgency off", 60, {"enabled": False}, {}, {"rack-a": 3}),
-        # vSphere saves 5m; demanding 6m keeps the policy's order.
-        ("full, small saving", 60, {"min_time_saved": "6m"}, {}, {"rack-a": 3}),
+        # vSphere saves 5m; demanding 6m keeps the policy's order (without max_wait).
+        ("full, small saving", 60, {"min_time_saved": "6m", "max_wait": None}, {},
+         {"rack-a": 3}),
+        # ... but the rack (8m) cannot cover it within max_wait (3m): vSphere goes first.
+        ("full, small saving, rack too slow", 60, {"min_time_saved": "6m"}, {},
+         {"vsphere-dc1": 1, "rack-a": 2}),
+        # Both preferred ones within max_wait (10m): the policy's order.
+        ("full, small saving, long max_wait", 60, {"min_time_saved": "6m", "max_wait": "10m"},
+         {}, {"rack-a": 3}),
         # The rack has been measured at 90s: it is the fastest and the preferred one.
         ("full, measured fast rack", 60, {},
          {"rack-a": ProviderStatus("rack-a", boot_time=90.0)}, {"rack-a": 3}),
-        # Measured slow vSphere (7m30s): saves 30s < 60s: the policy's order.
-        ("full, measured slow vsphere", 60, {},
+        # Measured slow vSphere (7m30s): saves 30s < 60s: the policy's order...
+        ("full, measured slow vsphere, no max_wait", 60, {"max_wait": None},
          {"vsphere-dc1": ProviderStatus("vsphere-dc1", boot_time=450.0)}, {"rack-a": 3}),
+        # ... but no preferred placement is ready within max_wait (3m): the urgent node
+        # goes to the fastest one, burst-only EC2 (2m); the rest in the policy's order.
+        ("full, measured slow vsphere", 60, {},
+         {"vsphere-dc1": ProviderStatus("vsphere-dc1", boot_time=450.0)},
+         {"ec2-east": 1, "rack-a": 2}),
     ],
 )
 def test_urgent_demand_goes_to_the_fastest_placement(case: str, active: int, urgency: dict,
@@ -85,7 +97,10 @@ def test_urgent_reason_says_why_the_faster_provider_went_first() -> None:
     assert isinstance(action, ScaleOut)
     notes = {c.provider: c for c in action.candidates}
     assert notes["vsphere-dc1"].note == "chosen: 1 of 30 free (1 urgent: ready in ~3m)"
-    assert notes["vsphere-dc1"].rank == 1 and notes["rack-a"].rank == 2
+    # The urgent order: vSphere (3m), burst-only EC2 (2m, within max_wait but burst),
+    # then the rack (8m, beyond max_wait).
+    assert notes["vsphere-dc1"].rank == 1 and notes["ec2-east"].rank == 2
+    assert notes["rack-a"].rank == 3
     assert notes["ec2-east"].time_to_ready == 120 and notes["ec2-east"].cost_per_hour == 0.19
 
 
@@ -96,13 +111,26 @@ def test_only_the_urgent_share_goes_fast() -> None:
     assert scale_outs(result) == {"vsphere-dc1": 3, "rack-a": 3}
 
 
-def test_burst_placements_stay_last_even_when_fastest() -> None:
-    # EC2 boots in 2m, vSphere in 3m, the rack in 8m; with vSphere gone EC2 still waits
-    # behind the rack, because it is burst-only.
+@pytest.mark.parametrize(
+    ("urgency", "expected"),
+    [
+        # Without max_wait, EC2 waits behind the rack because it is burst-only.
+        ({"max_wait": None}, {"rack-a": 3}),
+        # The rack (8m) cannot cover the urgent slots within max_wait (3m): the urgent
+        # node goes to the fastest placement, burst-only EC2 (2m); the rest to the rack.
+        ({}, {"ec2-east": 1, "rack-a": 2}),
+        # Within a 10m max_wait the rack covers it: burst-only stays last.
+        ({"max_wait": "10m"}, {"rack-a": 3}),
+    ],
+)
+def test_burst_placements_take_urgent_slots_the_preferred_cannot_cover_in_time(
+        urgency: dict[str, Any], expected: dict[str, int]) -> None:
+    # EC2 boots in 2m, vSphere in 3m (gone here), the rack in 8m.
     statuses = {"vsphere-dc1": ProviderStatus("vsphere-dc1", available=False,
                                               why_unavailable="circuit open")}
-    result = plan(snapshot(nodes(4, active=60)), policy_set(pool()), now=NOW, statuses=statuses)
-    assert scale_outs(result) == {"rack-a": 3}
+    result = plan(snapshot(nodes(4, active=60)), policy_set(pool(urgency=urgency)), now=NOW,
+                  statuses=statuses)
+    assert scale_outs(result) == expected
 
 
 @pytest.mark.parametrize(

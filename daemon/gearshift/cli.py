@@ -152,7 +152,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         raise ConfigError([f"{args.trace}:1:1: trace names pools with no policy: "
                            f"{', '.join(sorted(unknown))}"])
     options = SimOptions(seed=args.seed, tick=args.tick, interval=args.interval,
-                         duration=args.duration, warmup=args.warmup)
+                         duration=args.duration, warmup=args.warmup,
+                         broker_hook=not args.no_broker_hook)
     started = time.perf_counter()
     result = asyncio.run(Simulation(policies, trace, options).run())
     result.report["wall_seconds"] = round(time.perf_counter() - started, 2)
@@ -303,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=_duration, default=0.0,
                    help="use the trace's first DURATION as demand history, not simulated "
                         "(predictive scaling forecasts from it)")
+    p.add_argument("--no-broker-hook", action="store_true",
+                   help="no simulated broker-side hook: the planner sees only the gears "
+                        "that fit (default: the hook reports the unplaced gears)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every action")
     p.set_defaults(func=_cmd_simulate)
 

@@ -134,6 +134,9 @@ class CapacityRequest:
     gears: int
     expires_at: float
     reason: str = ""
+    # A broker-side hook's report of gears it refused ("No nodes available"): demand that
+    # did not fit, on top of the active gears, rather than room held for gears to come.
+    unplaced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +355,9 @@ class PoolMemory:
     # Pool size before the last growth (reactivated nodes counted as growth): a spill round
     # at the same instant may add only what keeps the whole growth within step.max_up.
     grown_from: int | None = None
+    # Nodes the last growth asked for while the pool was full and no broker reported the
+    # gears it refused: the next growth while it stays full asks for twice as many.
+    full_step: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,6 +87,17 @@ class CapacityRequestCreatedModel(BaseModel):
     expires_at: IsoTime
 
 
+class UnplacedGearsAcceptedModel(BaseModel):
+    """The answer to an unplaced-gears report: counted until ``expires_at`` unless renewed
+    (a report of 0 gears says nothing is refused)."""
+
+    model_config = _CLOSED
+    pool: str
+    gears: Annotated[int, Field(ge=0, le=MAX_GEARS)]
+    source: str
+    expires_at: IsoTime
+
+
 # -- /v1/status ----------------------------------------------------------------------------
 class LeadershipModel(BaseModel):
     """This instance in the leader election."""
@@ -227,4 +238,4 @@ def api_schemas(*, ref_prefix: str) -> dict[str, Any]:
     ``Plan``, ``Action``, ...), its ``$ref``s under ``ref_prefix``."""
     return wire_schemas(ref_prefix=ref_prefix, models=(
         ErrorModel, HealthModel, ReadyModel, StatusModel, PoolPausedModel,
-        CapacityRequestCreatedModel))
+        CapacityRequestCreatedModel, UnplacedGearsAcceptedModel))

@@ -19,6 +19,7 @@ from typing import Any
 from gearshift import __version__
 from gearshift.api.models_status import api_schemas
 from gearshift.observe.requests import CapacityRequestBody
+from gearshift.observe.unplaced import UnplacedGearsBody
 
 EVENTS_DEFAULT = 200
 EVENTS_MAX = 500
@@ -43,6 +44,13 @@ SCHEMAS: dict[str, Any] = api_schemas(ref_prefix="#/components/schemas/")
 
 def _capacity_request(pools: Sequence[str]) -> dict[str, Any]:
     schema = CapacityRequestBody.model_json_schema()
+    if pools:
+        schema["properties"]["pool"]["enum"] = list(pools)
+    return schema
+
+
+def _unplaced_gears(pools: Sequence[str]) -> dict[str, Any]:
+    schema = UnplacedGearsBody.model_json_schema()
     if pools:
         schema["properties"]["pool"]["enum"] = list(pools)
     return schema
@@ -130,6 +138,21 @@ def openapi_document(*, pools: Sequence[str], max_body: int) -> dict[str, Any]:
                     JSON: {"schema": _capacity_request(pools)}}},
                 "responses": {
                     "201": _json(_ref("CapacityRequestCreated"), "held until expires_at"),
+                    "400": _error("the body is not a JSON object (or nests arrays and "
+                                  "objects more than 32 deep)"), **auth_errors,
+                    "408": _error("the body did not arrive within http.read_timeout"),
+                    "413": _error(f"the body is larger than {max_body} bytes"),
+                    "422": _error("a field is missing or invalid"),
+                },
+            }},
+            "/v1/unplaced-gears": {"post": {
+                "summary": "report gears the PaaS broker could not place (a broker-side hook)",
+                "tags": ["operator"], "security": secured,
+                "requestBody": {"required": True, "content": {
+                    JSON: {"schema": _unplaced_gears(pools)}}},
+                "responses": {
+                    "200": _json(_ref("UnplacedGearsAccepted"),
+                                 "counted as demand until expires_at unless renewed"),
                     "400": _error("the body is not a JSON object (or nests arrays and "
                                   "objects more than 32 deep)"), **auth_errors,
                     "408": _error("the body did not arrive within http.read_timeout"),

@@ -49,6 +49,7 @@ from gearshift.api.models_status import (
     ReadyModel,
     StatusExtrasModel,
     StatusModel,
+    UnplacedGearsAcceptedModel,
 )
 from gearshift.api.openapi import EVENTS_DEFAULT, EVENTS_MAX, openapi_document
 from gearshift.api_models import (
@@ -66,6 +67,7 @@ from gearshift.explain import plan_to_dict
 from gearshift.metrics import Metrics
 from gearshift.model import CapacityRequest, Plan
 from gearshift.observe.requests import parse_capacity_request
+from gearshift.observe.unplaced import parse_unplaced, record_unplaced
 from gearshift.reconcile.reconciler import Reconciler
 
 
@@ -142,6 +144,7 @@ class ApiServer:
             web.post("/v1/pools/{name}/pause", self.pause),
             web.post("/v1/pools/{name}/resume", self.resume),
             web.post("/v1/capacity-requests", self.capacity_request),
+            web.post("/v1/unplaced-gears", self.unplaced_gears),
         ])
         self.runner: web.AppRunner | None = None
         # The latest actions with their reasons and candidates, for the status page.
@@ -354,14 +357,36 @@ class ApiServer:
                         error=str(exc))
             raise _fail(web.HTTPServiceUnavailable, str(exc)) from exc
 
-    async def capacity_request(self, request: web.Request) -> web.Response:
+    async def _json_body(self, request: web.Request) -> Any:
         self._authorize(request)
         try:
-            data = jsonlimits.loads((await request.read()).decode("utf-8"))
+            return jsonlimits.loads((await request.read()).decode("utf-8"))
         except jsonlimits.TooDeep as exc:
             raise _fail(web.HTTPBadRequest, f"the body must be JSON: {exc}") from exc
         except ValueError as exc:  # includes bodies that are not UTF-8
             raise _fail(web.HTTPBadRequest, "the body must be JSON") from exc
+
+    async def unplaced_gears(self, request: web.Request) -> web.Response:
+        """A broker-side hook's report of gears it refused (see ``observe.unplaced``)."""
+        data = await self._json_body(request)
+        pools = {p.name for p in self.reconciler.policies.current.pools}
+        try:
+            body = parse_unplaced(data, pools=pools)
+        except TypeError as exc:
+            raise _fail(web.HTTPBadRequest, str(exc)) from exc
+        except ValueError as exc:
+            raise _fail(web.HTTPUnprocessableEntity, str(exc)) from exc
+        expires_at = record_unplaced(self.reconciler.requests, body,
+                                     now=self.reconciler.clock.now())
+        if body.gears:
+            self.reconciler.wake("unplaced gears reported")
+        accepted = UnplacedGearsAcceptedModel(pool=body.pool, gears=body.gears,
+                                              source=body.source,
+                                              expires_at=iso_time(expires_at))
+        return web.json_response(accepted.model_dump(mode="json"))
+
+    async def capacity_request(self, request: web.Request) -> web.Response:
+        data = await self._json_body(request)
         pools = {p.name for p in self.reconciler.policies.current.pools}
         try:
             pool, gears, ttl, reason = parse_capacity_request(data, pools=pools)

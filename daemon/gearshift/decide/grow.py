@@ -60,7 +60,7 @@ class Growth:
 def grow(view: PoolView, *, ctx: PlanContext, memory: PoolMemory, trigger: str, size: int,
          floor_gap: int, gear_gap: int, spill_round: bool, ongoing_drains: list[DrainProgress],
          demand: int, capacity_now: int, capacity: int, want_gears: int, per_node: int,
-         figures: str) -> Growth:
+         figures: str, sizing: str = "", guessed: int = 0) -> Growth:
     """Grow a pool: reactivate draining nodes first, then place new ones."""
     policy, name, now, band = view.policy, view.policy.name, ctx.now, view.policy.density
     out = Growth()
@@ -103,7 +103,8 @@ def grow(view: PoolView, *, ctx: PlanContext, memory: PoolMemory, trigger: str, 
             speed = (f"; {urgent_why}: {result.urgent_note}" if result.urgent_note else "")
             reason = (f"pool {name}: {trigger} ({figures}); want {want_gears} slots "
                       f"(target {band.target:.2f}, headroom {policy.headroom_gears}); "
-                      f"+{result.nodes} nodes: {where}{speed}")
+                      + (f"+{result.nodes}: {sizing}; " if sizing else "")
+                      + f"+{result.nodes} nodes: {where}{speed}")
             for allocation in result.allocations:
                 actions.append(ScaleOut(pool=name, provider=allocation.provider,
                                         blueprint=allocation.blueprint, count=allocation.count,
@@ -116,8 +117,10 @@ def grow(view: PoolView, *, ctx: PlanContext, memory: PoolMemory, trigger: str, 
                 # pressure (under the scale-up edge, headroom kept, floor met), not
                 # what merely reaches the target - unless the pool is full now, when
                 # facts cannot show how much demand is being refused.
-                unplaced = min(wanted, room) - result.nodes
-                if not urgent:
+                # A geometric step's guess (``guessed`` gears) is no evidence of demand.
+                unplaced = max(0, min(wanted, room, max(min_nodes, math.ceil(
+                    max(gear_gap - guessed, 0) / per_node))) - result.nodes)
+                if not urgent and unplaced > 0:
                     after = capacity + result.gears
                     relief = max(math.ceil(demand / band.scale_up_above) - after,
                                  demand + policy.headroom_gears - after, 0)

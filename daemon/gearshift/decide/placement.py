@@ -14,9 +14,11 @@ Every placement the pool allows is scored on what the planner knows about it:
 * **speed and price**: time-to-ready (measured, else the configured ``boot_time``) and
   ``cost_per_hour``. Normally the policy's order decides and cheap-but-slow is fine.
   When the pool is *urgent* (full now: gears are being refused) the nodes that relieve
-  it go to the fastest placements first: a placement overtakes a more preferred (often
-  cheaper) one when it is ready at least ``urgency.min_time_saved`` sooner; equal
-  speeds keep the policy's order. The rest of the shortfall follows the normal order.
+  it go first to the placements ready within ``urgency.max_wait``, where a placement
+  overtakes a more preferred (often cheaper) one when it is ready at least
+  ``urgency.min_time_saved`` sooner (equal speeds keep the policy's order); what they
+  cannot cover goes to the slower ones fastest first, burst-only ones included. The
+  rest of the shortfall follows the normal order.
 
 Every placement considered becomes a ``Candidate`` saying what happened to it and why,
 for ``plan --json`` and the status page. ``Usage`` is shared across pools in one
@@ -179,6 +181,19 @@ def urgent_order(options: list[Option], *, min_time_saved: float) -> list[Option
     return ordered
 
 
+def urgent_placements(options: list[Option], *, min_time_saved: float,
+                      max_wait: float | None) -> list[Option]:
+    """The order urgent nodes are placed in: those ready within ``max_wait`` in
+    ``urgent_order``, then the slower ones fastest first, burst-only included (recently
+    refusing providers after healthy ones). Without ``max_wait``: ``urgent_order``."""
+    if max_wait is None:
+        return urgent_order(options, min_time_saved=min_time_saved)
+    within = [o for o in options if o.time_to_ready <= max_wait]
+    beyond = sorted((o for o in options if o.time_to_ready > max_wait),
+                    key=lambda o: (o.recent_error is not None, o.time_to_ready, o.burst, o.index))
+    return urgent_order(within, min_time_saved=min_time_saved) + beyond
+
+
 def place(policy: PoolPolicy, *, providers: ProvidersFile, statuses: Mapping[str, ProviderStatus],
           usage: Usage, min_nodes: int, shortfall_gears: int, max_nodes: int,
           now: float = 0.0, urgent_gears: int = 0) -> PlacementResult:
@@ -208,7 +223,8 @@ def place(policy: PoolPolicy, *, providers: ProvidersFile, statuses: Mapping[str
 
     urgent_left = min(max(urgent_gears, 0), max(shortfall_gears, 0))
     if urgent_left > 0 and policy.urgency.enabled:
-        fast = urgent_order(options, min_time_saved=policy.urgency.min_time_saved)
+        fast = urgent_placements(options, min_time_saved=policy.urgency.min_time_saved,
+                                 max_wait=policy.urgency.max_wait)
         for option in fast:
             if urgent_left <= 0:
                 break
@@ -222,7 +238,8 @@ def place(policy: PoolPolicy, *, providers: ProvidersFile, statuses: Mapping[str
         take(option, wanted)
 
     ranks = {id(o): i + 1 for i, o in enumerate(
-        urgent_order(options, min_time_saved=policy.urgency.min_time_saved)
+        urgent_placements(options, min_time_saved=policy.urgency.min_time_saved,
+                          max_wait=policy.urgency.max_wait)
         if urgent_note else normal)}
     candidates = tuple(_candidate(o, ranks[id(o)]) for o in sorted(options, key=lambda o: o.index))
     allocations = tuple(Allocation(o.spec.name, o.blueprint.name, o.taken, o.per_node)

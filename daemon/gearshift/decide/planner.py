@@ -10,10 +10,14 @@ For each pool, highest priority first:
    or an extra signal above its threshold. Nodes on their way count as capacity, so a
    pool is never scaled twice for the same demand. Draining nodes are reactivated
    before new ones are made; the rest are placed by ``placement.place``.
-   When the pool is full *now* (``urgency.full_at``), the nodes that relieve it go to the
-   fastest placements first. When no placement has room left, nodes of lower-priority
-   ``preemptible`` pools on a contested provider are drained to free their quota
-   (``decide.preempt``).
+   Unplaced gears a broker-side hook reports count as demand, so one scale-out covers
+   them (within ``step.max_up``, ``size.max`` and quotas). With no hook reporting, a pool
+   full *now* (``urgency.full_at``) hides how much is refused: each time it is still full
+   once the nodes of its last step are up, the step doubles; it resets once not full.
+   When the pool is full now, the nodes that relieve it go to the placements ready within
+   ``urgency.max_wait``, then to the fastest (``decide.placement``). When no placement
+   has room left, nodes of lower-priority ``preemptible`` pools on a contested provider
+   are drained to free their quota (``decide.preempt``).
 3. Shrink only when every fact is fresh, nothing is booting, density has been below the
    band for the stabilisation window and both cooldowns have passed: drain the victims
    the strategy picks, never below the floor, never more than the drain budgets (pool and
@@ -143,8 +147,16 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     floor, floor_why = scheduled_floor(policy, now)
     active_gears, capacity_now = view.active_gears, view.capacity_gears
     density = active_gears / capacity_now if capacity_now else None
-    requested = sum(r.gears for r in snapshot.requests if r.pool == name and r.expires_at > now)
-    demand = active_gears + view.draining_gears + requested
+    requested = unplaced_reported = 0
+    hook_reports = False  # a broker-side hook reports on this pool (0 included)
+    for r in snapshot.requests:
+        if r.pool == name and r.expires_at > now:
+            if r.unplaced:
+                unplaced_reported += r.gears
+                hook_reports = True
+            else:
+                requested += r.gears
+    demand = active_gears + view.draining_gears + requested + unplaced_reported
     capacity = capacity_now + view.booting_gears
     projected = demand / capacity if capacity else None
     want_gears = max(math.ceil(demand / band.target), demand + policy.headroom_gears)
@@ -164,6 +176,8 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     figures = (f"{active_gears}/{capacity_now} active gears on {len(view.active)} active nodes"
                + (f", {len(view.pending)} booting (+{view.booting_gears} slots)" if view.pending else "")
                + (f", {requested} gears requested" if requested else "")
+               + (f", {unplaced_reported} unplaced reported by broker"
+                  if unplaced_reported else "")
                + (f", {len(view.unknown)} unknown" if view.unknown else ""))
 
     actions, ended = ([], set()) if paused else finish_drains(view, ctx)
@@ -184,13 +198,31 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     pressure.extend(signals.up)
     if forecast.up:
         pressure.append(forecast.up)
+    # Full now, nothing on its way and no broker saying how much it refuses: the last
+    # step was not enough, so double it. (While nodes boot they count as capacity.)
+    full_at = policy.urgency.full_at
+    full_now = capacity_now > 0 and active_gears / capacity_now >= full_at
+    geometric = full_now and not hook_reports and evidence and not view.pending
+    full_step = max(1, 2 * memory.full_step) if geometric else 0
+    if geometric:
+        pressure.append(f"full now (active density now {active_gears / capacity_now:.2f} >= "
+                        f"{full_at:.2f}) and no unplaced gears reported: step "
+                        + (f"{full_step} nodes (twice the last)" if memory.full_step
+                           else "1 node at least"))
+    demand_seen = demand - unplaced_reported
+    short_seen = max(0, max(math.ceil(demand_seen / band.target),
+                            demand_seen + policy.headroom_gears) - capacity)
+    sizing = (f"{short_seen} gears short + {unplaced_reported} unplaced reported by broker"
+              if unplaced_reported else "")
     high_since = (memory.high_since if memory.high_since is not None else now) if pressure else None
     stable_up = bool(pressure) and high_since is not None and \
         now - high_since >= policy.stabilization.up
     cooldown_up_left = (policy.cooldown.up - (now - memory.last_scale_up)
                         if memory.last_scale_up is not None else 0.0)
     floor_gap = max(0, floor - size)
-    shortfall = max(want_gears - capacity, 1 if signals.up else 0) if pressure else 0
+    seen_short = max(want_gears - capacity, 1 if signals.up else 0) if pressure else 0
+    shortfall = max(seen_short, full_step * per_node) if pressure else 0
+    guessed = shortfall - seen_short  # a guess: never worth preempting another pool for
     # A spill round re-plans at the same instant after a provider refused part of a growth:
     # the nodes already made may end the pressure, but the growth decided is finished.
     spill_round = memory.last_scale_up == now and memory.growing_to is not None
@@ -218,7 +250,9 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
                       gear_gap=shortfall if stable_up and cooldown_up_left <= 0 else 0,
                       spill_round=spill_round, ongoing_drains=ongoing_drains, demand=demand,
                       capacity_now=capacity_now, capacity=capacity, want_gears=want_gears,
-                      per_node=per_node, figures=figures)
+                      per_node=per_node, figures=figures, guessed=guessed,
+                      sizing=sizing or (f"full, no broker report: {full_step} node step"
+                                        if full_step else ""))
         actions.extend(growth.actions)
         notes.extend(growth.notes)
         grew, placed_gears, reactivated = growth.grew, growth.placed_gears, growth.reactivated
@@ -262,6 +296,9 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
         last_scale_down=now if shrank or timed_out else memory.last_scale_down,
         low_since=low_since,
         high_since=high_since,
+        # A step taken while full is remembered for doubling; not full resets it.
+        full_step=(grew if grew else memory.full_step) if geometric
+        else memory.full_step if full_now and not hook_reports else 0,
     )
     if forecast.note:  # what predictive scaling read (forecast_only: what it would do)
         notes.append(forecast.note)

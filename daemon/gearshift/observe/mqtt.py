@@ -4,7 +4,9 @@ Topics under the configured prefix (default ``gearshift/v1``):
 
 * ``nodes/{identity}/facts``  retained JSON facts, see ``gearshift.wire.facts``;
 * ``nodes/{identity}/status`` ``online`` / ``offline`` (the agent's last will);
-* ``requests``                capacity requests (JSON ``{pool, gears, ttl, reason, id}``).
+* ``requests``                capacity requests (JSON ``{pool, gears, ttl, reason, id}``);
+* ``unplaced``                unplaced gears a broker-side hook reports
+  (JSON ``{pool, gears, source, ttl, reason}``, see ``observe.unplaced``).
 
 Retained messages give the whole fleet right after subscribing. Facts and status are
 subscribed at QoS 0: they are a state stream (every agent republishes on an interval and
@@ -46,6 +48,7 @@ import random
 import uuid
 from collections.abc import Callable, Collection
 from dataclasses import replace
+from typing import Any
 
 import aiomqtt
 import structlog
@@ -57,6 +60,7 @@ from gearshift.metrics import Metrics
 from gearshift.model import CapacityRequest, NodeFacts
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.requests import RequestBook, parse_capacity_request
+from gearshift.observe.unplaced import parse_unplaced, record_unplaced
 from gearshift.settings import MqttSettings, TrustSettings
 from gearshift.wire import topics
 from gearshift.wire.facts import parse_facts
@@ -167,6 +171,9 @@ class MqttFactSource:
         if rest == ["requests"]:
             self._request(payload, now, retained)
             return
+        if rest == ["unplaced"]:
+            self._unplaced(payload, now, retained)
+            return
         if len(rest) != 3 or rest[0] != "nodes" or not rest[1]:
             raise BadMessage("unknown_topic", topic[:200])
         identity, kind = rest[1], rest[2]
@@ -209,18 +216,36 @@ class MqttFactSource:
         elif kind != "command":
             raise BadMessage("unknown_topic", topic[:200])
 
-    def _request(self, payload: bytes, now: float, retained: bool) -> None:
-        if self.requests is None or not payload:
-            return  # an empty payload clears a retained message: nothing to ask for
+    def _json_request(self, payload: bytes, retained: bool) -> Any:
         if retained:
             # A retained request would come back, with a new expiry, on every reconnect.
             raise BadMessage("retained_request", "capacity requests must not be retained")
         if len(payload) > self.settings.max_payload:
             raise BadMessage("too_large", f"{len(payload)} bytes")
         try:
-            data = jsonlimits.loads(payload)
+            return jsonlimits.loads(payload)
         except (ValueError, RecursionError) as exc:
             raise BadMessage("invalid_json", str(exc)[:80]) from exc
+
+    def _unplaced(self, payload: bytes, now: float, retained: bool) -> None:
+        if self.requests is None or not payload:
+            return
+        data = self._json_request(payload, retained)
+        pools = self.pool_names() if self.pool_names is not None else None
+        try:
+            body = parse_unplaced(data, pools=pools)
+        except TypeError as exc:
+            raise BadMessage("not_an_object", str(exc)) from exc
+        except ValueError as exc:
+            raise BadMessage("bad_request", str(exc)[:120]) from exc
+        record_unplaced(self.requests, body, now=now)
+        if self.on_facts is not None:
+            self.on_facts()
+
+    def _request(self, payload: bytes, now: float, retained: bool) -> None:
+        if self.requests is None or not payload:
+            return  # an empty payload clears a retained message: nothing to ask for
+        data = self._json_request(payload, retained)
         pools = self.pool_names() if self.pool_names is not None else None
         request_id = data.pop("id", None) if isinstance(data, dict) else None
         try:
@@ -280,7 +305,8 @@ class MqttFactSource:
         marker = topics.sync(self.prefix, client.identifier)
         wanted = [(topics.all_nodes(self.prefix, "facts"), 0),
                   (topics.all_nodes(self.prefix, "status"), 0),
-                  (topics.requests(self.prefix), 1), (marker, 0)]
+                  (topics.requests(self.prefix), 1), (topics.unplaced(self.prefix), 1),
+                  (marker, 0)]
         check_granted(await client.subscribe(wanted), ", ".join(t for t, _ in wanted))
         self._marker = marker
 

@@ -153,16 +153,21 @@ class ScaleIn(Strict):
 class Urgency(Strict):
     """When a pool is full *now*, time-to-ready beats price for the nodes that relieve it.
 
-    The pool is urgent when its active density (demand over the capacity of its active
-    nodes, booting ones not counted: they are not here yet) is at or above ``full_at``.
-    The nodes needed to bring it back under ``scale_up_above`` then go to the fastest
-    placements first; a placement overtakes a more preferred one only when it is ready at
-    least ``min_time_saved`` sooner. Burst-only placements stay last whatever their speed.
+    The pool is urgent when its active density (demand, unplaced gears reported by the
+    broker included, over the capacity of its active nodes, booting ones not counted: they
+    are not here yet) is at or above ``full_at``. The nodes needed to bring it back under
+    ``scale_up_above`` then go first to the placements ready within ``max_wait``, in the
+    policy's order (a placement overtakes a more preferred one when it is ready at least
+    ``min_time_saved`` sooner; burst-only ones last); what those cannot cover goes to the
+    remaining placements fastest first, burst-only ones included. Rebalancing brings the
+    nodes back to cheaper placements later. ``max_wait: null`` keeps burst-only placements
+    last whatever their speed.
     """
 
     enabled: bool = True
     full_at: float = Field(0.95, gt=0, le=2)
     min_time_saved: Duration = 60.0
+    max_wait: Duration | None = 180.0
 
 
 class BurstReturnPolicy(Strict):

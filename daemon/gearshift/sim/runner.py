@@ -39,10 +39,12 @@ from gearshift.assembly import assemble
 from gearshift.clock import InstantClock
 from gearshift.model import Drain, Machine, Plan, ScaleOut
 from gearshift.observe.edges import EdgeWatch
+from gearshift.observe.unplaced import parse_unplaced, record_unplaced
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.schema import PolicySet, PoolPolicy
 from gearshift.records import DemandSample, Journal
 from gearshift.settings import ReconcileSettings, Settings
+from gearshift.sim.broker_hook import SimBrokerHook
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
 from gearshift.sim.trace import Trace, demand_buckets, split_trace
 from gearshift.sim.world import SimNode, SimWorld
@@ -68,6 +70,9 @@ class SimOptions:
     # The trace's first this-many seconds are not simulated: they are the demand history
     # the journal holds when the run starts, so predictive scaling forecasts from it.
     warmup: float = 0.0
+    # The broker-side hook reports the gears the broker could not place (off: the planner
+    # sees only what fits, as without a hook).
+    broker_hook: bool = True
 
 
 @dataclass
@@ -175,6 +180,7 @@ class Simulation:
         self.executor = self.parts.executor
         self.reconciler = self.parts.reconciler
         self.edges = EdgeWatch()
+        self.hook = SimBrokerHook(self.world) if options.broker_hook else None
         self.breaches: dict[str, list[float]] = defaultdict(list)
         self.reactions: dict[str, list[float]] = defaultdict(list)
         self.max_nodes: Counter[str] = Counter()
@@ -202,6 +208,19 @@ class Simulation:
                 changed = True
         self._published = (world.version, self._until())
         return changed
+
+    def _report_unplaced(self, now: float) -> bool:
+        """The hook's reports, through the parser HTTP and MQTT use; True when one says
+        gears are unplaced (a report over HTTP wakes the reconciler)."""
+        if self.hook is None:
+            return False
+        pools = {p.name for p in self.policies.pools}
+        wake = False
+        for body in self.hook.due(now):
+            report = parse_unplaced(body, pools=pools)
+            record_unplaced(self.reconciler.requests, report, now=now)
+            wake = wake or report.gears > 0
+        return wake
 
     def _until(self) -> float:
         upcoming = self.world.next_event()
@@ -317,11 +336,12 @@ class Simulation:
             if changed:
                 self._heartbeat(now)
                 crossed = self.edges.check(self.fleet, self.policies, now)
+            reported = self._report_unplaced(now)
             counted = self._score(now)
             if step == 0:  # facts are in: recover and read the journal back, as on election
                 self._heartbeat(now)
                 await self.parts.take_office()
-            if now >= next_reconcile or crossed:
+            if now >= next_reconcile or crossed or reported:
                 self._heartbeat(now)
                 plan = await self.reconciler.reconcile_once()
                 result.plans += 1
@@ -337,7 +357,8 @@ class Simulation:
                 step += 1  # the world moved: the next step may move it again
                 continue
             # Nothing changed: every step before the next event would score the same.
-            events = [next_reconcile, next_sample, self.world.next_event()]
+            events = [next_reconcile, next_sample, self.world.next_event(),
+                      self.hook.next_due() if self.hook is not None else None]
             if applied < len(times):
                 events.append(times[applied])
             following = min(steps, *(self._step_at(t) for t in events if t is not None))
@@ -423,5 +444,6 @@ class Simulation:
             "burst_returns": dict(sorted(self.burst_returns.items())),
             "simulated_seconds": end - self.options.start,
             "reconciles": plans,
+            "unplaced_reports": self.hook.reports if self.hook is not None else 0,
             "seed": self.options.seed,
         }

@@ -8,6 +8,7 @@ Everything lives under a configured prefix (``mqtt.prefix``, default ``gearshift
 * ``{prefix}/nodes/{identity}/reply``    an agent's replies when the broker has no MQTT 5;
 * ``{prefix}/daemon/{client id}/replies`` where the daemon asks for replies (MQTT 5);
 * ``{prefix}/requests``                  capacity requests;
+* ``{prefix}/unplaced``                  unplaced gears reported by a broker-side hook;
 * ``{prefix}/sync/{client id}``          the fact source's catch-up marker.
 """
 
@@ -37,6 +38,10 @@ def all_nodes(prefix: str, kind: NodeTopic) -> str:
 
 def requests(prefix: str) -> str:
     return f"{base(prefix)}/requests"
+
+
+def unplaced(prefix: str) -> str:
+    return f"{base(prefix)}/unplaced"
 
 
 def sync(prefix: str, client_id: str) -> str:
