@@ -203,7 +203,7 @@ class NodeCandidate:
     note: str
 
 
-DrainCause = Literal["scale_in", "preemption", "burst_return"]
+DrainCause = Literal["scale_in", "preemption", "burst_return", "consolidation"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +354,9 @@ class BurstReturn:
     provider: str  # where its replacement goes
     requested_at: float
     drained_at: float | None = None  # None: waiting for the replacement to come up
+    # burst_return: a burst-only node going home; consolidation: a node on a placement
+    # whose slots cost more than the replacement's (``decide.consolidate``)
+    cause: Literal["burst_return", "consolidation"] = "burst_return"
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,7 @@ class Simulation:
         self.max_nodes: Counter[str] = Counter()
         self.preemptions: Counter[tuple[str, str]] = Counter()  # (preempting, victim pool)
         self.burst_returns: Counter[str] = Counter()  # burst nodes a pool set out to replace
+        self.consolidations: Counter[str] = Counter()  # dearer nodes a pool set out to replace
 
     def _publish(self, now: float) -> bool:
         changed = False
@@ -196,7 +197,11 @@ class Simulation:
             if isinstance(action, Drain) and action.preempted_by is not None:
                 self.preemptions[(action.preempted_by, action.pool)] += 1
             elif isinstance(action, ScaleOut) and action.replaces:
-                self.burst_returns[action.pool] += len(action.replaces)
+                for identity in action.replaces:
+                    swap = plan.state.returns.get(identity)
+                    counter = (self.consolidations if swap is not None
+                               and swap.cause == "consolidation" else self.burst_returns)
+                    counter[action.pool] += 1
 
     def _note_reactions(self, plan: Plan, now: float) -> None:
         grown = {a.pool for a in plan.actions if a.kind in ("scale_out", "cancel_drain")}
@@ -292,6 +297,8 @@ class Simulation:
                             for by in sorted({b for b, _ in self.preemptions})},
             # Burst nodes each pool set out to replace on a preferred placement.
             "burst_returns": dict(sorted(self.burst_returns.items())),
+            # Nodes on dearer slots each pool set out to replace on a cheaper placement.
+            "consolidations": dict(sorted(self.consolidations.items())),
             "simulated_seconds": end - self.options.start,
             "reconciles": plans,
             "seed": self.options.seed,
