@@ -332,6 +332,9 @@ class PoolMemory:
     # Pool size before the last growth (reactivated nodes counted as growth): a spill round
     # at the same instant may add only what keeps the whole growth within step.max_up.
     grown_from: int | None = None
+    # When a drain last ran out of time: the down cooldown after it is never shortened
+    # by proportional scale-in (drains are slow or failing; going faster would not help).
+    drain_timed_out_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

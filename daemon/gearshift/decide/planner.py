@@ -247,6 +247,7 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
                     else size - reactivated) if grew else memory.grown_from,
         last_scale_up=now if grew else memory.last_scale_up,
         last_scale_down=now if shrank or timed_out else memory.last_scale_down,
+        drain_timed_out_at=now if timed_out else memory.drain_timed_out_at,
         low_since=low_since,
         high_since=high_since,
     )
