@@ -258,11 +258,11 @@ SCALE_IN = {"strategy": "fewest_gears", "drain_timeout": "20m", "max_concurrent_
     ("case", "active", "scale_in", "since_down", "expected", "why"),
     [
         # 40 nodes (2400 slots); 60 gears want 93 slots: 25.8x. Half the 38 excess nodes
-        # is 19, capped by max_concurrent_drains 8; cooldown 10m * 3 / 25.8 = 70s.
+        # is 19, capped by max_concurrent_drains 8; cooldown 10m / 25.8 = 23s.
         ("large excess", 60, SCALE_IN, 120, 8,
          "2400 slots is 25.8x the 93 wanted (>= 3x): step 2 -> 19 (half the 38 excess nodes), "
-         "cooldown down 10m -> 1m10s; drain budgets still apply"),
-        ("within the shorter cooldown", 60, SCALE_IN, 60, 0, "cooldown down 10s left"),
+         "cooldown down 10m -> 23s; drain budgets still apply"),
+        ("within the shorter cooldown", 60, SCALE_IN, 10, 0, "cooldown down 13s left"),
         ("the drain budget still caps it", 60, {**SCALE_IN, "max_concurrent_drains": 3}, 120,
          3, "step 2 -> 19"),
         ("switched off", 60, {**SCALE_IN, "proportional": {"enabled": False}}, 120, 0,
@@ -302,6 +302,27 @@ def test_victims_follow_the_strategy(strategy: str, expected: list[str]) -> None
              node("c", active=2, total=4, created_at=100),
              *nodes(7, active=3, created_at=150, prefix="z", total=50, owned=False)]
     policies = policy_set(pool(scale_in={"strategy": strategy}))
+    assert drains(plan(snapshot(fleet), policies, now=NOW, state=low_memory(3600))) == expected
+
+
+@pytest.mark.parametrize(
+    ("scale_in", "expected"),
+    [
+        # The default weighs cost per active-gear slot: d (rack, 0.02/h for 10 slots) is
+        # the dearest slot; a and b (vSphere, 0.06/h for 60) tie, b has fewer gears.
+        ({}, ["d", "b"]),
+        ({"strategy": "costliest_per_slot"}, ["d", "b"]),
+        ({"strategy": "costliest_first"}, ["a", "b"]),  # the dearest node, whatever its size
+        ({"strategy": "fewest_gears"}, ["b", "d"]),
+    ],
+)
+def test_the_default_victims_are_the_dearest_slots(scale_in: dict[str, Any],
+                                                   expected: list[str]) -> None:
+    fleet = [node("a", active=3, total=9, provider="vsphere-dc1"),
+             node("b", active=1, total=2, provider="vsphere-dc1"),
+             node("d", active=2, total=4, max_gears=10),
+             *nodes(7, active=3, prefix="z", total=50, owned=False)]
+    policies = policy_set(pool(scale_in=scale_in))
     assert drains(plan(snapshot(fleet), policies, now=NOW, state=low_memory(3600))) == expected
 
 

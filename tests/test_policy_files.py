@@ -40,6 +40,9 @@ POLICY_SETS = [
        ROOT / f"policies/examples/scenarios/{name}/providers.yaml"]
       for name in ("quota-spill", "ec2-capacity", "preemption", "burst-return", "slow-drain",
                    "drain-cancelled")),
+    *([ROOT / f"policies/examples/scenarios/{name}/pools",
+       ROOT / f"policies/examples/scenarios/{name}/providers.yaml"]
+      for name in ("rebalance", "urgent-week")),
 ]
 
 

@@ -234,21 +234,26 @@ def _make_cheaper(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
                if not o.burst]
     if not options:
         return None, [], ""
-    cheapest = min(o.spec.cost_per_hour / max(1, o.per_node) for o in options)
+    cheapest = min(slot_cost(o.spec.cost_per_hour, o.per_node) for o in options)
 
-    def dear(n: Node) -> bool:
+    def per_slot(n: Node) -> float:
         assert n.facts is not None
-        return slot_cost(node_cost(ctx, n), n.facts.max_active_gears) > cheapest
+        return slot_cost(node_cost(ctx, n), n.facts.max_active_gears)
 
-    dearer = [n for n in nodes if dear(n)]
+    dearer = [n for n in nodes if per_slot(n) > cheapest]
     if not dearer:
         return None, [], ""
-    usable = [o for o in options if o.status.available and o.recent_error is None
+    dearest = max(per_slot(n) for n in dearer)
+    cheaper = [o for o in options if slot_cost(o.spec.cost_per_hour, o.per_node) < dearest]
+    usable = [o for o in cheaper if o.status.available and o.recent_error is None
               and o.free > 0]
     if not usable:
-        why = "; ".join(f"{o.spec.name} {'full (' + o.limit_note + ')' if o.free <= 0 else 'unavailable'}"
-                        for o in options)
-        return None, [], f"consolidate: {len(dearer)} node(s) on dearer slots, no cheaper room ({why})"
+        why = "; ".join(
+            f"{o.spec.name} " + (f"full ({o.limit_note})" if o.free <= 0 else
+                                 o.recent_error or o.status.why_unavailable or "unavailable")
+            for o in cheaper)
+        return None, [], (f"consolidate: {len(dearer)} node(s) on dearer slots, no cheaper "
+                          f"placement has room ({why})")
     target = min(usable, key=lambda o: (slot_cost(o.spec.cost_per_hour, o.per_node), o.index))
     spec = target.spec
     young = 0
@@ -293,7 +298,8 @@ def _make_cheaper(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
                    f"{slot_cost(o.spec.cost_per_hour, o.per_node):.3g}/h per slot"
                    if o is target else
                    f"skipped: {slot_cost(o.spec.cost_per_hour, o.per_node):.3g}/h per slot"
-                   + ("" if o in usable else " but no room")),
+                   + ("" if o in usable else ", not cheaper" if o not in cheaper
+                      else ", no room or unavailable")),
                   rank=rank, cost_per_hour=o.spec.cost_per_hour, time_to_ready=o.time_to_ready)
         for rank, o in enumerate(options, start=1))
     each = "; ".join(

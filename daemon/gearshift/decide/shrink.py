@@ -3,8 +3,8 @@ victims (``decide.scale_in`` orders them) with the candidates weighed, as drains
 
 Proportional scale-in: when the active slots are many times what the pool wants
 (``scale_in.proportional.above``), the excess is not a wobble. The step may drain up to
-half the excess nodes (not just ``step.max_down``) and the down cooldown shrinks by the
-same ratio; stabilisation, the floor, ``max_concurrent_drains``, the disruption budgets
+half the excess nodes (not just ``step.max_down``) and the down cooldown is divided by
+the ratio; stabilisation, the floor, ``max_concurrent_drains``, the disruption budgets
 and the drain rules are unchanged, so every drain still moves gears away before a node
 goes. The drain's reason says so, with the figures.
 """
@@ -35,7 +35,7 @@ class Pace:
 def pace(policy: PoolPolicy, *, capacity: int, want_gears: int, per_node: int) -> Pace:
     """``step.max_down`` and ``cooldown.down``, or, when capacity is at least
     ``proportional.above`` times the slots wanted, half the excess nodes and the cooldown
-    divided by ``ratio / above``."""
+    divided by that ratio."""
     base = Pace(step=policy.step.max_down, cooldown=policy.cooldown.down)
     rule = policy.scale_in.proportional
     if not rule.enabled or capacity <= 0:
@@ -45,7 +45,7 @@ def pace(policy: PoolPolicy, *, capacity: int, want_gears: int, per_node: int) -
         return base
     excess = (capacity - want_gears) // max(1, per_node)
     step = max(base.step, math.ceil(excess / 2))
-    cooldown = float(round(base.cooldown * rule.above / ratio)) if math.isfinite(ratio) else 0.0
+    cooldown = float(round(base.cooldown / ratio)) if math.isfinite(ratio) else 0.0
     times = f"{ratio:.1f}x" if math.isfinite(ratio) else "any multiple of"
     note = (f"proportional scale-in: {capacity} slots is {times} the {want_gears} wanted "
             f"(>= {rule.above:g}x): step {base.step} -> {step} (half the {excess} excess "

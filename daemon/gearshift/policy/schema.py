@@ -146,9 +146,10 @@ class ProportionalScaleIn(Strict):
 
     When the pool's active slots are at least ``above`` times the slots it wants (its
     target density and headroom), a scale-in step may drain up to half the excess nodes
-    (instead of ``step.max_down``) and the down cooldown shrinks by the same ratio
-    (``cooldown.down * above / ratio``). Stabilisation, the floor, the drain budgets
-    (``max_concurrent_drains``, disruption budgets) and the drain rules still apply.
+    (instead of ``step.max_down``) and the down cooldown is divided by that ratio.
+    Stabilisation, the floor, the drain budgets (``max_concurrent_drains``, disruption
+    budgets) and the drain rules still apply; after a drain that ran out of time the full
+    cooldown does too.
     """
 
     enabled: bool = True
