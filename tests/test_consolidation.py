@@ -60,7 +60,7 @@ def test_web_moves_back_to_the_rack_once_it_has_room_make_before_break() -> None
     assert without.report["consolidations"] == {}
     assert report["unmet_gear_seconds"] <= without.report["unmet_gear_seconds"]
     seconds, before = report["node_seconds"], without.report["node_seconds"]
-    assert seconds["vsphere-dc1"] < 0.75 * before["vsphere-dc1"]
+    assert seconds["vsphere-dc1"] < 0.8 * before["vsphere-dc1"]
     assert report["cost"] < 0.95 * without.report["cost"]
 
 
@@ -125,10 +125,10 @@ def test_proportional_scale_in_is_faster_and_within_the_drain_budget() -> None:
         assert r.report["violations"] == ZERO
         assert drains_at_once(r, "api") <= 2  # max_concurrent_drains
     after = [e for e in run.ok("drain") if e.at > 5400]
-    # Proportional while the slots are at least 3x the 308 wanted, then the usual pace.
+    # Proportional while the slots are at least 2x the 308 wanted, then the usual pace.
     fast = [e for e in after if "proportional scale-in" in e.reason]
     assert len(fast) >= 10 and after[:len(fast)] == fast
-    assert "5.8x the 308 wanted (>= 3x)" in after[0].reason
+    assert "5.8x the 308 wanted (>= 2x)" in after[0].reason
     assert "cooldown down 10m -> 1m43s" in after[0].reason
     slow = [e for e in steady.ok("drain") if e.at > 5400]
     assert not [e for e in slow if "proportional" in e.reason]

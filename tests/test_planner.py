@@ -260,15 +260,15 @@ SCALE_IN = {"strategy": "fewest_gears", "drain_timeout": "20m", "max_concurrent_
         # 40 nodes (2400 slots); 60 gears want 93 slots: 25.8x. Half the 38 excess nodes
         # is 19, capped by max_concurrent_drains 8; cooldown 10m / 25.8 = 23s.
         ("large excess", 60, SCALE_IN, 120, 8,
-         "2400 slots is 25.8x the 93 wanted (>= 3x): step 2 -> 19 (half the 38 excess nodes), "
+         "2400 slots is 25.8x the 93 wanted (>= 2x): step 2 -> 19 (half the 38 excess nodes), "
          "cooldown down 10m -> 23s; drain budgets still apply"),
         ("within the shorter cooldown", 60, SCALE_IN, 10, 0, "cooldown down 13s left"),
         ("the drain budget still caps it", 60, {**SCALE_IN, "max_concurrent_drains": 3}, 120,
          3, "step 2 -> 19"),
         ("switched off", 60, {**SCALE_IN, "proportional": {"enabled": False}}, 120, 0,
          "cooldown down 8m left"),
-        # 600 gears want 924 slots: 2.6x < 3x: the usual step and cooldown.
-        ("a small excess is a wobble", 600, SCALE_IN, 900, 2, "shrinking: draining 2 node(s)"),
+        # 900 gears want 1385 slots: 1.7x < 2x: the usual step and cooldown.
+        ("a small excess is a wobble", 900, SCALE_IN, 900, 2, "shrinking: draining 2 node(s)"),
     ],
 )
 def test_proportional_scale_in(case: str, active: int, scale_in: dict[str, Any],

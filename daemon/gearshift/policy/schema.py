@@ -153,7 +153,7 @@ class ProportionalScaleIn(Strict):
     """
 
     enabled: bool = True
-    above: float = Field(3.0, gt=1)
+    above: float = Field(2.0, gt=1)
 
 
 class ScaleIn(Strict):
