@@ -30,12 +30,13 @@ runs after every pool's own planning, on the quota they left: growth beats a che
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from dataclasses import replace
 
 from gearshift.decide.burst_return import make_return, node_cost
 from gearshift.decide.context import PlanContext, PoolReading
-from gearshift.decide.placement import Option, normal_order, options_for
+from gearshift.decide.placement import normal_order, options_for
 from gearshift.durations import format_duration
 from gearshift.model import (
     Action,
@@ -118,22 +119,24 @@ def plan_swaps(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
         settings = settings_of(policy, cause)
         if making or not settings.enabled:
             continue
-        candidates = (view.burst if cause == "burst_return"
-                      else _dear_nodes(policy, ctx=ctx, returns=returns))
-        if not candidates:
+        if cause == "burst_return" and not view.burst:
             continue
         blockers = _calm(policy, ctx=ctx, reading=reading, memory=memory,
                          paused_until=paused_until, stable_for=settings.stable_for)
-        if cause == "consolidation":
-            blockers.extend(_could_shrink(policy, ctx=ctx, reading=reading))
+        if cause == "consolidation" and not blockers:
+            blockers = _could_shrink(policy, ctx=ctx, reading=reading)
         if blockers:
+            continue
+        # Only a calm pool pays for the pass over its nodes.
+        dear = [] if cause == "burst_return" else _dear_nodes(policy, ctx=ctx, returns=returns)
+        if cause == "consolidation" and not dear:
             continue
         if cause == "burst_return":
             action, chosen, note = make_return(policy, ctx=ctx, reading=reading,
                                                returns=returns)
         else:
             action, chosen, note = _make_cheaper(policy, ctx=ctx, reading=reading,
-                                                 returns=returns, nodes=candidates)
+                                                 returns=returns, nodes=dear)
         if action is not None:
             actions.append(action)
             making = True
@@ -206,23 +209,40 @@ def slot_cost(cost_per_hour: float, slots: int) -> float:
     return cost_per_hour / max(1, slots)
 
 
-def saving_per_hour(node_cost_per_hour: float, node_slots: int, option: Option) -> float:
-    """Per hour, node's cost minus what its slots cost on ``option``."""
-    return node_cost_per_hour - slot_cost(option.spec.cost_per_hour, option.per_node) * node_slots
+Priced = tuple[Node, float]  # a node and what it costs per hour
 
 
 def _dear_nodes(policy: PoolPolicy, *, ctx: PlanContext,
-                returns: dict[str, BurstReturn]) -> list[Node]:
-    """Active nodes of ours on the pool's non-burst placements, not already being swapped
-    or drained: the ones consolidation may weigh."""
+                returns: dict[str, BurstReturn]) -> list[Priced]:
+    """Active nodes of ours on the pool's non-burst placements whose slots cost more than
+    the pool's cheapest placement's (by its blueprint), not already being swapped or
+    drained: the ones consolidation may weigh. One pass, one dict lookup per node; a
+    pool with one non-burst placement has none."""
+    per_slot = []
+    for placement in policy.placement:
+        spec = ctx.providers.provider(placement.provider)
+        blueprint = ctx.providers.blueprint(placement.blueprint)
+        if not placement.burst_only and spec is not None and blueprint is not None:
+            per_slot.append(slot_cost(spec.cost_per_hour, blueprint.expected_max_active_gears))
+    if len(per_slot) < 2:
+        return []
+    cheapest = min(per_slot)
     burst = {p.provider for p in policy.placement if p.burst_only}
-    return [n for n in ctx.views[policy.name].active
-            if n.machine is not None and n.facts is not None and n.machine.provider not in burst
-            and n.identity not in returns and n.identity not in ctx.taken]
+    rates = {spec.name: spec.cost_per_hour for spec in ctx.providers.providers}
+    dear: list[Priced] = []
+    for n in ctx.views[policy.name].active:
+        machine, facts = n.machine, n.facts
+        if machine is None or facts is None or machine.provider in burst:
+            continue
+        rate = rates.get(machine.provider, 0.0)
+        if slot_cost(rate, facts.max_active_gears) > cheapest and n.identity not in returns \
+                and n.identity not in ctx.taken:
+            dear.append((n, rate))
+    return dear
 
 
 def _make_cheaper(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
-                  returns: dict[str, BurstReturn], nodes: Sequence[Node]
+                  returns: dict[str, BurstReturn], nodes: Sequence[Priced]
                   ) -> tuple[ScaleOut | None, list[str], str]:
     """The ScaleOut on the cheapest placement (per slot) with room, the nodes it replaces,
     and a note when something dearer stays and why."""
@@ -236,14 +256,16 @@ def _make_cheaper(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
         return None, [], ""
     cheapest = min(slot_cost(o.spec.cost_per_hour, o.per_node) for o in options)
 
-    def per_slot(n: Node) -> float:
-        assert n.facts is not None
-        return slot_cost(node_cost(ctx, n), n.facts.max_active_gears)
-
-    dearer = [n for n in nodes if per_slot(n) > cheapest]
+    dearer: list[Priced] = []
+    dearest = 0.0
+    for priced in nodes:
+        node, rate = priced
+        cost = slot_cost(rate, node.facts.max_active_gears if node.facts else 0)
+        if cost > cheapest:
+            dearer.append(priced)
+            dearest = max(dearest, cost)
     if not dearer:
         return None, [], ""
-    dearest = max(per_slot(n) for n in dearer)
     cheaper = [o for o in options if slot_cost(o.spec.cost_per_hour, o.per_node) < dearest]
     usable = [o for o in cheaper if o.status.available and o.recent_error is None
               and o.free > 0]
@@ -256,14 +278,15 @@ def _make_cheaper(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
                           f"placement has room ({why})")
     target = min(usable, key=lambda o: (slot_cost(o.spec.cost_per_hour, o.per_node), o.index))
     spec = target.spec
+    target_slot = slot_cost(spec.cost_per_hour, target.per_node)
     young = 0
     scored: list[tuple[float, Node]] = []
     small: list[tuple[float, Node]] = []
-    for node in dearer:
+    for node, rate in dearer:
         assert node.facts is not None and node.machine is not None
         if node.machine.provider == spec.name:
             continue
-        saving = saving_per_hour(node_cost(ctx, node), node.facts.max_active_gears, target)
+        saving = rate - target_slot * node.facts.max_active_gears  # its slots, there
         if saving <= 0:
             continue
         created = node.machine.created_at
@@ -288,9 +311,8 @@ def _make_cheaper(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
     if limit <= 0:
         return None, [], (f"consolidate: not now: the pool is at its max {policy.size.max}: "
                           f"no room to make before breaking")
-    scored.sort(key=lambda s: (-s[0], s[1].facts.gears.total if s[1].facts else 0,
-                               s[1].identity))
-    chosen = scored[:limit]
+    chosen = heapq.nsmallest(limit, scored, key=lambda s: (
+        -s[0], s[1].facts.gears.total if s[1].facts else 0, s[1].identity))
     ctx.usage.claim(name, spec.name, len(chosen))
     candidates = tuple(
         Candidate(o.spec.name, o.blueprint.name, len(chosen) if o is target else 0, o.free,

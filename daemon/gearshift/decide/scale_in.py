@@ -22,20 +22,20 @@ from gearshift.policy.schema import PoolPolicy, ProvidersFile
 
 def _sort_key(strategy: str, providers: ProvidersFile
               ) -> Callable[[Node], tuple[float, float, str]]:
+    rates = {spec.name: spec.cost_per_hour for spec in providers.providers}  # one lookup each
+
     def key(node: Node) -> tuple[float, float, str]:
         facts, machine = node.facts, node.machine
         assert facts is not None and machine is not None
         if strategy == "costliest_per_slot":
-            spec = providers.provider(machine.provider)
-            per_slot = (spec.cost_per_hour if spec else 0.0) / max(1, facts.max_active_gears)
+            per_slot = rates.get(machine.provider, 0.0) / max(1, facts.max_active_gears)
             return (-per_slot, float(facts.gears.total), node.identity)
         if strategy == "oldest":
             value = machine.created_at or 0.0
         elif strategy == "newest":
             value = -(machine.created_at or 0.0)
         elif strategy == "costliest_first":
-            spec = providers.provider(machine.provider)
-            value = -(spec.cost_per_hour if spec else 0.0)
+            value = -rates.get(machine.provider, 0.0)
         else:  # fewest_gears: the fewest gears to move, idle and stopped included
             value = float(facts.gears.total)
         return (value, 0.0, node.identity)
