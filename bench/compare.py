@@ -9,10 +9,12 @@ it simulates the trace twice with the same seed:
   headroom, schedules, burst-and-return, preemption where a pool allows it);
 * **baseline**: the same pools cut down to what a plain threshold autoscaler does: the
   first preferred placement only (one provider), the density band only (no headroom, no
-  schedules, no extra signals), no urgency, no burst-and-return, nothing preemptible.
+  schedules, no extra signals), no urgency, no burst-and-return, no consolidation, no
+  proportional scale-in, nothing preemptible.
 
-and, to show what each feature is worth on its own (all but the week-long trace),
-**no urgency** and **no burst-and-return**: the full policy with just that one switched off.
+and, to show what each feature is worth on its own (all but the diurnal week),
+**no urgency**, **no burst-and-return** and **no consolidation**: the full policy with
+just that one switched off.
 
 Those use seed 1. The full policy also runs with seeds 2 and 3, and each of its three runs
 is measured against the yardsticks of ``bench/bounds.py`` (computed once per trace, they
@@ -63,6 +65,9 @@ def baseline_pool(policy: PoolPolicy) -> PoolPolicy:
         "preemptible": False,
         "urgency": policy.urgency.model_copy(update={"enabled": False}),
         "burst_return": policy.burst_return.model_copy(update={"enabled": False}),
+        "consolidation": policy.consolidation.model_copy(update={"enabled": False}),
+        "scale_in": policy.scale_in.model_copy(update={
+            "proportional": policy.scale_in.proportional.model_copy(update={"enabled": False})}),
     })
 
 
@@ -134,6 +139,7 @@ def compare(directory: Path, seed: int, *, ablations: bool) -> dict[str, Any]:
     if ablations:
         row["no_urgency"] = simulate(directory, without(policies, "urgency"), seed)
         row["no_burst_return"] = simulate(directory, without(policies, "burst_return"), seed)
+        row["no_consolidation"] = simulate(directory, without(policies, "consolidation"), seed)
     runs = [row["full"] if s == seed else simulate(directory, policies, s) for s in SEEDS]
     row["vs_bounds"] = against_bounds(directory, policies, runs)
     return row
@@ -163,9 +169,9 @@ def main() -> None:
     directories = [EXAMPLES / "flash-crowd", EXAMPLES / "diurnal-week",
                    *sorted(p for p in (EXAMPLES / "scenarios").iterdir() if p.is_dir())]
     rows = [compare(d, seed=1, ablations=d.name != "diurnal-week") for d in directories]
-    variants = ("full", "baseline", "no_urgency", "no_burst_return")
-    labels = "".join(f"{v:>11}" for v in ("full", "baseline", "-urgency", "-return"))
-    print(f"{'':<28}{'unmet gear-hours':^44}{'cost':^44}")
+    variants = ("full", "baseline", "no_urgency", "no_burst_return", "no_consolidation")
+    labels = "".join(f"{v:>11}" for v in ("full", "baseline", "-urgency", "-return", "-consol"))
+    print(f"{'':<28}{'unmet gear-hours':^55}{'cost':^55}")
     print(f"{'example':<28}{labels}{labels}{'violations':>11}")
     for row in rows:
         unmet = "".join(f"{row[v]['unmet_gear_seconds'] / 3600:>11.1f}" if v in row

@@ -9,6 +9,9 @@ sized for a fleet of about 200 nodes at peak.
 large (``write_large``): 20 pools of the diurnal-week shape, peaks spread over the day,
 about 2 000 nodes at peak; pools, providers and trace are written together, and
 bench/simulate.py makes them in a temporary directory when it runs (nothing committed).
+scenarios/urgent-week: a web pool that jumps each weekday at 09:00 (urgent: its nodes go
+to the fast, dear vSphere) and a night batch pool on the shared rack that runs late on
+Tuesdays and Thursdays (web spills to vSphere until the rack frees up at 11:00).
 """
 
 from __future__ import annotations
@@ -140,9 +143,28 @@ def write_large(directory: Path, pools: int = LARGE_POOLS) -> None:
     write(directory / "trace.csv", large_fleet(pools))
 
 
+def urgent_week() -> list[tuple[int, str, int]]:
+    rng = random.Random(13)
+    rows = []
+    for t in range(0, 7 * 86400, 1800):
+        day, second = divmod(t, 86400)
+        hour = second / 3600
+        weekend = day >= 5  # the trace starts on a Monday
+        if weekend:
+            web = 800 if 11 <= hour < 20 else 300
+        else:
+            web = 1500 if 9 <= hour < 17 else 700 if 17 <= hour < 22 else 300
+        late = day in (1, 3)  # Tuesday and Thursday: the night batch runs until 11:00
+        batch = 700 if not weekend and (hour >= 20 or hour < (11 if late else 8)) else 40
+        rows.append((t, "web", int(web * rng.uniform(0.97, 1.03))))
+        rows.append((t, "batch", int(batch * rng.uniform(0.97, 1.03))))
+    return rows
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--large"] and len(sys.argv) == 3:
         write_large(Path(sys.argv[2]))
     else:
         write(EXAMPLES / "flash-crowd" / "trace.csv", flash_crowd())
         write(EXAMPLES / "diurnal-week" / "trace.csv", diurnal_week())
+        write(EXAMPLES / "scenarios" / "urgent-week" / "trace.csv", urgent_week())

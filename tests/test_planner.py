@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 import pytest
 
@@ -242,9 +243,48 @@ def test_scale_in_keeps_headroom() -> None:
 def test_cooldown_down_counts_from_the_last_scale_up() -> None:
     memory = PlannerState(pools={"small": PoolMemory(low_since=NOW - 3600,
                                                      last_scale_up=NOW - 599)})
-    result = plan(snapshot(nodes(10, active=6)), policy_set(pool()), now=NOW, state=memory)
+    # 60 gears on 600 slots is 6.5x the 93 wanted: proportional scale-in (on by default)
+    # would shorten the cooldown; off here, the full 10m counts.
+    steady = pool(scale_in={"strategy": "fewest_gears", "proportional": {"enabled": False}})
+    result = plan(snapshot(nodes(10, active=6)), policy_set(steady), now=NOW, state=memory)
     assert drains(result) == []
     assert "cooldown down 1s left" in result.pools["small"].summary
+
+
+SCALE_IN = {"strategy": "fewest_gears", "drain_timeout": "20m", "max_concurrent_drains": 8}
+
+
+@pytest.mark.parametrize(
+    ("case", "active", "scale_in", "since_down", "expected", "why"),
+    [
+        # 40 nodes (2400 slots); 60 gears want 93 slots: 25.8x. Half the 38 excess nodes
+        # is 19, capped by max_concurrent_drains 8; cooldown 10m / 25.8 = 23s.
+        ("large excess", 60, SCALE_IN, 120, 8,
+         "2400 slots is 25.8x the 93 wanted (>= 2x): step 2 -> 19 (half the 38 excess nodes), "
+         "cooldown down 10m -> 23s; drain budgets still apply"),
+        ("within the shorter cooldown", 60, SCALE_IN, 10, 0, "cooldown down 13s left"),
+        ("the drain budget still caps it", 60, {**SCALE_IN, "max_concurrent_drains": 3}, 120,
+         3, "step 2 -> 19"),
+        ("switched off", 60, {**SCALE_IN, "proportional": {"enabled": False}}, 120, 0,
+         "cooldown down 8m left"),
+        # 900 gears want 1385 slots: 1.7x < 2x: the usual step and cooldown.
+        ("a small excess is a wobble", 900, SCALE_IN, 900, 2, "shrinking: draining 2 node(s)"),
+    ],
+)
+def test_proportional_scale_in(case: str, active: int, scale_in: dict[str, Any],
+                               since_down: float, expected: int, why: str) -> None:
+    fleet = [node(f"n{i:02d}", active=active // 40 + (1 if i < active % 40 else 0))
+             for i in range(40)]
+    memory = PlannerState(pools={"small": PoolMemory(low_since=NOW - 3600,
+                                                     last_scale_down=NOW - since_down)})
+    policies = policy_set(pool(scale_in=scale_in, size={"min": 2, "max": 60}))
+    result = plan(snapshot(fleet), policies, now=NOW, state=memory)
+    assert len(drains(result)) == expected, case
+    assert why in result.pools["small"].summary, result.pools["small"].summary
+    reasons = [a.reason for a in result.actions if isinstance(a, Drain)]
+    proportional = "proportional scale-in" in result.pools["small"].summary
+    assert proportional == (expected > 2)
+    assert all(("proportional scale-in" in r) == proportional for r in reasons)
 
 
 @pytest.mark.parametrize(
@@ -262,6 +302,27 @@ def test_victims_follow_the_strategy(strategy: str, expected: list[str]) -> None
              node("c", active=2, total=4, created_at=100),
              *nodes(7, active=3, created_at=150, prefix="z", total=50, owned=False)]
     policies = policy_set(pool(scale_in={"strategy": strategy}))
+    assert drains(plan(snapshot(fleet), policies, now=NOW, state=low_memory(3600))) == expected
+
+
+@pytest.mark.parametrize(
+    ("scale_in", "expected"),
+    [
+        # The default weighs cost per active-gear slot: d (rack, 0.02/h for 10 slots) is
+        # the dearest slot; a and b (vSphere, 0.06/h for 60) tie, b has fewer gears.
+        ({}, ["d", "b"]),
+        ({"strategy": "costliest_per_slot"}, ["d", "b"]),
+        ({"strategy": "costliest_first"}, ["a", "b"]),  # the dearest node, whatever its size
+        ({"strategy": "fewest_gears"}, ["b", "d"]),
+    ],
+)
+def test_the_default_victims_are_the_dearest_slots(scale_in: dict[str, Any],
+                                                   expected: list[str]) -> None:
+    fleet = [node("a", active=3, total=9, provider="vsphere-dc1"),
+             node("b", active=1, total=2, provider="vsphere-dc1"),
+             node("d", active=2, total=4, max_gears=10),
+             *nodes(7, active=3, prefix="z", total=50, owned=False)]
+    policies = policy_set(pool(scale_in=scale_in))
     assert drains(plan(snapshot(fleet), policies, now=NOW, state=low_memory(3600))) == expected
 
 

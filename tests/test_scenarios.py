@@ -128,13 +128,15 @@ def test_ec2_capacity_error_spills_backs_off_and_recovers() -> None:
     run = Run("ec2-capacity")
     report = run.report
     assert report["violations"] == ZERO
-    # t=600: EC2 (preferred, fast) makes 4 nodes; t=720: it refuses (capacity) and the
-    # rest goes to vSphere in the same reconcile.
+    # t=0..540: consolidation moves the seed nodes from EC2 (preferred, fast, 0.10/h) to
+    # vSphere (0.06/h); the t=600 jump reactivates two of them. t=780: EC2 makes 4 nodes,
+    # refuses the 5th (capacity) and the rest goes to vSphere in the same reconcile.
     refused = run.failed("scale_out")
-    assert min(e.at for e in refused) == 720 and {e.error for e in refused} == {"capacity"}
-    assert by_provider(run.ok("scale_out", at=720)) == {"vsphere-dc1": 5}
-    # Backed off (5m): the growth at t=960 goes to vSphere without asking EC2.
-    during = [e for e in run.events if e.kind == "scale_out" and 720 < e.at < 720 + 300]
+    first = min(e.at for e in refused)
+    assert first == 780 and {e.error for e in refused} == {"capacity"}
+    assert by_provider(run.ok("scale_out", at=first)) == {"ec2-east": 4, "vsphere-dc1": 1}
+    # Backed off (5m): the growth at t=900 goes to vSphere without asking EC2.
+    during = [e for e in run.events if e.kind == "scale_out" and first < e.at < first + 300]
     assert during and {provider_of(e) for e in during} == {"vsphere-dc1"}
     assert "ec2-east skipped: backed off" in during[0].reason
     # After the back-off, while vSphere is full, EC2 gets one-node probes only: refused
@@ -165,12 +167,17 @@ def test_critical_pool_preempts_the_preemptible_batch_pool_on_the_rack() -> None
     assert report["violations"] == ZERO  # batch never below its min of 4, nothing leaked
     # Critical (rack only) needs 5 more large nodes; the rack is full of batch nodes.
     assert report["preemptions"] == {"critical": {"batch": 5}}
-    preempted = [e for e in run.ok("drain") if e.pool == "batch"]
+    drained = [e for e in run.ok("drain") if e.pool == "batch"]
+    preempted = [e for e in drained
+                 if e.reason.startswith("preempted by pool critical (priority 200 > 10)")]
     assert len(preempted) == 5
-    assert all(e.reason.startswith("preempted by pool critical (priority 200 > 10)")
-               for e in preempted)
+    # The rest: once critical shrank (t=7200 on), batch moved its vSphere nodes back to
+    # the rack, one make-before-break swap at a time.
+    moved = [e for e in drained if e not in preempted]
+    assert moved and all("consolidate: its replacement on rack-a is up" in e.reason
+                         and provider_of(e) == "vsphere-dc1" and e.at > 7200 for e in moved)
     retired = {e.target for e in run.ok("retire") if e.pool == "batch"}
-    assert retired == {e.target for e in preempted}
+    assert retired == {e.target for e in drained}
     # Each victim was drained before its quota went to critical: make after break.
     critical_made = sorted(e.at for e in run.ok("scale_out") if e.pool == "critical")
     first_retire = min(e.at for e in run.ok("retire") if e.pool == "batch")
@@ -209,9 +216,9 @@ def test_a_restart_while_victims_drain_neither_preempts_again_nor_gives_them_bac
     # returned") and critical preempted them again: 7 preemptions, critical 60s later.
     assert restarted.report["preemptions"] == {"critical": {"batch": 5}}
     assert restarted.ok("cancel_drain") == []
-    retires = [e for e in restarted.ok("retire") if e.pool == "batch"]
-    assert len(retires) == 5 and all("(preempted by pool critical)" in e.reason
-                                     for e in retires)
+    retires = [e for e in restarted.ok("retire") if e.pool == "batch"
+               and "(preempted by pool critical)" in e.reason]
+    assert len(retires) == 5
     baseline = Run("preemption")
 
     def what(run: Run) -> list[tuple[float, str, str, str]]:

@@ -221,7 +221,7 @@ class NodeCandidate:
     note: str
 
 
-DrainCause = Literal["scale_in", "preemption", "burst_return"]
+DrainCause = Literal["scale_in", "preemption", "burst_return", "consolidation"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +358,9 @@ class PoolMemory:
     # Nodes the last growth asked for while the pool was full and no broker reported the
     # gears it refused: the next growth while it stays full asks for twice as many.
     full_step: int = 0
+    # When a drain last ran out of time: the down cooldown after it is never shortened
+    # by proportional scale-in (drains are slow or failing; going faster would not help).
+    drain_timed_out_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,6 +383,9 @@ class BurstReturn:
     provider: str  # where its replacement goes
     requested_at: float
     drained_at: float | None = None  # None: waiting for the replacement to come up
+    # burst_return: a burst-only node going home; consolidation: a node on a placement
+    # whose slots cost more than the replacement's (``decide.consolidate``)
+    cause: Literal["burst_return", "consolidation"] = "burst_return"
 
 
 @dataclass(frozen=True)

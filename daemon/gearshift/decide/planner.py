@@ -23,8 +23,9 @@ For each pool, highest priority first:
    the strategy picks, never below the floor, never more than the drain budgets (pool and
    provider), never so many that the pool would breach its target or headroom.
 
-Then, on the quota every pool left, burst-and-return (``decide.burst_return``) replaces
-burst nodes on preferred placements, make-before-break.
+Then, on the quota every pool left, swaps (``decide.consolidate``) replace burst nodes on
+preferred placements (burst-and-return) and nodes on dearer slots on the pool's cheapest
+placement with room (consolidation), make-before-break.
 
 Every action carries a reason with the figures behind it; drains and scale-outs carry
 the candidates considered and why each was chosen or skipped.
@@ -37,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from gearshift.decide.budget import DrainBudget
-from gearshift.decide.burst_return import plan_returns
+from gearshift.decide.consolidate import plan_swaps
 from gearshift.decide.context import PlanContext, PoolReading
 from gearshift.decide.drains import finish_drains
 from gearshift.decide.forecast_need import ahead, slowest_time_to_ready
@@ -114,8 +115,8 @@ def plan(snapshot: FleetSnapshot, policies: PolicySet, *, now: float,
     for policy in policies.pools:  # what is left of the quota: cheaper fleets, highest first
         if policy.name in paused:
             continue
-        extra, memory, notes = plan_returns(policy, ctx=ctx, reading=readings[policy.name],
-                                            memory=memories[policy.name], returns=returns)
+        extra, memory, notes = plan_swaps(policy, ctx=ctx, reading=readings[policy.name],
+                                          memory=memories[policy.name], returns=returns)
         actions.extend(extra)
         memories[policy.name] = memory
         if notes:
@@ -294,6 +295,7 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
                     else size - reactivated) if grew else memory.grown_from,
         last_scale_up=now if grew else memory.last_scale_up,
         last_scale_down=now if shrank or timed_out else memory.last_scale_down,
+        drain_timed_out_at=now if timed_out else memory.drain_timed_out_at,
         low_since=low_since,
         high_since=high_since,
         # A step taken while full is remembered for doubling; not full resets it.

@@ -4,6 +4,12 @@ Only nodes gearshift owns (it knows their machine), that are active and have fre
 are candidates: a node we did not make, or cannot see, is never taken away. Nodes on
 burst-only placements go first whatever the strategy (they are the expensive stopgap);
 the strategy orders the rest, and the identity breaks ties so the order is stable.
+
+The default, ``costliest_per_slot``, weighs cost: the node whose active-gear slots cost
+most per hour goes first (what the pool pays for least use), ties by the fewest gears to
+move; on a pool with one placement it is ``fewest_gears``. ``oldest``, ``newest``,
+``fewest_gears`` and ``costliest_first`` (the dearest node, whatever its size) stay
+selectable.
 """
 
 from __future__ import annotations
@@ -14,20 +20,25 @@ from gearshift.model import Node
 from gearshift.policy.schema import PoolPolicy, ProvidersFile
 
 
-def _sort_key(strategy: str, providers: ProvidersFile) -> Callable[[Node], tuple[float, str]]:
-    def key(node: Node) -> tuple[float, str]:
+def _sort_key(strategy: str, providers: ProvidersFile
+              ) -> Callable[[Node], tuple[float, float, str]]:
+    rates = {spec.name: spec.cost_per_hour for spec in providers.providers}  # one lookup each
+
+    def key(node: Node) -> tuple[float, float, str]:
         facts, machine = node.facts, node.machine
         assert facts is not None and machine is not None
+        if strategy == "costliest_per_slot":
+            per_slot = rates.get(machine.provider, 0.0) / max(1, facts.max_active_gears)
+            return (-per_slot, float(facts.gears.total), node.identity)
         if strategy == "oldest":
             value = machine.created_at or 0.0
         elif strategy == "newest":
             value = -(machine.created_at or 0.0)
         elif strategy == "costliest_first":
-            spec = providers.provider(machine.provider)
-            value = -(spec.cost_per_hour if spec else 0.0)
+            value = -rates.get(machine.provider, 0.0)
         else:  # fewest_gears: the fewest gears to move, idle and stopped included
             value = float(facts.gears.total)
-        return (value, node.identity)
+        return (value, 0.0, node.identity)
 
     return key
 

@@ -138,16 +138,35 @@ class Schedule(Strict):
         return value
 
 
-ScaleInStrategy = Literal["fewest_gears", "oldest", "newest", "costliest_first"]
+ScaleInStrategy = Literal["costliest_per_slot", "fewest_gears", "oldest", "newest",
+                          "costliest_first"]
+
+
+class ProportionalScaleIn(Strict):
+    """Shrink faster when the excess is large, not as if every excess were a wobble.
+
+    When the pool's active slots are at least ``above`` times the slots it wants (its
+    target density and headroom), a scale-in step may drain up to half the excess nodes
+    (instead of ``step.max_down``) and the down cooldown is divided by that ratio.
+    Stabilisation, the floor, the drain budgets (``max_concurrent_drains``, disruption
+    budgets) and the drain rules still apply; after a drain that ran out of time the full
+    cooldown does too.
+    """
+
+    enabled: bool = True
+    above: float = Field(2.0, gt=1)
 
 
 class ScaleIn(Strict):
-    strategy: ScaleInStrategy = "fewest_gears"
+    # costliest_per_slot: the dearest capacity first (cost per hour over active-gear
+    # slots), ties by the fewest gears to move; on one provider it is fewest_gears.
+    strategy: ScaleInStrategy = "costliest_per_slot"
     drain_timeout: Duration = 1200.0
     max_concurrent_drains: int = Field(2, ge=1)
     # What a drain past its deadline does: reactivate the node (safe), or retire it anyway
     # provided it holds no active gears (idle and stopped gears are then lost).
     on_drain_timeout: Literal["reactivate", "retire"] = "reactivate"
+    proportional: ProportionalScaleIn = ProportionalScaleIn()
 
 
 class Urgency(Strict):
@@ -185,6 +204,27 @@ class BurstReturnPolicy(Strict):
     min_node_lifetime: Duration = 1800.0
     min_savings_per_hour: float = Field(0.05, ge=0)
     stable_for: Duration = 600.0
+    max_concurrent: int = Field(2, ge=1)
+    replace_timeout: Duration = 1800.0
+    retry_after: Duration = 1800.0
+
+
+class ConsolidationPolicy(Strict):
+    """Replace nodes on a placement whose active-gear slots cost more by nodes on a
+    cheaper one of the same pool, once it has room (``decide.consolidate``).
+
+    The same make-before-break as burst-and-return, for every placement that is not
+    burst-only: a node is replaced only when its slots cost at least
+    ``min_savings_per_hour`` more than the same slots on the cheaper placement, it is
+    older than ``min_node_lifetime``, the pool is calm (not under pressure, not shrinking,
+    nothing booting) and has not grown for ``stable_for``. Burst-only nodes keep their
+    own guards (``burst_return``).
+    """
+
+    enabled: bool = True
+    min_node_lifetime: Duration = 1800.0
+    min_savings_per_hour: float = Field(0.02, ge=0)
+    stable_for: Duration = 900.0
     max_concurrent: int = Field(2, ge=1)
     replace_timeout: Duration = 1800.0
     retry_after: Duration = 1800.0
@@ -246,6 +286,7 @@ class PoolPolicy(Strict):
     signals: list[SignalSpec] = Field(default_factory=list)
     urgency: Urgency = Urgency()
     burst_return: BurstReturnPolicy = BurstReturnPolicy()
+    consolidation: ConsolidationPolicy = ConsolidationPolicy()
     disruption_budget: DisruptionBudget = DisruptionBudget()
     predictive: Predictive = Predictive()
 

@@ -192,6 +192,7 @@ class Simulation:
         # its version is the same and no node boots, they repeat (world version, until).
         self._published: tuple[int, float] | None = None
         self._scored: tuple[int, float, tuple[int, int]] | None = None
+        self.consolidations: Counter[str] = Counter()  # dearer nodes a pool set out to replace
 
     def _publish(self, now: float) -> bool:
         """Ingest the facts of every ready node whose facts changed (in the world's order)."""
@@ -290,7 +291,11 @@ class Simulation:
             if isinstance(action, Drain) and action.preempted_by is not None:
                 self.preemptions[(action.preempted_by, action.pool)] += 1
             elif isinstance(action, ScaleOut) and action.replaces:
-                self.burst_returns[action.pool] += len(action.replaces)
+                for identity in action.replaces:
+                    swap = plan.state.returns.get(identity)
+                    counter = (self.consolidations if swap is not None
+                               and swap.cause == "consolidation" else self.burst_returns)
+                    counter[action.pool] += 1
 
     def _note_reactions(self, plan: Plan, now: float) -> None:
         grown = {a.pool for a in plan.actions if a.kind in ("scale_out", "cancel_drain")}
@@ -442,6 +447,8 @@ class Simulation:
                             for by in sorted({b for b, _ in self.preemptions})},
             # Burst nodes each pool set out to replace on a preferred placement.
             "burst_returns": dict(sorted(self.burst_returns.items())),
+            # Nodes on dearer slots each pool set out to replace on a cheaper placement.
+            "consolidations": dict(sorted(self.consolidations.items())),
             "simulated_seconds": end - self.options.start,
             "reconciles": plans,
             "unplaced_reports": self.hook.reports if self.hook is not None else 0,
