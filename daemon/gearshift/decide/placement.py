@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 from gearshift.durations import format_duration
-from gearshift.model import Candidate, ProviderStatus
+from gearshift.model import Candidate, Machine, PendingNode, ProviderStatus
 from gearshift.policy.schema import Blueprint, Placement, PoolPolicy, ProvidersFile, ProviderSpec
 
 PROBE = 1  # nodes asked at once of a provider that refused capacity recently
@@ -39,15 +40,29 @@ PROBE = 1  # nodes asked at once of a provider that refused capacity recently
 
 @dataclass
 class Usage:
-    """Nodes per provider (all pools) and per pool and provider, including claims so far."""
+    """Nodes per provider (all pools) and per pool and provider, including claims so far.
+
+    ``machines`` (ours, registered) and ``pending`` (asked for, booting) are kept to find
+    the newest node per provider, which only a provider that refused capacity recently
+    needs: it is looked for once, when first asked, not on every plan."""
 
     by_provider: Counter[str] = field(default_factory=Counter)
     by_pool_provider: Counter[tuple[str, str]] = field(default_factory=Counter)
-    last_made: dict[str, float] = field(default_factory=dict)  # newest node per provider
+    machines: Sequence[Machine] = ()
+    pending: Sequence[PendingNode] = ()
+    _newest: dict[str, float] | None = field(default=None, init=False, repr=False)
 
-    def made(self, provider: str, at: float | None) -> None:
-        if at is not None and at > self.last_made.get(provider, float("-inf")):
-            self.last_made[provider] = at
+    def newest(self, provider: str) -> float | None:
+        """When the newest node on ``provider`` was made (or asked for, when booting)."""
+        if self._newest is None:
+            newest: dict[str, float] = {}
+            made = chain(((m.provider, m.created_at) for m in self.machines),
+                         ((p.provider, p.requested_at) for p in self.pending))
+            for name, at in made:
+                if at is not None and at > newest.get(name, -math.inf):
+                    newest[name] = at
+            self._newest = newest
+        return self._newest.get(provider)
 
     def claim(self, pool: str | None, provider: str, count: int) -> None:
         self.by_provider[provider] += count
@@ -152,8 +167,9 @@ def options_for(policy: PoolPolicy, *, providers: ProvidersFile,
         options.append(Option(index=index, placement=placement, spec=spec, blueprint=blueprint,
                               status=status, free=max(free, 0), limit_note=limit_note,
                               time_to_ready=time_to_ready(spec, status),
-                              recent_error=recent_error(spec, status, now,
-                                                        usage.last_made.get(spec.name))))
+                              recent_error=recent_error(
+                                  spec, status, now, usage.newest(spec.name)
+                                  if status.capacity_error_at is not None else None)))
     return options
 
 
