@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from builders import policy_set, pool
 from gearshift.decide.pools import read_fleet
+from gearshift.decide.scale_in import scale_in_order
 from gearshift.model import (
     DrainProgress,
     FleetSnapshot,
@@ -155,3 +156,40 @@ def test_a_profile_alone_decides_only_when_its_first_pool_selects_on_nothing_els
     assert [n.identity for n in views["loose"].active] == ["n1"]
     assert views["strict"].active == ()
     assert views["loose"].active_gears == 3
+
+
+def naive_scale_in_order(policy: PoolPolicy, nodes: list[Node]) -> list[Node]:
+    """The order as the rule reads: burst nodes first, then the strategy, then identity."""
+    providers = policy_set(policy).providers
+    assert providers is not None
+    burst = {p.provider for p in policy.placement if p.burst_only}
+
+    def value(node: Node) -> float:
+        assert node.facts is not None and node.machine is not None
+        strategy = policy.scale_in.strategy
+        if strategy == "oldest":
+            return node.machine.created_at or 0.0
+        if strategy == "newest":
+            return -(node.machine.created_at or 0.0)
+        if strategy == "costliest_first":
+            spec = providers.provider(node.machine.provider)
+            return -(spec.cost_per_hour if spec else 0.0)
+        return float(node.facts.gears.total)
+
+    eligible = [n for n in nodes if n.machine is not None and n.facts is not None]
+    return sorted(eligible, key=lambda n: (n.machine is None or n.machine.provider not in burst,
+                                           value(n), n.identity))
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(),
+       strategy=st.sampled_from(("fewest_gears", "oldest", "newest", "costliest_first")))
+def test_scale_in_order_is_the_full_sort_taken_lazily(data: st.DataObject, strategy: str) -> None:
+    policy = pool(scale_in={"strategy": strategy, "max_concurrent_drains": 2},
+                  placement=[{"provider": "rack-a", "blueprint": "small-bm"},
+                             {"provider": "ec2-east", "blueprint": "small-ec2",
+                              "burst_only": True}])
+    nodes = list(data.draw(fleets(["small"])).nodes)
+    providers = policy_set(policy).providers
+    assert providers is not None
+    assert list(scale_in_order(policy, nodes, providers)) == naive_scale_in_order(policy, nodes)

@@ -142,7 +142,8 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     floor, floor_why = scheduled_floor(policy, now)
     active_gears, capacity_now = view.active_gears, view.capacity_gears
     density = active_gears / capacity_now if capacity_now else None
-    requested = sum(r.gears for r in snapshot.requests if r.pool == name and r.expires_at > now)
+    requested = sum(r.gears for r in snapshot.requests
+                    if r.pool == name and r.expires_at > now) if snapshot.requests else 0
     demand = active_gears + view.draining_gears + requested
     capacity = capacity_now + view.booting_gears
     projected = demand / capacity if capacity else None
@@ -238,17 +239,20 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     if not notes:
         notes.append(f"steady: density {fmt_density(density)} within "
                      f"[{band.scale_down_below:.2f}, {band.scale_up_above:.2f}]")
-    new_memory = replace(
-        memory,
-        # New nodes only: a reactivated node shows as draining until its next facts.
-        growing_to=capacity + placed_gears if grew else memory.growing_to,
-        grown_from=(memory.grown_from if spill_round and memory.grown_from is not None
-                    else size - reactivated) if grew else memory.grown_from,
-        last_scale_up=now if grew else memory.last_scale_up,
-        last_scale_down=now if shrank or timed_out else memory.last_scale_down,
-        low_since=low_since,
-        high_since=high_since,
-    )
+    new_memory = memory
+    if grew or shrank or timed_out or low_since != memory.low_since \
+            or high_since != memory.high_since:  # else nothing to remember anew
+        new_memory = replace(
+            memory,
+            # New nodes only: a reactivated node shows as draining until its next facts.
+            growing_to=capacity + placed_gears if grew else memory.growing_to,
+            grown_from=(memory.grown_from if spill_round and memory.grown_from is not None
+                        else size - reactivated) if grew else memory.grown_from,
+            last_scale_up=now if grew else memory.last_scale_up,
+            last_scale_down=now if shrank or timed_out else memory.last_scale_down,
+            low_since=low_since,
+            high_since=high_since,
+        )
     evaluation = PoolEvaluation(
         pool=name, active=len(view.active), booting=len(view.pending),
         draining=len(view.draining), unknown=len(view.unknown), active_gears=active_gears,

@@ -157,16 +157,19 @@ def read_fleet(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> FleetRea
         m = members[policy.name]
         pending = tuple(pending_by_pool.get(policy.name, ()))
         drains = tuple(drains_by_pool.get(policy.name, ()))
-        ours = {d.identity for d in drains}
+        draining_gears = others = 0
+        if m.draining:
+            ours = {d.identity for d in drains}
+            draining_gears = sum(n.facts.gears.active for n in m.draining
+                                 if n.facts and n.identity in ours)
+            others = sum(1 for n in m.draining if n.identity not in ours)
         views[policy.name] = PoolView(
             policy=policy, active=tuple(m.active), draining=tuple(m.draining),
             unknown=tuple(m.unknown), pending=pending, drains=drains,
             active_gears=m.active_gears, capacity_gears=m.capacity, burst=tuple(m.burst),
-            booting_gears=sum(p.max_active_gears for p in pending),
-            draining_gears=sum(n.facts.gears.active for n in m.draining
-                               if n.facts and n.identity in ours),
-            size=len(m.active) + len(pending) + len(m.unknown)
-            + sum(1 for n in m.draining if n.identity not in ours))
+            booting_gears=sum(p.max_active_gears for p in pending) if pending else 0,
+            draining_gears=draining_gears,
+            size=len(m.active) + len(pending) + len(m.unknown) + others)
     return FleetReading(views=views, usage=usage)
 
 

@@ -8,7 +8,8 @@ the strategy orders the rest, and the identity breaks ties so the order is stabl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from heapq import heapify, heappop
 
 from gearshift.model import Node
 from gearshift.policy.schema import PoolPolicy, ProvidersFile
@@ -33,10 +34,19 @@ def _sort_key(strategy: str, providers: ProvidersFile) -> Callable[[Node], tuple
 
 
 def scale_in_order(policy: PoolPolicy, nodes: Sequence[Node],
-                   providers: ProvidersFile) -> list[Node]:
-    """Eligible victims, best first."""
+                   providers: ProvidersFile) -> Iterator[Node]:
+    """Eligible victims, best first: burst nodes, then the strategy's order. Lazily (a heap,
+    not a sort): a scale-in looks at a few of a pool that may hold thousands."""
     burst = {p.provider for p in policy.placement if p.burst_only}
-    eligible = [n for n in nodes if n.machine is not None and n.facts is not None]
-    by_strategy = sorted(eligible, key=_sort_key(policy.scale_in.strategy, providers))
-    # A stable sort on "is it burst" keeps the strategy's order within each group.
-    return sorted(by_strategy, key=lambda n: n.machine is None or n.machine.provider not in burst)
+    # Identities are unique in a snapshot: the position only keeps nodes out of comparisons.
+    heap: list[tuple[bool, float, str, int, Node]]
+    if policy.scale_in.strategy == "fewest_gears":  # the default, without a call per node
+        heap = [(n.machine.provider not in burst, n.facts.gears.total, n.identity, i, n)
+                for i, n in enumerate(nodes) if n.machine is not None and n.facts is not None]
+    else:
+        key = _sort_key(policy.scale_in.strategy, providers)
+        heap = [(n.machine.provider not in burst, *key(n), i, n) for i, n in enumerate(nodes)
+                if n.machine is not None and n.facts is not None]
+    heapify(heap)
+    while heap:
+        yield heappop(heap)[-1]
