@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 
 from gearshift.durations import format_duration
-from gearshift.model import Candidate, Machine, PendingNode, ProviderStatus
+from gearshift.model import Candidate, Node, PendingNode, ProviderStatus
 from gearshift.policy.schema import Blueprint, Placement, PoolPolicy, ProvidersFile, ProviderSpec
 
 PROBE = 1  # nodes asked at once of a provider that refused capacity recently
@@ -42,13 +42,13 @@ PROBE = 1  # nodes asked at once of a provider that refused capacity recently
 class Usage:
     """Nodes per provider (all pools) and per pool and provider, including claims so far.
 
-    ``machines`` (ours, registered) and ``pending`` (asked for, booting) are kept to find
-    the newest node per provider, which only a provider that refused capacity recently
-    needs: it is looked for once, when first asked, not on every plan."""
+    ``nodes`` (the snapshot's; those booting aside) and ``pending`` (asked for, booting) are
+    kept to find the newest node per provider, which only a provider that refused capacity
+    recently needs: it is looked for once, when first asked, not on every plan."""
 
     by_provider: Counter[str] = field(default_factory=Counter)
     by_pool_provider: Counter[tuple[str, str]] = field(default_factory=Counter)
-    machines: Sequence[Machine] = ()
+    nodes: Sequence[Node] = ()
     pending: Sequence[PendingNode] = ()
     _newest: dict[str, float] | None = field(default=None, init=False, repr=False)
 
@@ -56,7 +56,9 @@ class Usage:
         """When the newest node on ``provider`` was made (or asked for, when booting)."""
         if self._newest is None:
             newest: dict[str, float] = {}
-            made = chain(((m.provider, m.created_at) for m in self.machines),
+            booting = {p.identity for p in self.pending}
+            made = chain(((n.machine.provider, n.machine.created_at) for n in self.nodes
+                          if n.machine is not None and n.identity not in booting),
                          ((p.provider, p.requested_at) for p in self.pending))
             for name, at in made:
                 if at is not None and at > newest.get(name, -math.inf):

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import NamedTuple
 
 from gearshift.decide.budget import DrainBudget
 from gearshift.decide.burst_return import plan_returns
@@ -59,8 +60,7 @@ _NO_PROVIDERS = ProvidersFile.model_construct(api_version="gearshift/v1", kind="
                                                providers=[], blueprints=[])
 
 
-@dataclass
-class _Outcome:
+class _Outcome(NamedTuple):
     actions: list[Action]
     evaluation: PoolEvaluation
     memory: PoolMemory

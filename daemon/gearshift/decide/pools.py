@@ -14,17 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from gearshift.decide.placement import Usage
-from gearshift.model import DrainProgress, FleetSnapshot, Machine, Node, NodeState, PendingNode
+from gearshift.model import DrainProgress, FleetSnapshot, Node, NodeState, PendingNode
 from gearshift.policy.schema import PoolPolicy
 
 
-@dataclass(frozen=True, slots=True)
-class PoolView:
+class PoolView(NamedTuple):
     """One pool's share of the snapshot, with the sums the planner needs (summed once, when
     the fleet is split: a plan reads them several times, and a pool may hold thousands of
-    nodes)."""
+    nodes). Immutable; a named tuple, as a frozen dataclass costs several times more to
+    build and a plan builds one per pool."""
 
     policy: PoolPolicy
     active: tuple[Node, ...]
@@ -90,19 +91,17 @@ def read_fleet(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> FleetRea
     members = {p.name: _Members(p) for p in pools}
     routes, by_profile = _routes(pools, members)
     pending_ids = {p.identity for p in snapshot.pending}
-    machines: list[Machine] = []  # ours, booting ones aside (they count as pending)
     owned: dict[str, dict[str | None, int]] = {}  # provider -> pool -> machines
     # Nodes share a handful of (profile, district, labels) combinations: match each once.
     owners: dict[tuple[str, str | None, tuple[tuple[str, str], ...]], str | None] = {}
     active, draining, unknown = NodeState.ACTIVE, NodeState.DRAINING, NodeState.UNKNOWN
     owners_get, routes_get, members_get = owners.get, routes.get, members.get
-    keep_machine, owned_get = machines.append, owned.get
+    owned_get = owned.get
     for node in snapshot.nodes:
         machine = node.machine
         if pending_ids and node.identity in pending_ids:
             continue
         if machine is not None:
-            keep_machine(machine)
             counts = owned_get(machine.provider)
             if counts is None:
                 counts = owned[machine.provider] = {}
@@ -141,7 +140,7 @@ def read_fleet(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> FleetRea
             into.draining.append(node)
         elif state is unknown:
             into.unknown.append(node)
-    usage = Usage(machines=machines, pending=snapshot.pending)
+    usage = Usage(nodes=snapshot.nodes, pending=snapshot.pending)
     for provider, counts in owned.items():
         for pool, count in counts.items():
             usage.claim(pool, provider, count)
