@@ -164,7 +164,7 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     # A drain that ran out of time counts as a scale-down for the cooldown: the next try
     # waits, then the strategy picks the half-drained node again (it resumes) instead of
     # starting fresh drains whose gears would refill the node just reactivated.
-    timed_out = any(isinstance(a, CancelDrain) for a in actions)
+    timed_out = bool(actions) and any(isinstance(a, CancelDrain) for a in actions)
 
     # Evidence: do we know enough to act on density and headroom?
     evidence = bool(view.active) or bool(view.pending) or (not view.unknown and snapshot.facts_fresh)

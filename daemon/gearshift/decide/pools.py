@@ -3,11 +3,13 @@
 A node belongs to the first pool (highest priority) whose selector matches its facts.
 Nodes on their way (booting) and drains belong to the pool that asked for them.
 
-``read_fleet`` is the one loop over the fleet's nodes in a plan (at 100k nodes a plan
-must stay within a few plain passes over them): it splits the pools, sums their gears,
-counts machines per provider and pool and lists burst nodes, with as few dict lookups per
-node as it can (a profile that decides its pool alone is one lookup). What is rarely
-needed, the newest machine per provider, is found only when asked (``Usage.newest``).
+``read_fleet`` is the one loop over the fleet's nodes a plan always makes (at 100k nodes
+a plan must stay within a few plain passes over them): it splits the pools, sums their
+gears and lists burst nodes, with as few dict lookups per node as it can (a profile that
+decides its pool alone is one lookup). What only some plans need is counted when first
+asked, in one more pass: machines per provider and pool (``Usage``: a plan that places
+or returns nodes), the newest machine per provider (``Usage.newest``: a provider that
+refused capacity recently).
 """
 
 from __future__ import annotations
@@ -85,28 +87,20 @@ def _routes(pools: Sequence[PoolPolicy], members: dict[str, _Members]
 
 
 def read_fleet(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> FleetReading:
-    """Each pool's view and the usage per provider; ``pools`` ordered by priority (highest
-    first). A node belongs to the first pool whose selector matches it (or, matching none,
-    to the pool its machine was made for); one pass over the nodes does it all."""
+    """Each pool's view and the usage per provider (counted when first read); ``pools``
+    ordered by priority (highest first). A node belongs to the first pool whose selector
+    matches it (or, matching none, to the pool its machine was made for)."""
     members = {p.name: _Members(p) for p in pools}
     routes, by_profile = _routes(pools, members)
     pending_ids = {p.identity for p in snapshot.pending}
-    owned: dict[str, dict[str | None, int]] = {}  # provider -> pool -> machines
     # Nodes share a handful of (profile, district, labels) combinations: match each once.
     owners: dict[tuple[str, str | None, tuple[tuple[str, str], ...]], str | None] = {}
     active, draining, unknown = NodeState.ACTIVE, NodeState.DRAINING, NodeState.UNKNOWN
     owners_get, routes_get, members_get = owners.get, routes.get, members.get
-    owned_get = owned.get
     for node in snapshot.nodes:
         machine = node.machine
         if pending_ids and node.identity in pending_ids:
             continue
-        if machine is not None:
-            counts = owned_get(machine.provider)
-            if counts is None:
-                counts = owned[machine.provider] = {}
-            made_for = machine.pool
-            counts[made_for] = counts.get(made_for, 0) + 1
         facts = node.facts
         if facts is None:
             continue
@@ -140,13 +134,9 @@ def read_fleet(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> FleetRea
             into.draining.append(node)
         elif state is unknown:
             into.unknown.append(node)
-    usage = Usage(nodes=snapshot.nodes, pending=snapshot.pending)
-    for provider, counts in owned.items():
-        for pool, count in counts.items():
-            usage.claim(pool, provider, count)
+    usage = Usage(nodes=snapshot.nodes, pending=snapshot.pending)  # counted when read
     pending_by_pool: dict[str, list[PendingNode]] = {}
     for booting in snapshot.pending:
-        usage.claim(booting.pool, booting.provider, 1)
         pending_by_pool.setdefault(booting.pool, []).append(booting)
     drains_by_pool: dict[str, list[DrainProgress]] = {}
     for drain in snapshot.drains:
