@@ -9,10 +9,13 @@ from typing import Any
 
 from builders import PROVIDERS, policy_set, pool
 from conftest import need
+from gearshift import decide
 from gearshift.act.executor import Executor
+from gearshift.act.progress import ExecutionReport
 from gearshift.act.providers.guard import GuardedProvider, GuardSettings
 from gearshift.clock import ManualClock
 from gearshift.metrics import Metrics
+from gearshift.model import FleetSnapshot, Plan
 from gearshift.observe.fleet import FleetModel
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.schema import PolicySet, ProvidersFile
@@ -125,6 +128,42 @@ async def test_quota_error_spills_to_the_next_provider_in_the_same_reconcile() -
     assert ("scale_out", "rack-a") in kinds and ("scale_out", "vsphere-dc1") in kinds
     status = rig.providers["rack-a"].status()
     assert not status.available and "capacity" in (status.why_unavailable or "")
+
+
+async def test_one_snapshot_and_one_plan_on_the_way_to_the_create_call(
+        monkeypatch: Any) -> None:
+    """Nothing in flight: the snapshot that operations were pushed forward on is the one
+    planned and acted on, planned once before the create; the plan that shows the fleet
+    after the actions (status) comes once the create was called."""
+    clock = ManualClock()
+    rig = Rig(policy_set(pool()), demand=110, clock=clock)  # 2 seed nodes at 0.92: +1 node
+    await rig.seed()
+    events: list[tuple[str, int]] = []
+    real_plan = decide.plan
+    real_progress, real_execute = rig.executor.progress, rig.executor.execute
+
+    def plan(snapshot: FleetSnapshot, *args: Any, **kwargs: Any) -> Plan:
+        events.append(("plan", id(snapshot)))
+        return real_plan(snapshot, *args, **kwargs)
+
+    async def progress(snapshot: FleetSnapshot, *args: Any, **kwargs: Any) -> None:
+        events.append(("progress", id(snapshot)))
+        await real_progress(snapshot, *args, **kwargs)
+
+    async def execute(plan: Plan, snapshot: FleetSnapshot, *args: Any) -> ExecutionReport:
+        events.append(("execute", id(snapshot)))
+        return await real_execute(plan, snapshot, *args)
+
+    monkeypatch.setattr(decide, "plan", plan)  # the reconciler calls decide.plan
+    monkeypatch.setattr(rig.executor, "progress", progress)
+    monkeypatch.setattr(rig.executor, "execute", execute)
+    made = await rig.reconciler.reconcile_once()
+    assert [a.kind for a in made.actions] == ["scale_out"]
+    assert [kind for kind, _ in events] == ["progress", "plan", "execute", "plan"]
+    first = events[0][1]
+    assert events[1][1] == first and events[2][1] == first  # one snapshot to the create
+    assert events[3][1] != first  # the fleet after it: a node now booting
+    assert rig.reconciler.last_pools["small"].booting == 1
 
 
 async def test_nodes_register_when_their_facts_arrive_and_time_to_ready_is_measured() -> None:

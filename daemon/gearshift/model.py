@@ -7,7 +7,7 @@ the Unix epoch (UTC); the planner is given ``now`` and never reads a clock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -161,11 +161,35 @@ class FleetSnapshot:
     signals: tuple[Signal, ...] = ()
     facts_fresh: bool = True  # the fact source is connected and caught up
     forecasts: tuple[Forecast, ...] = ()  # each pool's demand ahead (predictive scaling)
+    # Identity -> position in ``nodes``, when the source keeps one between snapshots (the
+    # fleet model does): ``by_id`` then costs nothing per snapshot at 100k nodes.
+    index: Mapping[str, int] | None = field(default=None, repr=False, compare=False)
 
     @cached_property
     def by_id(self) -> Mapping[str, Node]:
-        """Each node by identity (built once per snapshot, which is planned several times)."""
+        """Each node by identity (built once per snapshot unless the source indexed it)."""
+        if self.index is not None:
+            return _Indexed(self.nodes, self.index)
         return {n.identity: n for n in self.nodes}
+
+
+class _Indexed(Mapping[str, Node]):
+    """Nodes by identity, through an index of positions the source already keeps."""
+
+    __slots__ = ("_index", "_nodes")
+
+    def __init__(self, nodes: tuple[Node, ...], index: Mapping[str, int]) -> None:
+        self._nodes = nodes
+        self._index = index
+
+    def __getitem__(self, identity: str) -> Node:
+        return self._nodes[self._index[identity]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
 
 
 @dataclass(frozen=True, slots=True)

@@ -240,7 +240,7 @@ class Executor:
 
     async def _drain(self, action: Drain, snapshot: FleetSnapshot, policies: PolicySet,
                      report: ExecutionReport) -> None:
-        node = next((n for n in snapshot.nodes if n.identity == action.identity), None)
+        node = snapshot.by_id.get(action.identity)
         policy = policies.pool(action.pool)
         if node is None or node.facts is None or node.machine is None or policy is None:
             self._event(report, kind=action.kind, pool=action.pool, target=action.identity,
@@ -275,7 +275,7 @@ class Executor:
     async def _cancel_drain(self, action: CancelDrain, snapshot: FleetSnapshot,
                             report: ExecutionReport) -> None:
         op = await self._drain_op(action.identity)
-        node = next((n for n in snapshot.nodes if n.identity == action.identity), None)
+        node = snapshot.by_id.get(action.identity)
         district = node.facts.district_uuid if node is not None and node.facts else None
         if op is not None:
             # Journal the intent first: a restart finds "cancelling" and reactivates.
@@ -306,7 +306,7 @@ class Executor:
                        policies: PolicySet | None = None) -> None:
         """Move every open operation one step forward."""
         now = self.clock.now()
-        nodes = {n.identity: n for n in snapshot.nodes}
+        nodes = snapshot.by_id
         for op in await self.journal.open_operations():
             if op.kind == "create" and op.phase == Phase.CREATED:
                 await self._register(op, now, is_fresh, node=nodes.get(op.identity),

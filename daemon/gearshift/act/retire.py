@@ -31,7 +31,7 @@ log = structlog.get_logger(component="gearshift.act")
 async def retire(ex: Executor, action: Retire, snapshot: FleetSnapshot,
                  report: ExecutionReport) -> None:
     """Carry out a ``Retire`` (``act.executor``'s docstring lists the checks)."""
-    node = next((n for n in snapshot.nodes if n.identity == action.identity), None)
+    node = snapshot.by_id.get(action.identity)
     facts = node.facts if node is not None and node.state is not NodeState.UNKNOWN else None
     if facts is None or facts.gears.active > 0:
         # The planner checked this; checking again here costs nothing and is final.

@@ -146,8 +146,9 @@ def plan_swaps(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
                                                 requested_at=ctx.now, cause=cause)
         if note:
             notes.append(note)
-    new_memory = replace(memory, returns_paused_until=paused_until
-                         if paused_until is not None and paused_until > ctx.now else None)
+    paused_until = paused_until if paused_until is not None and paused_until > ctx.now else None
+    new_memory = (memory if paused_until == memory.returns_paused_until
+                  else replace(memory, returns_paused_until=paused_until))
     return actions, new_memory, notes
 
 

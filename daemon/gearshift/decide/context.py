@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from gearshift.decide.budget import DrainBudget
 from gearshift.decide.placement import Usage
@@ -38,9 +39,9 @@ class PlanContext:
         return {d.identity for d in self.snapshot.drains}
 
 
-@dataclass(frozen=True)
-class PoolReading:
-    """The figures one pool was planned on."""
+class PoolReading(NamedTuple):
+    """The figures one pool was planned on (immutable; a named tuple, as one is made per pool
+    per plan and a frozen dataclass costs several times more to build)."""
 
     demand: int  # active gears + gears on draining nodes + requested gears
     capacity_now: int  # slots on active nodes

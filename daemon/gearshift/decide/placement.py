@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 from gearshift.durations import format_duration
-from gearshift.model import Candidate, ProviderStatus
+from gearshift.model import Candidate, Node, PendingNode, ProviderStatus
 from gearshift.policy.schema import Blueprint, Placement, PoolPolicy, ProvidersFile, ProviderSpec
 
 PROBE = 1  # nodes asked at once of a provider that refused capacity recently
@@ -41,20 +42,73 @@ PROBE = 1  # nodes asked at once of a provider that refused capacity recently
 
 @dataclass
 class Usage:
-    """Nodes per provider (all pools) and per pool and provider, including claims so far."""
+    """Nodes per provider (all pools) and per pool and provider, including claims so far,
+    and the newest node per provider.
 
-    by_provider: Counter[str] = field(default_factory=Counter)
-    by_pool_provider: Counter[tuple[str, str]] = field(default_factory=Counter)
-    last_made: dict[str, float] = field(default_factory=dict)  # newest node per provider
+    Counted from ``nodes`` (the snapshot's: each machine of ours counts for the pool it was
+    made for, the nodes still booting aside) and ``pending`` (asked for, booting) when
+    first read or claimed: a plan that places no node (most of them) never counts."""
 
-    def made(self, provider: str, at: float | None) -> None:
-        if at is not None and at > self.last_made.get(provider, float("-inf")):
-            self.last_made[provider] = at
+    nodes: Sequence[Node] = ()
+    pending: Sequence[PendingNode] = ()
+    _counts: tuple[Counter[str], Counter[tuple[str, str]]] | None = field(
+        default=None, init=False, repr=False)
+    _newest: dict[str, float] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def by_provider(self) -> Counter[str]:
+        return self._counted()[0]
+
+    @property
+    def by_pool_provider(self) -> Counter[tuple[str, str]]:
+        return self._counted()[1]
+
+    def _counted(self) -> tuple[Counter[str], Counter[tuple[str, str]]]:
+        if self._counts is None:
+            booting = {p.identity for p in self.pending}
+            owned: dict[str, dict[str | None, int]] = {}  # provider -> pool -> machines
+            owned_get = owned.get
+            for node in self.nodes:
+                machine = node.machine
+                if machine is None or (booting and node.identity in booting):
+                    continue
+                counts = owned_get(machine.provider)
+                if counts is None:
+                    counts = owned[machine.provider] = {}
+                made_for = machine.pool
+                counts[made_for] = counts.get(made_for, 0) + 1
+            by_provider: Counter[str] = Counter()
+            by_pool_provider: Counter[tuple[str, str]] = Counter()
+            for provider, counts in owned.items():
+                for pool, count in counts.items():
+                    by_provider[provider] += count
+                    if pool is not None:
+                        by_pool_provider[(pool, provider)] += count
+            for booting_node in self.pending:
+                by_provider[booting_node.provider] += 1
+                by_pool_provider[(booting_node.pool, booting_node.provider)] += 1
+            self._counts = (by_provider, by_pool_provider)
+        return self._counts
+
+    def newest(self, provider: str) -> float | None:
+        """When the newest node on ``provider`` was made (or asked for, when booting)."""
+        if self._newest is None:
+            newest: dict[str, float] = {}
+            booting = {p.identity for p in self.pending}
+            made = chain(((n.machine.provider, n.machine.created_at) for n in self.nodes
+                          if n.machine is not None and n.identity not in booting),
+                         ((p.provider, p.requested_at) for p in self.pending))
+            for name, at in made:
+                if at is not None and at > newest.get(name, -math.inf):
+                    newest[name] = at
+            self._newest = newest
+        return self._newest.get(provider)
 
     def claim(self, pool: str | None, provider: str, count: int) -> None:
-        self.by_provider[provider] += count
+        by_provider, by_pool_provider = self._counted()
+        by_provider[provider] += count
         if pool is not None:
-            self.by_pool_provider[(pool, provider)] += count
+            by_pool_provider[(pool, provider)] += count
 
 
 @dataclass(frozen=True)
@@ -154,8 +208,9 @@ def options_for(policy: PoolPolicy, *, providers: ProvidersFile,
         options.append(Option(index=index, placement=placement, spec=spec, blueprint=blueprint,
                               status=status, free=max(free, 0), limit_note=limit_note,
                               time_to_ready=time_to_ready(spec, status),
-                              recent_error=recent_error(spec, status, now,
-                                                        usage.last_made.get(spec.name))))
+                              recent_error=recent_error(
+                                  spec, status, now, usage.newest(spec.name)
+                                  if status.capacity_error_at is not None else None)))
     return options
 
 

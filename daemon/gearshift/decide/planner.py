@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import NamedTuple
 
 from gearshift.decide.budget import DrainBudget
 from gearshift.decide.consolidate import plan_swaps
@@ -65,8 +66,7 @@ _NO_PROVIDERS = ProvidersFile.model_construct(api_version="gearshift/v1", kind="
                                                providers=[], blueprints=[])
 
 
-@dataclass
-class _Outcome:
+class _Outcome(NamedTuple):
     actions: list[Action]
     evaluation: PoolEvaluation
     memory: PoolMemory
@@ -150,7 +150,7 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     density = active_gears / capacity_now if capacity_now else None
     requested = unplaced_reported = 0
     hook_reports = False  # a broker-side hook reports on this pool (0 included)
-    for r in snapshot.requests:
+    for r in snapshot.requests:  # (usually none: the loop costs nothing then)
         if r.pool == name and r.expires_at > now:
             if r.unplaced:
                 unplaced_reported += r.gears
@@ -186,7 +186,7 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     # A drain that ran out of time counts as a scale-down for the cooldown: the next try
     # waits, then the strategy picks the half-drained node again (it resumes) instead of
     # starting fresh drains whose gears would refill the node just reactivated.
-    timed_out = any(isinstance(a, CancelDrain) for a in actions)
+    timed_out = bool(actions) and any(isinstance(a, CancelDrain) for a in actions)
 
     # Evidence: do we know enough to act on density and headroom?
     evidence = bool(view.active) or bool(view.pending) or (not view.unknown and snapshot.facts_fresh)
@@ -287,21 +287,26 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
         notes.append(f"steady: projected density {fmt_density(projected)} within "
                      f"[{band.scale_down_below:.2f}, {band.scale_up_above:.2f}] (with booting "
                      f"nodes; active density now {fmt_density(density)})")
-    new_memory = replace(
-        memory,
-        # New nodes only: a reactivated node shows as draining until its next facts.
-        growing_to=capacity + placed_gears if grew else memory.growing_to,
-        grown_from=(memory.grown_from if spill_round and memory.grown_from is not None
-                    else size - reactivated) if grew else memory.grown_from,
-        last_scale_up=now if grew else memory.last_scale_up,
-        last_scale_down=now if shrank or timed_out else memory.last_scale_down,
-        drain_timed_out_at=now if timed_out else memory.drain_timed_out_at,
-        low_since=low_since,
-        high_since=high_since,
-        # A step taken while full is remembered for doubling; not full resets it.
-        full_step=(grew if grew else memory.full_step) if geometric
-        else memory.full_step if full_now and not hook_reports else 0,
-    )
+    # A step taken while full is remembered for doubling; not full resets it.
+    full_step = ((grew if grew else memory.full_step) if geometric
+                 else memory.full_step if full_now and not hook_reports else 0)
+    new_memory = memory
+    if grew or shrank or timed_out or low_since != memory.low_since \
+            or high_since != memory.high_since \
+            or full_step != memory.full_step:  # else nothing to remember anew
+        new_memory = replace(
+            memory,
+            # New nodes only: a reactivated node shows as draining until its next facts.
+            growing_to=capacity + placed_gears if grew else memory.growing_to,
+            grown_from=(memory.grown_from if spill_round and memory.grown_from is not None
+                        else size - reactivated) if grew else memory.grown_from,
+            last_scale_up=now if grew else memory.last_scale_up,
+            last_scale_down=now if shrank or timed_out else memory.last_scale_down,
+            drain_timed_out_at=now if timed_out else memory.drain_timed_out_at,
+            low_since=low_since,
+            high_since=high_since,
+            full_step=full_step,
+        )
     if forecast.note:  # what predictive scaling read (forecast_only: what it would do)
         notes.append(forecast.note)
     evaluation = PoolEvaluation(

@@ -2,24 +2,32 @@
 
 A node belongs to the first pool (highest priority) whose selector matches its facts.
 Nodes on their way (booting) and drains belong to the pool that asked for them.
+
+``read_fleet`` is the one loop over the fleet's nodes a plan always makes (at 100k nodes
+a plan must stay within a few plain passes over them): it splits the pools, sums their
+gears and lists burst nodes, with as few dict lookups per node as it can (a profile that
+decides its pool alone is one lookup). What only some plans need is counted when first
+asked, in one more pass: machines per provider and pool (``Usage``: a plan that places
+or returns nodes), the newest machine per provider (``Usage.newest``: a provider that
+refused capacity recently).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from typing import NamedTuple
 
 from gearshift.decide.placement import Usage
 from gearshift.model import DrainProgress, FleetSnapshot, Node, NodeState, PendingNode
 from gearshift.policy.schema import PoolPolicy
 
 
-@dataclass(frozen=True)
-class PoolView:
-    """One pool's share of the snapshot, with the sums the planner needs (summed in the one
-    pass that splits the fleet: a plan reads them several times, and a pool may hold
-    thousands of nodes)."""
+class PoolView(NamedTuple):
+    """One pool's share of the snapshot, with the sums the planner needs (summed once, when
+    the fleet is split: a plan reads them several times, and a pool may hold thousands of
+    nodes). Immutable; a named tuple, as a frozen dataclass costs several times more to
+    build and a plan builds one per pool."""
 
     policy: PoolPolicy
     active: tuple[Node, ...]
@@ -30,25 +38,12 @@ class PoolView:
     active_gears: int = 0
     capacity_gears: int = 0
     burst: tuple[Node, ...] = ()  # active nodes of ours on the pool's burst-only providers
-
-    @cached_property
-    def booting_gears(self) -> int:
-        return sum(p.max_active_gears for p in self.pending)
-
-    @cached_property
-    def draining_gears(self) -> int:
-        """Active gears on nodes we are draining: they need room on the active nodes."""
-        ours = {d.identity for d in self.drains}
-        return sum(n.facts.gears.active for n in self.draining if n.facts and n.identity in ours)
-
-    @cached_property
-    def size(self) -> int:
-        """Nodes that count against min and max: active, on their way, not heard from, or
-        out of service without a drain of ours (deactivated by someone else, or saying so
-        falsely: either way the machine is there and costs, so max still holds)."""
-        ours = {d.identity for d in self.drains}
-        others = sum(1 for n in self.draining if n.identity not in ours)
-        return len(self.active) + len(self.pending) + len(self.unknown) + others
+    booting_gears: int = 0  # slots on the nodes on their way
+    draining_gears: int = 0  # active gears on nodes we drain: they need room on the active ones
+    # Nodes that count against min and max: active, on their way, not heard from, or out of
+    # service without a drain of ours (deactivated by someone else, or saying so falsely:
+    # either way the machine is there and costs, so max still holds).
+    size: int = 0
 
 
 @dataclass(frozen=True)
@@ -60,7 +55,6 @@ class FleetReading:
 
 
 _UNSEEN = "\0unseen"  # no pool name can be this: "not matched yet"
-_COUNTED = (NodeState.ACTIVE, NodeState.DRAINING, NodeState.UNKNOWN)
 
 
 class _Members:
@@ -79,65 +73,70 @@ class _Members:
         self.burst_providers = frozenset(p.provider for p in policy.placement if p.burst_only)
 
 
-def read_fleet(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> FleetReading:
-    """Each pool's view and the usage per provider; ``pools`` ordered by priority (highest
-    first). A node belongs to the first pool whose selector matches it (or, matching none,
-    to the pool its machine was made for); one pass over the nodes does it all."""
-    members = {p.name: _Members(p) for p in pools}
+def _routes(pools: Sequence[PoolPolicy], members: dict[str, _Members]
+            ) -> tuple[dict[str, _Members], dict[str, list[PoolPolicy]]]:
+    """The pools of each node profile, and the members of the pool a profile alone decides
+    (its first pool selects on the profile only: no district, no labels)."""
     by_profile: dict[str, list[PoolPolicy]] = {}  # a selector always names its profile
     for policy in pools:
         by_profile.setdefault(policy.selector.node_profile, []).append(policy)
+    routes = {profile: members[candidates[0].name]
+              for profile, candidates in by_profile.items()
+              if candidates[0].selector.district is None and not candidates[0].selector.labels}
+    return routes, by_profile
+
+
+def read_fleet(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> FleetReading:
+    """Each pool's view and the usage per provider (counted when first read); ``pools``
+    ordered by priority (highest first). A node belongs to the first pool whose selector
+    matches it (or, matching none, to the pool its machine was made for)."""
+    members = {p.name: _Members(p) for p in pools}
+    routes, by_profile = _routes(pools, members)
     pending_ids = {p.identity for p in snapshot.pending}
-    usage = Usage()
-    owned: dict[tuple[str | None, str], int] = {}
-    last_made = usage.last_made
     # Nodes share a handful of (profile, district, labels) combinations: match each once.
     owners: dict[tuple[str, str | None, tuple[tuple[str, str], ...]], str | None] = {}
     active, draining, unknown = NodeState.ACTIVE, NodeState.DRAINING, NodeState.UNKNOWN
-    owned_get, owners_get, last_get = owned.get, owners.get, last_made.get
-    minus_inf = float("-inf")
+    owners_get, routes_get, members_get = owners.get, routes.get, members.get
     for node in snapshot.nodes:
         machine = node.machine
         if pending_ids and node.identity in pending_ids:
             continue
-        if machine is not None:
-            pair = (machine.pool, machine.provider)
-            owned[pair] = owned_get(pair, 0) + 1
-            made = machine.created_at
-            if made is not None and made > last_get(machine.provider, minus_inf):
-                last_made[machine.provider] = made
         facts = node.facts
         if facts is None:
             continue
-        labels = facts.labels
-        key = (facts.node_profile, facts.district_uuid,
-               tuple(sorted(labels.items())) if labels else ())
-        owner = owners_get(key, _UNSEEN)
-        if owner is _UNSEEN:
-            owner = owners[key] = next((p.name for p in by_profile.get(facts.node_profile, ())
-                                        if p.selector.matches(facts)), None)
-        if owner is None:
-            if machine is None or machine.pool not in members:
+        into = routes_get(facts.node_profile)
+        if into is None:  # the pool depends on more than the profile, or none selects it
+            owner = None
+            candidates = by_profile.get(facts.node_profile)
+            if candidates is not None:
+                labels = facts.labels
+                key = (facts.node_profile, facts.district_uuid,
+                       tuple(sorted(labels.items())) if labels else ())
+                owner = owners_get(key, _UNSEEN)
+                if owner is _UNSEEN:
+                    owner = owners[key] = next((p.name for p in candidates
+                                                if p.selector.matches(facts)), None)
+            if owner is not None:
+                into = members[owner]
+            elif machine is not None and machine.pool is not None:
+                into = members_get(machine.pool)  # the pool its machine was made for
+            if into is None:
                 continue
-            owner = machine.pool
-        into = members[owner]
         state = node.state
         if state is active:
             into.active.append(node)
             into.active_gears += facts.gears.active
             into.capacity += facts.max_active_gears
-            if machine is not None and machine.provider in into.burst_providers:
+            if machine is not None and into.burst_providers and \
+                    machine.provider in into.burst_providers:
                 into.burst.append(node)
         elif state is draining:
             into.draining.append(node)
         elif state is unknown:
             into.unknown.append(node)
-    for (pool, provider), count in owned.items():
-        usage.claim(pool, provider, count)
+    usage = Usage(nodes=snapshot.nodes, pending=snapshot.pending)  # counted when read
     pending_by_pool: dict[str, list[PendingNode]] = {}
     for booting in snapshot.pending:
-        usage.claim(booting.pool, booting.provider, 1)
-        usage.made(booting.provider, booting.requested_at)
         pending_by_pool.setdefault(booting.pool, []).append(booting)
     drains_by_pool: dict[str, list[DrainProgress]] = {}
     for drain in snapshot.drains:
@@ -145,11 +144,21 @@ def read_fleet(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> FleetRea
     views = {}
     for policy in pools:
         m = members[policy.name]
+        pending = tuple(pending_by_pool.get(policy.name, ()))
+        drains = tuple(drains_by_pool.get(policy.name, ()))
+        draining_gears = others = 0
+        if m.draining:
+            ours = {d.identity for d in drains}
+            draining_gears = sum(n.facts.gears.active for n in m.draining
+                                 if n.facts and n.identity in ours)
+            others = sum(1 for n in m.draining if n.identity not in ours)
         views[policy.name] = PoolView(
             policy=policy, active=tuple(m.active), draining=tuple(m.draining),
-            unknown=tuple(m.unknown), pending=tuple(pending_by_pool.get(policy.name, ())),
-            drains=tuple(drains_by_pool.get(policy.name, ())), active_gears=m.active_gears,
-            capacity_gears=m.capacity, burst=tuple(m.burst))
+            unknown=tuple(m.unknown), pending=pending, drains=drains,
+            active_gears=m.active_gears, capacity_gears=m.capacity, burst=tuple(m.burst),
+            booting_gears=sum(p.max_active_gears for p in pending) if pending else 0,
+            draining_gears=draining_gears,
+            size=len(m.active) + len(pending) + len(m.unknown) + others)
     return FleetReading(views=views, usage=usage)
 
 

@@ -14,7 +14,8 @@ selectable.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from heapq import heapify, heappop
 
 from gearshift.model import Node
 from gearshift.policy.schema import PoolPolicy, ProvidersFile
@@ -44,10 +45,25 @@ def _sort_key(strategy: str, providers: ProvidersFile
 
 
 def scale_in_order(policy: PoolPolicy, nodes: Sequence[Node],
-                   providers: ProvidersFile) -> list[Node]:
-    """Eligible victims, best first."""
+                   providers: ProvidersFile) -> Iterator[Node]:
+    """Eligible victims, best first: burst nodes, then the strategy's order. Lazily (a heap,
+    not a sort): a scale-in looks at a few of a pool that may hold thousands."""
     burst = {p.provider for p in policy.placement if p.burst_only}
-    eligible = [n for n in nodes if n.machine is not None and n.facts is not None]
-    by_strategy = sorted(eligible, key=_sort_key(policy.scale_in.strategy, providers))
-    # A stable sort on "is it burst" keeps the strategy's order within each group.
-    return sorted(by_strategy, key=lambda n: n.machine is None or n.machine.provider not in burst)
+    # Identities are unique in a snapshot: the position only keeps nodes out of comparisons.
+    heap: list[tuple[bool, float, float, str, int, Node]]
+    strategy = policy.scale_in.strategy
+    eligible = [(i, n, n.machine, n.facts) for i, n in enumerate(nodes)
+                if n.machine is not None and n.facts is not None]
+    if strategy == "fewest_gears":  # the common orders, without a call per node
+        heap = [(m.provider not in burst, float(f.gears.total), 0.0, n.identity, i, n)
+                for i, n, m, f in eligible]
+    elif strategy == "costliest_per_slot":
+        rates = {spec.name: spec.cost_per_hour for spec in providers.providers}
+        heap = [(m.provider not in burst, -rates.get(m.provider, 0.0) / max(1, f.max_active_gears),
+                 float(f.gears.total), n.identity, i, n) for i, n, m, f in eligible]
+    else:
+        key = _sort_key(strategy, providers)
+        heap = [(m.provider not in burst, *key(n), i, n) for i, n, m, f in eligible]
+    heapify(heap)
+    while heap:
+        yield heappop(heap)[-1]

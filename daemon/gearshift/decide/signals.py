@@ -19,6 +19,8 @@ class Signals:
 
 def read_signals(policy: PoolPolicy, snapshot: FleetSnapshot, now: float) -> Signals:
     result = Signals()
+    if not policy.signals:
+        return result
     latest = {s.name: s for s in snapshot.signals if s.pool == policy.name}
     for spec in policy.signals:
         signal = latest.get(spec.name)

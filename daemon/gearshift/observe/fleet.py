@@ -386,4 +386,6 @@ class FleetModel:
         still_pending = tuple(p for p in pending if not self._arrived(p.identity, now))
         return FleetSnapshot(taken_at=now, nodes=nodes, pending=still_pending,
                              drains=drains, requests=tuple(requests), signals=tuple(signals),
-                             facts_fresh=self.source_up)
+                             facts_fresh=self.source_up,
+                             index=(self._cache.index if self._cache is not None
+                                    and self._cache.nodes is nodes else None))

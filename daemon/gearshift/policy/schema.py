@@ -9,6 +9,7 @@ files (placements naming providers and blueprints) live in ``policy.loader``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -362,10 +363,20 @@ class ProvidersFile(Strict):
     blueprints: list[Blueprint] = Field(default_factory=list)
 
     def provider(self, name: str) -> ProviderSpec | None:
-        return next((p for p in self.providers if p.name == name), None)
+        return self._providers.get(name)
 
     def blueprint(self, name: str) -> Blueprint | None:
-        return next((b for b in self.blueprints if b.name == name), None)
+        return self._blueprints.get(name)
+
+    # By name, the first of each name (as a scan would find it): a plan looks blueprints
+    # up per pool and placement, and 100 pools have hundreds of them.
+    @cached_property
+    def _providers(self) -> dict[str, ProviderSpec]:
+        return {p.name: p for p in reversed(self.providers)}
+
+    @cached_property
+    def _blueprints(self) -> dict[str, Blueprint]:
+        return {b.name: b for b in reversed(self.blueprints)}
 
 
 @dataclass(frozen=True)

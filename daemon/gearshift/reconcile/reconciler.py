@@ -109,6 +109,14 @@ def plan_in_flight(ops: Iterable[Operation], snapshot: FleetSnapshot, *, now: fl
                                              minimum=settings.min_provisioning_timeout))
 
 
+def _same_snapshot(a: FleetSnapshot, b: FleetSnapshot) -> bool:
+    """Do two snapshots show the same fleet? (The fleet model hands out the same tuple of
+    nodes while none changed; the rest is a few journal rows.)"""
+    return (a.taken_at == b.taken_at and a.nodes is b.nodes and a.facts_fresh == b.facts_fresh
+            and a.pending == b.pending and a.drains == b.drains and a.requests == b.requests
+            and a.signals == b.signals and a.forecasts == b.forecasts)
+
+
 def _active_gears(node: Node | None) -> int:
     return node.facts.gears.active if node is not None and node.facts is not None else 0
 
@@ -136,6 +144,7 @@ class Reconciler:
         self.last_plan: Plan | None = None
         self.last_pools: Mapping[str, PoolEvaluation] = {}
         self.last_snapshot: FleetSnapshot | None = None
+        self._taken: FleetSnapshot | None = None  # the last snapshot taken (see ``snapshot``)
         self.last_success: float | None = None
         self.reconciles = 0
         self._wake = asyncio.Event()
@@ -183,14 +192,24 @@ class Reconciler:
         self.paused.discard(pool)
         self.wake("pool resumed")
 
-    async def snapshot(self) -> FleetSnapshot:
-        now = self.clock.now()
+    async def snapshot(self, now: float | None = None) -> FleetSnapshot:
+        """The fleet at ``now`` (default: the clock's); the previous snapshot itself when
+        nothing it shows has changed (a reconcile looks again, at its own instant, after
+        pushing operations forward, and usually nothing moved: the plan then reads the
+        snapshot those steps read, its index of nodes included)."""
+        now = self.clock.now() if now is None else now
         ops = await self.journal.open_operations()
-        snapshot = self.fleet.snapshot(
+        taken = self.fleet.snapshot(
             now, machines=await self.journal.machines(), pending=pending_nodes(ops),
             drains=drains_in_flight(ops), requests=self.requests.active(now),
             signals=self.signals() if self.signals else ())
-        return replace(snapshot, forecasts=self.forecasts()) if self.forecasts else snapshot
+        if self.forecasts:
+            taken = replace(taken, forecasts=self.forecasts())  # keeps the index
+        last = self._taken
+        if last is not None and _same_snapshot(last, taken):
+            return last
+        self._taken = taken
+        return taken
 
     async def dry_run(self) -> Plan:
         """What the planner would do now, without doing it."""
@@ -216,7 +235,7 @@ class Reconciler:
             await hook()
         policies = self.policies.current
         now = self.clock.now()
-        snapshot = await self.snapshot()
+        snapshot = await self.snapshot(now)
         await self.executor.progress(snapshot, lambda i: self.fleet.is_fresh(i, now),
                                      policies=policies)
         in_flight = await self._plan_in_flight(snapshot, now=now)
@@ -231,7 +250,9 @@ class Reconciler:
         state = start_state
         plan: Plan | None = None
         for round_ in range(self.spill_rounds):
-            snapshot = await self.snapshot()
+            # Round 0 plans on the snapshot taken above unless pushing operations forward
+            # changed what it shows: one snapshot, one plan on the way to a create call.
+            snapshot = await self.snapshot(now if round_ == 0 else None)
             statuses = provider_statuses(self.providers)
             # A spill round plans on from the earlier round's memory: the growth it decided
             # (which the planner finishes at the same instant, cooldown or not), the
@@ -259,7 +280,8 @@ class Reconciler:
         plan = replace(plan, state=state, actions=in_flight.actions + plan.actions)
         if changed:
             # Status and metrics show the fleet after the actions (nodes now booting or
-            # draining), not the reading that led to them.
+            # draining), not the reading that led to them: a second plan, once every
+            # action is dispatched, so it never delays a create call.
             snapshot = await self.snapshot()
             after = decide.plan(snapshot, policies, now=now,
                                 statuses=provider_statuses(self.providers),
