@@ -256,7 +256,7 @@ class OvirtHarness(Harness):
     async def foreign(self, provider: Provider) -> str | None:
         # a VM someone else added to the engine: no gearshift comment
         p: Any = provider
-        vm = await p._run(lambda system: system.vms_service().add(ovirt_types.Vm(
+        vm = await p.engine.run(lambda system: system.vms_service().add(ovirt_types.Vm(
             name=f"theirs-{new_key()[:8]}", cluster=ovirt_types.Cluster(name="Default"),
             template=ovirt_types.Template(name="node-template"))), what="add a foreign VM")
         return str(vm.id)
