@@ -218,7 +218,7 @@ class VSphereHarness(Harness):
         # vcsim's own VMs (the template among them) carry no gearshift marks
         p: Any = provider
         moid: str = await p._run(lambda: p._session(
-            lambda si: p._template(si, "DC0_C0_RP0_VM0")._moId), what="find a foreign VM")
+            lambda si: p.places.template(si, "DC0_C0_RP0_VM0")._moId), what="find a foreign VM")
         return moid
 
     async def bad_credentials(self) -> Provider:
