@@ -218,7 +218,7 @@ class VSphereHarness(Harness):
         # vcsim's own VMs (the template among them) carry no gearshift marks
         p: Any = provider
         moid: str = await p._run(lambda: p._session(
-            lambda si: p._template(si, "DC0_C0_RP0_VM0")._moId), what="find a foreign VM")
+            lambda si: p.places.template(si, "DC0_C0_RP0_VM0")._moId), what="find a foreign VM")
         return moid
 
     async def bad_credentials(self) -> Provider:
@@ -256,7 +256,7 @@ class OvirtHarness(Harness):
     async def foreign(self, provider: Provider) -> str | None:
         # a VM someone else added to the engine: no gearshift comment
         p: Any = provider
-        vm = await p._run(lambda system: system.vms_service().add(ovirt_types.Vm(
+        vm = await p.engine.run(lambda system: system.vms_service().add(ovirt_types.Vm(
             name=f"theirs-{new_key()[:8]}", cluster=ovirt_types.Cluster(name="Default"),
             template=ovirt_types.Template(name="node-template"))), what="add a foreign VM")
         return str(vm.id)

@@ -146,12 +146,12 @@ async def test_ovirt_fetches_a_new_token_when_the_engine_forgets_it(
     harness = OvirtHarness("ovirt", tmp_path, sim=ovirt_engine)
     provider = harness.provider()
     assert await provider.list_owned() == []
-    token = provider._token  # type: ignore[attr-defined]
+    token = provider.engine.token  # type: ignore[attr-defined]
     async with aiohttp.ClientSession() as session, session.post(
             f"{ovirt_engine.url}/ovirt-engine/services/sso-logout", data={"token": token}):
         pass  # the engine revokes it behind the provider's back (as on expiry)
     assert await provider.list_owned() == []
-    assert provider._token != token  # type: ignore[attr-defined]
+    assert provider.engine.token != token  # type: ignore[attr-defined]
     await harness.close()
 
 

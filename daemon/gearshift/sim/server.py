@@ -23,6 +23,8 @@ then the answer is held back longer than the client waits: the answer is lost),
 ``platform_slow_seconds`` (every PaaS step takes this long).
 ``POST /v1/admin/demand`` sets demanded active gears per pool; ``POST
 /v1/admin/foreign`` adds a machine that is not ours; ``GET /v1/report`` is the score.
+What is counted and how the report is made of it lives in ``referee.py``; this module
+serves HTTP and decides when something counts.
 """
 
 from __future__ import annotations
@@ -33,8 +35,6 @@ import contextlib
 import random
 import signal
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,34 +57,13 @@ from gearshift.model import Machine
 from gearshift.policy.loader import load_policy_set
 from gearshift.policy.schema import PolicySet
 from gearshift.settings import MqttSettings
+from gearshift.sim import referee
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
 from gearshift.sim.publisher import SimPublisher
 from gearshift.sim.world import SimNode, SimWorld
 from gearshift.wire.signing import Keyring
 
 log = structlog.get_logger(component="gearshift.sim.server")
-
-
-@dataclass
-class Faults:
-    failure_rate: float = 0.0
-    hang_rate: float = 0.0
-    hang_seconds: float = 5.0
-    slow_seconds: float = 0.0
-    platform_failure_rate: float = 0.0
-    platform_slow_seconds: float = 0.0
-
-
-@dataclass
-class Score:
-    calls: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    call_times: list[float] = field(default_factory=list)
-    platform_calls: Counter[str] = field(default_factory=Counter)
-    foreign_touched: int = 0
-    resurrected_keys: list[str] = field(default_factory=list)
-    destroyed_keys: set[str] = field(default_factory=set)
-    deactivations: list[tuple[float, str]] = field(default_factory=list)
-    retired: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _machine_json(machine: Machine) -> dict[str, Any]:
@@ -110,8 +89,8 @@ class WorldServer:
         self.publisher = SimPublisher(self.world, mqtt, clock=self.clock, period=period,
                                       heartbeat=heartbeat, keyring=keyring)
         self.mqtt = mqtt
-        self.faults = Faults()
-        self.score = Score()
+        self.faults = referee.Faults()
+        self.score = referee.Score()
         self.started = time.time()
         self.app = web.Application()
         self.app.add_routes([
@@ -138,8 +117,7 @@ class WorldServer:
         return provider
 
     def _count(self, provider: str, op: str, outcome: str) -> None:
-        self.score.calls[(provider, op, outcome)] += 1
-        self.score.call_times.append(time.time())
+        self.score.count(provider, op, outcome, at=time.time())
 
     async def _faulty(self, provider: str, op: str) -> bool:
         """Apply faults before a call: raise a 503, or say whether to hang after it."""
@@ -316,45 +294,8 @@ class WorldServer:
         self.world.add_node(node)
         return web.json_response({"identity": node.identity}, status=201)
 
-    def report_body(self) -> dict[str, Any]:
-        now = time.time()
-        times = sorted(self.score.call_times)
-        busiest, left = 0, 0
-        for right, t in enumerate(times):
-            while t - times[left] > 10.0:
-                left += 1
-            busiest = max(busiest, right - left + 1)
-        calls: dict[str, dict[str, int]] = {}
-        for (provider, op, outcome), n in sorted(self.score.calls.items()):
-            calls.setdefault(provider, {})[f"{op}:{outcome}"] = n
-        nodes = [{"identity": n.identity, "provider": n.provider, "machine_id": n.machine_id,
-                  "key": n.key, "pool": n.pool, "tagged": n.tagged, "ready": n.ready(now),
-                  "district_active": n.district_active, "active": n.active, "idle": n.idle,
-                  "stopped": n.stopped} for n in self.world.nodes.values()]
-        violations = self.world.violations.as_dict()
-        violations["foreign_touched"] = self.score.foreign_touched
-        return {
-            "now": now,
-            "nodes": nodes,
-            "demand": dict(self.world.demand),
-            "unmet": dict(self.world.unmet),
-            "violations": violations,
-            "resurrected_keys": self.score.resurrected_keys,
-            "calls": calls,
-            "total_provider_calls": len(times),
-            "busiest_10s_provider_calls": busiest,
-            "platform_calls": dict(self.score.platform_calls),
-            "deactivations": self.score.deactivations,
-            "retired": self.score.retired,
-            "creates": sum(1 for (_, op, outcome) in self.score.calls
-                           if op == "create" and outcome == "ok"),
-            "machines_made": len(self.world.keys),
-            "destroyed": len(self.world.destroyed),
-            "gear_moves": dict(self.world.move_stats),
-        }
-
     async def report(self, request: web.Request) -> web.Response:
-        return web.json_response(self.report_body())
+        return web.json_response(referee.report(self.score, self.world, now=time.time()))
 
     # -- running ----------------------------------------------------------------------
     async def publish(self, stop: asyncio.Event) -> None:

@@ -16,47 +16,28 @@
 * **stop** / **start**: ``vm stop`` (waits until ``down``; the disks stay) / ``vm start``
   without cloud-init (returns once the engine took it, as create does).
 
-The oVirt SDK (pycurl) is blocking: calls run on the provider's threads, each thread with
-its own SDK connection (one connection serialises its requests on a lock), with pycurl's
-timeout on every request. The SSO token is fetched and revoked by gearshift itself with
-aiohttp: the SDK's own SSO requests carry no timeout, and a hung engine would pin a thread
-for ever. An expired token (401) is fetched again once.
+The oVirt SDK (pycurl) is blocking: every call runs on the provider's threads through
+``ovirt_engine`` (the SSO token, a connection per thread, a renewal on an expired token).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import math
-import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any
 
-import aiohttp
 import ovirtsdk4 as sdk
 import structlog
 from ovirtsdk4 import types
 
-from gearshift.act.providers import ovirt_errors
 from gearshift.act.providers.base import CreateRequest, Provider, QuotaInfo
-from gearshift.act.providers.common import (
-    Blocking,
-    SecretRef,
-    Slots,
-    parse_settings,
-    plain_or_secret,
-    reveal,
-)
+from gearshift.act.providers.common import SecretRef, Slots, parse_settings, plain_or_secret
 from gearshift.act.providers.kind_settings import OvirtBlueprintSettings, OvirtSettings
-from gearshift.act.providers.ovirt_sso import fetch_token, revoke_token, sso_session
+from gearshift.act.providers.ovirt_engine import OvirtEngine
 from gearshift.errors import (
     CapacityUnavailable,
-    ConfigError,
     NotFound,
     PermanentError,
-    ProviderError,
     QuotaExceeded,
     TransientError,
 )
@@ -64,7 +45,6 @@ from gearshift.model import Machine, PowerState
 from gearshift.policy.schema import ProviderSpec
 
 log = structlog.get_logger(component="gearshift.act.ovirt")
-T = TypeVar("T")
 
 MARK = "gearshift:"
 _POWER = {"up": PowerState.RUNNING, "migrating": PowerState.RUNNING,
@@ -80,10 +60,6 @@ def _marks(comment: str | None) -> dict[str, str]:
     return dict(part.split("=", 1) for part in comment[len(MARK):].split(";") if "=" in part)
 
 
-class _AuthExpired(Exception):
-    """The engine refused the token: fetch a new one and try once more."""
-
-
 class OvirtProvider(Provider):
     def __init__(self, spec: ProviderSpec, settings: OvirtSettings) -> None:
         super().__init__(spec.name)
@@ -95,20 +71,9 @@ class OvirtProvider(Provider):
         self.password = SecretRef(provider=spec.name, what="password",
                                   env=settings.password_env, file=settings.password_file)
         self.slots = Slots(spec.name, max_nodes=spec.quota.max_nodes)
-        self.blocking = Blocking(spec.name, workers=settings.workers,
-                                 timeout=settings.request_timeout)
+        self.engine = OvirtEngine(spec.name, settings, username=self.username,
+                                  password=self.password)
         self.call_timeout = settings.start_timeout + 20 * settings.request_timeout
-        parts = urlsplit(settings.url)
-        base = f"{parts.scheme}://{parts.netloc}"
-        self.sso_url = f"{base}/ovirt-engine/sso/oauth/token"
-        self.logout_url = f"{base}/ovirt-engine/services/sso-logout"
-        self._token: str | None = None
-        self._generation = 0
-        self._local = threading.local()
-        self._connections: list[Any] = []
-        self._connections_lock = threading.Lock()
-        self._token_lock = asyncio.Lock()
-        self._session: aiohttp.ClientSession | None = None
         self._tag_ready = False
 
     @classmethod
@@ -118,76 +83,6 @@ class OvirtProvider(Provider):
             if isinstance(ref, SecretRef):
                 ref.check()
         return provider
-
-    # -- SSO, with aiohttp and a timeout ----------------------------------------------
-    def _secrets(self) -> list[str | None]:
-        try:
-            return [reveal(self.username), self.password.get().get_secret_value(), self._token]
-        except ConfigError:
-            return [self._token]
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = sso_session(self.settings)
-        return self._session
-
-    async def _fetch_token(self) -> str:
-        form = {"grant_type": "password", "scope": "ovirt-app-api",
-                "username": reveal(self.username) or "",
-                "password": self.password.get().get_secret_value()}
-        return await fetch_token(self._http(), provider=self.name, url=self.sso_url, form=form,
-                                 timeout=self.settings.request_timeout)
-
-    async def _ensure_token(self, *, renew: bool = False) -> None:
-        async with self._token_lock:
-            if self._token is None or renew:
-                self._token = await self._fetch_token()
-                self._generation += 1
-
-    def _connection(self) -> Any:
-        """This thread's SDK connection for the current token."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and self._local.generation == self._generation:
-            return conn
-        if conn is not None:
-            with self._connections_lock:
-                if conn in self._connections:
-                    self._connections.remove(conn)
-            conn.close(logout=False)
-        conn = sdk.Connection(url=self.settings.url, token=self._token,
-                              insecure=self.settings.insecure,
-                              ca_file=str(self.settings.ca_file) if self.settings.ca_file else None,
-                              timeout=max(1, math.ceil(self.settings.request_timeout)),
-                              connections=1)
-        self._local.conn, self._local.generation = conn, self._generation
-        with self._connections_lock:
-            self._connections.append(conn)
-        return conn
-
-    # -- running SDK calls ------------------------------------------------------------
-    def _error(self, exc: BaseException, what: str) -> ProviderError:
-        return ovirt_errors.classify(exc, what, provider=self.name, secrets=self._secrets())
-
-    async def _run(self, fn: Callable[[Any], T], *, what: str, timeout: float | None = None) -> T:
-        """``fn(system_service)`` on a provider thread; on an expired token, renew once."""
-        await self._ensure_token()
-
-        def call() -> T:
-            try:
-                return fn(self._connection().system_service())
-            except sdk.AuthError as exc:
-                raise _AuthExpired from exc
-            except BaseException as exc:
-                raise self._error(exc, what) from None
-
-        for attempt in (1, 2):
-            try:
-                return await self.blocking(call, what=what, timeout=timeout)
-            except _AuthExpired:
-                if attempt == 2:
-                    break
-                await self._ensure_token(renew=True)
-        raise PermanentError(self.name, f"{what}: the engine refused a fresh token")
 
     # -- helpers on the SDK (provider threads) ----------------------------------------
     def _machine(self, vm: Any) -> Machine:
@@ -248,7 +143,7 @@ class OvirtProvider(Provider):
         try:
             service.start(use_cloud_init=True)
         except sdk.Error as exc:
-            error = self._error(exc, f"{what}: start")
+            error = self.engine.error(exc, f"{what}: start")
             if "vm is running" in error.message.lower():
                 return
             if fresh and isinstance(error, CapacityUnavailable | QuotaExceeded):
@@ -294,7 +189,7 @@ class OvirtProvider(Provider):
             except sdk.NotFoundError as exc:
                 raise PermanentError(self.name, f"{what}: the template {blueprint.template!r} "
                                                 f"or cluster {self.settings.cluster!r} does not "
-                                                f"exist ({self._error(exc, what).message})") from None
+                                                f"exist ({self.engine.error(exc, what).message})") from None
             except sdk.Error as exc:
                 if "already in use" not in str(exc):
                     raise
@@ -308,19 +203,19 @@ class OvirtProvider(Provider):
         owned = await self.list_owned()
         existing = next((m for m in owned if m.key == request.key), None)
         if existing is not None:
-            await self._run(lambda system: self._start(system, existing.machine_id,
-                                                       f"create {request.name}", fresh=False),
-                            what=f"start {request.name}", timeout=self.call_timeout)
+            await self.engine.run(lambda system: self._start(system, existing.machine_id,
+                                                              f"create {request.name}", fresh=False),
+                                   what=f"start {request.name}", timeout=self.call_timeout)
             return existing
         async with self.slots.claim(self.list_owned):
-            machine = await self._run(lambda system: self._create(system, request),
-                                      what=f"create {request.name}", timeout=self.call_timeout)
+            machine = await self.engine.run(lambda system: self._create(system, request),
+                                             what=f"create {request.name}", timeout=self.call_timeout)
         log.info("vm created", provider=self.name, vm=machine.machine_id, name=machine.name,
                  pool=request.pool)
         return machine
 
     async def list_owned(self) -> list[Machine]:
-        vms = await self._run(lambda system: system.vms_service().list(
+        vms = await self.engine.run(lambda system: system.vms_service().list(
             search=f"tag={self.settings.owner_tag}"), what="list VMs")
         return self.slots.counted([self._machine(vm) for vm in vms if self._ours(vm)])
 
@@ -361,8 +256,8 @@ class OvirtProvider(Provider):
 
     async def destroy(self, machine_id: str) -> None:
         try:
-            gone = await self._run(lambda system: self._destroy(system, machine_id),
-                                   what=f"destroy {machine_id}", timeout=self.call_timeout)
+            gone = await self.engine.run(lambda system: self._destroy(system, machine_id),
+                                          what=f"destroy {machine_id}", timeout=self.call_timeout)
         except NotFound:
             return
         if gone:
@@ -387,27 +282,17 @@ class OvirtProvider(Provider):
                 raise
 
     async def stop(self, machine_id: str) -> None:
-        await self._run(lambda system: self._power(system, machine_id, on=False),
-                        what=f"stop {machine_id}", timeout=self.call_timeout)
+        await self.engine.run(lambda system: self._power(system, machine_id, on=False),
+                               what=f"stop {machine_id}", timeout=self.call_timeout)
         log.info("vm stopped", provider=self.name, vm=machine_id)
 
     async def start(self, machine_id: str) -> None:
-        await self._run(lambda system: self._power(system, machine_id, on=True),
-                        what=f"start {machine_id}", timeout=self.call_timeout)
+        await self.engine.run(lambda system: self._power(system, machine_id, on=True),
+                               what=f"start {machine_id}", timeout=self.call_timeout)
         log.info("vm started", provider=self.name, vm=machine_id)
 
     async def quota(self) -> QuotaInfo:
         return QuotaInfo(max_nodes=self.spec.quota.max_nodes, used=len(await self.list_owned()))
 
     async def close(self) -> None:
-        with self._connections_lock:
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            with contextlib.suppress(sdk.Error):
-                conn.close(logout=False)
-        token, self._token = self._token, None
-        if token is not None and self._session is not None:
-            await revoke_token(self._session, url=self.logout_url, token=token)
-        if self._session is not None:
-            await self._session.close()
-        self.blocking.close()
+        await self.engine.close()

@@ -2,7 +2,8 @@
 
 The SDK's own SSO requests carry no timeout, so a hung engine would pin a provider thread
 for ever; these calls share the driver's request timeout. No SDK import here: the driver
-(``ovirt.py``) is the only module that touches ``ovirtsdk4``.
+(``ovirt.py``) and its connection to the engine (``ovirt_engine.py``, which calls these)
+are the modules that touch ``ovirtsdk4``.
 """
 
 from __future__ import annotations

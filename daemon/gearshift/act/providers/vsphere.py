@@ -14,7 +14,9 @@
 
 pyvmomi is blocking: every call runs on the provider's own threads (``common.Blocking``),
 with a socket timeout (``request_timeout``) on every SOAP request and a deadline
-(``task_timeout``) on every task.
+(``task_timeout``) on every task. Finding things in the inventory (property-collector
+reads, the clone's datacenter, template, pool, folder and datastore) is in
+``vsphere_places``.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ from gearshift.act.providers.common import (
     reveal,
 )
 from gearshift.act.providers.kind_settings import VSphereSettings
-from gearshift.act.providers.vsphere_inventory import connect_options, one_datacenter, one_named
+from gearshift.act.providers.vsphere_inventory import connect_options
+from gearshift.act.providers.vsphere_places import Places, retrieve, retrieve_one
 from gearshift.errors import (
     CapacityUnavailable,
     ConfigError,
@@ -83,7 +86,7 @@ class VSphereProvider(Provider):
         self.call_timeout = 2 * settings.task_timeout + 10 * settings.request_timeout
         self._si: Any = None
         self._lock = threading.Lock()
-        self._places: dict[str, Any] = {}
+        self.places = Places(settings, provider=name)
 
     @classmethod
     def from_spec(cls, spec: ProviderSpec) -> VSphereProvider:
@@ -129,22 +132,6 @@ class VSphereProvider(Provider):
                 raise self._error(exc, what) from None
         return await self.blocking(guarded, what=what, timeout=timeout)
 
-    def _retrieve(self, si: Any, root: Any, kind: Any, paths: list[str],
-                  recursive: bool = True) -> list[tuple[Any, dict[str, Any]]]:
-        """Every ``kind`` object below ``root`` with the properties ``paths``, in one call."""
-        content = si.RetrieveContent()
-        view = content.viewManager.CreateContainerView(root, [kind], recursive)
-        try:
-            pc = vmodl.query.PropertyCollector
-            spec = pc.FilterSpec(
-                objectSet=[pc.ObjectSpec(obj=view, skip=True, selectSet=[pc.TraversalSpec(
-                    name="view", path="view", skip=False, type=vim.view.ContainerView)])],
-                propSet=[pc.PropertySpec(type=kind, pathSet=paths)])
-            found = content.propertyCollector.RetrieveContents([spec]) or []
-        finally:
-            view.DestroyView()
-        return [(o.obj, {p.name: p.val for p in o.propSet}) for o in found]
-
     def _wait(self, task: Any, what: str) -> Any:
         """Wait for a task until it ends or ``task_timeout`` passes."""
         deadline = time.monotonic() + self.settings.task_timeout
@@ -161,77 +148,6 @@ class VSphereProvider(Provider):
             time.sleep(pause)
             pause = min(pause * 2, 2.0)
 
-    def _datacenter(self, si: Any) -> Any:
-        if "dc" in self._places:
-            return self._places["dc"]
-        content = si.RetrieveContent()
-        found = self._retrieve(si, content.rootFolder, vim.Datacenter, ["name"])
-        self._places["dc"] = one_datacenter(found, self.settings.datacenter, provider=self.name)
-        return self._places["dc"]
-
-    def _find_one(self, si: Any, root: Any, kind: Any, name: str, what: str) -> Any:
-        return one_named(self._retrieve(si, root, kind, ["name"]), name, provider=self.name,
-                         what=what)
-
-    def _template(self, si: Any, name: str) -> Any:
-        key = f"template:{name}"
-        if key not in self._places:
-            dc = self._datacenter(si)
-            self._places[key] = self._find_one(si, dc.vmFolder, vim.VirtualMachine, name,
-                                               "template")
-        return self._places[key]
-
-    def _pool(self, si: Any, template: Any) -> Any:
-        s = self.settings
-        if s.resource_pool is None and s.cluster is None:
-            props = dict(self._retrieve_one(si, template, vim.VirtualMachine, ["resourcePool"]))
-            if props.get("resourcePool") is not None:
-                return props["resourcePool"]
-            raise PermanentError(self.name, "the template has no resource pool (it is a "
-                                            "template): set settings.cluster or resource_pool")
-        if "pool" not in self._places:
-            dc = self._datacenter(si)
-            if s.resource_pool is not None:
-                self._places["pool"] = self._find_one(si, dc.hostFolder, vim.ResourcePool,
-                                                      s.resource_pool, "resource pool")
-            else:
-                assert s.cluster is not None
-                cluster = self._find_one(si, dc.hostFolder, vim.ClusterComputeResource,
-                                         s.cluster, "cluster")
-                self._places["pool"] = dict(self._retrieve_one(
-                    si, cluster, vim.ClusterComputeResource, ["resourcePool"]))["resourcePool"]
-        return self._places["pool"]
-
-    def _retrieve_one(self, si: Any, obj: Any, kind: Any, paths: list[str]) -> dict[str, Any]:
-        pc = vmodl.query.PropertyCollector
-        spec = pc.FilterSpec(objectSet=[pc.ObjectSpec(obj=obj, skip=False)],
-                             propSet=[pc.PropertySpec(type=kind, pathSet=paths)])
-        found = si.RetrieveContent().propertyCollector.RetrieveContents([spec]) or []
-        return {p.name: p.val for o in found for p in o.propSet}
-
-    def _folder(self, si: Any) -> Any:
-        if "folder" not in self._places:
-            dc = self._datacenter(si)
-            if self.settings.folder is None:
-                self._places["folder"] = dc.vmFolder
-            else:
-                path = f"{dc.name}/vm/{self.settings.folder.strip('/')}"
-                folder = si.RetrieveContent().searchIndex.FindByInventoryPath(path)
-                if folder is None:
-                    raise PermanentError(self.name, f"VM folder {self.settings.folder!r} "
-                                                    f"not found")
-                self._places["folder"] = folder
-        return self._places["folder"]
-
-    def _datastore(self, si: Any) -> Any:
-        if self.settings.datastore is None:
-            return None
-        if "datastore" not in self._places:
-            dc = self._datacenter(si)
-            self._places["datastore"] = self._find_one(si, dc.datastoreFolder, vim.Datastore,
-                                                       self.settings.datastore, "datastore")
-        return self._places["datastore"]
-
     def _ours(self, marks: dict[str, str]) -> bool:
         return vsphere_clone.is_ours(marks, owner=self.settings.owner, provider=self.name)
 
@@ -240,10 +156,10 @@ class VSphereProvider(Provider):
                                                 name=name)
 
     def _owned(self, si: Any) -> list[tuple[Any, Machine, str]]:
-        dc = self._datacenter(si)
+        dc = self.places.datacenter(si)
         owned = []
-        for vm, props in self._retrieve(si, dc.vmFolder, vim.VirtualMachine,
-                                        ["name", "config.extraConfig", "runtime.powerState"]):
+        for vm, props in retrieve(si, dc.vmFolder, vim.VirtualMachine,
+                                  ["name", "config.extraConfig", "runtime.powerState"]):
             marks = vsphere_clone.marks_of(props.get("config.extraConfig"))
             if not self._ours(marks):
                 continue
@@ -266,7 +182,7 @@ class VSphereProvider(Provider):
         extra = vsphere_clone.blueprint_settings(blueprint, provider=self.name)
 
         def clone(si: Any) -> Machine:
-            template = self._template(si, blueprint.template or "")
+            template = self.places.template(si, blueprint.template or "")
             marks = vsphere_clone.owner_marks(
                 owner=self.settings.owner, provider=self.name, key=request.key,
                 pool=request.pool, blueprint=blueprint.name, created=time.time())
@@ -280,13 +196,14 @@ class VSphereProvider(Provider):
             if extra.memory_mb:
                 config.memoryMB = extra.memory_mb
             spec = vim.vm.CloneSpec(
-                location=vim.vm.RelocateSpec(pool=self._pool(si, template),
-                                             datastore=self._datastore(si)),
+                location=vim.vm.RelocateSpec(pool=self.places.pool(si, template),
+                                             datastore=self.places.datastore(si)),
                 powerOn=False, template=False, config=config)
             fresh = True
             try:
-                vm = self._wait(template.CloneVM_Task(folder=self._folder(si), name=request.name,
-                                                      spec=spec), f"{what}: clone")
+                vm = self._wait(template.CloneVM_Task(folder=self.places.folder(si),
+                                                      name=request.name, spec=spec),
+                                f"{what}: clone")
             except vim.fault.DuplicateName:
                 fresh = False
                 # A clone from an earlier attempt finished meanwhile: use it if it is ours.
@@ -333,8 +250,8 @@ class VSphereProvider(Provider):
         """The VM ``machine_id`` and its power state (None: gone); not ours: refused."""
         vm = vim.VirtualMachine(machine_id, si._stub)
         try:
-            props = self._retrieve_one(si, vm, vim.VirtualMachine,
-                                       ["config.extraConfig", "runtime.powerState"])
+            props = retrieve_one(si, vm, vim.VirtualMachine,
+                                 ["config.extraConfig", "runtime.powerState"])
         except vmodl.fault.ManagedObjectNotFound:
             return None
         if not props:

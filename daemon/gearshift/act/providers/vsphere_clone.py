@@ -13,7 +13,7 @@
   the clone is made; a bad one is a permanent error.
 
 Plain strings and dicts, no pyVmomi: the driver (``vsphere.py``) turns them into a clone
-spec and is the only module that imports the SDK.
+spec; only it and its SDK helpers (``vsphere_places``, ``vsphere_errors``) import the SDK.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ parts, TLS, the socket timeout). ``one_named`` and ``one_datacenter`` pick the s
 object a name means from a property-collector read, and say plainly what is missing or
 ambiguous: such a mistake is permanent, and the operator has to fix the settings.
 
-No pyVmomi here: the driver (``vsphere.py``) makes the SDK calls and is the only module
-that imports it; these helpers see plain ``(object, properties)`` pairs.
+No pyVmomi here: the driver (``vsphere.py``) and ``vsphere_places`` make the SDK calls;
+these helpers see plain ``(object, properties)`` pairs.
 """
 
 from __future__ import annotations
