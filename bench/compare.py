@@ -10,11 +10,13 @@ it simulates the trace twice with the same seed:
 * **baseline**: the same pools cut down to what a plain threshold autoscaler does: the
   first preferred placement only (one provider), the density band only (no headroom, no
   schedules, no extra signals), no urgency, no burst-and-return, no consolidation, no
-  proportional scale-in, nothing preemptible.
+  proportional scale-in, nothing preemptible, and no broker-side hook (it sees only the
+  gears that fit).
 
 and, to show what each feature is worth on its own (all but the diurnal week),
-**no urgency**, **no burst-and-return** and **no consolidation**: the full policy with
-just that one switched off.
+**no urgency**, **no burst-and-return**, **no consolidation** and **no hook** (no
+unplaced-gears reports from the simulated broker): the full policy with just that one
+switched off.
 
 Those use seed 1. The full policy also runs with seeds 2 and 3, and each of its three runs
 is measured against the yardsticks of ``bench/bounds.py`` (computed once per trace, they
@@ -75,9 +77,10 @@ def baseline(policies: PolicySet) -> PolicySet:
     return replace(policies, pools=tuple(baseline_pool(p) for p in policies.pools))
 
 
-def simulate(directory: Path, policies: PolicySet, seed: int) -> dict[str, Any]:
+def simulate(directory: Path, policies: PolicySet, seed: int, *, broker_hook: bool = True
+             ) -> dict[str, Any]:
     trace = read_trace(directory / "trace.csv")
-    options = SimOptions(seed=seed, **OPTIONS.get(directory.name, {}))
+    options = SimOptions(seed=seed, broker_hook=broker_hook, **OPTIONS.get(directory.name, {}))
     started = time.perf_counter()
     report = asyncio.run(Simulation(policies, trace, options).run()).report
     return {
@@ -135,11 +138,13 @@ def compare(directory: Path, seed: int, *, ablations: bool) -> dict[str, Any]:
     policies = load_policy_set([directory / "pools", directory / "providers.yaml"])
     row: dict[str, Any] = {"example": str(directory.relative_to(EXAMPLES)),
                            "full": simulate(directory, policies, seed),
-                           "baseline": simulate(directory, baseline(policies), seed)}
+                           "baseline": simulate(directory, baseline(policies), seed,
+                                                broker_hook=False)}
     if ablations:
         row["no_urgency"] = simulate(directory, without(policies, "urgency"), seed)
         row["no_burst_return"] = simulate(directory, without(policies, "burst_return"), seed)
         row["no_consolidation"] = simulate(directory, without(policies, "consolidation"), seed)
+        row["no_hook"] = simulate(directory, policies, seed, broker_hook=False)
     runs = [row["full"] if s == seed else simulate(directory, policies, s) for s in SEEDS]
     row["vs_bounds"] = against_bounds(directory, policies, runs)
     return row
@@ -169,9 +174,11 @@ def main() -> None:
     directories = [EXAMPLES / "flash-crowd", EXAMPLES / "diurnal-week",
                    *sorted(p for p in (EXAMPLES / "scenarios").iterdir() if p.is_dir())]
     rows = [compare(d, seed=1, ablations=d.name != "diurnal-week") for d in directories]
-    variants = ("full", "baseline", "no_urgency", "no_burst_return", "no_consolidation")
-    labels = "".join(f"{v:>11}" for v in ("full", "baseline", "-urgency", "-return", "-consol"))
-    print(f"{'':<28}{'unmet gear-hours':^55}{'cost':^55}")
+    variants = ("full", "baseline", "no_urgency", "no_burst_return", "no_consolidation",
+                "no_hook")
+    labels = "".join(f"{v:>11}" for v in ("full", "baseline", "-urgency", "-return", "-consol",
+                                           "-hook"))
+    print(f"{'':<28}{'unmet gear-hours':^66}{'cost':^66}")
     print(f"{'example':<28}{labels}{labels}{'violations':>11}")
     for row in rows:
         unmet = "".join(f"{row[v]['unmet_gear_seconds'] / 3600:>11.1f}" if v in row
