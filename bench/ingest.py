@@ -202,6 +202,8 @@ async def latency_run(settings: MqttSettings, journal: SqliteJournal, *, nodes: 
     ingested: list[float] = []  # when the trial node's facts reached the fleet model
     woken: list[float] = []  # when the edge waker woke the reconciler
     fleet.add_listener(lambda i: ingested.append(time.perf_counter()) if i in moved else None)
+    everyone = asyncio.Event()
+    fleet.add_listener(lambda _: everyone.set() if len(fleet) >= nodes else None)
     wake = reconciler.wake
 
     def timed_wake(reason: str = "") -> None:
@@ -214,7 +216,7 @@ async def latency_run(settings: MqttSettings, journal: SqliteJournal, *, nodes: 
     tasks = [asyncio.create_task(source.run(stop))]
     async with asyncio.timeout(120):
         await source.caught_up.wait()
-    assert len(fleet) == nodes, f"only {len(fleet)} of {nodes} retained facts arrived"
+        await everyone.wait()  # a reconnect under load can cut the first replay short
     gc.unfreeze()  # what an earlier run froze goes back to the collector
     gc.set_threshold(*DEFAULT_GC)
     settled = gcpolicy.settle(enabled=gc_freeze)  # where serve() does it
