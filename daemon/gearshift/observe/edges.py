@@ -44,10 +44,10 @@ class EdgeWatch:
         self._fleet: FleetModel | None = None
         self._pools: tuple[PoolPolicy, ...] | None = None
         self._dirty: set[str] = set()
-        self._contrib: dict[str, tuple[str, int, int]] = {}  # identity -> (pool, active, cap)
+        # identity -> (pool, active gears, capacity, when the heap looks at it next)
+        self._contrib: dict[str, tuple[str, int, int, float]] = {}
         self._sums: dict[str, list[int]] = {}  # pool -> [active gears, capacity]
         self._pool_of: dict[Hashable, str | None] = {}  # selector key -> pool (None: none)
-        self._due: dict[str, float] = {}  # counted identity -> when its facts go stale
         self._expiry: list[tuple[float, str]] = []  # heap of (stale at, identity)
         self.full_resyncs = 0  # checks that looked at every node (new fleet or policies)
         self.matches = 0  # pool selectors evaluated (one per pool tried)
@@ -71,29 +71,35 @@ class EdgeWatch:
         self._pool_of[key] = name
         return name
 
-    def _update(self, fleet: FleetModel, identity: str, now: float) -> None:
+    def _update(self, fleet: FleetModel, identity: str, now: float, *,
+                due: bool = False) -> None:
+        """Recount one node; ``due``: its heap entry was just popped."""
         old = self._contrib.pop(identity, None)
+        scheduled = None  # when the heap looks at this node next (an entry is pending)
         if old is not None:
             sums = self._sums.get(old[0])
             if sums is not None:
                 sums[0] -= old[1]
                 sums[1] -= old[2]
+            if not due:
+                scheduled = old[3]
         facts = fleet.facts(identity)
         if facts is None or not facts.district_active or not fleet.is_fresh(identity, now):
-            self._due.pop(identity, None)
             return
         pool = self._match(facts)
         if pool is None:
-            self._due.pop(identity, None)
             return
-        self._contrib[identity] = (pool, facts.gears.active, facts.max_active_gears)
+        stale_at = fleet.fresh_until(identity)
+        assert stale_at is not None  # it is fresh
+        # One pending entry per node: an earlier one stays (it reschedules when popped),
+        # so a node republishing every 30 s does not pile up entries.
+        if scheduled is None or stale_at < scheduled:
+            heapq.heappush(self._expiry, (stale_at, identity))
+            scheduled = stale_at
+        self._contrib[identity] = (pool, facts.gears.active, facts.max_active_gears, scheduled)
         sums = self._sums[pool]
         sums[0] += facts.gears.active
         sums[1] += facts.max_active_gears
-        stale_at = fleet.fresh_until(identity)
-        if stale_at is not None and self._due.get(identity) != stale_at:
-            self._due[identity] = stale_at
-            heapq.heappush(self._expiry, (stale_at, identity))
 
     def _resync(self, fleet: FleetModel, policies: PolicySet, now: float) -> None:
         """Every node again, under (possibly new) policies."""
@@ -101,7 +107,6 @@ class EdgeWatch:
         self._pool_of = {}
         self._sums = {p.name: [0, 0] for p in policies.pools}
         self._contrib = {}
-        self._due = {}
         self._expiry = []
         self._dirty.clear()
         for identity in list(fleet.identities()):
@@ -115,8 +120,8 @@ class EdgeWatch:
         heap = self._expiry
         while heap and heap[0][0] < now:
             stale_at, identity = heapq.heappop(heap)
-            if self._due.get(identity) == stale_at:  # else an older schedule: skip
-                del self._due[identity]
+            counted = self._contrib.get(identity)
+            if counted is not None and counted[3] == stale_at:  # else a dropped entry
                 due.add(identity)
         return due
 
@@ -130,8 +135,9 @@ class EdgeWatch:
             self._resync(fleet, policies, now)
         else:
             dirty, self._dirty = self._dirty, set()
-            for identity in dirty | self._expire(now):
-                self._update(fleet, identity, now)
+            due = self._expire(now)
+            for identity in dirty | due:
+                self._update(fleet, identity, now, due=identity in due)
         changed = []
         for pool in policies.pools:
             active, capacity = self._sums[pool.name]
