@@ -8,7 +8,8 @@ For each fleet size N (spread over P pools, ``bench/ingest_fleet.py``) it starts
 mosquitto on a free port, publishes N retained ``gearshift.node.facts/1`` messages, and
 then, ``--runs`` times on the same broker:
 
-* raw and ingest, in alternating rounds: a bare aiomqtt client subscribes (the same
+* raw and ingest, in alternating rounds (the process has settled its GC as ``serve``
+  does before the facts replay): a bare aiomqtt client subscribes (the same
   protocol and QoS as the daemon) and only counts messages — the broker replays all N
   retained facts as fast as it can, so this is the receive rate of aiomqtt itself; then
   the daemon's ``MqttFactSource`` subscribes and parses, validates and stores every
@@ -383,6 +384,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ingest.json")
     args = parser.parse_args()
     configure(level="error")  # the executor logs each (deliberately) refused create
+    gcpolicy.settle(enabled=True)  # as serve() does before the facts replay
     results = [asyncio.run(bench(n, args.pools, runs=args.runs, trials=args.trials,
                                  rounds=args.rounds, debounce=args.debounce))
                for n in args.nodes]

@@ -2,9 +2,10 @@
 
 Start-up order: settings, logging, policies (a bad file refuses to start), providers (a
 missing SDK refuses to start with the pip line), journal, fact source, HTTP API; then the
-reconciler starts once the fact source has caught up (first applying the GC policy,
-``gcpolicy``). ``READY=1`` is sent after the first reconcile on fresh facts,
-``WATCHDOG=1`` after every reconcile, ``STATUS=`` carries a one-line fleet summary.
+reconciler starts once the fact source has caught up (the GC policy, ``gcpolicy``, is
+applied before the facts replay and again once they have). ``READY=1`` is sent after
+the first reconcile on fresh facts, ``WATCHDOG=1`` after every reconcile, ``STATUS=``
+carries a one-line fleet summary.
 SIGHUP reloads policies (``RELOADING=1``), SIGTERM stops gracefully: the current
 reconcile finishes, in-flight operations stay journaled.
 
@@ -199,6 +200,8 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
     source, waker, vouching = parts.source, parts.waker, parts.vouching
     assert source is not None and waker is not None and vouching is not None
     metrics.start_time.set(clock.now())
+    # Imports and parts are built: out of the collector's way before the fleet replays.
+    gcpolicy.settle(enabled=settings.reconcile.gc_freeze)
     for outcome in ("ok", "error"):
         metrics.reconciles.labels(outcome)
     if settings.platform.kind == "none":

@@ -8,12 +8,14 @@ runs every few seconds under a steady fact stream and costs ~50 ms at 10k nodes 
 lands wherever allocation happens to trip it, often inside a reconcile, between the
 crossing fact and the provider's create call.
 
-So once the fact source has caught up (the big, long-lived allocation is done), ``settle``
-collects once, moves every surviving object into the permanent generation
-(``gc.freeze``: never scanned again, still freed by reference counting) and raises the
-young-generation threshold so the collector runs less often over what is left: what a
-reconcile allocates is short-lived and mostly freed by reference counting anyway.
-``reconcile.gc_freeze: false`` leaves the interpreter's defaults alone.
+So ``serve`` calls ``settle`` twice: once the parts are built (the imports' objects out of
+the way while the fleet's facts replay: fewer, cheaper collections during catch-up) and
+once the fact source has caught up (the big, long-lived allocation is done). Each time it
+collects once, moves every surviving object into the permanent generation (``gc.freeze``:
+never scanned again, still freed by reference counting) and raises the young-generation
+threshold so the collector runs less often over what is left: what a reconcile allocates
+is short-lived and mostly freed by reference counting anyway. ``reconcile.gc_freeze:
+false`` leaves the interpreter's defaults alone.
 """
 
 from __future__ import annotations
