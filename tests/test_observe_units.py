@@ -8,6 +8,7 @@ import random
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -246,6 +247,19 @@ def test_a_new_profile_or_a_policy_reload_is_matched_again() -> None:
                           pool(name="q1", selector={"node_profile": "p1"}, headroom_gears=10**6))
     assert watch.check(fleet, reloaded, 102) == ["q1"]  # capacity below the new headroom
     assert watch.full_resyncs == 2 and watch.matches > matched + 2
+
+
+def test_the_pool_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gearshift.observe import edges
+
+    monkeypatch.setattr(edges, "MAX_SELECTOR_KEYS", 5)
+    policies = policy_set(pool(name="p0", selector={"node_profile": "p0"}))
+    fleet = FleetModel(stale_after=60)
+    watch = EdgeWatch()
+    for i in range(20):  # a new profile every message: a new key each time
+        fleet.ingest(facts(f"n{i}", ts=100, profile=f"x{i}"), received_at=100)
+        watch.check(fleet, policies, 100)
+        assert len(watch._pool_of) <= 5
 
 
 def test_nodes_going_stale_without_a_message_are_dropped_from_the_sums_when_due() -> None:

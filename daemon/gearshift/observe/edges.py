@@ -30,6 +30,10 @@ from gearshift.model import NodeFacts
 from gearshift.observe.fleet import FleetModel
 from gearshift.policy.schema import PolicySet, PoolPolicy
 
+# Remembered (profile, district, labels) triples: a real fleet has a handful; whoever can
+# publish facts could invent new labels without end, so the memo is bounded (cleared).
+MAX_SELECTOR_KEYS = 100_000
+
 
 def selector_key(facts: NodeFacts) -> Hashable:
     """What a pool selector looks at: equal keys always match the same pool."""
@@ -68,6 +72,8 @@ class EdgeWatch:
             if pool.selector.matches(facts):
                 name = pool.name
                 break
+        if len(self._pool_of) >= MAX_SELECTOR_KEYS:  # labels churned past any real fleet
+            self._pool_of.clear()
         self._pool_of[key] = name
         return name
 
