@@ -102,9 +102,9 @@ class ReconcileSettings(Section):
         "The loop counts as hung when it has not proved it is alive for this long: /healthz "
         "answers 503. Keep it at the systemd unit's WatchdogSec."))
     gc_freeze: bool = Field(True, description=(
-        "Once the fact source has caught up, collect garbage once, freeze what survives "
-        "(the fleet, the imports) out of the collector's reach and collect the young "
-        "generation less often, so full collections do not stall reconciles."))
+        "Before the facts replay and once they have caught up, collect garbage once and "
+        "freeze what survives (the imports, the fleet) out of the collector's reach, so "
+        "full collections do not stall reconciles."))
 
 
 class JournalSettings(Section):
