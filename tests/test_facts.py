@@ -46,6 +46,24 @@ def test_json_facts() -> None:
     assert facts.bad_reason is None
 
 
+def test_facts_held_for_many_nodes_share_their_repeated_strings_and_labels() -> None:
+    """Per-node memory: equal strings are one object, equal labels one read-only map."""
+    first = parse({**SAMPLE, "labels": {"zone": "a", "tier": "web"}})
+    again = parse_facts(json.dumps({**SAMPLE, "seq": 1235, "labels": {"tier": "web",
+                                                                     "zone": "a"}}).encode(),
+                        topic_identity="node1.example.com")
+    other = parse({**SAMPLE, "identity": "node9.example.com", "labels": {}},
+                  identity="node9.example.com")
+    assert again.identity is first.identity and first.public_hostname is first.identity
+    assert other.node_profile is first.node_profile
+    assert other.district_uuid is first.district_uuid
+    assert again.labels is first.labels and first.labels == {"zone": "a", "tier": "web"}
+    assert other.labels == {} and not other.labels
+    with pytest.raises(TypeError):
+        first.labels["zone"] = "b"  # type: ignore[index]
+    assert facts_to_message(first, now=0)["labels"] == {"tier": "web", "zone": "a"}
+
+
 def test_active_is_derived_when_absent() -> None:
     data = {**SAMPLE, "gears": {"total": 30, "idle": 8, "stopped": 2}}
     assert parse(data).gears.active == 20

@@ -8,6 +8,7 @@ import random
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -162,6 +163,8 @@ step = st.one_of(
     st.tuples(st.just("offline"), st.integers(0, 7)),
     st.tuples(st.just("forget"), st.integers(0, 7)),
     st.tuples(st.just("wait"), st.integers(1, 40)),
+    st.tuples(st.just("touch"), st.integers(0, 7)),
+    st.tuples(st.just("reload")),
 )
 
 
@@ -171,9 +174,9 @@ def test_incremental_edge_watch_agrees_with_a_full_recount(steps: list[tuple]) -
     policies = policy_set(pool(headroom_gears=20),
                           pool(name="big", selector={"node_profile": "large"}, priority=5))
     fleet = FleetModel(stale_after=30)
-    # Messages update the sums incrementally; a wait (≥ 1 s) forces the periodic resync
-    # that catches nodes going stale without a message.
-    watch = EdgeWatch(resync_every=1.0)
+    # Messages update the sums incrementally; a wait lets nodes go stale without a message
+    # (and a touch revive them without one); a reload hands over new, equal policies.
+    watch = EdgeWatch()
     now = 1000.0
     previous = {p.name: False for p in policies.pools}
     for seq, item in enumerate(steps, start=1):
@@ -186,12 +189,90 @@ def test_incremental_edge_watch_agrees_with_a_full_recount(steps: list[tuple]) -
             fleet.set_online(f"n{item[1]}", False, at=now)
         elif item[0] == "forget":
             fleet.forget(f"n{item[1]}")
+        elif item[0] == "touch":
+            fleet.touch(f"n{item[1]}", at=now)
+        elif item[0] == "reload":
+            policies = PolicySet(pools=tuple(list(policies.pools)),  # a new tuple
+                                 providers=policies.providers)
         else:
             now += item[1]
         changed = watch.check(fleet, policies, now)
         expected = naive_outside(fleet, policies, now)
         assert sorted(changed) == sorted(k for k in expected if expected[k] != previous[k])
         previous = expected
+
+
+def fleet_of(count: int, *, pools: int, now: float) -> FleetModel:
+    fleet = FleetModel(stale_after=60)
+    for i in range(count):
+        fleet.ingest(facts(f"n{i}", ts=now, profile=f"p{i % pools}"), received_at=now)
+    return fleet
+
+
+def test_a_check_with_nothing_changed_matches_nothing_and_looks_at_no_node() -> None:
+    policies = policy_set(*(pool(name=f"p{k}", selector={"node_profile": f"p{k}"})
+                            for k in range(10)))
+    fleet = fleet_of(1000, pools=10, now=100)
+    watch = EdgeWatch()
+    watch.check(fleet, policies, 100)
+    assert watch.full_resyncs == 1
+    assert 10 <= watch.matches <= 55  # once per distinct profile, not once per node
+    matched = watch.matches
+    looked: list[str] = []
+    fleet.add_listener(looked.append)
+    for at in (101.0, 131.0, 159.0):  # past the old 30 s resync period, before going stale
+        assert watch.check(fleet, policies, at) == []
+    assert watch.matches == matched and watch.full_resyncs == 1 and looked == []
+    # one node's gears change: no matching either (its profile was matched before)
+    fleet.ingest(facts("n3", ts=160, seq=2, active=40, profile="p3"), received_at=160)
+    watch.check(fleet, policies, 160)
+    assert watch.matches == matched and watch.full_resyncs == 1
+
+
+def test_a_new_profile_or_a_policy_reload_is_matched_again() -> None:
+    policies = policy_set(pool(name="p0", selector={"node_profile": "p0"}),
+                          pool(name="p1", selector={"node_profile": "p1"}))
+    fleet = fleet_of(100, pools=2, now=100)
+    watch = EdgeWatch()
+    watch.check(fleet, policies, 100)
+    matched = watch.matches
+    fleet.ingest(facts("n0", ts=101, seq=2, profile="p1"), received_at=101)  # moves pools
+    watch.check(fleet, policies, 101)
+    assert watch.matches == matched  # p1 is known already
+    fleet.ingest(facts("n1", ts=101, seq=2, profile="new"), received_at=101)
+    watch.check(fleet, policies, 101)
+    assert watch.matches == matched + 2  # a new profile: tried against both pools
+    # The reload moves every p1 node to a pool of a new name: all re-matched.
+    reloaded = policy_set(pool(name="p0", selector={"node_profile": "p0"}),
+                          pool(name="q1", selector={"node_profile": "p1"}, headroom_gears=10**6))
+    assert watch.check(fleet, reloaded, 102) == ["q1"]  # capacity below the new headroom
+    assert watch.full_resyncs == 2 and watch.matches > matched + 2
+
+
+def test_the_pool_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gearshift.observe import edges
+
+    monkeypatch.setattr(edges, "MAX_SELECTOR_KEYS", 5)
+    policies = policy_set(pool(name="p0", selector={"node_profile": "p0"}))
+    fleet = FleetModel(stale_after=60)
+    watch = EdgeWatch()
+    for i in range(20):  # a new profile every message: a new key each time
+        fleet.ingest(facts(f"n{i}", ts=100, profile=f"x{i}"), received_at=100)
+        watch.check(fleet, policies, 100)
+        assert len(watch._pool_of) <= 5
+
+
+def test_nodes_going_stale_without_a_message_are_dropped_from_the_sums_when_due() -> None:
+    policies = policy_set(pool(name="p0", selector={"node_profile": "p0"}, headroom_gears=100))
+    fleet = FleetModel(stale_after=60)
+    for i in range(4):
+        fleet.ingest(facts(f"n{i}", ts=100 + i, profile="p0"), received_at=100 + i)
+    watch = EdgeWatch()
+    assert watch.check(fleet, policies, 110) == []  # 4 x 50 free gears >= 100 headroom
+    assert watch.check(fleet, policies, 160.5) == []  # n0 stale: 150 free, still inside
+    assert watch.check(fleet, policies, 162.5) == ["p0"]  # n0..n2 stale: 50 free, outside
+    fleet.touch("n1", at=163)  # heard again without new facts: counted again
+    assert watch.check(fleet, policies, 163) == ["p0"]  # n1 and n3: 100 free, inside
 
 
 def source(**kwargs: object) -> tuple[MqttFactSource, Metrics]:

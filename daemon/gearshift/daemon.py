@@ -2,10 +2,12 @@
 
 Start-up order: settings, logging, policies (a bad file refuses to start), providers (a
 missing SDK refuses to start with the pip line), journal, fact source, HTTP API; then the
-reconciler starts once the fact source has caught up. ``READY=1`` is sent after the first
-reconcile on fresh facts, ``WATCHDOG=1`` after every reconcile, ``STATUS=`` carries a
-one-line fleet summary. SIGHUP reloads policies (``RELOADING=1``), SIGTERM stops
-gracefully: the current reconcile finishes, in-flight operations stay journaled.
+reconciler starts once the fact source has caught up (the GC policy, ``gcpolicy``, is
+applied before the facts replay and again once they have). ``READY=1`` is sent after
+the first reconcile on fresh facts, ``WATCHDOG=1`` after every reconcile, ``STATUS=``
+carries a one-line fleet summary.
+SIGHUP reloads policies (``RELOADING=1``), SIGTERM stops gracefully: the current
+reconcile finishes, in-flight operations stay journaled.
 
 ``run_daemon`` builds the parts that talk to the outside world (providers, platform,
 journal) from the settings and hands them to ``serve``, which is the daemon proper: the
@@ -36,6 +38,7 @@ from typing import Any
 
 import structlog
 
+from gearshift import gcpolicy
 from gearshift.act.platform.base import Platform
 from gearshift.act.platform.null import NullPlatform
 from gearshift.act.providers.guard import GuardedProvider, GuardSettings
@@ -197,6 +200,8 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
     source, waker, vouching = parts.source, parts.waker, parts.vouching
     assert source is not None and waker is not None and vouching is not None
     metrics.start_time.set(clock.now())
+    # Imports and parts are built: out of the collector's way before the fleet replays.
+    gcpolicy.settle(enabled=settings.reconcile.gc_freeze)
     for outcome in ("ok", "error"):
         metrics.reconciles.labels(outcome)
     if settings.platform.kind == "none":
@@ -283,6 +288,9 @@ async def serve(settings: Settings, *, policies: PolicyHolder,
                 task.cancel()
             reconciler.beat()
         if not stop.is_set():
+            settled = gcpolicy.settle(enabled=settings.reconcile.gc_freeze)
+            if settled is not None:
+                log.info("gc settled", frozen=settled.frozen, thresholds=settled.thresholds)
             await lead(reconciler=reconciler, leadership=leadership, recovery=recovery,
                        caught_up=source.caught_up.wait, stop=stop)
 

@@ -101,6 +101,10 @@ class ReconcileSettings(Section):
     hung_after: Seconds = Field(600.0, description=(
         "The loop counts as hung when it has not proved it is alive for this long: /healthz "
         "answers 503. Keep it at the systemd unit's WatchdogSec."))
+    gc_freeze: bool = Field(True, description=(
+        "Before the facts replay and once they have caught up, collect garbage once and "
+        "freeze what survives (the imports, the fleet) out of the collector's reach, so "
+        "full collections do not stall reconciles."))
 
 
 class JournalSettings(Section):

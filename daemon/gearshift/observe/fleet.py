@@ -195,11 +195,15 @@ class FleetModel:
         """The node re-published unchanged facts: it is alive as of ``at``."""
         entry = self._entries.get(identity)
         if entry is not None and at > entry.last_seen:
+            revived = at - entry.last_seen > self.stale_after  # stale to anyone looking
             entry.last_seen = at
             entry.node = None
             self._waiting.discard(identity)
             self._version += 1
             self._dirty.add(identity)
+            if revived:  # listeners that counted it out must look again
+                for listener in self._listeners:
+                    listener(identity)
 
     def touch_many(self, identities: Iterable[str], *, at: float) -> None:
         """``touch`` for many nodes at once (the simulator's heartbeat round)."""
@@ -264,6 +268,13 @@ class FleetModel:
         entry = self._entries.get(identity)
         return (entry is not None and entry.online and entry.facts.bad_reason is None
                 and now - entry.last_seen <= self.stale_after)
+
+    def fresh_until(self, identity: str) -> float | None:
+        """Until when ``is_fresh`` holds without news (None: it does not hold now)."""
+        entry = self._entries.get(identity)
+        if entry is None or not entry.online or entry.facts.bad_reason is not None:
+            return None
+        return entry.last_seen + self.stale_after
 
     # -- trust after a broker loss ----------------------------------------------------
     def await_fresh(self, since: float) -> int:

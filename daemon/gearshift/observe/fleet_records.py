@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from gearshift.model import Machine, Node, NodeFacts
 
 
-@dataclass
+@dataclass(slots=True)  # one per node: no per-instance __dict__ (~100 bytes less each)
 class Entry:
     facts: NodeFacts
     last_seen: float  # when the facts were produced (or received, when they carry no ts)

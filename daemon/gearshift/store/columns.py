@@ -9,6 +9,7 @@ imports the other).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from sys import intern
 from typing import Any
 
 from gearshift.model import Machine
@@ -45,9 +46,15 @@ def operation_from(row: Any) -> Operation:
 
 def machine_from(row: Any) -> Machine:
     r = _named(MACHINE_COLUMNS, row)
-    return Machine(provider=r["provider"], machine_id=r["machine_id"], name=r["identity"],
-                   blueprint=r["blueprint"], pool=r["pool"], created_at=r["created_at"],
-                   key=r["key"])
+    # The leader keeps every owned machine in memory: share the strings that repeat
+    # (provider, blueprint, pool) and the identity the fleet model holds too.
+    return Machine(provider=intern(r["provider"]), machine_id=r["machine_id"],
+                   name=intern(r["identity"]), blueprint=_interned(r["blueprint"]),
+                   pool=_interned(r["pool"]), created_at=r["created_at"], key=r["key"])
+
+
+def _interned(text: str | None) -> str | None:
+    return None if text is None else intern(text)
 
 
 def machine_values(machine: Machine) -> tuple[Any, ...]:

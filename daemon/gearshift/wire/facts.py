@@ -21,8 +21,11 @@ set: the node is then unknown, the pool's density is not poisoned.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from sys import intern
+from types import MappingProxyType
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -82,6 +85,29 @@ class FactsMessage(_Wire):
     active_usage_pct: float | None = None
 
 
+# Per-node memory: a fleet holds every node's latest facts for as long as it runs, and
+# most of their strings repeat (profile, district, the identity itself on every message).
+# ``sys.intern`` makes equal strings one object (the fleet's key, the facts, the journal's
+# machine); nodes with equal labels share one read-only dict, from a bounded table so
+# whoever can publish cannot grow it without limit.
+MAX_SHARED_LABELS = 4096
+_EMPTY_LABELS: Mapping[str, str] = MappingProxyType({})
+_labels: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
+
+
+def shared_labels(labels: dict[str, str]) -> Mapping[str, str]:
+    """A read-only mapping equal to ``labels``, shared by every node that has them."""
+    if not labels:
+        return _EMPTY_LABELS
+    key = tuple(sorted(labels.items()))
+    held = _labels.get(key)
+    if held is None:
+        held = MappingProxyType(dict(key))
+        if len(_labels) < MAX_SHARED_LABELS:
+            _labels[key] = held
+    return held
+
+
 def _timestamp(text: str | None) -> float | None:
     if text is None:
         return None
@@ -122,20 +148,22 @@ def _from_message(message: FactsMessage, topic_identity: str) -> NodeFacts:
     gears = message.gears
     active = gears.active if gears.active is not None else max(
         0, gears.total - gears.idle - gears.stopped)
+    identity = intern(message.identity)
+    hostname = message.net.public_hostname
     return NodeFacts(
-        identity=message.identity,
-        node_profile=message.node_profile,
+        identity=identity,
+        node_profile=intern(message.node_profile),
         max_active_gears=message.limits.max_active_gears,
         gears=GearCounts(total=gears.total, active=active, started=gears.started,
                          idle=gears.idle, stopped=gears.stopped, deploying=gears.deploying,
                          unknown=gears.unknown),
-        district_uuid=message.district.uuid,
+        district_uuid=None if message.district.uuid is None else intern(message.district.uuid),
         district_active=message.district.active,
         no_overcommit_active=message.limits.no_overcommit_active,
-        public_hostname=message.net.public_hostname,
+        public_hostname=identity if hostname == identity else hostname,
         produced_at=_timestamp(message.ts),
         seq=message.seq,
-        labels=dict(message.labels),
+        labels=shared_labels(message.labels),
         bad_reason=_bad_numbers(message.limits.max_active_gears, [message.active_usage_pct]),
     )
 
@@ -190,17 +218,18 @@ def _from_legacy(data: dict[str, str], topic_identity: str) -> NodeFacts:
     active = _int(data, "gears_active_count", default=max(0, total - idle - stopped))
     district = data.get("district_uuid")
     return NodeFacts(
-        identity=topic_identity,
-        node_profile=profile,
+        identity=intern(topic_identity),
+        node_profile=intern(profile),
         max_active_gears=max_active,
         gears=GearCounts(total=total, active=active, started=_int(data, "gears_started_count"),
                          idle=idle, stopped=stopped,
                          deploying=_int(data, "gears_deploying_count"),
                          unknown=_int(data, "gears_unknown_count")),
-        district_uuid=None if district in (None, "", "NONE") else district,
+        district_uuid=None if district in (None, "", "NONE") else intern(district),
         district_active=_bool(data, "district_active", True),
         no_overcommit_active=_bool(data, "no_overcommit_active", False),
         public_hostname=data.get("public_hostname"),
+        labels=_EMPTY_LABELS,
         bad_reason=_bad_numbers(max_active, [_float(data, k) for k in (
             "active_capacity", "capacity", "gears_usage_pct", "gears_active_usage_pct")]),
     )
