@@ -48,9 +48,10 @@ from gearshift.act.executor import ExecutionReport, Executor
 from gearshift.clock import SystemClock
 from gearshift.logs import configure
 from gearshift.metrics import Metrics
-from gearshift.model import FleetSnapshot, Plan, ScaleOut
+from gearshift.model import FleetSnapshot, ScaleOut
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mqtt import MqttFactSource
+from gearshift.plan import Plan
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.schema import PolicySet, PoolPolicy, ProvidersFile
 from gearshift.reconcile.reconciler import Reconciler

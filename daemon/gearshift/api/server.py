@@ -65,9 +65,10 @@ from gearshift.api_models import (
 from gearshift.errors import Fenced, JournalError
 from gearshift.explain import plan_to_dict
 from gearshift.metrics import Metrics
-from gearshift.model import CapacityRequest, Plan
+from gearshift.model import CapacityRequest
 from gearshift.observe.requests import parse_capacity_request
 from gearshift.observe.unplaced import parse_unplaced, record_unplaced
+from gearshift.plan import Plan
 from gearshift.reconcile.reconciler import Reconciler
 
 

@@ -37,9 +37,10 @@ import structlog
 from gearshift.act.providers.guard import GuardedProvider, GuardSettings
 from gearshift.assembly import assemble
 from gearshift.clock import InstantClock
-from gearshift.model import Drain, Machine, Plan, ScaleOut
+from gearshift.model import Drain, Machine, ScaleOut
 from gearshift.observe.edges import EdgeWatch
 from gearshift.observe.unplaced import parse_unplaced, record_unplaced
+from gearshift.plan import Plan
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.schema import PolicySet, PoolPolicy
 from gearshift.records import DemandSample, Journal
