@@ -25,7 +25,7 @@ from gearshift.reconcile.retention import JournalPruner
 from gearshift.records import Operation, Phase, RecoveryRecord
 from gearshift.settings import Settings
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
-from gearshift.sim.runner import seed_fleet
+from gearshift.sim.seed import seed_fleet
 from gearshift.sim.world import SimWorld
 from gearshift.store.journal import MemoryJournal
 
