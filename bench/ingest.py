@@ -70,9 +70,10 @@ from gearshift.act.providers.guard import GuardedProvider
 from gearshift.clock import SystemClock
 from gearshift.logs import configure
 from gearshift.metrics import Metrics
-from gearshift.model import Plan, ScaleOut
+from gearshift.model import ScaleOut
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mqtt import MqttFactSource
+from gearshift.plan import Plan
 from gearshift.policy.holder import PolicyHolder
 from gearshift.reconcile.reconciler import Reconciler
 from gearshift.reconcile.wakeup import EdgeWaker

@@ -32,16 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from gearshift import decide
-from gearshift.model import (
-    FleetSnapshot,
-    GearCounts,
-    Machine,
-    Node,
-    NodeFacts,
-    NodeState,
-    PlannerState,
-    PoolMemory,
-)
+from gearshift.model import FleetSnapshot, GearCounts, Machine, Node, NodeFacts, NodeState
+from gearshift.plan import PlannerState, PoolMemory
 from gearshift.policy.schema import PolicySet, PoolPolicy, ProvidersFile
 
 ROOT = Path(__file__).resolve().parent.parent

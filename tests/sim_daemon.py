@@ -29,7 +29,7 @@ from gearshift.metrics import Metrics
 from gearshift.settings import load_settings
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
 from gearshift.sim.publisher import SimPublisher
-from gearshift.sim.runner import seed_fleet
+from gearshift.sim.seed import seed_fleet
 from gearshift.sim.world import SimWorld
 from gearshift.store.journal import MemoryJournal
 

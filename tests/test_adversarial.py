@@ -43,19 +43,10 @@ from gearshift.act.providers.base import CreateRequest, Provider, QuotaInfo
 from gearshift.act.providers.guard import GuardedProvider
 from gearshift.clock import ManualClock
 from gearshift.metrics import Metrics
-from gearshift.model import (
-    Drain,
-    FleetSnapshot,
-    GearCounts,
-    Machine,
-    Node,
-    NodeFacts,
-    NodeState,
-    Plan,
-    Retire,
-)
+from gearshift.model import Drain, FleetSnapshot, GearCounts, Machine, Node, NodeFacts, NodeState, Retire
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mqtt import MqttFactSource
+from gearshift.plan import Plan
 from gearshift.settings import MqttSettings, TrustSettings
 from gearshift.sim.broker import start_mosquitto
 from gearshift.store.journal import MemoryJournal

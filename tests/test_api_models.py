@@ -21,12 +21,10 @@ from gearshift.model import (
     DestroyAgain,
     Drain,
     NodeCandidate,
-    Plan,
-    PlannerState,
-    PoolEvaluation,
     Retire,
     ScaleOut,
 )
+from gearshift.plan import Plan, PlannerState, PoolEvaluation
 
 text = st.text(max_size=12)
 maybe_float = st.none() | st.floats(allow_nan=False, allow_infinity=False)

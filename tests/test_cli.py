@@ -237,12 +237,10 @@ def _every_kind_plan() -> object:
         DestroyAgain,
         Drain,
         NodeCandidate,
-        Plan,
-        PlannerState,
-        PoolEvaluation,
         Retire,
         ScaleOut,
     )
+    from gearshift.plan import Plan, PlannerState, PoolEvaluation
 
     evaluation = PoolEvaluation(pool="small", active=3, booting=0, draining=1, unknown=0,
                                 active_gears=30, capacity_gears=60, active_density=0.5,

@@ -9,7 +9,8 @@ import pytest
 
 from builders import PROVIDERS, booting, nodes, policy_set, pool, snapshot
 from gearshift.decide import plan
-from gearshift.model import BurstReturn, Drain, Plan, PlannerState, PoolMemory, ScaleOut
+from gearshift.model import Drain, ScaleOut
+from gearshift.plan import BurstReturn, Plan, PlannerState, PoolMemory
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0

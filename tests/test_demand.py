@@ -11,9 +11,10 @@ import pytest
 
 from builders import PROVIDERS, booting, nodes, policy_set, pool, snapshot
 from gearshift.decide import plan
-from gearshift.model import CapacityRequest, PlannerState, PoolMemory, ScaleOut
+from gearshift.model import CapacityRequest, ScaleOut
 from gearshift.observe.requests import RequestBook
 from gearshift.observe.unplaced import parse_unplaced, record_unplaced
+from gearshift.plan import PlannerState, PoolMemory
 
 NOW = 1_800_000_000.0
 

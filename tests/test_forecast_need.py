@@ -12,15 +12,8 @@ from builders import node, nodes, policy_set, pool, snapshot
 from gearshift.decide import plan
 from gearshift.decide.forecast_need import Ahead, ahead, slowest_time_to_ready
 from gearshift.forecast.result import Forecast
-from gearshift.model import (
-    Drain,
-    Node,
-    Plan,
-    PlannerState,
-    PoolMemory,
-    ProviderStatus,
-    ScaleOut,
-)
+from gearshift.model import Drain, Node, ProviderStatus, ScaleOut
+from gearshift.plan import Plan, PlannerState, PoolMemory
 
 NOW = 1_800_000_000.0  # 2027-01-15 08:00 UTC
 READY = 480.0  # the pool's slowest placement (rack-a, 8m)

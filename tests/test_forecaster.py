@@ -11,7 +11,8 @@ from gearshift.clock import ManualClock
 from gearshift.decide import plan
 from gearshift.forecast.seasonal import SeasonalModel
 from gearshift.forecast.series import DAY, DemandSeries
-from gearshift.model import CapacityRequest, PoolEvaluation
+from gearshift.model import CapacityRequest
+from gearshift.plan import PoolEvaluation
 from gearshift.predict.forecaster import KEEP_MINUTES, Forecaster, horizon_minutes
 from gearshift.records import DemandSample
 from gearshift.store.sqlite import SqliteJournal

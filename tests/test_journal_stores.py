@@ -26,7 +26,8 @@ from gearshift.errors import (
     JournalError,
     JournalSchemaError,
 )
-from gearshift.model import DrainCause, Machine, Preemption
+from gearshift.model import DrainCause, Machine
+from gearshift.plan import Preemption
 from gearshift.records import (
     Allocation,
     Journal,

@@ -21,10 +21,11 @@ from gearshift import decide
 from gearshift.api.server import ApiServer
 from gearshift.clock import ManualClock, SystemClock
 from gearshift.metrics import Metrics
-from gearshift.model import Drain, FleetSnapshot, Machine, NodeState, Plan, ScaleOut
+from gearshift.model import Drain, FleetSnapshot, Machine, NodeState, ScaleOut
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mqtt import MqttFactSource
 from gearshift.observe.requests import RequestBook
+from gearshift.plan import Plan
 from gearshift.policy.schema import PolicySet
 from gearshift.reconcile.wakeup import EdgeWaker
 from gearshift.sim.broker import free_port

@@ -13,17 +13,8 @@ import pytest
 
 from builders import PROVIDERS, booting, drain, node, nodes, policy_set, pool, snapshot
 from gearshift.decide import plan
-from gearshift.model import (
-    BurstReturn,
-    CancelDrain,
-    Drain,
-    NodeState,
-    PlannerState,
-    PoolMemory,
-    Preemption,
-    ProviderStatus,
-    ScaleOut,
-)
+from gearshift.model import CancelDrain, Drain, NodeState, ProviderStatus, ScaleOut
+from gearshift.plan import BurstReturn, PlannerState, PoolMemory, Preemption
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0

@@ -19,13 +19,12 @@ from gearshift.model import (
     Drain,
     Node,
     NodeState,
-    PlannerState,
-    PoolMemory,
     ProviderStatus,
     Retire,
     RetireInFlight,
     ScaleOut,
 )
+from gearshift.plan import PlannerState, PoolMemory
 
 NOW = 1_800_000_000.0
 
@@ -589,7 +588,7 @@ def test_abandons_and_destroys_again_round_trip_through_the_plan_json() -> None:
 
     from gearshift.client import plan_from_dict
     from gearshift.explain import plan_to_dict, plan_to_text
-    from gearshift.model import Plan
+    from gearshift.plan import Plan
 
     actions = (Abandon(pool="small", identity="n-new", provider="rack-a", machine_id="m-1",
                        op_id="op-1", reason="published no facts", timeout=180.0, waited=181.0),

@@ -38,10 +38,10 @@ from gearshift.model import (
     Node,
     NodeFacts,
     NodeState,
-    Plan,
     Retire,
     ScaleOut,
 )
+from gearshift.plan import Plan
 from gearshift.records import Phase
 from gearshift.settings import MqttSettings, PlatformSettings
 from gearshift.store.journal import MemoryJournal

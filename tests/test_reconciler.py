@@ -15,8 +15,9 @@ from gearshift.act.progress import ExecutionReport
 from gearshift.act.providers.guard import GuardedProvider, GuardSettings
 from gearshift.clock import ManualClock
 from gearshift.metrics import Metrics
-from gearshift.model import FleetSnapshot, Plan
+from gearshift.model import FleetSnapshot
 from gearshift.observe.fleet import FleetModel
+from gearshift.plan import Plan
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.schema import PolicySet, ProvidersFile
 from gearshift.reconcile.reconciler import Reconciler
@@ -24,7 +25,7 @@ from gearshift.reconcile.retention import JournalPruner
 from gearshift.records import Operation, Phase, RecoveryRecord
 from gearshift.settings import Settings
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
-from gearshift.sim.runner import seed_fleet
+from gearshift.sim.seed import seed_fleet
 from gearshift.sim.world import SimWorld
 from gearshift.store.journal import MemoryJournal
 

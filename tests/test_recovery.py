@@ -24,17 +24,9 @@ from gearshift.act.providers.guard import GuardedProvider, GuardSettings
 from gearshift.clock import InstantClock, ManualClock
 from gearshift.errors import Fenced, JournalError, PlatformError, TransientError
 from gearshift.metrics import Metrics
-from gearshift.model import (
-    Action,
-    Drain,
-    FleetSnapshot,
-    Machine,
-    Plan,
-    PlannerState,
-    Retire,
-    ScaleOut,
-)
+from gearshift.model import Action, Drain, FleetSnapshot, Machine, Retire, ScaleOut
 from gearshift.observe.fleet import FleetModel
+from gearshift.plan import Plan, PlannerState
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.schema import PolicySet
 from gearshift.reconcile.leader import Leadership, lead

@@ -18,7 +18,8 @@ import pytest
 
 from conftest import ROOT
 from gearshift.act.progress import Event
-from gearshift.model import Drain, Plan
+from gearshift.model import Drain
+from gearshift.plan import Plan
 from gearshift.policy.loader import load_policy_set
 from gearshift.policy.schema import PolicySet
 from gearshift.reconcile.reconciler import Reconciler

@@ -18,8 +18,9 @@ from gearshift.act.providers.base import CreateRequest
 from gearshift.act.providers.simulated import SimulatedWorldProvider
 from gearshift.errors import NotFound
 from gearshift.settings import MqttSettings
-from gearshift.sim.referee import Score, busiest
+from gearshift.sim.referee import Score, busiest, report
 from gearshift.sim.server import WorldServer
+from gearshift.sim.world import SimWorld
 
 
 @pytest.mark.parametrize(("times", "expected"), [
@@ -44,6 +45,16 @@ def test_the_score_counts_each_call_with_its_time() -> None:
     assert score.calls == {("rack-a", "create", "ok"): 2,
                            ("rack-a", "list", "injected_503"): 1}
     assert score.call_times == [3.0, 1.0, 2.0]
+
+
+def test_the_report_counts_every_create_not_each_provider_once() -> None:
+    score = Score()
+    for at in (1.0, 2.0, 3.0):
+        score.count("rack-a", "create", "ok", at=at)
+    score.count("rack-b", "create", "ok", at=4.0)
+    score.count("rack-b", "create", "injected_503", at=5.0)  # failed: not a create made
+    score.count("rack-a", "destroy", "ok", at=6.0)
+    assert report(score, SimWorld(), now=10.0)["creates"] == 4
 
 
 async def test_the_report_counts_the_calls_made_over_http() -> None:
@@ -73,6 +84,7 @@ async def test_the_report_counts_the_calls_made_over_http() -> None:
     assert calls["create:ok"] == 2 and calls["destroy:ok"] == 1
     assert calls["stop:not_found"] == 1
     assert report["machines_made"] == 2
+    assert report["creates"] == 2
     assert report["destroyed"] == 1
     assert report["total_provider_calls"] == sum(calls.values())
     assert report["busiest_10s_provider_calls"] == sum(calls.values())  # all within seconds

@@ -30,12 +30,10 @@ from gearshift.model import (
     Drain,
     DrainCause,
     NodeCandidate,
-    Plan,
-    PlannerState,
-    PoolEvaluation,
     Retire,
     ScaleOut,
 )
+from gearshift.plan import Plan, PlannerState, PoolEvaluation
 
 
 def iso_time(at: float) -> str:

@@ -28,12 +28,12 @@ from gearshift.act.platform.base import Platform
 from gearshift.act.providers.guard import GuardedProvider
 from gearshift.clock import Clock
 from gearshift.metrics import Metrics
-from gearshift.model import Plan
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.mcollective.source import McoFactSource
 from gearshift.observe.mqtt import MqttFactSource
 from gearshift.observe.prometheus import PrometheusSignalSource
 from gearshift.observe.requests import RequestBook
+from gearshift.plan import Plan
 from gearshift.policy.holder import PolicyHolder
 from gearshift.predict.forecaster import Forecaster
 from gearshift.reconcile.leader import Leadership

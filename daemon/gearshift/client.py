@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from gearshift.api_models import PlanModel
 from gearshift.errors import ApiError, ConfigError, DaemonUnreachable
-from gearshift.model import Plan
+from gearshift.plan import Plan
 
 DEFAULT_URL = "http://127.0.0.1:9310"
 

@@ -57,7 +57,7 @@ from gearshift.clock import Clock, SystemClock
 from gearshift.errors import ConfigError
 from gearshift.logs import configure
 from gearshift.metrics import Metrics
-from gearshift.model import Plan
+from gearshift.plan import Plan
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.schema import ProvidersFile, ProviderSpec
 from gearshift.policy.watch import PolicyWatcher

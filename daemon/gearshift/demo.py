@@ -44,7 +44,7 @@ from gearshift.settings import MqttSettings, ReconcileSettings, Settings
 from gearshift.sim.broker import embedded_broker
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
 from gearshift.sim.publisher import SimPublisher
-from gearshift.sim.runner import seed_fleet
+from gearshift.sim.seed import seed_fleet
 from gearshift.sim.world import SimWorld
 from gearshift.store.journal import MemoryJournal
 

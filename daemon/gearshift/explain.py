@@ -7,7 +7,8 @@ from typing import Any
 
 from gearshift.api_models import PlanModel, action_model
 from gearshift.api_models import iso_time as _iso
-from gearshift.model import Action, Drain, Plan, ScaleOut
+from gearshift.model import Action, Drain, ScaleOut
+from gearshift.plan import Plan
 
 
 def action_to_dict(action: Action) -> dict[str, Any]:

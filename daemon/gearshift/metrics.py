@@ -10,7 +10,8 @@ from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from gearshift.model import FleetSnapshot, PoolEvaluation
+from gearshift.model import FleetSnapshot
+from gearshift.plan import PoolEvaluation
 
 NODE_STATES = ("active", "booting", "draining", "unknown")
 

@@ -53,7 +53,8 @@ from enum import StrEnum
 from typing import Any, Literal, Protocol
 
 from gearshift.errors import BadTransition
-from gearshift.model import DrainCause, DrainProgress, Machine, PendingNode, Preemption
+from gearshift.model import DrainCause, DrainProgress, Machine, PendingNode
+from gearshift.plan import Preemption
 
 OpKind = Literal["create", "drain"]
 

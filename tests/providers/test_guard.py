@@ -26,7 +26,8 @@ from gearshift.errors import (
     TransientError,
 )
 from gearshift.metrics import Metrics
-from gearshift.model import FleetSnapshot, Machine, Plan, PlannerState, ScaleOut
+from gearshift.model import FleetSnapshot, Machine, ScaleOut
+from gearshift.plan import Plan, PlannerState
 from gearshift.store.journal import MemoryJournal
 
 

@@ -66,10 +66,10 @@ from gearshift.model import (
     FleetSnapshot,
     Node,
     NodeState,
-    Plan,
     Retire,
     ScaleOut,
 )
+from gearshift.plan import Plan
 from gearshift.policy.schema import PolicySet
 from gearshift.records import Journal, Operation, Phase
 

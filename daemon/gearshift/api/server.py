@@ -9,7 +9,8 @@ a configured token they are refused (403) rather than open. Request bodies are l
 to ``http.max_body`` bytes (413), must arrive within ``http.read_timeout`` (408) and, as
 JSON, nest at most ``jsonlimits.MAX_DEPTH`` deep (400). A pause or resume is journaled
 before it is answered, so it outlives a restart or a failover (503 when the journal
-cannot record it). ``/v1/openapi.json`` describes all of it (api/openapi.py).
+cannot record it). ``/v1/openapi.json`` describes all of it (api/openapi.py); the
+status ``/v1/status`` answers is read from the reconciler by api/status.py.
 
 Open to anyone who can connect, the server protects itself (api/guard.py): at most
 ``http.max_connections`` connections, each closed when it sends no complete request
@@ -30,7 +31,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
 from typing import Any
 
 import structlog
@@ -52,22 +52,15 @@ from gearshift.api.models_status import (
     UnplacedGearsAcceptedModel,
 )
 from gearshift.api.openapi import EVENTS_DEFAULT, EVENTS_MAX, openapi_document
-from gearshift.api_models import (
-    BandModel,
-    EventModel,
-    EventsModel,
-    NodeCountsModel,
-    PoolStatusModel,
-    ProviderStatusModel,
-    action_model,
-    iso_time,
-)
+from gearshift.api.status import status_model
+from gearshift.api_models import EventModel, EventsModel, action_model, iso_time
 from gearshift.errors import Fenced, JournalError
 from gearshift.explain import plan_to_dict
 from gearshift.metrics import Metrics
-from gearshift.model import CapacityRequest, Plan
+from gearshift.model import CapacityRequest
 from gearshift.observe.requests import parse_capacity_request
 from gearshift.observe.unplaced import parse_unplaced, record_unplaced
+from gearshift.plan import Plan
 from gearshift.reconcile.reconciler import Reconciler
 
 
@@ -240,47 +233,9 @@ class ApiServer:
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def status_model(self) -> StatusModel:
-        evaluations = self.reconciler.last_pools
-        policies = self.reconciler.policies.current
-        pools: dict[str, PoolStatusModel] = {}
-        for policy in policies.pools:
-            e = evaluations.get(policy.name)
-            pools[policy.name] = PoolStatusModel(
-                nodes=NodeCountsModel(active=e.active if e else 0,
-                                      booting=e.booting if e else 0,
-                                      draining=e.draining if e else 0,
-                                      unknown=e.unknown if e else 0),
-                active_density=e.active_density if e else None,
-                desired_nodes=e.desired_nodes if e else policy.size.min,
-                degraded=e.degraded if e else True,
-                paused=policy.name in self.reconciler.paused,
-                min=policy.size.min, max=policy.size.max,
-                band=BandModel(scale_up_above=policy.density.scale_up_above,
-                               target=policy.density.target,
-                               scale_down_below=policy.density.scale_down_below),
-                summary=e.summary if e else "not evaluated yet",
-            )
-        snapshot = self.reconciler.last_snapshot
-        by_provider: dict[str, int] = {}
-        if snapshot is not None:
-            for node in snapshot.nodes:
-                if node.machine is not None:
-                    by_provider[node.machine.provider] = by_provider.get(node.machine.provider,
-                                                                         0) + 1
-        providers = {name: ProviderStatusModel.model_validate(
-                         {**asdict(p.status()), "nodes": by_provider.get(name, 0)}
-                     ) for name, p in self.reconciler.providers.items()}
         extras = self.extra_status() if self.extra_status is not None else None
-        return StatusModel(
-            pools=pools,
-            leader=self.leader(),
-            facts_fresh=self.reconciler.fleet.source_up,
-            last_reconcile=_iso(self.reconciler.last_success),
-            providers=providers,
-            policy_errors=list(self.reconciler.policies.problems),
-            decisions=list(reversed(self.decisions))[:20],
-            **(dict(extras) if extras is not None else {}),
-        )
+        return status_model(self.reconciler, leader=self.leader(),
+                            decisions=list(reversed(self.decisions))[:20], extras=extras)
 
     def status_body(self) -> dict[str, Any]:
         """``/v1/status`` as sent."""

@@ -14,7 +14,8 @@ from dataclasses import replace
 
 from gearshift.decide.context import PlanContext, PoolReading
 from gearshift.decide.placement import normal_order, options_for
-from gearshift.model import BurstReturn, Candidate, Node, ScaleOut
+from gearshift.model import Candidate, Node, ScaleOut
+from gearshift.plan import BurstReturn
 from gearshift.policy.schema import PoolPolicy
 
 

@@ -38,17 +38,8 @@ from gearshift.decide.burst_return import make_return, node_cost
 from gearshift.decide.context import PlanContext, PoolReading
 from gearshift.decide.placement import normal_order, options_for
 from gearshift.durations import format_duration
-from gearshift.model import (
-    Action,
-    BurstReturn,
-    Candidate,
-    Drain,
-    Node,
-    NodeCandidate,
-    NodeState,
-    PoolMemory,
-    ScaleOut,
-)
+from gearshift.model import Action, Candidate, Drain, Node, NodeCandidate, NodeState, ScaleOut
+from gearshift.plan import BurstReturn, PoolMemory
 from gearshift.policy.schema import BurstReturnPolicy, ConsolidationPolicy, PoolPolicy
 
 _LABEL = {"burst_return": "burst-and-return", "consolidation": "consolidate"}

@@ -16,7 +16,8 @@ from typing import NamedTuple
 from gearshift.decide.budget import DrainBudget
 from gearshift.decide.placement import Usage
 from gearshift.decide.pools import PoolView
-from gearshift.model import FleetSnapshot, Node, Preemption, ProviderStatus
+from gearshift.model import FleetSnapshot, Node, ProviderStatus
+from gearshift.plan import Preemption
 from gearshift.policy.schema import ProvidersFile
 
 

@@ -12,7 +12,8 @@ from gearshift.decide.context import PlanContext
 from gearshift.decide.drains import POINT_OF_NO_RETURN
 from gearshift.decide.placement import PlacementResult, place
 from gearshift.decide.pools import PoolView
-from gearshift.model import Action, CancelDrain, DrainProgress, PoolMemory, ScaleOut
+from gearshift.model import Action, CancelDrain, DrainProgress, ScaleOut
+from gearshift.plan import PoolMemory
 from gearshift.policy.schema import PoolPolicy
 
 

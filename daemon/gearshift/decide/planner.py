@@ -50,16 +50,8 @@ from gearshift.decide.schedules import scheduled_floor
 from gearshift.decide.shrink import fmt_density, shrink
 from gearshift.decide.signals import read_signals
 from gearshift.durations import format_duration
-from gearshift.model import (
-    Action,
-    CancelDrain,
-    FleetSnapshot,
-    Plan,
-    PlannerState,
-    PoolEvaluation,
-    PoolMemory,
-    ProviderStatus,
-)
+from gearshift.model import Action, CancelDrain, FleetSnapshot, ProviderStatus
+from gearshift.plan import Plan, PlannerState, PoolEvaluation, PoolMemory
 from gearshift.policy.schema import PolicySet, ProvidersFile
 
 _NO_PROVIDERS = ProvidersFile.model_construct(api_version="gearshift/v1", kind="Providers",

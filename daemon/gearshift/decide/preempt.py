@@ -23,7 +23,8 @@ from gearshift.decide.context import PlanContext
 from gearshift.decide.placement import normal_order, options_for
 from gearshift.decide.scale_in import scale_in_order
 from gearshift.decide.schedules import scheduled_floor
-from gearshift.model import Drain, NodeCandidate, Preemption
+from gearshift.model import Drain, NodeCandidate
+from gearshift.plan import Preemption
 from gearshift.policy.schema import PoolPolicy
 
 

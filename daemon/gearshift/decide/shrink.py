@@ -19,7 +19,8 @@ from gearshift.decide.pools import PoolView
 from gearshift.decide.scale_in import scale_in_order
 from gearshift.decide.signals import Signals
 from gearshift.durations import format_duration
-from gearshift.model import Drain, FleetSnapshot, Node, NodeCandidate, PoolMemory
+from gearshift.model import Drain, FleetSnapshot, Node, NodeCandidate
+from gearshift.plan import PoolMemory
 from gearshift.policy.schema import PoolPolicy
 
 

@@ -28,7 +28,7 @@ from gearshift.errors import Fenced, JournalError
 from gearshift.forecast.result import Forecast
 from gearshift.forecast.seasonal import SeasonalModel
 from gearshift.forecast.series import WEEK, DemandSeries
-from gearshift.model import PoolEvaluation
+from gearshift.plan import PoolEvaluation
 from gearshift.policy.schema import PolicySet, PoolPolicy
 from gearshift.records import DemandHistory, DemandSample
 

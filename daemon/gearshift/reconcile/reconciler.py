@@ -39,9 +39,6 @@ from gearshift.model import (
     CreateInFlight,
     FleetSnapshot,
     Node,
-    Plan,
-    PlannerState,
-    PoolEvaluation,
     ProviderStatus,
     RetireInFlight,
     ScaleOut,
@@ -49,6 +46,7 @@ from gearshift.model import (
 )
 from gearshift.observe.fleet import FleetModel
 from gearshift.observe.requests import RequestBook
+from gearshift.plan import Plan, PlannerState, PoolEvaluation
 from gearshift.policy.holder import PolicyHolder
 from gearshift.records import (
     Journal,

@@ -86,7 +86,7 @@ def report(score: Score, world: SimWorld, *, now: float) -> dict[str, Any]:
         "platform_calls": dict(score.platform_calls),
         "deactivations": score.deactivations,
         "retired": score.retired,
-        "creates": sum(1 for (_, op, outcome) in score.calls
+        "creates": sum(n for (_, op, outcome), n in score.calls.items()
                        if op == "create" and outcome == "ok"),
         "machines_made": len(world.keys),
         "destroyed": len(world.destroyed),

@@ -17,8 +17,8 @@ steps). Every node republishes its facts at every step (a heartbeat): touches ar
 one batch only when something reads the fleet, and only those a decision can tell from
 the per-step ones (see ``_heartbeat``).
 
-The report is the contract in ARCHITECTURE.md (``unmet_gear_seconds``, ``node_seconds``,
-``cost``, ``actions``, ``max_nodes``, ``violations``) plus figures that explain them.
+The run counts as it goes; ``sim.report`` turns the counts into the report (the contract in
+ARCHITECTURE.md), and ``sim.seed`` gives the pools the nodes they start with.
 """
 
 from __future__ import annotations
@@ -37,17 +37,20 @@ import structlog
 from gearshift.act.providers.guard import GuardedProvider, GuardSettings
 from gearshift.assembly import assemble
 from gearshift.clock import InstantClock
-from gearshift.model import Drain, Machine, Plan, ScaleOut
+from gearshift.model import Drain, ScaleOut
 from gearshift.observe.edges import EdgeWatch
 from gearshift.observe.unplaced import parse_unplaced, record_unplaced
+from gearshift.plan import Plan
 from gearshift.policy.holder import PolicyHolder
-from gearshift.policy.schema import PolicySet, PoolPolicy
-from gearshift.records import DemandSample, Journal
+from gearshift.policy.schema import PolicySet
+from gearshift.records import DemandSample
 from gearshift.settings import ReconcileSettings, Settings
 from gearshift.sim.broker_hook import SimBrokerHook
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
+from gearshift.sim.report import simulation_report
+from gearshift.sim.seed import seed_fleet
 from gearshift.sim.trace import Trace, demand_buckets, split_trace
-from gearshift.sim.world import SimNode, SimWorld
+from gearshift.sim.world import SimWorld
 from gearshift.store.journal import MemoryJournal
 
 log = structlog.get_logger(component="gearshift.sim")
@@ -91,52 +94,6 @@ class SimulationResult:
     report: dict[str, Any]
     timeline: list[Sample] = field(default_factory=list)
     plans: int = 0
-
-
-def _initial_nodes(policy: PoolPolicy, policies: PolicySet, demand: int) -> list[tuple[str, str]]:
-    """(provider, blueprint) of the nodes a pool starts with: enough for its initial demand
-    at the target density, at least ``min``, in placement order."""
-    assert policies.providers is not None
-    result: list[tuple[str, str]] = []
-    gears = 0
-    for placement in [p for p in policy.placement if not p.burst_only] or policy.placement:
-        blueprint = policies.providers.blueprint(placement.blueprint)
-        spec = policies.providers.provider(placement.provider)
-        if blueprint is None or spec is None:
-            continue
-        room = min(spec.quota.max_nodes, placement.max_nodes or spec.quota.max_nodes)
-        for _ in range(room):
-            if len(result) >= policy.size.min and gears >= max(
-                    demand / policy.density.target, demand + policy.headroom_gears):
-                return result
-            if len(result) >= policy.size.max:
-                return result
-            result.append((spec.name, blueprint.name))
-            gears += blueprint.expected_max_active_gears
-    return result
-
-
-async def seed_fleet(world: SimWorld, journal: Journal, policies: PolicySet,
-                     demand: dict[str, int], *, start: float) -> None:
-    """Give every pool the nodes it starts with, ready at ``start`` and owned by us."""
-    assert policies.providers is not None
-    for policy in policies.pools:
-        world.set_demand(policy.name, demand.get(policy.name, 0))
-        for i, (provider, blueprint_name) in enumerate(
-                _initial_nodes(policy, policies, demand.get(policy.name, 0))):
-            blueprint = policies.providers.blueprint(blueprint_name)
-            assert blueprint is not None
-            node = SimNode(identity=f"{policy.name}-seed-{i}", pool=policy.name,
-                           profile=blueprint.node_profile,
-                           max_active_gears=blueprint.expected_max_active_gears,
-                           provider=provider, machine_id=f"{provider}-seed-{policy.name}-{i}",
-                           key=f"seed-{policy.name}-{i}", created_at=start - 86400,
-                           ready_at=start)
-            world.add_node(node)
-            await journal.adopt(Machine(provider=provider, machine_id=node.machine_id,
-                                        name=node.identity, blueprint=blueprint_name,
-                                        pool=policy.name, created_at=node.created_at,
-                                        key=node.key))
 
 
 class Simulation:
@@ -372,7 +329,16 @@ class Simulation:
             self.world.violations.above_max += counted[0] * skipped
             self.world.violations.below_min += counted[1] * skipped
             step = following
-        result.report = self._report(end, result.plans, set(await self.journal.machines()))
+        owned = set(await self.journal.machines())
+        self.world.violations.leaked_nodes = sum(
+            1 for n in self.world.nodes.values() if n.identity not in owned)
+        result.report = simulation_report(
+            world=self.world, policies=self.policies, counts=self.executor.counts,
+            max_nodes=self.max_nodes, breaches=self.breaches, reactions=self.reactions,
+            preemptions=self.preemptions, burst_returns=self.burst_returns,
+            consolidations=self.consolidations, simulated_seconds=end - options.start,
+            reconciles=result.plans, seed=options.seed,
+            unplaced_reports=self.hook.reports if self.hook is not None else 0)
         return result
 
     def _step_at(self, t: float) -> int:
@@ -402,55 +368,3 @@ class Simulation:
                 capacity=capacity, nodes=by_provider,
                 forecast=(made.point_at(now) or 0.0, upper)
                 if made is not None and upper is not None else None))
-
-    def _report(self, end: float, plans: int, owned: set[str]) -> dict[str, Any]:
-        assert self.policies.providers is not None
-        leaked = [n for n in self.world.nodes.values() if n.identity not in owned]
-        self.world.violations.leaked_nodes = len(leaked)
-        counts = self.executor.counts
-        actions = {k: counts[(k, "ok")] for k in ("scale_out", "drain", "cancel_drain", "retire")}
-        failures = {f"{k}_{o}": n for (k, o), n in sorted(counts.items()) if o != "ok"}
-        specs = self.policies.providers.providers
-        costs = {spec.name: spec.cost_per_hour for spec in specs}
-        node_seconds = {name: round(self.world.node_seconds.get(name, 0.0), 1) for name in costs}
-        # Stopped machines (a warm pool) cost their disk: stopped_cost_per_hour.
-        stopped_costs = {s.name: s.simulation.stopped_cost_per_hour if s.simulation else 0.0
-                         for s in specs}
-        stopped = {name: round(self.world.stopped_node_seconds.get(name, 0.0), 1)
-                   for name in costs}
-        cost_by_provider = {n: node_seconds[n] / 3600 * costs[n]
-                            + stopped[n] / 3600 * stopped_costs[n] for n in costs}
-        max_nodes = {p.name: self.max_nodes[p.name] for p in self.policies.pools}
-        reactions = {pool: {"breaches": sum(1 for t in self.breaches[pool] if t >= 0),
-                            "max_seconds": max(values, default=None),
-                            "all_seconds": values}
-                     for pool, values in self.reactions.items()}
-        return {
-            "unmet_gear_seconds": round(sum(self.world.unmet_gear_seconds.values()), 1),
-            "unmet_gear_seconds_by_pool": {p.name: round(self.world.unmet_gear_seconds.get(p.name, 0.0), 1)
-                                           for p in self.policies.pools},
-            "node_seconds": node_seconds,
-            "cost": round(sum(cost_by_provider.values()), 2),
-            "cost_by_provider": {n: round(c, 2) for n, c in cost_by_provider.items()},
-            # only when a machine was ever stopped, so reports without warm pools stay as
-            # they were
-            **({"stopped_node_seconds": stopped} if self.world.stopped_node_seconds else {}),
-            "actions": actions,
-            "failed_actions": failures,
-            "max_nodes": max_nodes,
-            "violations": self.world.violations.as_dict(),
-            "breach_reactions": reactions,
-            "gear_moves": dict(self.world.move_stats),
-            # Drains planned to free quota for a higher-priority pool: {preempting: {victim: n}}
-            "preemptions": {by: {victim: n for (b, victim), n in sorted(self.preemptions.items())
-                                 if b == by}
-                            for by in sorted({b for b, _ in self.preemptions})},
-            # Burst nodes each pool set out to replace on a preferred placement.
-            "burst_returns": dict(sorted(self.burst_returns.items())),
-            # Nodes on dearer slots each pool set out to replace on a cheaper placement.
-            "consolidations": dict(sorted(self.consolidations.items())),
-            "simulated_seconds": end - self.options.start,
-            "reconciles": plans,
-            "unplaced_reports": self.hook.reports if self.hook is not None else 0,
-            "seed": self.options.seed,
-        }
