@@ -5,11 +5,11 @@ The figures are read from the README itself, so when `python bench/simulate.py` 
 again and the table regenerated, this test checks the new figures. The simulator runs on
 simulated time, so a seed gives the same run on any machine: the only noise is the table's
 rounding, so each figure must match to half a unit of its last digit shown (another seed
-moves the flash crowd's cost and unmet demand past that: the test fails). Wall time is the one machine-dependent column and is not
-compared. The large rows (20 pools, made by `bench/make_traces.py` inside
-`bench/simulate.py`) take minutes of CPU and are not run here;
-`test_the_simulate_table_names_every_shipped_example` checks the table still holds both
-shipped traces.
+moves the flash crowd's cost and unmet demand past that: the test fails). Wall and CPU
+time are the machine-dependent columns and are not compared. The large rows (20 pools,
+made by `bench/make_traces.py` inside `bench/simulate.py`) take minutes of CPU and are
+not run here; `test_the_simulate_table_names_every_shipped_example` checks the table
+still holds both shipped traces.
 """
 
 from __future__ import annotations
