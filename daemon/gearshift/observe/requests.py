@@ -6,8 +6,8 @@ from ``POST /v1/capacity-requests`` and the MQTT topic ``{prefix}/requests``; bo
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Annotated, Any
+from collections.abc import Collection, Mapping
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
@@ -22,18 +22,23 @@ MAX_TTL_SECONDS = 7 * 86400
 _REQUEST_KEYS = frozenset({"pool", "gears", "ttl", "reason"})
 
 
-def _whole(value: Any) -> Any:
+class PoolBody(BaseModel):
+    """A body that asks something of a pool: capacity requests, unplaced-gears reports."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    pool: str = Field(description="a pool in the policies in force")
+
+
+def whole_number(value: Any) -> Any:
     # JSON Schema counts 120.0 as an integer, so do we
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-class CapacityRequestBody(BaseModel):
+class CapacityRequestBody(PoolBody):
     """The body of ``POST /v1/capacity-requests`` and of a message on ``{prefix}/requests``;
     the OpenAPI document's ``CapacityRequest`` schema is generated from it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-    pool: str = Field(description="a pool in the policies in force")
-    gears: Annotated[int, BeforeValidator(_whole)] = Field(
+    gears: Annotated[int, BeforeValidator(whole_number)] = Field(
         ge=1, le=MAX_GEARS, description="extra active-gear slots to hold free")
     ttl: str = Field("30m", pattern=DURATION_PATTERN, max_length=MAX_TTL_TEXT,
                      description="how long the request holds, e.g. 10m (longer than 7d is "
@@ -49,6 +54,30 @@ _PROBLEMS = {
 }
 
 
+_Body = TypeVar("_Body", bound=PoolBody)
+
+
+def check_body(model: type[_Body], data: Any, *, pools: Collection[str] | None,
+               problems: Mapping[str, str]) -> _Body:
+    """``data`` as ``model``, or the error a client can act on:
+    TypeError when it is not an object, ValueError naming the field (``problems``, keyed
+    by field, ``pool`` also for an unknown pool) otherwise. Capacity requests and
+    unplaced-gears reports, over HTTP and MQTT, all come through here."""
+    if not isinstance(data, dict):
+        raise TypeError("the body must be a JSON object")
+    unknown = sorted(str(k) for k in data if k not in model.model_fields)
+    if unknown:
+        raise ValueError(f"unknown field(s): {', '.join(unknown)[:100]}")
+    try:
+        body = model.model_validate(data)
+    except ValidationError as exc:
+        field = next((str(e["loc"][0]) for e in exc.errors() if e["loc"]), "pool")
+        raise ValueError(problems.get(field, problems["pool"])) from None
+    if pools is not None and body.pool not in pools:
+        raise ValueError(problems["pool"])
+    return body
+
+
 def parse_capacity_request(data: Any, *, pools: Collection[str] | None
                            ) -> tuple[str, int, float, str]:
     """(pool, gears, ttl seconds, reason) from a request body; ValueError says what is wrong.
@@ -56,18 +85,7 @@ def parse_capacity_request(data: Any, *, pools: Collection[str] | None
     Both ways in (HTTP and MQTT) use it, so both accept exactly the ``CapacityRequest``
     schema of the OpenAPI document (schemathesis checks the HTTP side both ways).
     """
-    if not isinstance(data, dict):
-        raise TypeError("the body must be a JSON object")
-    unknown = sorted(str(k) for k in data if k not in CapacityRequestBody.model_fields)
-    if unknown:
-        raise ValueError(f"unknown field(s): {', '.join(unknown)[:100]}")
-    try:
-        body = CapacityRequestBody.model_validate(data)
-    except ValidationError as exc:
-        field = next((str(e["loc"][0]) for e in exc.errors() if e["loc"]), "pool")
-        raise ValueError(_PROBLEMS.get(field, _PROBLEMS["pool"])) from None
-    if pools is not None and body.pool not in pools:
-        raise ValueError(_PROBLEMS["pool"])
+    body = check_body(CapacityRequestBody, data, pools=pools, problems=_PROBLEMS)
     ttl = min(parse_duration(body.ttl), float(MAX_TTL_SECONDS))
     return body.pool, body.gears, ttl, body.reason
 

@@ -21,28 +21,30 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BeforeValidator, Field
 
 from gearshift.durations import DURATION_PATTERN, parse_duration
 from gearshift.model import CapacityRequest
-from gearshift.observe.requests import MAX_GEARS, MAX_REASON, MAX_TTL_TEXT, RequestBook
+from gearshift.observe.requests import (
+    MAX_GEARS,
+    MAX_REASON,
+    MAX_TTL_TEXT,
+    PoolBody,
+    RequestBook,
+    check_body,
+    whole_number,
+)
 
 MAX_SOURCE = 64
 MAX_UNPLACED_TTL_SECONDS = 3600.0  # a level, refreshed by its hook: never held for long
 SOURCE_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 
 
-def _whole(value: Any) -> Any:
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-class UnplacedGearsBody(BaseModel):
+class UnplacedGearsBody(PoolBody):
     """The body of ``POST /v1/unplaced-gears`` and of a message on ``{prefix}/unplaced``;
     the OpenAPI document's ``UnplacedGears`` schema is generated from it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-    pool: str = Field(description="a pool in the policies in force")
-    gears: Annotated[int, BeforeValidator(_whole)] = Field(
+    gears: Annotated[int, BeforeValidator(whole_number)] = Field(
         ge=0, le=MAX_GEARS, description="gears the broker could not place in this pool now "
                                         "(0: nothing refused)")
     source: str = Field("broker", pattern=SOURCE_PATTERN, max_length=MAX_SOURCE,
@@ -65,19 +67,7 @@ _PROBLEMS = {
 def parse_unplaced(data: Any, *, pools: Collection[str] | None) -> UnplacedGearsBody:
     """The report in ``data``; TypeError when it is not an object, ValueError saying what
     is wrong otherwise (both ways in, HTTP and MQTT, use it)."""
-    if not isinstance(data, dict):
-        raise TypeError("the body must be a JSON object")
-    unknown = sorted(str(k) for k in data if k not in UnplacedGearsBody.model_fields)
-    if unknown:
-        raise ValueError(f"unknown field(s): {', '.join(unknown)[:100]}")
-    try:
-        body = UnplacedGearsBody.model_validate(data)
-    except ValidationError as exc:
-        field = next((str(e["loc"][0]) for e in exc.errors() if e["loc"]), "pool")
-        raise ValueError(_PROBLEMS.get(field, _PROBLEMS["pool"])) from None
-    if pools is not None and body.pool not in pools:
-        raise ValueError(_PROBLEMS["pool"])
-    return body
+    return check_body(UnplacedGearsBody, data, pools=pools, problems=_PROBLEMS)
 
 
 def report_id(body: UnplacedGearsBody) -> str:
