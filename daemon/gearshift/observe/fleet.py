@@ -28,7 +28,7 @@ from gearshift.model import (
     PendingNode,
     Signal,
 )
-from gearshift.observe.fleet_records import Entry, Refusal, SnapshotCache, newer
+from gearshift.observe.fleet_records import Entry, Refusal, SnapshotCache, newer, node_state
 
 MAX_OFFLINE_WITHOUT_FACTS = 10_000
 MAX_REFUSED = 1_000  # identities whose last message was refused, kept to show why
@@ -297,23 +297,6 @@ class FleetModel:
         """Nodes not heard from since the last loss of the fact source."""
         return len(self._waiting)
 
-    def _state(self, entry: Entry, now: float, draining: AbstractSet[str],
-               owned: bool) -> tuple[NodeState, str | None]:
-        if not owned and self.vouched is not None and entry.facts.identity not in self.vouched:
-            return NodeState.UNVOUCHED, "not ours and not a district member"
-        disputed = self._disputed.get(entry.facts.identity)
-        if disputed is not None and disputed[0] > now:
-            return NodeState.UNKNOWN, f"facts disputed by the platform: {disputed[1]}"
-        if entry.facts.bad_reason:
-            return NodeState.UNKNOWN, f"bad facts: {entry.facts.bad_reason}"
-        if not entry.online:
-            return NodeState.UNKNOWN, "agent offline (last will)"
-        if now - entry.last_seen > self.stale_after:
-            return NodeState.UNKNOWN, f"silent for {now - entry.last_seen:.0f}s"
-        if entry.facts.identity in draining or not entry.facts.district_active:
-            return NodeState.DRAINING, None
-        return NodeState.ACTIVE, None
-
     def _nodes(self, now: float, machines: Mapping[str, Machine],
                draining: frozenset[str]) -> tuple[Node, ...]:
         """Every node's ``Node`` at ``now``; reused whole while nothing it shows changed.
@@ -361,7 +344,9 @@ class FleetModel:
               draining: AbstractSet[str]) -> tuple[Node, float]:
         """The node's ``Node`` at ``now`` (reused when unchanged), and until when it holds."""
         machine = machines.get(identity)
-        state, why = self._state(entry, now, draining, machine is not None)
+        state, why = node_state(entry, now=now, draining=draining, owned=machine is not None,
+                                vouched=self.vouched, disputed=self._disputed,
+                                stale_after=self.stale_after)
         expires = float("inf")
         if state is not NodeState.UNKNOWN:  # until it goes stale
             expires = entry.last_seen + self.stale_after

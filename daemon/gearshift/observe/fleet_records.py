@@ -1,15 +1,17 @@
 """The records ``FleetModel`` keeps: one entry per node, refusals, the snapshot cache.
 
-Plain data and the one ordering rule (which of two facts messages is newer), kept apart
-from ``fleet.py`` so the model there reads as the trust rules it applies.
+Plain data and the two rules read straight off a record (which of two facts messages is
+newer; what state a node's record puts it in), kept apart from ``fleet.py`` so the model
+there reads as the trust rules it applies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
-from gearshift.model import Machine, Node, NodeFacts
+from gearshift.model import Machine, Node, NodeFacts, NodeState
 
 
 @dataclass(slots=True)  # one per node: no per-instance __dict__ (~100 bytes less each)
@@ -54,3 +56,23 @@ class SnapshotCache:
     vouched: frozenset[str] | None
     nodes: tuple[Node, ...]
     index: dict[str, int]  # identity -> its position in ``nodes``
+
+
+def node_state(entry: Entry, *, now: float, draining: AbstractSet[str], owned: bool,
+               vouched: AbstractSet[str] | None, disputed: Mapping[str, tuple[float, str]],
+               stale_after: float) -> tuple[NodeState, str | None]:
+    """The state ``entry`` puts its node in at ``now``, and why when it counts for nothing."""
+    if not owned and vouched is not None and entry.facts.identity not in vouched:
+        return NodeState.UNVOUCHED, "not ours and not a district member"
+    held = disputed.get(entry.facts.identity)
+    if held is not None and held[0] > now:
+        return NodeState.UNKNOWN, f"facts disputed by the platform: {held[1]}"
+    if entry.facts.bad_reason:
+        return NodeState.UNKNOWN, f"bad facts: {entry.facts.bad_reason}"
+    if not entry.online:
+        return NodeState.UNKNOWN, "agent offline (last will)"
+    if now - entry.last_seen > stale_after:
+        return NodeState.UNKNOWN, f"silent for {now - entry.last_seen:.0f}s"
+    if entry.facts.identity in draining or not entry.facts.district_active:
+        return NodeState.DRAINING, None
+    return NodeState.ACTIVE, None

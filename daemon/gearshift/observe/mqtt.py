@@ -45,22 +45,19 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
 from collections.abc import Callable, Collection
 from dataclasses import replace
-from typing import Any
 
 import aiomqtt
 import structlog
 
-from gearshift import jsonlimits
 from gearshift.clock import Clock, SystemClock
 from gearshift.errors import BadMessage
 from gearshift.metrics import Metrics
-from gearshift.model import CapacityRequest, NodeFacts
+from gearshift.model import NodeFacts
 from gearshift.observe.fleet import FleetModel
-from gearshift.observe.requests import RequestBook, parse_capacity_request
-from gearshift.observe.unplaced import parse_unplaced, record_unplaced
+from gearshift.observe.mqtt_requests import take_capacity_request, take_unplaced
+from gearshift.observe.requests import RequestBook
 from gearshift.settings import MqttSettings, TrustSettings
 from gearshift.wire import topics
 from gearshift.wire.facts import parse_facts
@@ -168,11 +165,15 @@ class MqttFactSource:
             raise BadMessage("unknown_topic", topic[:200])
         rest = topic[len(self.prefix) + 1:].split("/")
         now = self.clock.now()
-        if rest == ["requests"]:
-            self._request(payload, now, retained)
-            return
-        if rest == ["unplaced"]:
-            self._unplaced(payload, now, retained)
+        if rest in (["requests"], ["unplaced"]):
+            # An empty payload clears a retained message: nothing to ask for.
+            if self.requests is not None and payload:
+                take = take_capacity_request if rest == ["requests"] else take_unplaced
+                take(payload, book=self.requests, now=now, retained=retained,
+                     pools=self.pool_names() if self.pool_names is not None else None,
+                     max_payload=self.settings.max_payload)
+                if self.on_facts is not None:
+                    self.on_facts()
             return
         if len(rest) != 3 or rest[0] != "nodes" or not rest[1]:
             raise BadMessage("unknown_topic", topic[:200])
@@ -215,51 +216,6 @@ class MqttFactSource:
                     self.on_facts()
         elif kind != "command":
             raise BadMessage("unknown_topic", topic[:200])
-
-    def _json_request(self, payload: bytes, retained: bool) -> Any:
-        if retained:
-            # A retained request would come back, with a new expiry, on every reconnect.
-            raise BadMessage("retained_request", "capacity requests must not be retained")
-        if len(payload) > self.settings.max_payload:
-            raise BadMessage("too_large", f"{len(payload)} bytes")
-        try:
-            return jsonlimits.loads(payload)
-        except (ValueError, RecursionError) as exc:
-            raise BadMessage("invalid_json", str(exc)[:80]) from exc
-
-    def _unplaced(self, payload: bytes, now: float, retained: bool) -> None:
-        if self.requests is None or not payload:
-            return
-        data = self._json_request(payload, retained)
-        pools = self.pool_names() if self.pool_names is not None else None
-        try:
-            body = parse_unplaced(data, pools=pools)
-        except TypeError as exc:
-            raise BadMessage("not_an_object", str(exc)) from exc
-        except ValueError as exc:
-            raise BadMessage("bad_request", str(exc)[:120]) from exc
-        record_unplaced(self.requests, body, now=now)
-        if self.on_facts is not None:
-            self.on_facts()
-
-    def _request(self, payload: bytes, now: float, retained: bool) -> None:
-        if self.requests is None or not payload:
-            return  # an empty payload clears a retained message: nothing to ask for
-        data = self._json_request(payload, retained)
-        pools = self.pool_names() if self.pool_names is not None else None
-        request_id = data.pop("id", None) if isinstance(data, dict) else None
-        try:
-            pool, gears, ttl, reason = parse_capacity_request(data, pools=pools)
-        except TypeError as exc:
-            raise BadMessage("not_an_object", str(exc)) from exc
-        except ValueError as exc:
-            raise BadMessage("bad_request", str(exc)[:120]) from exc
-        # Ids are namespaced so an MQTT client cannot replace a request made over HTTP.
-        self.requests.add(CapacityRequest(
-            request_id=f"mqtt:{str(request_id)[:100] if request_id else uuid.uuid4().hex}",
-            pool=pool, gears=gears, expires_at=now + ttl, reason=reason))
-        if self.on_facts is not None:
-            self.on_facts()
 
     # -- connection -------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
