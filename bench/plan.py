@@ -3,7 +3,8 @@
     .venv/bin/python bench/plan.py [--nodes 1000 10000 100000] [--pools 10 100] [--rounds 5]
 
 Each case is a fleet of N nodes spread evenly over P pools (one profile each, every node
-a machine of ours on one of three providers, all fresh), in three shapes: *steady* (every
+a machine of ours, half on a rack whose quota they fill and half on dearer vSphere, all
+fresh), in three shapes: *steady* (every
 pool inside its density band: the planner looks and does nothing), *scale-out* (every
 pool above its band past stabilisation: the planner places new nodes) and *scale-in*
 (every pool far below its band and past stabilisation: the planner picks drain victims).
@@ -41,10 +42,13 @@ NOW = 1_800_000_000.0
 PROVIDERS = ("rack", "vmw", "cloud")
 
 
-def providers_file(pools: int) -> ProvidersFile:
+def providers_file(pools: int, *, rack_nodes: int) -> ProvidersFile:
+    # The rack's quota is what it holds: the cheap provider is full, the dearer one holds
+    # the rest, so consolidation looks (as it does every reconcile) and finds no room.
     return ProvidersFile.model_validate({
         "apiVersion": "gearshift/v1", "kind": "Providers",
-        "providers": [{"name": name, "kind": "simulated", "quota": {"max_nodes": 1_000_000},
+        "providers": [{"name": name, "kind": "simulated",
+                       "quota": {"max_nodes": rack_nodes if name == "rack" else 1_000_000},
                        "cost_per_hour": cost, "boot_time": boot}
                       for name, cost, boot in (("rack", 0.02, "6m"), ("vmw", 0.07, "3m"),
                                                ("cloud", 0.21, "90s"))],
@@ -69,7 +73,7 @@ def pool_policy(index: int, nodes: int) -> PoolPolicy:
 def fleet(nodes: int, pools: int, *, active: int) -> tuple[FleetSnapshot, PolicySet]:
     per_pool = max(1, nodes // pools)
     policies = PolicySet(pools=tuple(pool_policy(i, per_pool) for i in range(pools)),
-                         providers=providers_file(pools))
+                         providers=providers_file(pools, rack_nodes=(nodes + 1) // 2))
     built = []
     for n in range(nodes):
         pool = n % pools
