@@ -118,16 +118,20 @@ def plan_swaps(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
             blockers = _could_shrink(policy, ctx=ctx, reading=reading)
         if blockers:
             continue
-        # Only a calm pool pays for the pass over its nodes.
-        dear = [] if cause == "burst_return" else _dear_nodes(policy, ctx=ctx, returns=returns)
-        if cause == "consolidation" and not dear:
-            continue
         if cause == "burst_return":
             action, chosen, note = make_return(policy, ctx=ctx, reading=reading,
                                                returns=returns)
         else:
+            # Only a calm pool weighs its nodes: per provider when the tallies tell.
+            dear: list[Priced] | None = None
+            tally = _dear_tally(policy, ctx=ctx, returns=returns)
+            if tally is None:
+                dear = _dear_nodes(policy, ctx=ctx, returns=returns)
+                tally = _weigh(dear, 0.0)[1:] if dear else (0, 0.0)
+            if tally[0] == 0:
+                continue
             action, chosen, note = _make_cheaper(policy, ctx=ctx, reading=reading,
-                                                 returns=returns, nodes=dear)
+                                                 returns=returns, nodes=dear, tally=tally)
         if action is not None:
             actions.append(action)
             making = True
@@ -204,23 +208,66 @@ def slot_cost(cost_per_hour: float, slots: int) -> float:
 Priced = tuple[Node, float]  # a node and what it costs per hour
 
 
-def _dear_nodes(policy: PoolPolicy, *, ctx: PlanContext,
-                returns: dict[str, BurstReturn]) -> list[Priced]:
-    """Active nodes of ours on the pool's non-burst placements whose slots cost more than
-    the pool's cheapest placement's (by its blueprint), not already being swapped or
-    drained: the ones consolidation may weigh. One pass, one dict lookup per node; a
-    pool with one non-burst placement has none."""
+def _cheapest_blueprint(policy: PoolPolicy, ctx: PlanContext) -> float | None:
+    """What a slot costs on the pool's cheapest non-burst placement (by its blueprint);
+    None when it has fewer than two: nothing is dearer then."""
     per_slot = []
     for placement in policy.placement:
         spec = ctx.providers.provider(placement.provider)
         blueprint = ctx.providers.blueprint(placement.blueprint)
         if not placement.burst_only and spec is not None and blueprint is not None:
             per_slot.append(slot_cost(spec.cost_per_hour, blueprint.expected_max_active_gears))
-    if len(per_slot) < 2:
+    return min(per_slot) if len(per_slot) >= 2 else None
+
+
+def _dear_tally(policy: PoolPolicy, *, ctx: PlanContext,
+                returns: dict[str, BurstReturn]) -> tuple[int, float] | None:
+    """How many nodes ``_dear_nodes`` would list and the dearest slot among them, read off
+    the pool's tallies per provider (``PoolView.shares``) instead of its nodes; None when
+    they cannot tell, and the nodes must be weighed one by one.
+
+    A slot costs the provider's rate over the node's *own* slots, so a node on the
+    cheapest provider with fewer slots than its blueprint is dearer too: a bound from the
+    blueprints alone would miss it. Per provider the tally has the fewest and most slots
+    of its nodes; ``rate / max(1, slots)`` only falls as the slots grow (rates are not
+    negative), so when its most-slotted node is dearer all its nodes are (the
+    fewest-slotted is the dearest), when its fewest-slotted node is not, none is, and
+    otherwise some are: None. None too when a node of the fleet being swapped or drained
+    now is active (``_dear_nodes`` leaves those out; the tallies cannot)."""
+    cheapest = _cheapest_blueprint(policy, ctx)
+    if cheapest is None:
+        return 0, 0.0
+    for identity in (*returns, *ctx.taken):
+        node = ctx.nodes_by_id.get(identity)
+        if node is not None and node.state is NodeState.ACTIVE and node.machine is not None:
+            return None
+    rates = ctx.providers.rates
+    count, dearest = 0, 0.0
+    for provider, share in ctx.views[policy.name].shares.items():
+        if share.burst:
+            continue
+        rate = rates.get(provider, 0.0)
+        if not rate >= 0.0:  # (a NaN too)
+            return None
+        if slot_cost(rate, share.most) > cheapest:
+            count += share.count
+            dearest = max(dearest, slot_cost(rate, share.least))
+        elif slot_cost(rate, share.least) > cheapest:
+            return None
+    return count, dearest
+
+
+def _dear_nodes(policy: PoolPolicy, *, ctx: PlanContext,
+                returns: dict[str, BurstReturn]) -> list[Priced]:
+    """Active nodes of ours on the pool's non-burst placements whose slots cost more than
+    the pool's cheapest placement's (by its blueprint), not already being swapped or
+    drained: the ones consolidation may weigh. One pass, one dict lookup per node; a
+    pool with one non-burst placement has none."""
+    cheapest = _cheapest_blueprint(policy, ctx)
+    if cheapest is None:
         return []
-    cheapest = min(per_slot)
     burst = {p.provider for p in policy.placement if p.burst_only}
-    rates = {spec.name: spec.cost_per_hour for spec in ctx.providers.providers}
+    rates = ctx.providers.rates
     dear: list[Priced] = []
     for n in ctx.views[policy.name].active:
         machine, facts = n.machine, n.facts
@@ -233,11 +280,26 @@ def _dear_nodes(policy: PoolPolicy, *, ctx: PlanContext,
     return dear
 
 
+def _weigh(nodes: Sequence[Priced], cheapest: float) -> tuple[list[Priced], int, float]:
+    """The nodes whose slots cost more than ``cheapest``, how many, and the dearest slot."""
+    dearer: list[Priced] = []
+    dearest = 0.0
+    for priced in nodes:
+        node, rate = priced
+        cost = slot_cost(rate, node.facts.max_active_gears if node.facts else 0)
+        if cost > cheapest:
+            dearer.append(priced)
+            dearest = max(dearest, cost)
+    return dearer, len(dearer), dearest
+
+
 def _make_cheaper(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
-                  returns: dict[str, BurstReturn], nodes: Sequence[Priced]
-                  ) -> tuple[ScaleOut | None, list[str], str]:
+                  returns: dict[str, BurstReturn], nodes: Sequence[Priced] | None,
+                  tally: tuple[int, float]) -> tuple[ScaleOut | None, list[str], str]:
     """The ScaleOut on the cheapest placement (per slot) with room, the nodes it replaces,
-    and a note when something dearer stays and why."""
+    and a note when something dearer stays and why. ``nodes``: the pool's dear nodes, or
+    None when only their ``tally`` (how many, the dearest slot) was read: they are listed
+    only if a cheaper placement has room."""
     settings = policy.consolidation
     name = policy.name
     options = [o for o in normal_order(options_for(policy, providers=ctx.providers,
@@ -247,16 +309,13 @@ def _make_cheaper(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
     if not options:
         return None, [], ""
     cheapest = min(slot_cost(o.spec.cost_per_hour, o.per_node) for o in options)
-
+    # The options' cheapest is the blueprints' (the same placements, the same figures),
+    # so every dear node is dearer and the tally holds.
     dearer: list[Priced] = []
-    dearest = 0.0
-    for priced in nodes:
-        node, rate = priced
-        cost = slot_cost(rate, node.facts.max_active_gears if node.facts else 0)
-        if cost > cheapest:
-            dearer.append(priced)
-            dearest = max(dearest, cost)
-    if not dearer:
+    count, dearest = tally
+    if nodes is not None:
+        dearer, count, dearest = _weigh(nodes, cheapest)
+    if not count:
         return None, [], ""
     cheaper = [o for o in options if slot_cost(o.spec.cost_per_hour, o.per_node) < dearest]
     usable = [o for o in cheaper if o.status.available and o.recent_error is None
@@ -266,8 +325,10 @@ def _make_cheaper(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
             f"{o.spec.name} " + (f"full ({o.limit_note})" if o.free <= 0 else
                                  o.recent_error or o.status.why_unavailable or "unavailable")
             for o in cheaper)
-        return None, [], (f"consolidate: {len(dearer)} node(s) on dearer slots, no cheaper "
+        return None, [], (f"consolidate: {count} node(s) on dearer slots, no cheaper "
                           f"placement has room ({why})")
+    if nodes is None:
+        dearer = _weigh(_dear_nodes(policy, ctx=ctx, returns=returns), cheapest)[0]
     target = min(usable, key=lambda o: (slot_cost(o.spec.cost_per_hour, o.per_node), o.index))
     spec = target.spec
     target_slot = slot_cost(spec.cost_per_hour, target.per_node)

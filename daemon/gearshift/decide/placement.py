@@ -47,10 +47,13 @@ class Usage:
 
     Counted from ``nodes`` (the snapshot's: each machine of ours counts for the pool it was
     made for, the nodes still booting aside) and ``pending`` (asked for, booting) when
-    first read or claimed: a plan that places no node (most of them) never counts."""
+    first read or claimed: a plan that places no node never counts. ``machines``, when
+    given, are the machines of ``nodes`` already counted (per provider, per (pool,
+    provider): ``decide.pools`` tallies them in its pass), so only ``pending`` is added."""
 
     nodes: Sequence[Node] = ()
     pending: Sequence[PendingNode] = ()
+    machines: tuple[Counter[str], Counter[tuple[str, str]]] | None = None
     _counts: tuple[Counter[str], Counter[tuple[str, str]]] | None = field(
         default=None, init=False, repr=False)
     _newest: dict[str, float] | None = field(default=None, init=False, repr=False)
@@ -65,30 +68,39 @@ class Usage:
 
     def _counted(self) -> tuple[Counter[str], Counter[tuple[str, str]]]:
         if self._counts is None:
-            booting = {p.identity for p in self.pending}
-            owned: dict[str, dict[str | None, int]] = {}  # provider -> pool -> machines
-            owned_get = owned.get
-            for node in self.nodes:
-                machine = node.machine
-                if machine is None or (booting and node.identity in booting):
-                    continue
-                counts = owned_get(machine.provider)
-                if counts is None:
-                    counts = owned[machine.provider] = {}
-                made_for = machine.pool
-                counts[made_for] = counts.get(made_for, 0) + 1
-            by_provider: Counter[str] = Counter()
-            by_pool_provider: Counter[tuple[str, str]] = Counter()
-            for provider, counts in owned.items():
-                for pool, count in counts.items():
-                    by_provider[provider] += count
-                    if pool is not None:
-                        by_pool_provider[(pool, provider)] += count
+            if self.machines is not None:
+                by_provider, by_pool_provider = (Counter(self.machines[0]),
+                                                 Counter(self.machines[1]))
+            else:
+                by_provider, by_pool_provider = self._count_machines()
             for booting_node in self.pending:
                 by_provider[booting_node.provider] += 1
                 by_pool_provider[(booting_node.pool, booting_node.provider)] += 1
             self._counts = (by_provider, by_pool_provider)
         return self._counts
+
+    def _count_machines(self) -> tuple[Counter[str], Counter[tuple[str, str]]]:
+        """The machines of ``nodes`` per provider and per (pool, provider), one pass."""
+        booting = {p.identity for p in self.pending}
+        owned: dict[str, dict[str | None, int]] = {}  # provider -> pool -> machines
+        owned_get = owned.get
+        for node in self.nodes:
+            machine = node.machine
+            if machine is None or (booting and node.identity in booting):
+                continue
+            counts = owned_get(machine.provider)
+            if counts is None:
+                counts = owned[machine.provider] = {}
+            made_for = machine.pool
+            counts[made_for] = counts.get(made_for, 0) + 1
+        by_provider: Counter[str] = Counter()
+        by_pool_provider: Counter[tuple[str, str]] = Counter()
+        for provider, counts in owned.items():
+            for pool, count in counts.items():
+                by_provider[provider] += count
+                if pool is not None:
+                    by_pool_provider[(pool, provider)] += count
+        return by_provider, by_pool_provider
 
     def newest(self, provider: str) -> float | None:
         """When the newest node on ``provider`` was made (or asked for, when booting)."""

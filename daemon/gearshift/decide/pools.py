@@ -5,16 +5,22 @@ Nodes on their way (booting) and drains belong to the pool that asked for them.
 
 ``read_fleet`` is the one loop over the fleet's nodes a plan always makes (at 100k nodes
 a plan must stay within a few plain passes over them): it splits the pools, sums their
-gears and lists burst nodes, with as few dict lookups per node as it can (a profile that
-decides its pool alone is one lookup). What only some plans need is counted when first
-asked, in one more pass: machines per provider and pool (``Usage``: a plan that places
-or returns nodes), the newest machine per provider (``Usage.newest``: a provider that
-refused capacity recently).
+gears, lists burst nodes and tallies each pool's active machines per provider
+(``ProviderShare``: how many, and the fewest and most slots among them), with as few dict
+lookups per node as it can (a profile that decides its pool alone is one lookup, the
+provider one more). Consolidation weighs every calm pool's dearer slots on every plan:
+the tallies let it do so per provider instead of per node, and they give the machines per
+provider and pool (``Usage``) whenever every machine of ours is an active node of the pool
+it was made for, or the few that are not were counted on the side. When that does not
+hold, ``Usage`` counts them when first read, in one more pass; the newest machine per
+provider (``Usage.newest``: a provider that refused capacity recently) is always counted
+that way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -44,6 +50,32 @@ class PoolView(NamedTuple):
     # service without a drain of ours (deactivated by someone else, or saying so falsely:
     # either way the machine is there and costs, so max still holds).
     size: int = 0
+    # The active machines of ours in the pool, per provider (read-only once built).
+    shares: Mapping[str, ProviderShare] = {}
+
+
+class ProviderShare:
+    """The active nodes of one pool on machines of one provider: how many, and the fewest
+    and most slots (``max_active_gears``) any of them has. Built during the pass; read-only
+    after it."""
+
+    __slots__ = ("burst", "count", "least", "most", "slots")
+
+    def __init__(self, slots: int, *, burst: bool) -> None:
+        self.burst = burst  # the pool's burst-only provider
+        self.count = 0
+        self.slots = slots  # the first node's: most nodes of a provider have the same
+        self.least = slots
+        self.most = slots
+
+    def saw(self, slots: int) -> None:
+        """A node with other slots than the first one's (the only per-node branch taken)."""
+        self.least = min(self.least, slots)
+        self.most = max(self.most, slots)
+
+    @property
+    def uniform(self) -> bool:
+        return self.least == self.most
 
 
 @dataclass(frozen=True)
@@ -61,9 +93,10 @@ class _Members:
     """One pool's nodes by state while the pass runs, with the active sums."""
 
     __slots__ = ("active", "active_gears", "burst", "burst_providers", "capacity",
-                 "draining", "unknown")
+                 "draining", "name", "shares", "unknown")
 
     def __init__(self, policy: PoolPolicy) -> None:
+        self.name = policy.name
         self.active: list[Node] = []
         self.draining: list[Node] = []
         self.unknown: list[Node] = []
@@ -71,6 +104,12 @@ class _Members:
         self.active_gears = 0
         self.capacity = 0
         self.burst_providers = frozenset(p.provider for p in policy.placement if p.burst_only)
+        self.shares: dict[str, ProviderShare] = {}
+
+    def share(self, provider: str, slots: int) -> ProviderShare:
+        share = self.shares[provider] = ProviderShare(
+            slots, burst=provider in self.burst_providers)
+        return share
 
 
 def _routes(pools: Sequence[PoolPolicy], members: dict[str, _Members]
@@ -97,12 +136,19 @@ def read_fleet(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> FleetRea
     owners: dict[tuple[str, str | None, tuple[tuple[str, str], ...]], str | None] = {}
     active, draining, unknown = NodeState.ACTIVE, NodeState.DRAINING, NodeState.UNKNOWN
     owners_get, routes_get, members_get = owners.get, routes.get, members.get
+    # Machines the shares do not count (not active, no facts, in no pool): (provider, pool
+    # made for) -> count; and those a share counts for another pool than the one they were
+    # made for: (pool matched, pool made for, provider) -> count.
+    aside: Counter[tuple[str, str | None]] = Counter()
+    moved: Counter[tuple[str, str | None, str]] = Counter()
     for node in snapshot.nodes:
         machine = node.machine
         if pending_ids and node.identity in pending_ids:
             continue
         facts = node.facts
         if facts is None:
+            if machine is not None:
+                aside[(machine.provider, machine.pool)] += 1
             continue
         into = routes_get(facts.node_profile)
         if into is None:  # the pool depends on more than the profile, or none selects it
@@ -121,20 +167,36 @@ def read_fleet(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> FleetRea
             elif machine is not None and machine.pool is not None:
                 into = members_get(machine.pool)  # the pool its machine was made for
             if into is None:
+                if machine is not None:
+                    aside[(machine.provider, machine.pool)] += 1
                 continue
         state = node.state
         if state is active:
             into.active.append(node)
             into.active_gears += facts.gears.active
-            into.capacity += facts.max_active_gears
-            if machine is not None and into.burst_providers and \
-                    machine.provider in into.burst_providers:
-                into.burst.append(node)
-        elif state is draining:
+            slots = facts.max_active_gears
+            into.capacity += slots
+            if machine is not None:
+                try:
+                    share = into.shares[machine.provider]
+                except KeyError:
+                    share = into.share(machine.provider, slots)
+                share.count += 1
+                if slots != share.slots:
+                    share.saw(slots)
+                if share.burst:
+                    into.burst.append(node)
+                if machine.pool != into.name:
+                    moved[(into.name, machine.pool, machine.provider)] += 1
+            continue
+        if machine is not None:
+            aside[(machine.provider, machine.pool)] += 1
+        if state is draining:
             into.draining.append(node)
         elif state is unknown:
             into.unknown.append(node)
-    usage = Usage(nodes=snapshot.nodes, pending=snapshot.pending)  # counted when read
+    usage = Usage(nodes=snapshot.nodes, pending=snapshot.pending,
+                  machines=_machines(members.values(), aside, moved))
     pending_by_pool: dict[str, list[PendingNode]] = {}
     for booting in snapshot.pending:
         pending_by_pool.setdefault(booting.pool, []).append(booting)
@@ -157,9 +219,31 @@ def read_fleet(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> FleetRea
             unknown=tuple(m.unknown), pending=pending, drains=drains,
             active_gears=m.active_gears, capacity_gears=m.capacity, burst=tuple(m.burst),
             booting_gears=sum(p.max_active_gears for p in pending) if pending else 0,
-            draining_gears=draining_gears,
+            draining_gears=draining_gears, shares=m.shares,
             size=len(m.active) + len(pending) + len(m.unknown) + others)
     return FleetReading(views=views, usage=usage)
+
+
+def _machines(members: Iterable[_Members], aside: Counter[tuple[str, str | None]],
+              moved: Counter[tuple[str, str | None, str]]
+              ) -> tuple[Counter[str], Counter[tuple[str, str]]]:
+    """Machines of ours per provider and per (pool made for, provider), from the shares and
+    the machines counted aside (booting nodes left out, as ``Usage`` counts them)."""
+    by_provider: Counter[str] = Counter()
+    by_pool_provider: Counter[tuple[str, str]] = Counter()
+    for m in members:
+        for provider, share in m.shares.items():
+            by_provider[provider] += share.count
+            by_pool_provider[(m.name, provider)] += share.count
+    for (matched, made_for, provider), count in moved.items():
+        by_pool_provider[(matched, provider)] -= count
+        if made_for is not None:
+            by_pool_provider[(made_for, provider)] += count
+    for (provider, made), count in aside.items():
+        by_provider[provider] += count
+        if made is not None:
+            by_pool_provider[(made, provider)] += count
+    return by_provider, +by_pool_provider
 
 
 def split_by_pool(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> dict[str, PoolView]:

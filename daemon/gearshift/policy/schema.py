@@ -378,6 +378,12 @@ class ProvidersFile(Strict):
     def _blueprints(self) -> dict[str, Blueprint]:
         return {b.name: b for b in reversed(self.blueprints)}
 
+    @cached_property
+    def rates(self) -> dict[str, float]:
+        """Each provider's ``cost_per_hour`` by name (the last of each name): consolidation
+        prices every calm pool's nodes with it on every plan."""
+        return {p.name: p.cost_per_hour for p in self.providers}
+
 
 @dataclass(frozen=True)
 class PolicySet:
