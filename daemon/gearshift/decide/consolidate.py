@@ -211,12 +211,11 @@ Priced = tuple[Node, float]  # a node and what it costs per hour
 def _cheapest_blueprint(policy: PoolPolicy, ctx: PlanContext) -> float | None:
     """What a slot costs on the pool's cheapest non-burst placement (by its blueprint);
     None when it has fewer than two: nothing is dearer then."""
-    per_slot = []
-    for placement in policy.placement:
-        spec = ctx.providers.provider(placement.provider)
-        blueprint = ctx.providers.blueprint(placement.blueprint)
-        if not placement.burst_only and spec is not None and blueprint is not None:
-            per_slot.append(slot_cost(spec.cost_per_hour, blueprint.expected_max_active_gears))
+    providers = ctx.providers
+    per_slot = [slot_cost(spec.cost_per_hour, blueprint.expected_max_active_gears)
+                for placement in policy.placement if not placement.burst_only
+                and (spec := providers.provider(placement.provider)) is not None
+                and (blueprint := providers.blueprint(placement.blueprint)) is not None]
     return min(per_slot) if len(per_slot) >= 2 else None
 
 
@@ -302,10 +301,8 @@ def _make_cheaper(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
     only if a cheaper placement has room."""
     settings = policy.consolidation
     name = policy.name
-    options = [o for o in normal_order(options_for(policy, providers=ctx.providers,
-                                                   statuses=ctx.statuses, usage=ctx.usage,
-                                                   now=ctx.now))
-               if not o.burst]
+    options = normal_order(options_for(policy, providers=ctx.providers, statuses=ctx.statuses,
+                                       usage=ctx.usage, now=ctx.now, burst=False))
     if not options:
         return None, [], ""
     cheapest = min(slot_cost(o.spec.cost_per_hour, o.per_node) for o in options)

@@ -156,7 +156,7 @@ class Option:
     blueprint: Blueprint
     status: ProviderStatus
     free: int
-    limit_note: str
+    limit: tuple[int, int, bool]  # what limits it: (used, at most, by the placement's max_nodes)
     time_to_ready: float
     recent_error: str | None  # why it is placed after healthy providers, when it is
     taken: int = 0
@@ -165,6 +165,12 @@ class Option:
     @property
     def burst(self) -> bool:
         return self.placement.burst_only
+
+    @property
+    def limit_note(self) -> str:
+        used, most, by_placement = self.limit
+        return (f"placement max_nodes {used}/{most}" if by_placement
+                else f"quota {used}/{most} nodes")
 
     @property
     def tier(self) -> tuple[bool, bool]:
@@ -201,27 +207,36 @@ def recent_error(spec: ProviderSpec, status: ProviderStatus, now: float,
 
 
 def options_for(policy: PoolPolicy, *, providers: ProvidersFile,
-                statuses: Mapping[str, ProviderStatus], usage: Usage, now: float) -> list[Option]:
-    """Every placement of ``policy`` with what it offers now, in the policy's order."""
+                statuses: Mapping[str, ProviderStatus], usage: Usage, now: float,
+                burst: bool = True) -> list[Option]:
+    """Every placement of ``policy`` with what it offers now, in the policy's order
+    (``burst=False``: the burst-only ones left out)."""
     options = []
+    by_provider, by_pool_provider = usage.by_provider, usage.by_pool_provider
     for index, placement in enumerate(policy.placement):
+        if not burst and placement.burst_only:
+            continue
         spec = providers.provider(placement.provider)
         blueprint = providers.blueprint(placement.blueprint)
         if spec is None or blueprint is None:  # the loader's cross-check prevents this
             continue
-        status = statuses.get(spec.name, ProviderStatus(name=spec.name))
-        free = spec.quota.max_nodes - usage.by_provider[spec.name]
-        limit_note = f"quota {usage.by_provider[spec.name]}/{spec.quota.max_nodes} nodes"
+        name = spec.name
+        status = statuses.get(name)
+        if status is None:
+            status = ProviderStatus(name=name)
+        used = by_provider[name]
+        free = spec.quota.max_nodes - used
+        limit = (used, spec.quota.max_nodes, False)
         if placement.max_nodes is not None:
-            placed = usage.by_pool_provider[(policy.name, spec.name)]
+            placed = by_pool_provider[(policy.name, name)]
             if placement.max_nodes - placed < free:
                 free = placement.max_nodes - placed
-                limit_note = f"placement max_nodes {placed}/{placement.max_nodes}"
+                limit = (placed, placement.max_nodes, True)
         options.append(Option(index=index, placement=placement, spec=spec, blueprint=blueprint,
-                              status=status, free=max(free, 0), limit_note=limit_note,
+                              status=status, free=max(free, 0), limit=limit,
                               time_to_ready=time_to_ready(spec, status),
                               recent_error=recent_error(
-                                  spec, status, now, usage.newest(spec.name)
+                                  spec, status, now, usage.newest(name)
                                   if status.capacity_error_at is not None else None)))
     return options
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import replace
+from functools import partial
 from typing import NamedTuple
 
 from gearshift.decide.budget import DrainBudget
@@ -60,7 +61,8 @@ _NO_PROVIDERS = ProvidersFile.model_construct(api_version="gearshift/v1", kind="
 
 class _Outcome(NamedTuple):
     actions: list[Action]
-    evaluation: PoolEvaluation
+    evaluation: partial[PoolEvaluation]  # all but its summary: made once the notes are in
+    summary: str
     memory: PoolMemory
     reading: PoolReading
 
@@ -83,14 +85,15 @@ def plan(snapshot: FleetSnapshot, policies: PolicySet, *, now: float,
         # A preemption is remembered while its drain runs (or was planned this instant).
         preemptions={i: p for i, p in state.preemptions.items() if i in draining or p.at >= now})
     actions: list[Action] = []
-    evaluations: dict[str, PoolEvaluation] = {}
+    evaluations: dict[str, partial[PoolEvaluation]] = {}
+    summaries: dict[str, str] = {}
     memories: dict[str, PoolMemory] = dict(state.pools)
     readings: dict[str, PoolReading] = {}
     for policy in policies.pools:  # highest priority first: it claims contested quota first
         outcome = _plan_pool(views[policy.name], ctx=ctx, memory=state.pool(policy.name),
                              paused=policy.name in paused)
         actions.extend(outcome.actions)
-        evaluation = outcome.evaluation
+        summary = outcome.summary
         reading = outcome.reading
         if reading.unplaced > 0 and not reading.paused:
             drains, notes = preempt(policy, ctx=ctx, pools=policies.pools,
@@ -98,9 +101,9 @@ def plan(snapshot: FleetSnapshot, policies: PolicySet, *, now: float,
                                     paused=paused)
             actions.extend(drains)
             if notes:
-                evaluation = replace(evaluation,
-                                     summary=f"{evaluation.summary}; preemption: {'; '.join(notes)}")
-        evaluations[policy.name] = evaluation
+                summary = f"{summary}; preemption: {'; '.join(notes)}"
+        evaluations[policy.name] = outcome.evaluation
+        summaries[policy.name] = summary
         memories[policy.name] = outcome.memory
         readings[policy.name] = reading
     returns = dict(state.returns)
@@ -112,10 +115,9 @@ def plan(snapshot: FleetSnapshot, policies: PolicySet, *, now: float,
         actions.extend(extra)
         memories[policy.name] = memory
         if notes:
-            evaluation = evaluations[policy.name]
-            evaluations[policy.name] = replace(
-                evaluation, summary=f"{evaluation.summary}; {'; '.join(notes)}")
-    return Plan(at=now, actions=tuple(actions), pools=evaluations,
+            summaries[policy.name] = f"{summaries[policy.name]}; {'; '.join(notes)}"
+    return Plan(at=now, actions=tuple(actions),
+                pools={name: make(summary=summaries[name]) for name, make in evaluations.items()},
                 state=PlannerState(pools=memories, preemptions=ctx.preemptions,
                                    returns=returns))
 
@@ -160,8 +162,10 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     per_node = _gears_per_node(view, ctx.providers)
     # Predictive scaling (decide.forecast_need): the need at the forecast for now +
     # time-to-ready raises the wanted slots; its peak within the horizon holds scale-in.
-    forecast = ahead(policy, next((f for f in snapshot.forecasts if f.pool == name), None),
-                     now=now, ready_in=slowest_time_to_ready(policy, ctx.providers, ctx.statuses),
+    pool_forecast = next((f for f in snapshot.forecasts if f.pool == name), None)
+    forecast = ahead(policy, pool_forecast, now=now,
+                     ready_in=(slowest_time_to_ready(policy, ctx.providers, ctx.statuses)
+                               if pool_forecast is not None else 0.0),  # (read only then)
                      want_gears=want_gears, capacity=capacity, per_node=per_node)
     if forecast.acting:
         want_gears = max(want_gears, forecast.want_gears)
@@ -301,15 +305,18 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
         )
     if forecast.note:  # what predictive scaling read (forecast_only: what it would do)
         notes.append(forecast.note)
-    evaluation = PoolEvaluation(
+    evaluation = partial(
+        PoolEvaluation,
         pool=name, active=len(view.active), booting=len(view.pending),
         draining=len(view.draining), unknown=len(view.unknown), active_gears=active_gears,
         capacity_gears=capacity_now, active_density=density, desired_nodes=desired,
-        degraded=degraded, summary=f"{figures}; " + "; ".join(notes), paused=paused,
+        degraded=degraded, paused=paused,
         forecast_gears=forecast.gears, forecast_extra_nodes=forecast.extra_nodes,
         demand_gears=demand)
     reading = PoolReading(
         demand=demand, capacity_now=capacity_now, capacity=capacity, want_gears=want_gears,
         floor=floor, size=size, pressure=bool(pressure), degraded=degraded, paused=paused,
         grew=grew, shrank=shrank, unplaced=unplaced, unplaced_why=unplaced_why, figures=figures)
-    return _Outcome(actions=actions, evaluation=evaluation, memory=new_memory, reading=reading)
+    return _Outcome(actions=actions, evaluation=evaluation,
+                    summary=f"{figures}; " + "; ".join(notes),
+                    memory=new_memory, reading=reading)

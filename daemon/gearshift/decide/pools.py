@@ -59,7 +59,7 @@ class ProviderShare:
     and most slots (``max_active_gears``) any of them has. Built during the pass; read-only
     after it."""
 
-    __slots__ = ("burst", "count", "least", "most", "slots")
+    __slots__ = ("burst", "count", "least", "most", "off", "slots")
 
     def __init__(self, slots: int, *, burst: bool) -> None:
         self.burst = burst  # the pool's burst-only provider
@@ -67,11 +67,18 @@ class ProviderShare:
         self.slots = slots  # the first node's: most nodes of a provider have the same
         self.least = slots
         self.most = slots
+        self.off = 0  # the other nodes' slots minus the first one's, summed
 
     def saw(self, slots: int) -> None:
         """A node with other slots than the first one's (the only per-node branch taken)."""
         self.least = min(self.least, slots)
         self.most = max(self.most, slots)
+        self.off += slots - self.slots
+
+    @property
+    def capacity(self) -> int:
+        """The slots of all its nodes."""
+        return self.count * self.slots + self.off
 
     @property
     def uniform(self) -> bool:
@@ -92,15 +99,14 @@ _UNSEEN = "\0unseen"  # no pool name can be this: "not matched yet"
 class _Members:
     """One pool's nodes by state while the pass runs, with the active sums."""
 
-    __slots__ = ("active", "active_gears", "burst", "burst_providers", "capacity",
-                 "draining", "name", "shares", "unknown")
+    __slots__ = ("active", "active_gears", "burst_providers", "capacity", "draining", "name",
+                 "shares", "unknown")
 
     def __init__(self, policy: PoolPolicy) -> None:
         self.name = policy.name
         self.active: list[Node] = []
         self.draining: list[Node] = []
         self.unknown: list[Node] = []
-        self.burst: list[Node] = []
         self.active_gears = 0
         self.capacity = 0
         self.burst_providers = frozenset(p.provider for p in policy.placement if p.burst_only)
@@ -175,19 +181,18 @@ def read_fleet(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> FleetRea
             into.active.append(node)
             into.active_gears += facts.gears.active
             slots = facts.max_active_gears
-            into.capacity += slots
-            if machine is not None:
-                try:
-                    share = into.shares[machine.provider]
-                except KeyError:
-                    share = into.share(machine.provider, slots)
-                share.count += 1
-                if slots != share.slots:
-                    share.saw(slots)
-                if share.burst:
-                    into.burst.append(node)
-                if machine.pool != into.name:
-                    moved[(into.name, machine.pool, machine.provider)] += 1
+            if machine is None:
+                into.capacity += slots  # (a machine's slots: its share's capacity)
+                continue
+            try:
+                share = into.shares[machine.provider]
+            except KeyError:
+                share = into.share(machine.provider, slots)
+            share.count += 1
+            if slots != share.slots:
+                share.saw(slots)
+            if machine.pool != into.name:
+                moved[(into.name, machine.pool, machine.provider)] += 1
             continue
         if machine is not None:
             aside[(machine.provider, machine.pool)] += 1
@@ -206,6 +211,11 @@ def read_fleet(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> FleetRea
     views = {}
     for policy in pools:
         m = members[policy.name]
+        capacity = m.capacity + sum(share.capacity for share in m.shares.values())
+        burst: tuple[Node, ...] = ()
+        if any(share.burst for share in m.shares.values()):  # (rare, and for a while)
+            burst = tuple(n for n in m.active if n.machine is not None
+                          and n.machine.provider in m.burst_providers)
         pending = tuple(pending_by_pool.get(policy.name, ()))
         drains = tuple(drains_by_pool.get(policy.name, ()))
         draining_gears = others = 0
@@ -217,7 +227,7 @@ def read_fleet(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> FleetRea
         views[policy.name] = PoolView(
             policy=policy, active=tuple(m.active), draining=tuple(m.draining),
             unknown=tuple(m.unknown), pending=pending, drains=drains,
-            active_gears=m.active_gears, capacity_gears=m.capacity, burst=tuple(m.burst),
+            active_gears=m.active_gears, capacity_gears=capacity, burst=burst,
             booting_gears=sum(p.max_active_gears for p in pending) if pending else 0,
             draining_gears=draining_gears, shares=m.shares,
             size=len(m.active) + len(pending) + len(m.unknown) + others)
