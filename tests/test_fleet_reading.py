@@ -1,7 +1,8 @@
 """``decide.pools.read_fleet``, the one pass over the fleet a plan makes, gives what the
 naive computations give (one pass each, written as plainly as the rules read) on random
 fleets: the pool split, the sums per pool, the usage per provider and per (pool, provider),
-the newest machine per provider and the burst lists."""
+the newest machine per provider, the burst lists and the active machines per provider
+(count, fewest and most slots, capacity) that consolidation reads."""
 
 from __future__ import annotations
 
@@ -116,6 +117,15 @@ def test_read_fleet_equals_the_naive_passes(data: st.DataObject) -> None:
         burst = {p.provider for p in policy.placement if p.burst_only}
         assert view.burst == tuple(n for n in active
                                    if n.machine is not None and n.machine.provider in burst)
+        ours_active = [n for n in active if n.machine is not None and n.facts is not None]
+        tallied = {}
+        for provider in {n.machine.provider for n in ours_active if n.machine}:
+            slots = [n.facts.max_active_gears for n in ours_active
+                     if n.machine and n.facts and n.machine.provider == provider]
+            tallied[provider] = (len(slots), min(slots), max(slots), sum(slots),
+                                 provider in burst)
+        assert {provider: (s.count, s.least, s.most, s.capacity, s.burst)
+                for provider, s in view.shares.items()} == tallied
         pending = [p for p in snapshot.pending if p.pool == policy.name]
         drains = [d for d in snapshot.drains if d.pool == policy.name]
         ours = {d.identity for d in drains}
