@@ -1,4 +1,4 @@
-"""Consolidation's fast path (``decide.consolidate._dear_tally``) decides what the scan of
+"""Consolidation's fast path (``decide.dear.dear_tally``) decides what the scan of
 every node decides: tables of fleets where it must read the tallies, where it must fall
 back to the scan, and the case that broke an earlier bound taken from blueprints alone (a
 node whose own slots make it dearer than every blueprint); then random fleets planned
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from builders import PROVIDERS, node, nodes, policy_set, pool, snapshot
-from gearshift.decide import consolidate, plan
+from gearshift.decide import consolidate, dear, plan
 from gearshift.decide.budget import DrainBudget
 from gearshift.decide.context import PlanContext
 from gearshift.decide.pools import read_fleet
@@ -47,9 +47,9 @@ def scanned(ctx: PlanContext, policies: PolicySet,
             returns: dict[str, BurstReturn]) -> tuple[int, float]:
     """What the scan of every node gives: how many are dear, and the dearest slot."""
     policy = policies.pools[0]
-    dear = consolidate._dear_nodes(policy, ctx=ctx, returns=returns)
-    return (len(dear), max((consolidate.slot_cost(rate, n.facts.max_active_gears if n.facts
-                                                  else 0) for n, rate in dear), default=0.0))
+    listed = dear.dear_nodes(policy, ctx=ctx, returns=returns)
+    return (len(listed), max((dear.slot_cost(rate, n.facts.max_active_gears if n.facts else 0)
+                              for n, rate in listed), default=0.0))
 
 
 def swap(idents: tuple[str, ...], provider: str = "rack-a") -> dict[str, BurstReturn]:
@@ -104,7 +104,7 @@ def test_the_tally_is_the_scan_or_none(case: str, fleet: list[Node],
                                        tally: tuple[int, float] | None) -> None:
     policies = policy_set(pool())
     ctx = context(snapshot(fleet), policies, taken=taken)
-    got = consolidate._dear_tally(policies.pools[0], ctx=ctx, returns=returns)
+    got = dear.dear_tally(policies.pools[0], ctx=ctx, returns=returns)
     assert got == (pytest.approx(tally) if tally is not None else None), case
     if got is not None:  # exactly what the scan gives, to the last bit
         assert got == scanned(ctx, policies, returns), case
@@ -135,7 +135,7 @@ def test_uniformly_small_rack_nodes_are_tallied_then_listed_for_the_swap() -> No
     fleet = [node(f"r{i}", active=5 + i, max_gears=10, **RACK) for i in range(5)]
     policies = policy_set(pool(**CHEAP_MOVES), providers=FULL_RACK)
     ctx = context(snapshot(fleet), policies)
-    assert consolidate._dear_tally(policies.pools[0], ctx=ctx, returns={}) == (5, 0.002)
+    assert dear.dear_tally(policies.pools[0], ctx=ctx, returns={}) == (5, 0.002)
     (make,) = swaps(plan(snapshot(fleet), policies, now=NOW))
     assert (make.provider, make.count, make.replaces) == ("vsphere-dc1", 2, ("r0", "r1"))
 
@@ -203,6 +203,6 @@ def test_random_fleets_plan_the_same_with_and_without_the_fast_path(
     state = PlannerState(pools={"small": PoolMemory()}, returns=returns)
     snap = snapshot(fleet)
     fast = plan(snap, policies, now=NOW, state=state)
-    with mock.patch.object(consolidate, "_dear_tally", return_value=None):
+    with mock.patch.object(consolidate, "dear_tally", return_value=None):
         slow = plan(snapshot(fleet), policies, now=NOW, state=state)
     assert fast == slow

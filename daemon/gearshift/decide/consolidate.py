@@ -36,6 +36,7 @@ from dataclasses import replace
 
 from gearshift.decide.burst_return import make_return, node_cost
 from gearshift.decide.context import PlanContext, PoolReading
+from gearshift.decide.dear import Priced, dear_nodes, dear_tally, slot_cost, weigh
 from gearshift.decide.placement import normal_order, options_for
 from gearshift.durations import format_duration
 from gearshift.model import Action, Candidate, Drain, Node, NodeCandidate, NodeState, ScaleOut
@@ -124,10 +125,10 @@ def plan_swaps(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
         else:
             # Only a calm pool weighs its nodes: per provider when the tallies tell.
             dear: list[Priced] | None = None
-            tally = _dear_tally(policy, ctx=ctx, returns=returns)
+            tally = dear_tally(policy, ctx=ctx, returns=returns)
             if tally is None:
-                dear = _dear_nodes(policy, ctx=ctx, returns=returns)
-                tally = _weigh(dear, 0.0)[1:] if dear else (0, 0.0)
+                dear = dear_nodes(policy, ctx=ctx, returns=returns)
+                tally = (len(dear), 0.0)  # (_make_cheaper weighs the listed nodes)
             if tally[0] == 0:
                 continue
             action, chosen, note = _make_cheaper(policy, ctx=ctx, reading=reading,
@@ -200,98 +201,6 @@ def _could_shrink(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading)
     return ["the pool is below its band: scale-in removes its dearest slots first"]
 
 
-def slot_cost(cost_per_hour: float, slots: int) -> float:
-    """What one active-gear slot costs per hour."""
-    return cost_per_hour / max(1, slots)
-
-
-Priced = tuple[Node, float]  # a node and what it costs per hour
-
-
-def _cheapest_blueprint(policy: PoolPolicy, ctx: PlanContext) -> float | None:
-    """What a slot costs on the pool's cheapest non-burst placement (by its blueprint);
-    None when it has fewer than two: nothing is dearer then."""
-    providers = ctx.providers
-    per_slot = [slot_cost(spec.cost_per_hour, blueprint.expected_max_active_gears)
-                for placement in policy.placement if not placement.burst_only
-                and (spec := providers.provider(placement.provider)) is not None
-                and (blueprint := providers.blueprint(placement.blueprint)) is not None]
-    return min(per_slot) if len(per_slot) >= 2 else None
-
-
-def _dear_tally(policy: PoolPolicy, *, ctx: PlanContext,
-                returns: dict[str, BurstReturn]) -> tuple[int, float] | None:
-    """How many nodes ``_dear_nodes`` would list and the dearest slot among them, read off
-    the pool's tallies per provider (``PoolView.shares``) instead of its nodes; None when
-    they cannot tell, and the nodes must be weighed one by one.
-
-    A slot costs the provider's rate over the node's *own* slots, so a node on the
-    cheapest provider with fewer slots than its blueprint is dearer too: a bound from the
-    blueprints alone would miss it. Per provider the tally has the fewest and most slots
-    of its nodes; ``rate / max(1, slots)`` only falls as the slots grow (rates are not
-    negative), so when its most-slotted node is dearer all its nodes are (the
-    fewest-slotted is the dearest), when its fewest-slotted node is not, none is, and
-    otherwise some are: None. None too when a node of the fleet being swapped or drained
-    now is active (``_dear_nodes`` leaves those out; the tallies cannot)."""
-    cheapest = _cheapest_blueprint(policy, ctx)
-    if cheapest is None:
-        return 0, 0.0
-    for identity in (*returns, *ctx.taken):
-        node = ctx.nodes_by_id.get(identity)
-        if node is not None and node.state is NodeState.ACTIVE and node.machine is not None:
-            return None
-    rates = ctx.providers.rates
-    count, dearest = 0, 0.0
-    for provider, share in ctx.views[policy.name].shares.items():
-        if share.burst:
-            continue
-        rate = rates.get(provider, 0.0)
-        if not rate >= 0.0:  # (a NaN too)
-            return None
-        if slot_cost(rate, share.most) > cheapest:
-            count += share.count
-            dearest = max(dearest, slot_cost(rate, share.least))
-        elif slot_cost(rate, share.least) > cheapest:
-            return None
-    return count, dearest
-
-
-def _dear_nodes(policy: PoolPolicy, *, ctx: PlanContext,
-                returns: dict[str, BurstReturn]) -> list[Priced]:
-    """Active nodes of ours on the pool's non-burst placements whose slots cost more than
-    the pool's cheapest placement's (by its blueprint), not already being swapped or
-    drained: the ones consolidation may weigh. One pass, one dict lookup per node; a
-    pool with one non-burst placement has none."""
-    cheapest = _cheapest_blueprint(policy, ctx)
-    if cheapest is None:
-        return []
-    burst = {p.provider for p in policy.placement if p.burst_only}
-    rates = ctx.providers.rates
-    dear: list[Priced] = []
-    for n in ctx.views[policy.name].active:
-        machine, facts = n.machine, n.facts
-        if machine is None or facts is None or machine.provider in burst:
-            continue
-        rate = rates.get(machine.provider, 0.0)
-        if slot_cost(rate, facts.max_active_gears) > cheapest and n.identity not in returns \
-                and n.identity not in ctx.taken:
-            dear.append((n, rate))
-    return dear
-
-
-def _weigh(nodes: Sequence[Priced], cheapest: float) -> tuple[list[Priced], int, float]:
-    """The nodes whose slots cost more than ``cheapest``, how many, and the dearest slot."""
-    dearer: list[Priced] = []
-    dearest = 0.0
-    for priced in nodes:
-        node, rate = priced
-        cost = slot_cost(rate, node.facts.max_active_gears if node.facts else 0)
-        if cost > cheapest:
-            dearer.append(priced)
-            dearest = max(dearest, cost)
-    return dearer, len(dearer), dearest
-
-
 def _make_cheaper(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
                   returns: dict[str, BurstReturn], nodes: Sequence[Priced] | None,
                   tally: tuple[int, float]) -> tuple[ScaleOut | None, list[str], str]:
@@ -311,7 +220,7 @@ def _make_cheaper(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
     dearer: list[Priced] = []
     count, dearest = tally
     if nodes is not None:
-        dearer, count, dearest = _weigh(nodes, cheapest)
+        dearer, count, dearest = weigh(nodes, cheapest)
     if not count:
         return None, [], ""
     cheaper = [o for o in options if slot_cost(o.spec.cost_per_hour, o.per_node) < dearest]
@@ -325,7 +234,7 @@ def _make_cheaper(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
         return None, [], (f"consolidate: {count} node(s) on dearer slots, no cheaper "
                           f"placement has room ({why})")
     if nodes is None:
-        dearer = _weigh(_dear_nodes(policy, ctx=ctx, returns=returns), cheapest)[0]
+        dearer = weigh(dear_nodes(policy, ctx=ctx, returns=returns), cheapest)[0]
     target = min(usable, key=lambda o: (slot_cost(o.spec.cost_per_hour, o.per_node), o.index))
     spec = target.spec
     target_slot = slot_cost(spec.cost_per_hour, target.per_node)
