@@ -56,10 +56,11 @@ def dear_tally(policy: PoolPolicy, *, ctx: PlanContext,
     cheapest = cheapest_blueprint(policy, ctx)
     if cheapest is None:
         return 0, 0.0
-    for identity in (*returns, *ctx.taken):
-        node = ctx.nodes_by_id.get(identity)
-        if node is not None and node.state is NodeState.ACTIVE and node.machine is not None:
-            return None
+    if returns or ctx.taken:
+        for identity in (*returns, *ctx.taken):
+            node = ctx.nodes_by_id.get(identity)
+            if node is not None and node.state is NodeState.ACTIVE and node.machine is not None:
+                return None
     rates = ctx.providers.rates
     count, dearest = 0, 0.0
     for provider, share in ctx.views[policy.name].shares.items():
