@@ -206,3 +206,19 @@ def test_random_fleets_plan_the_same_with_and_without_the_fast_path(
     with mock.patch.object(consolidate, "dear_tally", return_value=None):
         slow = plan(snapshot(fleet), policies, now=NOW, state=state)
     assert fast == slow
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.data())
+def test_the_policy_sets_cheapest_slot_is_the_one_worked_out_per_plan(
+        data: st.DataObject) -> None:
+    """``PolicySet.cheapest_slots`` (worked out once) is what ``cheapest_blueprint`` works
+    out from the placements when the context has no such figures, to the last bit."""
+    burst = data.draw(st.sets(st.sampled_from(("rack-a", "vsphere-dc1", "ec2-east"))))
+    blueprint = {"rack-a": "small-bm", "vsphere-dc1": "small-vmw", "ec2-east": "small-ec2"}
+    policy = pool(placement=[{"provider": p, "blueprint": blueprint[p], "burst_only": p in burst}
+                             for p in ("rack-a", "vsphere-dc1", "ec2-east")])
+    policies = policy_set(policy, providers=data.draw(providers_files()))
+    ctx = context(snapshot([]), policies)
+    assert ctx.cheapest_slots is None
+    assert policies.cheapest_slots == {"small": dear.cheapest_blueprint(policy, ctx)}

@@ -95,7 +95,8 @@ class PlannerState:
     returns: Mapping[str, BurstReturn] = field(default_factory=dict)  # by burst node identity
 
     def pool(self, name: str) -> PoolMemory:
-        return self.pools.get(name, PoolMemory())
+        memory = self.pools.get(name)  # (a default made only when missing: once per pool)
+        return memory if memory is not None else PoolMemory()
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,10 @@ Priced = tuple[Node, float]  # a node and what it costs per hour
 
 def cheapest_blueprint(policy: PoolPolicy, ctx: PlanContext) -> float | None:
     """What a slot costs on the pool's cheapest non-burst placement (by its blueprint);
-    None when it has fewer than two: nothing is dearer then."""
+    None when it has fewer than two: nothing is dearer then. (The plan's policy set
+    worked it out once, when the context has it.)"""
+    if ctx.cheapest_slots is not None and policy.name in ctx.cheapest_slots:
+        return ctx.cheapest_slots[policy.name]
     providers = ctx.providers
     per_slot = [slot_cost(spec.cost_per_hour, blueprint.expected_max_active_gears)
                 for placement in policy.placement if not placement.burst_only

@@ -43,6 +43,9 @@ class Ahead:
     note: str = ""  # for the pool's summary ("" when predictive is off)
 
 
+_OFF = Ahead()  # predictive scaling off (most pools): one immutable answer for all
+
+
 def gears(value: float) -> str:
     """1 450 (a thin space between thousands, as the reasons read)."""
     return f"{math.ceil(value):,}".replace(",", " ")
@@ -78,7 +81,7 @@ def ahead(policy: PoolPolicy, forecast: Forecast | None, *, now: float, ready_in
     """
     spec = policy.predictive
     if spec.mode == "off":
-        return Ahead()
+        return _OFF
     mode = spec.mode
     if forecast is None:
         return Ahead(note=f"predictive {mode}: no forecast yet (history shorter than "

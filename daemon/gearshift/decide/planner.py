@@ -83,7 +83,8 @@ def plan(snapshot: FleetSnapshot, policies: PolicySet, *, now: float,
         nodes_by_id=nodes_by_id, views=views, usage=fleet.usage,
         budget=DrainBudget(snapshot, nodes_by_id, providers),
         # A preemption is remembered while its drain runs (or was planned this instant).
-        preemptions={i: p for i, p in state.preemptions.items() if i in draining or p.at >= now})
+        preemptions={i: p for i, p in state.preemptions.items() if i in draining or p.at >= now},
+        cheapest_slots=policies.cheapest_slots)
     actions: list[Action] = []
     evaluations: dict[str, partial[PoolEvaluation]] = {}
     summaries: dict[str, str] = {}

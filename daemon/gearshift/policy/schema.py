@@ -395,3 +395,22 @@ class PolicySet:
 
     def pool(self, name: str) -> PoolPolicy | None:
         return next((p for p in self.pools if p.name == name), None)
+
+    @cached_property
+    def cheapest_slots(self) -> dict[str, float | None]:
+        """Per pool, what an active-gear slot costs on its cheapest non-burst placement by
+        its blueprint (``cost_per_hour / max(1, expected_max_active_gears)``); None when the
+        pool has fewer than two such placements. Consolidation weighs every calm pool
+        against it on every plan: worked out once per policy set."""
+        cheapest: dict[str, float | None] = {}
+        for policy in self.pools:
+            per_slot = []
+            for placement in policy.placement:
+                spec = self.providers.provider(placement.provider) if self.providers else None
+                blueprint = self.providers.blueprint(placement.blueprint) \
+                    if self.providers else None
+                if not placement.burst_only and spec is not None and blueprint is not None:
+                    per_slot.append(spec.cost_per_hour
+                                    / max(1, blueprint.expected_max_active_gears))
+            cheapest[policy.name] = min(per_slot) if len(per_slot) >= 2 else None
+        return cheapest
