@@ -37,7 +37,7 @@ from dataclasses import replace
 from gearshift.decide.burst_return import make_return, node_cost
 from gearshift.decide.context import PlanContext, PoolReading
 from gearshift.decide.dear import Priced, dear_nodes, dear_tally, slot_cost, weigh
-from gearshift.decide.placement import normal_order, options_for
+from gearshift.decide.placement import Option, normal_order, options_for
 from gearshift.durations import format_duration
 from gearshift.model import Action, Candidate, Drain, Node, NodeCandidate, NodeState, ScaleOut
 from gearshift.plan import BurstReturn, PoolMemory
@@ -210,6 +210,13 @@ def _make_cheaper(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
     only if a cheaper placement has room."""
     settings = policy.consolidation
     name = policy.name
+    if nodes is None:  # only the placements cheaper than the dearest node matter for now
+        cheaper = normal_order(options_for(
+            policy, providers=ctx.providers, statuses=ctx.statuses, usage=ctx.usage,
+            now=ctx.now, burst=False, slot_below=tally[1]))
+        if not any(o.status.available and o.recent_error is None and o.free > 0
+                   for o in cheaper):
+            return None, [], _no_room(tally[0], cheaper)
     options = normal_order(options_for(policy, providers=ctx.providers, statuses=ctx.statuses,
                                        usage=ctx.usage, now=ctx.now, burst=False))
     if not options:
@@ -227,12 +234,7 @@ def _make_cheaper(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
     usable = [o for o in cheaper if o.status.available and o.recent_error is None
               and o.free > 0]
     if not usable:
-        why = "; ".join(
-            f"{o.spec.name} " + (f"full ({o.limit_note})" if o.free <= 0 else
-                                 o.recent_error or o.status.why_unavailable or "unavailable")
-            for o in cheaper)
-        return None, [], (f"consolidate: {count} node(s) on dearer slots, no cheaper "
-                          f"placement has room ({why})")
+        return None, [], _no_room(count, cheaper)
     if nodes is None:
         dearer = weigh(dear_nodes(policy, ctx=ctx, returns=returns), cheapest)[0]
     target = min(usable, key=lambda o: (slot_cost(o.spec.cost_per_hour, o.per_node), o.index))
@@ -295,6 +297,16 @@ def _make_cheaper(policy: PoolPolicy, *, ctx: PlanContext, reading: PoolReading,
                       count=len(chosen), reason=reason, candidates=candidates,
                       replaces=tuple(n.identity for _, n in chosen))
     return action, [n.identity for _, n in chosen], ""
+
+
+def _no_room(count: int, cheaper: list[Option]) -> str:
+    """Why ``count`` nodes on dearer slots stay: each cheaper placement's lack of room."""
+    why = "; ".join(
+        f"{o.spec.name} " + (f"full ({o.limit_note})" if o.free <= 0 else
+                             o.recent_error or o.status.why_unavailable or "unavailable")
+        for o in cheaper)
+    return (f"consolidate: {count} node(s) on dearer slots, no cheaper placement has room "
+            f"({why})")
 
 
 def _break(policy: PoolPolicy, node: Node, swap: BurstReturn, *, ctx: PlanContext,

@@ -31,6 +31,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import chain
 
 from gearshift.durations import format_duration
@@ -186,6 +187,12 @@ class Option:
                 f"{self.spec.cost_per_hour:g}/h)")
 
 
+@lru_cache(maxsize=256)
+def _unreported(name: str) -> ProviderStatus:
+    """The status of a provider the executor reports nothing about (immutable: shared)."""
+    return ProviderStatus(name=name)
+
+
 def time_to_ready(spec: ProviderSpec, status: ProviderStatus | None) -> float:
     """Measured time-to-ready when known, else the configured ``boot_time``."""
     if status is not None and status.boot_time is not None:
@@ -208,9 +215,10 @@ def recent_error(spec: ProviderSpec, status: ProviderStatus, now: float,
 
 def options_for(policy: PoolPolicy, *, providers: ProvidersFile,
                 statuses: Mapping[str, ProviderStatus], usage: Usage, now: float,
-                burst: bool = True) -> list[Option]:
+                burst: bool = True, slot_below: float | None = None) -> list[Option]:
     """Every placement of ``policy`` with what it offers now, in the policy's order
-    (``burst=False``: the burst-only ones left out)."""
+    (``burst=False``: the burst-only ones left out; ``slot_below``: only those whose
+    blueprint's active-gear slot costs less per hour)."""
     options = []
     by_provider, by_pool_provider = usage.by_provider, usage.by_pool_provider
     for index, placement in enumerate(policy.placement):
@@ -220,10 +228,13 @@ def options_for(policy: PoolPolicy, *, providers: ProvidersFile,
         blueprint = providers.blueprint(placement.blueprint)
         if spec is None or blueprint is None:  # the loader's cross-check prevents this
             continue
+        if slot_below is not None and not (
+                spec.cost_per_hour / max(1, blueprint.expected_max_active_gears) < slot_below):
+            continue
         name = spec.name
         status = statuses.get(name)
         if status is None:
-            status = ProviderStatus(name=name)
+            status = _unreported(name)
         used = by_provider[name]
         free = spec.quota.max_nodes - used
         limit = (used, spec.quota.max_nodes, False)
