@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import chain
@@ -49,12 +49,12 @@ class Usage:
     Counted from ``nodes`` (the snapshot's: each machine of ours counts for the pool it was
     made for, the nodes still booting aside) and ``pending`` (asked for, booting) when
     first read or claimed: a plan that places no node never counts. ``machines``, when
-    given, are the machines of ``nodes`` already counted (per provider, per (pool,
-    provider): ``decide.pools`` tallies them in its pass), so only ``pending`` is added."""
+    given, sums the machines of ``nodes`` (per provider, per (pool, provider)) from what
+    ``decide.pools`` tallied in its pass, so only ``pending`` is added to it."""
 
     nodes: Sequence[Node] = ()
     pending: Sequence[PendingNode] = ()
-    machines: tuple[Counter[str], Counter[tuple[str, str]]] | None = None
+    machines: Callable[[], tuple[Counter[str], Counter[tuple[str, str]]]] | None = None
     _counts: tuple[Counter[str], Counter[tuple[str, str]]] | None = field(
         default=None, init=False, repr=False)
     _newest: dict[str, float] | None = field(default=None, init=False, repr=False)
@@ -70,8 +70,7 @@ class Usage:
     def _counted(self) -> tuple[Counter[str], Counter[tuple[str, str]]]:
         if self._counts is None:
             if self.machines is not None:
-                by_provider, by_pool_provider = (Counter(self.machines[0]),
-                                                 Counter(self.machines[1]))
+                by_provider, by_pool_provider = self.machines()
             else:
                 by_provider, by_pool_provider = self._count_machines()
             for booting_node in self.pending:

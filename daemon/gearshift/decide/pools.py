@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 from gearshift.decide.placement import Usage
@@ -201,7 +202,7 @@ def read_fleet(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> FleetRea
         elif state is unknown:
             into.unknown.append(node)
     usage = Usage(nodes=snapshot.nodes, pending=snapshot.pending,
-                  machines=_machines(members.values(), aside, moved))
+                  machines=partial(_machines, members.values(), aside, moved))
     pending_by_pool: dict[str, list[PendingNode]] = {}
     for booting in snapshot.pending:
         pending_by_pool.setdefault(booting.pool, []).append(booting)
@@ -211,11 +212,10 @@ def read_fleet(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> FleetRea
     views = {}
     for policy in pools:
         m = members[policy.name]
-        capacity = m.capacity + sum(share.capacity for share in m.shares.values())
-        burst: tuple[Node, ...] = ()
-        if any(share.burst for share in m.shares.values()):  # (rare, and for a while)
-            burst = tuple(n for n in m.active if n.machine is not None
-                          and n.machine.provider in m.burst_providers)
+        capacity, burst = m.capacity, False
+        for share in m.shares.values():
+            capacity += share.count * share.slots + share.off  # (its capacity)
+            burst = burst or share.burst
         pending = tuple(pending_by_pool.get(policy.name, ()))
         drains = tuple(drains_by_pool.get(policy.name, ()))
         draining_gears = others = 0
@@ -227,7 +227,9 @@ def read_fleet(snapshot: FleetSnapshot, pools: Sequence[PoolPolicy]) -> FleetRea
         views[policy.name] = PoolView(
             policy=policy, active=tuple(m.active), draining=tuple(m.draining),
             unknown=tuple(m.unknown), pending=pending, drains=drains,
-            active_gears=m.active_gears, capacity_gears=capacity, burst=burst,
+            active_gears=m.active_gears, capacity_gears=capacity,
+            burst=tuple(n for n in m.active if n.machine is not None  # (rare, for a while)
+                        and n.machine.provider in m.burst_providers) if burst else (),
             booting_gears=sum(p.max_active_gears for p in pending) if pending else 0,
             draining_gears=draining_gears, shares=m.shares,
             size=len(m.active) + len(pending) + len(m.unknown) + others)
