@@ -163,7 +163,8 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     per_node = _gears_per_node(view, ctx.providers)
     # Predictive scaling (decide.forecast_need): the need at the forecast for now +
     # time-to-ready raises the wanted slots; its peak within the horizon holds scale-in.
-    pool_forecast = next((f for f in snapshot.forecasts if f.pool == name), None)
+    pool_forecast = next((f for f in snapshot.forecasts if f.pool == name),
+                         None) if snapshot.forecasts else None
     forecast = ahead(policy, pool_forecast, now=now,
                      ready_in=(slowest_time_to_ready(policy, ctx.providers, ctx.statuses)
                                if pool_forecast is not None else 0.0),  # (read only then)
@@ -178,8 +179,9 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
                   if unplaced_reported else "")
                + (f", {len(view.unknown)} unknown" if view.unknown else ""))
 
-    actions, ended = ([], set()) if paused else finish_drains(view, ctx)
-    ongoing_drains = [d for d in view.drains if d.identity not in ended]
+    # (Most pools have no drain in flight: nothing to finish, nothing ongoing.)
+    actions, ended = ([], set()) if paused or not view.drains else finish_drains(view, ctx)
+    ongoing_drains = [d for d in view.drains if d.identity not in ended] if view.drains else []
     # A drain that ran out of time counts as a scale-down for the cooldown: the next try
     # waits, then the strategy picks the half-drained node again (it resumes) instead of
     # starting fresh drains whose gears would refill the node just reactivated.
