@@ -15,8 +15,10 @@ it simulates the trace twice with the same seed:
 
 and, to show what each feature is worth on its own (all but the diurnal week),
 **no urgency**, **no burst-and-return**, **no consolidation** and **no hook** (no
-unplaced-gears reports from the simulated broker): the full policy with just that one
-switched off.
+unplaced-gears reports from the simulated broker), and where a pool ships with predictive
+scaling (monday-ramp) **no predictive**: the full policy with just that one switched off.
+The baseline has no predictive scaling either. The Monday ramp is simulated after its
+two-week warm-up (``OPTIONS``), bounds and floor over the simulated Monday.
 
 Those use seed 1. The full policy also runs with seeds 2 and 3, and each of its three runs
 is measured against the yardsticks of ``bench/bounds.py`` (computed once per trace, they
@@ -43,16 +45,20 @@ from bounds import clairvoyant_bound, reactive_floor
 
 from gearshift.logs import configure
 from gearshift.policy.loader import load_policy_set
+from gearshift.policy.predictive import Predictive
 from gearshift.policy.schema import PolicySet, PoolPolicy
-from gearshift.sim.runner import SimOptions, Simulation
-from gearshift.sim.trace import read_trace
+from gearshift.sim.runner import DEFAULT_START, SimOptions, Simulation
+from gearshift.sim.trace import read_trace, split_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "policies" / "examples"
-# The drain scenarios need slow, failing gear moves to mean anything.
+DAY = 86400.0
+# The drain scenarios need slow, failing gear moves to mean anything; the Monday ramp's
+# first two weeks are the history its forecasts are made from (a warm-up, not simulated).
 OPTIONS: dict[str, dict[str, Any]] = {
     "slow-drain": {"move_time": 120, "move_failure_rate": 0.3, "duration": 7200},
     "drain-cancelled": {"move_time": 120, "move_failure_rate": 0.1, "duration": 3600},
+    "monday-ramp": {"warmup": 14 * DAY, "duration": DAY},
 }
 SEEDS = (1, 2, 3)  # the full policy's runs measured against the bound and the floor
 
@@ -65,6 +71,7 @@ def baseline_pool(policy: PoolPolicy) -> PoolPolicy:
         "schedules": [],
         "signals": [],
         "preemptible": False,
+        "predictive": Predictive(mode="off"),
         "urgency": policy.urgency.model_copy(update={"enabled": False}),
         "burst_return": policy.burst_return.model_copy(update={"enabled": False}),
         "consolidation": policy.consolidation.model_copy(update={"enabled": False}),
@@ -103,6 +110,12 @@ def without(policies: PolicySet, feature: str) -> PolicySet:
     return replace(policies, pools=tuple(off(p) for p in policies.pools))
 
 
+def reactive(policies: PolicySet) -> PolicySet:
+    """Predictive scaling off, everything else as shipped."""
+    return replace(policies, pools=tuple(p.model_copy(update={"predictive": Predictive()})
+                                         for p in policies.pools))
+
+
 def spread(values: list[float]) -> dict[str, float]:
     return {"min": round(min(values), 3), "median": round(statistics.median(values), 3),
             "max": round(max(values), 3)}
@@ -113,9 +126,12 @@ def against_bounds(directory: Path, policies: PolicySet, runs: list[dict[str, An
     """The full policy's runs over the clairvoyant cost bound and the reactive floor."""
     assert policies.providers is not None
     trace = read_trace(directory / "trace.csv")
-    duration = OPTIONS.get(directory.name, {}).get("duration")
-    bound = clairvoyant_bound(policies, trace, duration=duration)
-    floor = reactive_floor(policies, trace, duration=duration)
+    options = OPTIONS.get(directory.name, {})
+    duration, warmup = options.get("duration"), options.get("warmup", 0.0)
+    if warmup:  # over the simulated part only, from the instant it starts
+        trace = split_trace(trace, warmup)[1]
+    bound = clairvoyant_bound(policies, trace, duration=duration, start=DEFAULT_START + warmup)
+    floor = reactive_floor(policies, trace, duration=duration, start=DEFAULT_START + warmup)
     rates = {spec.name: spec.cost_per_hour for spec in policies.providers.providers}
     # Unrounded cost, from the node-seconds the report gives per provider.
     costs = [sum(r["node_seconds"][n] / 3600 * rates[n] for n in rates) for r in runs]
@@ -145,6 +161,8 @@ def compare(directory: Path, seed: int, *, ablations: bool) -> dict[str, Any]:
         row["no_burst_return"] = simulate(directory, without(policies, "burst_return"), seed)
         row["no_consolidation"] = simulate(directory, without(policies, "consolidation"), seed)
         row["no_hook"] = simulate(directory, policies, seed, broker_hook=False)
+        if any(p.predictive.mode != "off" for p in policies.pools):
+            row["no_predictive"] = simulate(directory, reactive(policies), seed)
     runs = [row["full"] if s == seed else simulate(directory, policies, s) for s in SEEDS]
     row["vs_bounds"] = against_bounds(directory, policies, runs)
     return row
@@ -175,10 +193,10 @@ def main() -> None:
                    *sorted(p for p in (EXAMPLES / "scenarios").iterdir() if p.is_dir())]
     rows = [compare(d, seed=1, ablations=d.name != "diurnal-week") for d in directories]
     variants = ("full", "baseline", "no_urgency", "no_burst_return", "no_consolidation",
-                "no_hook")
+                "no_hook", "no_predictive")
     labels = "".join(f"{v:>11}" for v in ("full", "baseline", "-urgency", "-return", "-consol",
-                                           "-hook"))
-    print(f"{'':<28}{'unmet gear-hours':^66}{'cost':^66}")
+                                           "-hook", "-predict"))
+    print(f"{'':<28}{'unmet gear-hours':^77}{'cost':^77}")
     print(f"{'example':<28}{labels}{labels}{'violations':>11}")
     for row in rows:
         unmet = "".join(f"{row[v]['unmet_gear_seconds'] / 3600:>11.1f}" if v in row
