@@ -163,6 +163,17 @@ def test_a_bad_predictive_block_is_a_clear_error(block: dict[str, object], error
         pool(predictive=block)
 
 
+@pytest.mark.parametrize(("text", "mode"), [
+    ("{mode: on}", "on"), ("{mode: off}", "off"), ("{mode: 'on'}", "on"),
+    ("{mode: forecast_only}", "forecast_only")])
+def test_a_bare_on_or_off_in_yaml_is_the_mode_not_a_bool(text: str, mode: str) -> None:
+    from gearshift.safeyaml import safe_load
+
+    assert pool(predictive=safe_load(text)).predictive.mode == mode
+    with pytest.raises(ValidationError, match="mode"):
+        pool(predictive={"mode": 1})
+
+
 def test_predictive_is_off_unless_asked() -> None:
     spec = pool().predictive
     assert (spec.mode, spec.horizon, spec.quantile, spec.max_extra_nodes, spec.min_history) == (
