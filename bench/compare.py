@@ -27,7 +27,12 @@ at each pool's own target and headroom, and **unmet / floor**, the unmet gear-se
 an autoscaler that reacts at once but waits for boots. Reported as min/median/max; a
 ratio over a floor of 0 is left out (``null``), the raw figures are kept.
 
-Prints two tables and writes bench/results/compare.json.
+Then **reactive vs predictive**, side by side, seeds 1, 2 and 3: bench/predictive.py's runs
+(the diurnal week after a 2-day warm-up, the Monday ramp after its two weeks; each with
+``predictive`` off, then on at p90, 30 min horizon, at most 20 extra nodes), with the
+clairvoyant bound and the reactive floor over the simulated part.
+
+Prints three tables and writes bench/results/compare.json (the last under ``predictive``).
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from bounds import clairvoyant_bound, reactive_floor
+from predictive import ON
+from predictive import measure as measure_predictive
 
 from gearshift.logs import configure
 from gearshift.policy.loader import load_policy_set
@@ -187,6 +194,25 @@ def print_bounds(rows: list[dict[str, Any]]) -> None:
               f"{ratio_text({k: v / 3600 for k, v in unmet.items()})}")
 
 
+def print_predictive(scenarios: dict[str, Any]) -> None:
+    """Reactive vs predictive (bench/predictive.py's runs), seed by seed."""
+    print(f"\nreactive vs predictive, seeds {', '.join(map(str, SEEDS))} (bench/predictive.py)")
+    print(f"{'trace':<46}{'unmet gear-s, reactive':>26}{'unmet gear-s, predictive':>26}"
+          f"{'cost, reactive':>26}{'cost, predictive':>26}{'pred/react cost':>16}"
+          f"{'cost/bound r/p':>16}{'floor gear-s':>13}")
+    for name, row in scenarios.items():
+        cells = []
+        for figure in ("unmet_gear_seconds", "cost"):
+            for label in ("reactive", "predictive"):
+                values = [r[figure] for r in row[label]["runs"]]
+                cells.append(" / ".join(f"{v:,.0f}" if figure == "unmet_gear_seconds"
+                                        else f"{v:.2f}" for v in values))
+        bound = (f"{row['reactive']['cost_over_bound']:.3f}/"
+                 f"{row['predictive']['cost_over_bound']:.3f}")
+        print(f"{name:<46}{cells[0]:>26}{cells[1]:>26}{cells[2]:>26}{cells[3]:>26}"
+              f"{row['cost_ratio']:>16.3f}{bound:>16}{row['floor_unmet_gear_seconds']:>13,.0f}")
+
+
 def main() -> None:
     configure(level="error")
     directories = [EXAMPLES / "flash-crowd", EXAMPLES / "diurnal-week",
@@ -206,11 +232,14 @@ def main() -> None:
         violations = sum(row[v]["violations"] for v in variants if v in row)
         print(f"{row['example']:<28}{unmet}{cost}{violations:>11}")
     print_bounds(rows)
+    ahead = measure_predictive(list(SEEDS), echo=False)
+    print_predictive(ahead)
     out = ROOT / "bench" / "results" / "compare.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
                                "python": platform.python_version(), "seed": 1, "seeds_vs_bounds": list(SEEDS),
-                               "runs": rows},
+                               "runs": rows,
+                               "predictive": {"spec": ON.model_dump(), "scenarios": ahead}},
                               indent=2) + "\n")
     print(f"written to {out.relative_to(ROOT)}")
 

@@ -72,11 +72,9 @@ def run(policies: PolicySet, trace: Trace, *, seed: int, warmup: float,
             "wall_seconds": round(time.perf_counter() - started, 1)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    args = parser.parse_args()
-    configure(level="warning")
+def measure(seeds: list[int], *, echo: bool = True) -> dict[str, Any]:
+    """Every scenario reactive and predictive over ``seeds``, with the yardsticks
+    (bench/compare.py shows the same figures beside its own)."""
     out: dict[str, Any] = {}
     for name, (directory, warmup, duration) in SCENARIOS.items():
         base = load_policy_set([directory / "pools", directory / "providers.yaml"])
@@ -85,13 +83,14 @@ def main() -> None:
         for label, policies in (("reactive", with_predictive(base, OFF)),
                                 ("predictive", with_predictive(base, ON))):
             runs = [run(policies, trace, seed=s, warmup=warmup, duration=duration)
-                    for s in args.seeds]
+                    for s in seeds]
             out[name][label] = {
                 "runs": runs,
                 "unmet_median": statistics.median(r["unmet_gear_seconds"] for r in runs),
                 "cost_median": statistics.median(r["cost"] for r in runs)}
-            print(f"{name:45s} {label:10s} unmet {[r['unmet_gear_seconds'] for r in runs]} "
-                  f"cost {[r['cost'] for r in runs]}")
+            if echo:
+                print(f"{name:45s} {label:10s} unmet {[r['unmet_gear_seconds'] for r in runs]} "
+                      f"cost {[r['cost'] for r in runs]}")
         simulated = split_trace(trace, warmup)[1]
         bound = clairvoyant_bound(base, simulated, duration=duration,
                                   start=DEFAULT_START + warmup).cost
@@ -104,15 +103,26 @@ def main() -> None:
             figures["cost_over_bound"] = round(figures["cost_median"] / bound, 3)
             figures["unmet_over_floor"] = (round(figures["unmet_median"] / floor, 3)
                                            if floor else None)
-            print(f"{name:45s} {label:10s} cost/bound {figures['cost_over_bound']} "
-                  f"unmet/floor {figures['unmet_over_floor']} (floor {floor:.0f} gear-s)")
+            if echo:
+                print(f"{name:45s} {label:10s} cost/bound {figures['cost_over_bound']} "
+                      f"unmet/floor {figures['unmet_over_floor']} (floor {floor:.0f} gear-s)")
         reactive, predictive = out[name]["reactive"], out[name]["predictive"]
         out[name]["cost_ratio"] = round(predictive["cost_median"] / reactive["cost_median"], 3)
         out[name]["unmet_ratio"] = (round(predictive["unmet_median"] / reactive["unmet_median"], 3)
                                     if reactive["unmet_median"] else
                                     (0.0 if not predictive["unmet_median"] else math.inf))
-        print(f"{name:45s} predictive/reactive: cost x{out[name]['cost_ratio']}, "
-              f"unmet x{out[name]['unmet_ratio']}")
+        if echo:
+            print(f"{name:45s} predictive/reactive: cost x{out[name]['cost_ratio']}, "
+                  f"unmet x{out[name]['unmet_ratio']}")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    args = parser.parse_args()
+    configure(level="warning")
+    out = measure(args.seeds)
     RESULTS.write_text(json.dumps({
         "command": "bench/predictive.py --seeds " + " ".join(map(str, args.seeds)),
         "predictive": ON.model_dump(), "python": platform.python_version(),
