@@ -160,9 +160,10 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     per_node = _gears_per_node(view, ctx.providers)
     # Predictive scaling (decide.forecast_need): the need at the forecast for now +
     # time-to-ready raises the wanted slots; its peak within the horizon holds scale-in.
+    ready_in = slowest_time_to_ready(policy, ctx.providers, ctx.statuses)
     forecast = ahead(policy, next((f for f in snapshot.forecasts if f.pool == name), None),
-                     now=now, ready_in=slowest_time_to_ready(policy, ctx.providers, ctx.statuses),
-                     want_gears=want_gears, capacity=capacity, per_node=per_node)
+                     now=now, ready_in=ready_in, want_gears=want_gears, capacity=capacity,
+                     per_node=per_node)
     if forecast.acting:
         want_gears = max(want_gears, forecast.want_gears)
 
@@ -307,6 +308,7 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
         capacity_gears=capacity_now, active_density=density, desired_nodes=desired,
         degraded=degraded, summary=f"{figures}; " + "; ".join(notes), paused=paused,
         forecast_gears=forecast.gears, forecast_extra_nodes=forecast.extra_nodes,
+        forecast_at=None if forecast.gears is None else now + ready_in,
         demand_gears=demand)
     reading = PoolReading(
         demand=demand, capacity_now=capacity_now, capacity=capacity, want_gears=want_gears,
