@@ -209,3 +209,26 @@ def test_the_fleet_memory_table_shows_bench_fleet_memory() -> None:
         now["edge check after one node's facts changed"])
     reload = next(k for k in now if k.startswith("edge check after a policy reload"))
     assert min_median(checks["policy_reload"]) == pair(now[reload])
+
+
+PREDICTIVE = ["run (seeds 1, 2, 3)", "unmet gear-seconds, reactive",
+              "unmet gear-seconds, predictive", "cost, reactive", "cost, predictive",
+              "predictive ÷ reactive cost",
+              "cost ÷ clairvoyant bound, reactive / predictive"]
+
+
+def test_the_predictive_table_shows_bench_predictive() -> None:
+    scenarios = recorded("predictive.json")["scenarios"]
+    rows = table(PREDICTIVE)
+    assert len(rows) == len(scenarios) == 2
+    for row, (name, runs) in zip(rows, scenarios.items(), strict=True):
+        where = f"README predictive table, {row[PREDICTIVE[0]]}"
+        assert row[PREDICTIVE[0]].split(":")[0].split("/")[-1] == name.split(" ")[0], where
+        for mode in ("reactive", "predictive"):
+            unmet = [shown(c.strip()) for c in row[f"unmet gear-seconds, {mode}"].split("/")]
+            cost = [shown(c.strip()) for c in row[f"cost, {mode}"].split("/")]
+            assert [r["unmet_gear_seconds"] for r in runs[mode]["runs"]] == unmet, where
+            assert [r["cost"] for r in runs[mode]["runs"]] == cost, where
+        assert runs["cost_ratio"] == shown(row[PREDICTIVE[5]]), where
+        assert [runs["reactive"]["cost_over_bound"], runs["predictive"]["cost_over_bound"]] \
+            == pair(row[PREDICTIVE[6]]), where
