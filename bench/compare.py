@@ -15,8 +15,10 @@ it simulates the trace twice with the same seed:
 
 and, to show what each feature is worth on its own (all but the diurnal week),
 **no urgency**, **no burst-and-return**, **no consolidation** and **no hook** (no
-unplaced-gears reports from the simulated broker): the full policy with just that one
-switched off.
+unplaced-gears reports from the simulated broker), and where a pool ships with predictive
+scaling (monday-ramp) **no predictive**: the full policy with just that one switched off.
+The baseline has no predictive scaling either. The Monday ramp is simulated after its
+two-week warm-up (``OPTIONS``), bounds and floor over the simulated Monday.
 
 Those use seed 1. The full policy also runs with seeds 2 and 3, and each of its three runs
 is measured against the yardsticks of ``bench/bounds.py`` (computed once per trace, they
@@ -25,7 +27,12 @@ at each pool's own target and headroom, and **unmet / floor**, the unmet gear-se
 an autoscaler that reacts at once but waits for boots. Reported as min/median/max; a
 ratio over a floor of 0 is left out (``null``), the raw figures are kept.
 
-Prints two tables and writes bench/results/compare.json.
+Then **reactive vs predictive**, side by side, seeds 1, 2 and 3: bench/predictive.py's runs
+(the diurnal week after a 2-day warm-up, the Monday ramp after its two weeks; each with
+``predictive`` off, then on at p90, 30 min horizon, at most 20 extra nodes), with the
+clairvoyant bound and the reactive floor over the simulated part.
+
+Prints three tables and writes bench/results/compare.json (the last under ``predictive``).
 """
 
 from __future__ import annotations
@@ -40,19 +47,25 @@ from pathlib import Path
 from typing import Any
 
 from bounds import clairvoyant_bound, reactive_floor
+from predictive import ON
+from predictive import measure as measure_predictive
 
 from gearshift.logs import configure
 from gearshift.policy.loader import load_policy_set
+from gearshift.policy.predictive import Predictive
 from gearshift.policy.schema import PolicySet, PoolPolicy
-from gearshift.sim.runner import SimOptions, Simulation
-from gearshift.sim.trace import read_trace
+from gearshift.sim.runner import DEFAULT_START, SimOptions, Simulation
+from gearshift.sim.trace import read_trace, split_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "policies" / "examples"
-# The drain scenarios need slow, failing gear moves to mean anything.
+DAY = 86400.0
+# The drain scenarios need slow, failing gear moves to mean anything; the Monday ramp's
+# first two weeks are the history its forecasts are made from (a warm-up, not simulated).
 OPTIONS: dict[str, dict[str, Any]] = {
     "slow-drain": {"move_time": 120, "move_failure_rate": 0.3, "duration": 7200},
     "drain-cancelled": {"move_time": 120, "move_failure_rate": 0.1, "duration": 3600},
+    "monday-ramp": {"warmup": 14 * DAY, "duration": DAY},
 }
 SEEDS = (1, 2, 3)  # the full policy's runs measured against the bound and the floor
 
@@ -65,6 +78,7 @@ def baseline_pool(policy: PoolPolicy) -> PoolPolicy:
         "schedules": [],
         "signals": [],
         "preemptible": False,
+        "predictive": Predictive(mode="off"),
         "urgency": policy.urgency.model_copy(update={"enabled": False}),
         "burst_return": policy.burst_return.model_copy(update={"enabled": False}),
         "consolidation": policy.consolidation.model_copy(update={"enabled": False}),
@@ -103,6 +117,12 @@ def without(policies: PolicySet, feature: str) -> PolicySet:
     return replace(policies, pools=tuple(off(p) for p in policies.pools))
 
 
+def reactive(policies: PolicySet) -> PolicySet:
+    """Predictive scaling off, everything else as shipped."""
+    return replace(policies, pools=tuple(p.model_copy(update={"predictive": Predictive()})
+                                         for p in policies.pools))
+
+
 def spread(values: list[float]) -> dict[str, float]:
     return {"min": round(min(values), 3), "median": round(statistics.median(values), 3),
             "max": round(max(values), 3)}
@@ -113,9 +133,12 @@ def against_bounds(directory: Path, policies: PolicySet, runs: list[dict[str, An
     """The full policy's runs over the clairvoyant cost bound and the reactive floor."""
     assert policies.providers is not None
     trace = read_trace(directory / "trace.csv")
-    duration = OPTIONS.get(directory.name, {}).get("duration")
-    bound = clairvoyant_bound(policies, trace, duration=duration)
-    floor = reactive_floor(policies, trace, duration=duration)
+    options = OPTIONS.get(directory.name, {})
+    duration, warmup = options.get("duration"), options.get("warmup", 0.0)
+    if warmup:  # over the simulated part only, from the instant it starts
+        trace = split_trace(trace, warmup)[1]
+    bound = clairvoyant_bound(policies, trace, duration=duration, start=DEFAULT_START + warmup)
+    floor = reactive_floor(policies, trace, duration=duration, start=DEFAULT_START + warmup)
     rates = {spec.name: spec.cost_per_hour for spec in policies.providers.providers}
     # Unrounded cost, from the node-seconds the report gives per provider.
     costs = [sum(r["node_seconds"][n] / 3600 * rates[n] for n in rates) for r in runs]
@@ -145,6 +168,8 @@ def compare(directory: Path, seed: int, *, ablations: bool) -> dict[str, Any]:
         row["no_burst_return"] = simulate(directory, without(policies, "burst_return"), seed)
         row["no_consolidation"] = simulate(directory, without(policies, "consolidation"), seed)
         row["no_hook"] = simulate(directory, policies, seed, broker_hook=False)
+        if any(p.predictive.mode != "off" for p in policies.pools):
+            row["no_predictive"] = simulate(directory, reactive(policies), seed)
     runs = [row["full"] if s == seed else simulate(directory, policies, s) for s in SEEDS]
     row["vs_bounds"] = against_bounds(directory, policies, runs)
     return row
@@ -169,16 +194,35 @@ def print_bounds(rows: list[dict[str, Any]]) -> None:
               f"{ratio_text({k: v / 3600 for k, v in unmet.items()})}")
 
 
+def print_predictive(scenarios: dict[str, Any]) -> None:
+    """Reactive vs predictive (bench/predictive.py's runs), seed by seed."""
+    print(f"\nreactive vs predictive, seeds {', '.join(map(str, SEEDS))} (bench/predictive.py)")
+    print(f"{'trace':<46}{'unmet gear-s, reactive':>26}{'unmet gear-s, predictive':>26}"
+          f"{'cost, reactive':>26}{'cost, predictive':>26}{'pred/react cost':>16}"
+          f"{'cost/bound r/p':>16}{'floor gear-s':>13}")
+    for name, row in scenarios.items():
+        cells = []
+        for figure in ("unmet_gear_seconds", "cost"):
+            for label in ("reactive", "predictive"):
+                values = [r[figure] for r in row[label]["runs"]]
+                cells.append(" / ".join(f"{v:,.0f}" if figure == "unmet_gear_seconds"
+                                        else f"{v:.2f}" for v in values))
+        bound = (f"{row['reactive']['cost_over_bound']:.3f}/"
+                 f"{row['predictive']['cost_over_bound']:.3f}")
+        print(f"{name:<46}{cells[0]:>26}{cells[1]:>26}{cells[2]:>26}{cells[3]:>26}"
+              f"{row['cost_ratio']:>16.3f}{bound:>16}{row['floor_unmet_gear_seconds']:>13,.0f}")
+
+
 def main() -> None:
     configure(level="error")
     directories = [EXAMPLES / "flash-crowd", EXAMPLES / "diurnal-week",
                    *sorted(p for p in (EXAMPLES / "scenarios").iterdir() if p.is_dir())]
     rows = [compare(d, seed=1, ablations=d.name != "diurnal-week") for d in directories]
     variants = ("full", "baseline", "no_urgency", "no_burst_return", "no_consolidation",
-                "no_hook")
+                "no_hook", "no_predictive")
     labels = "".join(f"{v:>11}" for v in ("full", "baseline", "-urgency", "-return", "-consol",
-                                           "-hook"))
-    print(f"{'':<28}{'unmet gear-hours':^66}{'cost':^66}")
+                                           "-hook", "-predict"))
+    print(f"{'':<28}{'unmet gear-hours':^77}{'cost':^77}")
     print(f"{'example':<28}{labels}{labels}{'violations':>11}")
     for row in rows:
         unmet = "".join(f"{row[v]['unmet_gear_seconds'] / 3600:>11.1f}" if v in row
@@ -188,11 +232,14 @@ def main() -> None:
         violations = sum(row[v]["violations"] for v in variants if v in row)
         print(f"{row['example']:<28}{unmet}{cost}{violations:>11}")
     print_bounds(rows)
+    ahead = measure_predictive(list(SEEDS), echo=False)
+    print_predictive(ahead)
     out = ROOT / "bench" / "results" / "compare.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
                                "python": platform.python_version(), "seed": 1, "seeds_vs_bounds": list(SEEDS),
-                               "runs": rows},
+                               "runs": rows,
+                               "predictive": {"spec": ON.model_dump(), "scenarios": ahead}},
                               indent=2) + "\n")
     print(f"written to {out.relative_to(ROOT)}")
 

@@ -12,6 +12,9 @@ bench/simulate.py makes them in a temporary directory when it runs (nothing comm
 scenarios/urgent-week: a web pool that jumps each weekday at 09:00 (urgent: its nodes go
 to the fast, dear vSphere) and a night batch pool on the shared rack that runs late on
 Tuesdays and Thursdays (web spills to vSphere until the rack frees up at 11:00).
+scenarios/monday-ramp: the diurnal-week pools over two weeks and a Monday, each weekday
+ramping from night level to peak in 20 minutes at 08:00 (predictive scaling's case:
+bench/predictive.py and bench/compare.py warm up on the two weeks, simulate the Monday).
 """
 
 from __future__ import annotations
@@ -161,6 +164,32 @@ def urgent_week() -> list[tuple[int, str, int]]:
     return rows
 
 
+def monday_ramp(seed: int = 7) -> list[tuple[int, str, int]]:
+    """Two weeks and a Monday at 10-minute steps (the ramp at 1-minute steps): weekdays
+    from 1 800 small gears at night to 5 000 from 08:20 to 17:00 (the ramp: 20 minutes
+    from 08:00), back down by 19:00, weekends flat 2 000; medium at 0.28 of small."""
+    rng = random.Random(seed)
+    rows = []
+    for t in range(0, 15 * 86400, 60):
+        day, second = divmod(t, 86400)
+        hour = second / 3600
+        if day % 7 >= 5:  # the trace starts on a Monday
+            level = 2000.0
+        elif 8 <= hour < 8 + 1 / 3:
+            level = 1800 + 3200 * (hour - 8) * 3  # the ramp: 20 minutes
+        elif 8 + 1 / 3 <= hour < 17:
+            level = 5000.0
+        elif 17 <= hour < 19:
+            level = 5000 - 3200 * (hour - 17) / 2
+        else:
+            level = 1800.0
+        ramp = 8 <= hour < 8.5 and day % 7 < 5
+        if t % 600 == 0 or ramp:
+            rows.append((t, "small", int(level * rng.uniform(0.98, 1.02))))
+            rows.append((t, "medium", int(level * 0.28 * rng.uniform(0.98, 1.02))))
+    return rows
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--large"] and len(sys.argv) == 3:
         write_large(Path(sys.argv[2]))
@@ -168,3 +197,4 @@ if __name__ == "__main__":
         write(EXAMPLES / "flash-crowd" / "trace.csv", flash_crowd())
         write(EXAMPLES / "diurnal-week" / "trace.csv", diurnal_week())
         write(EXAMPLES / "scenarios" / "urgent-week" / "trace.csv", urgent_week())
+        write(EXAMPLES / "scenarios" / "monday-ramp" / "trace.csv", monday_ramp())

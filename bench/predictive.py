@@ -3,14 +3,15 @@
     .venv/bin/python bench/predictive.py [--seeds 1 2 3]
 
 Two weeks-shaped runs, each reactive (``predictive: off``) and predictive (``on``,
-p90, 30 min horizon, at most 20 extra nodes), same seeds, same providers
-(policies/examples/diurnal-week):
+p90, 30 min horizon, at most 20 extra nodes), same seeds, each with its shipped pools and
+providers (the same on both: the diurnal week's):
 
-- **diurnal-week**: the shipped trace; its first two days are the warm-up history
-  (``SimOptions.warmup``), the last five are simulated.
-- **monday-ramp** (made here, seed 7): two weeks of history, then a Monday whose office
-  hours start with a ramp from night level to peak in 20 minutes at 08:00, as every
-  weekday before it did; the rack nodes take 8 minutes to boot.
+- **diurnal-week** (policies/examples/diurnal-week): its first two days are the warm-up
+  history (``SimOptions.warmup``), the last five are simulated.
+- **monday-ramp** (policies/examples/scenarios/monday-ramp, made by bench/make_traces.py,
+  seed 7): two weeks of history, then a Monday whose office hours start with a ramp from
+  night level to peak in 20 minutes at 08:00, as every weekday before it did; the rack
+  nodes take 8 minutes to boot.
 
 Writes bench/results/predictive.json: per run, unmet gear-seconds, cost, max nodes,
 scale-outs, wall time; and per scenario the medians, the ratios predictive/reactive, and
@@ -25,7 +26,6 @@ import asyncio
 import json
 import math
 import platform
-import random
 import statistics
 import time
 from dataclasses import replace
@@ -39,45 +39,26 @@ from gearshift.policy.loader import load_policy_set
 from gearshift.policy.predictive import Predictive
 from gearshift.policy.schema import PolicySet
 from gearshift.sim.runner import DEFAULT_START, SimOptions, Simulation
-from gearshift.sim.trace import Trace, TracePoint, read_trace, split_trace
+from gearshift.sim.trace import Trace, read_trace, split_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "policies" / "examples" / "diurnal-week"
+MONDAY = ROOT / "policies" / "examples" / "scenarios" / "monday-ramp"
 RESULTS = ROOT / "bench" / "results" / "predictive.json"
 DAY = 86400.0
 ON = Predictive(mode="on", horizon=1800.0, quantile=0.9, max_extra_nodes=20)
+OFF = Predictive(mode="off")
+# Each scenario: its directory, the warm-up (history) and the simulated duration (None:
+# the rest of the trace).
+SCENARIOS = {
+    "diurnal-week (warm-up 2d, 5d simulated)": (EXAMPLE, 2 * DAY, None),
+    "monday-ramp (warm-up 14d, Monday simulated)": (MONDAY, 14 * DAY, DAY),
+}
 
 
 def with_predictive(policies: PolicySet, spec: Predictive) -> PolicySet:
     return replace(policies, pools=tuple(p.model_copy(update={"predictive": spec})
                                          for p in policies.pools))
-
-
-def monday_ramp(seed: int = 7) -> Trace:
-    """Two weeks and a Monday at 10-minute steps (the ramp at 1-minute steps): weekdays
-    from 1 800 gears at night to 5 000 from 08:20 to 17:00, weekends flat 2 000."""
-    rng = random.Random(seed)
-    points = []
-    for t in range(0, int(15 * DAY), 60):
-        day, second = divmod(t, int(DAY))
-        hour = second / 3600
-        if day % 7 >= 5:
-            level = 2000.0
-        elif 8 <= hour < 8 + 1 / 3:
-            level = 1800 + 3200 * (hour - 8) * 3  # the ramp: 20 minutes
-        elif 8 + 1 / 3 <= hour < 17:
-            level = 5000.0
-        elif 17 <= hour < 19:
-            level = 5000 - 3200 * (hour - 17) / 2
-        else:
-            level = 1800.0
-        ramp = 8 <= hour < 8.5 and day % 7 < 5
-        if t % 600 == 0 or ramp:
-            points.append(TracePoint(t=float(t), pool="small",
-                                     active_gears=int(level * rng.uniform(0.98, 1.02))))
-            points.append(TracePoint(t=float(t), pool="medium",
-                                     active_gears=int(level * 0.28 * rng.uniform(0.98, 1.02))))
-    return Trace(points=tuple(points))
 
 
 def run(policies: PolicySet, trace: Trace, *, seed: int, warmup: float,
@@ -91,29 +72,25 @@ def run(policies: PolicySet, trace: Trace, *, seed: int, warmup: float,
             "wall_seconds": round(time.perf_counter() - started, 1)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    args = parser.parse_args()
-    configure(level="warning")
-    base = load_policy_set([EXAMPLE / "pools", EXAMPLE / "providers.yaml"])
-    scenarios = {
-        "diurnal-week (warm-up 2d, 5d simulated)": (read_trace(EXAMPLE / "trace.csv"),
-                                                    2 * DAY, None),
-        "monday-ramp (warm-up 14d, Monday simulated)": (monday_ramp(), 14 * DAY, DAY),
-    }
+def measure(seeds: list[int], *, echo: bool = True) -> dict[str, Any]:
+    """Every scenario reactive and predictive over ``seeds``, with the yardsticks
+    (bench/compare.py shows the same figures beside its own)."""
     out: dict[str, Any] = {}
-    for name, (trace, warmup, duration) in scenarios.items():
+    for name, (directory, warmup, duration) in SCENARIOS.items():
+        base = load_policy_set([directory / "pools", directory / "providers.yaml"])
+        trace = read_trace(directory / "trace.csv")
         out[name] = {}
-        for label, policies in (("reactive", base), ("predictive", with_predictive(base, ON))):
+        for label, policies in (("reactive", with_predictive(base, OFF)),
+                                ("predictive", with_predictive(base, ON))):
             runs = [run(policies, trace, seed=s, warmup=warmup, duration=duration)
-                    for s in args.seeds]
+                    for s in seeds]
             out[name][label] = {
                 "runs": runs,
                 "unmet_median": statistics.median(r["unmet_gear_seconds"] for r in runs),
                 "cost_median": statistics.median(r["cost"] for r in runs)}
-            print(f"{name:45s} {label:10s} unmet {[r['unmet_gear_seconds'] for r in runs]} "
-                  f"cost {[r['cost'] for r in runs]}")
+            if echo:
+                print(f"{name:45s} {label:10s} unmet {[r['unmet_gear_seconds'] for r in runs]} "
+                      f"cost {[r['cost'] for r in runs]}")
         simulated = split_trace(trace, warmup)[1]
         bound = clairvoyant_bound(base, simulated, duration=duration,
                                   start=DEFAULT_START + warmup).cost
@@ -126,15 +103,26 @@ def main() -> None:
             figures["cost_over_bound"] = round(figures["cost_median"] / bound, 3)
             figures["unmet_over_floor"] = (round(figures["unmet_median"] / floor, 3)
                                            if floor else None)
-            print(f"{name:45s} {label:10s} cost/bound {figures['cost_over_bound']} "
-                  f"unmet/floor {figures['unmet_over_floor']} (floor {floor:.0f} gear-s)")
+            if echo:
+                print(f"{name:45s} {label:10s} cost/bound {figures['cost_over_bound']} "
+                      f"unmet/floor {figures['unmet_over_floor']} (floor {floor:.0f} gear-s)")
         reactive, predictive = out[name]["reactive"], out[name]["predictive"]
         out[name]["cost_ratio"] = round(predictive["cost_median"] / reactive["cost_median"], 3)
         out[name]["unmet_ratio"] = (round(predictive["unmet_median"] / reactive["unmet_median"], 3)
                                     if reactive["unmet_median"] else
                                     (0.0 if not predictive["unmet_median"] else math.inf))
-        print(f"{name:45s} predictive/reactive: cost x{out[name]['cost_ratio']}, "
-              f"unmet x{out[name]['unmet_ratio']}")
+        if echo:
+            print(f"{name:45s} predictive/reactive: cost x{out[name]['cost_ratio']}, "
+                  f"unmet x{out[name]['unmet_ratio']}")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    args = parser.parse_args()
+    configure(level="warning")
+    out = measure(args.seeds)
     RESULTS.write_text(json.dumps({
         "command": "bench/predictive.py --seeds " + " ".join(map(str, args.seeds)),
         "predictive": ON.model_dump(), "python": platform.python_version(),

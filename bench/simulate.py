@@ -1,7 +1,7 @@
 """How fast `gearshift simulate` runs, against a plain pass over the same fleet.
 
     .venv/bin/python bench/simulate.py                      # 3 runs each, large case 24 h
-    .venv/bin/python bench/simulate.py --runs 1 --large-hours 168
+    .venv/bin/python bench/simulate.py --runs 1 --large-hours 168 --out bench/results/simulate-week.json
 
 Cases: the shipped flash crowd and diurnal week (~200 nodes at peak), and a large fleet
 (20 pools, ~2 000 nodes at peak; made by bench/make_traces.py's ``write_large`` in a
@@ -103,6 +103,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--large-hours", type=float, default=24.0,
                         help="simulated hours of the large case (168: the whole week; 0: skip)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "simulate.json",
+                        help="where the figures go (the README's week row: "
+                             "bench/results/simulate-week.json)")
     args = parser.parse_args()
     configure(level="warning")
     rows = [case("flash-crowd", EXAMPLES / "flash-crowd", runs=args.runs, duration=None),
@@ -121,12 +124,14 @@ def main() -> None:
               f"{wall['min']:>7}/{wall['median']:<7} {cpu['min']:>6}/{cpu['median']:<7} "
               f"{r['ratio_to_baseline']:>6} {r['cpu_ratio_to_baseline']:>10} {r['reconciles']:>10} "
               f"{r['unmet_gear_seconds']:>13} {r['cost']:>8} {r['violations']:>5}")
-    out = ROOT / "bench" / "results" / "simulate.json"
+    out = args.out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
                                "python": platform.python_version(),
                                "command": "python bench/simulate.py --runs "
-                                          f"{args.runs} --large-hours {args.large_hours:g}",
+                                          f"{args.runs} --large-hours {args.large_hours:g}"
+                                          + (f" --out {out.relative_to(ROOT)}"
+                                             if out.name != "simulate.json" else ""),
                                "runs": rows}, indent=2) + "\n")
     print(f"written to {out.relative_to(ROOT)}")
 

@@ -87,8 +87,10 @@ def commands(text: str | None = None) -> list[Command]:
 def table(header: list[str], text: str | None = None) -> list[dict[str, str]]:
     """The rows of the README table whose header row is ``header``, cells by column name."""
     lines = (text if text is not None else README.read_text()).splitlines()
-    wanted = "| " + " | ".join(header) + " |"
-    at = lines.index(wanted)  # ValueError: the table is gone or its columns changed
+    # Blanks collapsed: a header with an empty first cell is written "| | a |".
+    wanted = " ".join(("| " + " | ".join(header) + " |").split())
+    # ValueError: the table is gone or its columns changed.
+    at = [" ".join(line.split()) for line in lines].index(wanted)
     rows = []
     for line in lines[at + 2:]:
         if not line.startswith("|"):
@@ -99,8 +101,8 @@ def table(header: list[str], text: str | None = None) -> list[dict[str, str]]:
 
 
 def number(cell: str) -> float:
-    """'475 200' -> 475200.0, '15.2 s' -> 15.2, '168.8 h' -> 168.8 (thin spaces group digits)."""
-    match = re.fullmatch(r"([\d  ,]*\d(?:\.\d+)?)\s*[a-z]*", cell.strip())
+    """'475 200' -> 475200.0, '15.2 s' -> 15.2, '80.9 MB' -> 80.9 (thin spaces group digits)."""
+    match = re.fullmatch(r"([\d  ,]*\d(?:\.\d+)?)\s*[A-Za-z]*", cell.strip())
     if match is None:
         raise ValueError(f"not a figure: {cell!r}")
     return float(re.sub(r"[  ,]", "", match.group(1)))

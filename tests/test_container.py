@@ -12,6 +12,7 @@ base made from Debian packages (no registry is reachable) and checks the running
 version, validate, non-root, HEALTHCHECK healthy then unhealthy, no compiler, the demo
 through a published port, deploy/compose.yaml. Then each check is shown able to fail: the
 script is fed broken copies of the Dockerfile and must stop at the check that was broken.
+A run killed mid-way (a CI time-out) must not break the next one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import tomllib
 from collections.abc import Callable
@@ -147,13 +149,17 @@ IMAGE_APT = ("apt-get install -y --no-install-recommends podman runc debootstrap
              "containernetworking-plugins golang-github-containernetworking-plugin-dnsname")
 
 
-def build_and_smoke(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the script; it needs root (rootful podman, debootstrap) and the Debian tools."""
+def require_image_tools() -> None:
+    """The script needs root (rootful podman, debootstrap) and the Debian tools."""
     for binary in ("podman", "runc", "debootstrap", "curl"):
         if shutil.which(binary) is None and not Path(f"/usr/sbin/{binary}").exists():
             pytest.fail(f"{binary} is not installed; run: {IMAGE_APT}")
     if os.geteuid() != 0:
         pytest.fail("building the image needs root (rootful podman, debootstrap)")
+
+
+def build_and_smoke(*args: str) -> subprocess.CompletedProcess[str]:
+    require_image_tools()
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
                           timeout=1500, check=False)
 
@@ -206,3 +212,27 @@ def test_each_check_fails_on_a_dockerfile_broken_on_purpose(broken: str, tmp_pat
     assert result.returncode == 1, result.stderr[-5000:]
     assert f"FAIL: {check}:" in result.stderr, result.stderr[-5000:]
     print(next(line for line in result.stderr.splitlines() if line.startswith("FAIL: ")))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1600)
+def test_a_run_killed_mid_way_leaves_nothing_that_breaks_the_next() -> None:
+    """A CI run killed while the demo container ran left it in the private storage, and the
+    next run failed: "the container name ... is already in use". Kill one for real, with its
+    container up, and the next run must pass."""
+    require_image_tools()
+    args = ["bash", str(SCRIPT), "--name", "killed", "--no-compose"]
+    killed = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert killed.stderr is not None
+    seen = []
+    for line in killed.stderr:
+        seen.append(line)
+        if "status page and /metrics answer" in line:
+            break
+    else:
+        pytest.fail("the run to be killed ended before its demo answered:\n" + "".join(seen))
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=60)
+    result = build_and_smoke("--name", "killed", "--no-compose")
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert "status page and /metrics answer" in result.stderr

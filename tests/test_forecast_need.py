@@ -124,11 +124,12 @@ def test_forecast_only_changes_no_action_and_says_what_it_would_do() -> None:
         only = _plan("forecast_only", fleet, flat(390), memory=memory)
         assert only.actions == off.actions
         assert only.state == off.state
-        assert replace(only.pools["small"], summary="", forecast_gears=None,
+        assert replace(only.pools["small"], summary="", forecast_gears=None, forecast_at=None,
                        forecast_extra_nodes=0) == replace(off.pools["small"], summary="")
     shown = _plan("forecast_only", nodes(4, active=30), flat(390)).pools["small"]
     assert "forecast_only: would order 6 nodes 8m ahead" in shown.summary
     assert (shown.forecast_gears, shown.forecast_extra_nodes) == (390, 6)
+    assert shown.forecast_at == NOW + READY  # the instant the forecast is read for
 
 
 def test_scale_in_never_goes_below_what_the_forecast_needs_within_the_horizon() -> None:
@@ -160,6 +161,17 @@ def test_another_pools_forecast_is_not_this_pools() -> None:
 def test_a_bad_predictive_block_is_a_clear_error(block: dict[str, object], error: str) -> None:
     with pytest.raises(ValidationError, match=error):
         pool(predictive=block)
+
+
+@pytest.mark.parametrize(("text", "mode"), [
+    ("{mode: on}", "on"), ("{mode: off}", "off"), ("{mode: 'on'}", "on"),
+    ("{mode: forecast_only}", "forecast_only")])
+def test_a_bare_on_or_off_in_yaml_is_the_mode_not_a_bool(text: str, mode: str) -> None:
+    from gearshift.safeyaml import safe_load
+
+    assert pool(predictive=safe_load(text)).predictive.mode == mode
+    with pytest.raises(ValidationError, match="mode"):
+        pool(predictive={"mode": 1})
 
 
 def test_predictive_is_off_unless_asked() -> None:

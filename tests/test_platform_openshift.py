@@ -613,3 +613,68 @@ def test_district_listing_parser_reads_ruby_hashes_and_plain_lines() -> None:
     assert district_members(listing) == {"node1.example.com", "node2.example.com"}
     assert district_members("node1\n\nnode2.example.com\n-bad\n") == {"node1",
                                                                       "node2.example.com"}
+
+
+# -- a hostile listing: whoever can shape the tools' output -------------------------------
+
+def _printing(tmp_path: Path, name: str, code: str) -> Path:
+    """A stand-in admin tool: a Python script that prints what ``code`` says."""
+    import sys
+
+    script = tmp_path / name
+    script.write_text(f"#!{sys.executable}\nimport sys\n{code}\n")
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.timeout(60)  # a hang guard: the old parser took minutes on this listing
+async def test_a_hostile_district_listing_is_read_in_one_pass_within_its_cap(
+        fake: Fake, tmp_path: Path) -> None:
+    """4 MiB of listing: tens of thousands of unclosed "servers" lists, names outside any
+    list, a name too long to be a host, a real member, then (past the 1 MiB kept) one
+    more: only the member inside a list and within the first MiB counts."""
+    head = ('{"name"=>"outside.example.com"}, "servers"=>[{"name"=>"real.example.com"}], '
+            '"servers"=>[{"name"=>"' + "a" * 300 + '"}], ')
+    tool = _printing(tmp_path, "listing", (
+        f"sys.stdout.write({head!r})\n"
+        "sys.stdout.write('\"servers\"=>[' * (3 << 18))\n"
+        "sys.stdout.write('{\"name\"=>\"late.example.com\"}]' * 10)"))
+    platform = fake.platform(allowed_programs=[*fake.tools.values(), str(tool)],
+                             commands={"list_nodes": str(tool)})
+    assert await platform.members() == frozenset({"real.example.com"})
+
+
+def test_the_listing_parser_keeps_nesting_and_unclosed_lists() -> None:
+    from gearshift.act.platform.districts import district_members
+
+    cases = {
+        '"servers"=>[{"name"=>"a.example.com"}], {"name"=>"b.example.com"}': {"a.example.com"},
+        '"servers"=>[[{"name"=>"a"}], {"name"=>"b"}] {"name"=>"c"}': {"a", "b"},
+        '"servers"=>[ ] ] "servers"=>[{"name"=>"d"}': {"d"},  # unclosed: to the end
+        '] ] "name"=>"e" "servers"=>[]': set(),
+        '"servers"=>["servers"=>[{"name"=>"f"}] {"name"=>"g"}]': {"f", "g"},
+    }
+    for listing, members in cases.items():
+        assert district_members(listing) == members, listing
+
+
+async def test_a_command_that_prints_without_end_is_held_to_its_cap(tmp_path: Path) -> None:
+    """64 MiB on stdout and 8 MiB on stderr: the result keeps the first MiB of each, and
+    the daemon never holds the rest (communicate() kept every byte until the end)."""
+    import tracemalloc
+
+    tool = _printing(tmp_path, "chatty", (
+        "chunk = b'x' * (1 << 20)\n"
+        "for _ in range(8): sys.stderr.buffer.write(chunk)\n"
+        "for _ in range(64): sys.stdout.buffer.write(chunk)"))
+    runner = LocalRunner({"list_nodes": CommandTemplate.parse(
+        "list_nodes", str(tool), allowed_programs=[str(tool)])}, timeout=60)
+    tracemalloc.start()
+    try:
+        result = await runner.run("list_nodes", {}, node="")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.ok and result.exit_code == 0
+    assert (len(result.stdout), len(result.stderr)) == (1 << 20, 1 << 20)
+    assert peak < 16 << 20, f"{peak / (1 << 20):.0f} MiB held while reading"

@@ -100,3 +100,34 @@ def test_the_fleet_total_adds_the_pools_up() -> None:
                  and "demand" in ax.get_title(loc="left"))
     demand_line = fleet.get_lines()[0]
     assert max(demand_line.get_ydata()) == sum(400 + 60 * p + 1400 for p in range(3))
+
+
+def test_a_predictive_pool_draws_its_forecast_band_where_it_was_for() -> None:
+    """Each sample's forecast (made one time-to-ready ahead) is drawn at the instant it is
+    for, against the demand that came; pools without a forecast get no band."""
+    plain = samples(2)
+    lead = 600.0
+    forecast = [Sample(t=s.t, pool=s.pool, demand=s.demand, capacity=s.capacity, nodes=s.nodes,
+                       forecast=(1000.0 + s.t / 60, 1200.0 + s.t / 60), forecast_lead=lead)
+                if s.pool == "pool-01" else s for s in plain]
+    fig = build_figure(forecast, summary=SUMMARY, providers=PROVIDERS)
+    demand_panels = {ax.get_title(loc="left"): ax for ax in fig.axes
+                     if "demand" in ax.get_title(loc="left")}
+    banded = {title for title, ax in demand_panels.items()
+              if any(c.get_gid() == "forecast" and len(c.get_paths()) > 0
+                     for c in ax.collections)}
+    assert banded == {"pool pool-01: demand vs capacity"}
+    ax = demand_panels["pool pool-01: demand vs capacity"]
+    (upper,) = [line for line in ax.get_lines() if line.get_gid() == "forecast-upper"]
+    made = [s.t for s in plain if s.pool == "pool-01" and s.t + lead <= 7 * 3600]
+    assert list(upper.get_xdata()) == [(t + lead) / 3600 for t in made]  # moved by the lead
+    assert list(upper.get_ydata()) == [1200.0 + t / 60 for t in made]
+    (band,) = [c for c in ax.collections if c.get_gid() == "forecast"]
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert min(ys) == 1000.0 and max(ys) == 1200.0 + made[-1] / 60  # central to upper
+    legend = {t.get_text() for t in fig.legends[0].get_texts()}
+    assert "forecast one time-to-ready ahead (central to upper quantile)" in legend
+    # Without a forecast anywhere: no band, no legend entry.
+    fig = build_figure(plain, summary=SUMMARY, providers=PROVIDERS)
+    assert not any(c.get_gid() == "forecast" for ax in fig.axes for c in ax.collections)
+    assert not any("forecast" in t.get_text() for t in fig.legends[0].get_texts())

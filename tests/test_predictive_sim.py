@@ -65,7 +65,7 @@ async def simulate(mode: str) -> tuple[dict[str, object], Simulation, list[Sampl
 
 @pytest.mark.slow
 async def test_warm_up_history_feeds_forecasts_and_on_orders_ahead_of_the_ramp() -> None:
-    off, _, off_line = await simulate("off")
+    off, off_sim, off_line = await simulate("off")
     only, only_sim, _ = await simulate("forecast_only")
     on, on_sim, on_line = await simulate("on")
     # The journal starts with the warm-up history, minute by minute.
@@ -78,10 +78,19 @@ async def test_warm_up_history_feeds_forecasts_and_on_orders_ahead_of_the_ramp()
     banded = [s for s in on_line if s.forecast is not None]
     assert len(banded) >= len(on_line) - 4
     assert all(0 < s.forecast[0] <= s.forecast[1] for s in banded if s.forecast)
+    # ... read one time-to-ready ahead, as the planner reads it (rack-a: 8m, measured).
+    assert all(420 <= s.forecast_lead <= 540 for s in banded)
     # forecast_only: forecasts made, and not one action differs from off.
     assert only_sim.parts.forecaster.forecasts()
     assert {k: v for k, v in only.items() if k != "wall_seconds"} == {
         k: v for k, v in off.items() if k != "wall_seconds"}
+    # ... action by action: the same scale-outs, drains and retires, at the same instants.
+    def done(sim: Simulation) -> list[tuple[float, str, str, str, str]]:
+        return [(e.at, e.kind, e.pool, e.target, e.outcome) for e in sim.executor.events]
+
+    assert len(done(off_sim)) < off_sim.executor.events.maxlen  # type: ignore[operator]
+    assert any(kind == "scale_out" for _, kind, *_ in done(off_sim))
+    assert done(only_sim) == done(off_sim)
     # on: ordered ahead of the 08:00 ramp, so less demand went unmet.
     assert isinstance(on["unmet_gear_seconds"], float)
     assert isinstance(off["unmet_gear_seconds"], float)

@@ -29,7 +29,7 @@ from readme import commands, number, table
 
 def shown(cell: str) -> object:
     """``pytest.approx`` of a table cell: within half a unit of its last digit shown."""
-    figure = re.sub(r"\s*[a-z]+$", "", cell.strip())  # "15.2 s" -> "15.2"
+    figure = re.sub(r"\s*[A-Za-z]+$", "", cell.strip())  # "15.2 s" -> "15.2", "80.9 MB" -> "80.9"
     decimals = len(figure.split(".")[1]) if "." in figure else 0
     return pytest.approx(number(cell), abs=0.5 * 10 ** -decimals + 1e-9)
 

@@ -21,6 +21,7 @@ from gearshift.act.progress import Event
 from gearshift.model import Drain
 from gearshift.plan import Plan
 from gearshift.policy.loader import load_policy_set
+from gearshift.policy.predictive import Predictive
 from gearshift.policy.schema import PolicySet
 from gearshift.reconcile.reconciler import Reconciler
 from gearshift.sim.runner import SimOptions, Simulation
@@ -319,6 +320,32 @@ def test_a_new_spike_cancels_the_drains_instead_of_provisioning() -> None:
     # Two reactivated nodes cover most of the spike; one new node tops it up to target.
     assert report["actions"]["scale_out"] == 1
     assert report["max_nodes"]["small"] == 11
+
+
+# -- 7. the Monday-morning ramp, met by ordering a boot ahead ------------------------------
+
+DAY = 86400.0
+
+
+def reactive(policies: PolicySet) -> PolicySet:
+    return replace(policies, pools=tuple(p.model_copy(update={"predictive": Predictive()})
+                                         for p in policies.pools))
+
+
+def test_the_monday_ramp_is_met_by_ordering_a_boot_ahead() -> None:
+    """Two weeks of history (the warm-up), then the Monday: as shipped (predictive on) the
+    8-minute rack nodes are ordered before 08:00 and no demand goes unmet; reactive, the
+    ramp waits for them."""
+    options: dict[str, Any] = {"warmup": 14 * DAY, "duration": DAY, "broker_hook": True}
+    on = Run("monday-ramp", **options)
+    off = Run("monday-ramp", edit=reactive, **options)
+    assert on.report["violations"] == ZERO and off.report["violations"] == ZERO
+    assert off.report["unmet_gear_seconds"] > 5_000  # 10 160 gear-s (seed 1)
+    assert on.report["unmet_gear_seconds"] == 0
+    assert on.report["cost"] <= off.report["cost"] * 1.15
+    ahead = [e for e in on.ok("scale_out") if "forecast p90" in e.reason]
+    assert ahead and min(e.at for e in ahead) < 8 * 3600  # ordered before the ramp
+    assert not [e for e in off.events if "forecast" in e.reason]
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in SCENARIOS.iterdir() if p.is_dir()))

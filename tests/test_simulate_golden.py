@@ -33,6 +33,10 @@ from gearshift.sim.trace import read_trace
 EXAMPLES = ROOT / "policies" / "examples"
 GOLDEN = Path(__file__).resolve().parent / "golden" / "simulate.json"
 SLOW = {"diurnal-week"}  # long enough to be marked slow
+# A scenario simulated after a warm-up: its history (predictive scaling forecasts from it),
+# as bench/compare.py runs it.
+OPTIONS: dict[str, SimOptions] = {
+    "scenarios/monday-ramp": SimOptions(seed=1, warmup=14 * 86400.0, duration=86400.0)}
 CASES = sorted(str(p.parent.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("trace.csv"))
 
 
@@ -45,7 +49,8 @@ def outcome(case: str) -> dict[str, Any]:
     """The report of one example with seed 1, plus digests of its events and timeline."""
     directory = EXAMPLES / case
     policies = load_policy_set([directory / "pools", directory / "providers.yaml"])
-    sim = Simulation(policies, read_trace(directory / "trace.csv"), SimOptions(seed=1))
+    sim = Simulation(policies, read_trace(directory / "trace.csv"),
+                     OPTIONS.get(case, SimOptions(seed=1)))
     result = asyncio.run(sim.run())
     events = [[e.at, e.kind, e.pool, e.target, e.outcome, e.reason, e.error]
               for e in sim.executor.events]

@@ -207,6 +207,7 @@ class PoolEvaluationModel(WireModel):
     summary: str
     paused: bool = False
     forecast_gears: float | None = None
+    forecast_at: float | None = None
     forecast_extra_nodes: int = 0
     demand_gears: int = 0
 
@@ -272,8 +273,26 @@ class BandModel(BaseModel):
     scale_down_below: float
 
 
+class PoolForecastModel(BaseModel):
+    """A predictive pool's forecast in ``/v1/status``: what it orders (``on``) or would
+    order (``forecast_only``), so SREs can judge the forecast before they let it act."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    mode: Literal["forecast_only", "on"]
+    quantile: float = Field(description="the upper quantile forecast (0.9: p90)")
+    at: str | None = Field(json_schema_extra={"format": "date-time"},
+                           description="the instant forecast: now + the pool's slowest "
+                                       "time-to-ready (null: no usable forecast)")
+    gears: float | None = Field(description="the upper forecast of demand (gears) at ``at``; "
+                                            "null: no forecast yet, or a stale one")
+    extra_nodes: NonNegativeInt = Field(
+        description="nodes the forecast orders now beyond capacity (on), or would order "
+                    "(forecast_only)")
+
+
 class PoolStatusModel(BaseModel):
-    """One pool in ``/v1/status``: its last evaluation beside its policy's limits."""
+    """One pool in ``/v1/status``: its last evaluation beside its policy's limits
+    (``forecast`` only for a pool whose ``predictive.mode`` is not ``off``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     nodes: NodeCountsModel
@@ -286,6 +305,8 @@ class PoolStatusModel(BaseModel):
     max: NonNegativeInt
     band: BandModel
     summary: str
+    forecast: PoolForecastModel | None = Field(
+        None, description="predictive scaling's forecast; absent when the pool's mode is off")
 
 
 class ProviderStatusModel(BaseModel):

@@ -12,6 +12,7 @@ message.
 from __future__ import annotations
 
 import json
+import math
 import os
 import urllib.error
 import urllib.request
@@ -123,6 +124,20 @@ def _density_state(pool: dict[str, Any]) -> str:
     return "in band"
 
 
+def forecast_cells(forecast: dict[str, Any]) -> list[str]:
+    """A predictive pool's forecast (``/v1/status``): mode, what it reads, what it orders."""
+    if forecast.get("gears") is None:
+        return [forecast["mode"], "no forecast yet", "-"]
+    at = str(forecast.get("at") or "")[11:16]
+    extra = int(forecast["extra_nodes"])
+    nodes = f"{extra} node{'s' if extra != 1 else ''}"
+    return [forecast["mode"],
+            f"p{round(forecast['quantile'] * 100)} {math.ceil(forecast['gears'])} gears at "
+            f"{at} UTC",
+            "none" if not extra else
+            f"ordering {nodes}" if forecast["mode"] == "on" else f"would order {nodes}"]
+
+
 def render_status(status: dict[str, Any], *, url: str) -> str:
     """``/v1/status`` as tables an SRE reads at a glance."""
     facts = "facts fresh" if status.get("facts_fresh") else "FACTS STALE"
@@ -148,6 +163,11 @@ def render_status(status: dict[str, Any], *, url: str) -> str:
         lines += ["ACTIVE-DENSITY: the active density now (active gears / active nodes' slots); "
                   "the planner acts on the projected density (with booting nodes), named in "
                   "each reason of `gearshift plan`"]
+    forecasts = [[name, *forecast_cells(pool["forecast"])]
+                 for name, pool in sorted(status.get("pools", {}).items()) if pool.get("forecast")]
+    if forecasts:
+        lines += ["", *_table(["POOL", "PREDICTIVE", "FORECAST", "NODES AHEAD"], forecasts,
+                              right=set())]
     providers = status.get("providers", {})
     if providers:
         rows = [[name, "yes" if p["available"] else "NO", str(p.get("nodes", 0)),

@@ -34,8 +34,10 @@ class PoolEvaluation:
     summary: str
     paused: bool = False
     # Predictive scaling: the upper demand forecast for now + time-to-ready (None: off or
-    # no forecast), and the nodes it orders (on) or would order (forecast_only) now.
+    # no forecast), the instant it is for, and the nodes it orders (on) or would order
+    # (forecast_only) now.
     forecast_gears: float | None = None
+    forecast_at: float | None = None
     forecast_extra_nodes: int = 0
     demand_gears: int = 0  # active + draining + requested gears: the demand history's figure
 

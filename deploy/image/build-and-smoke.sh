@@ -29,6 +29,7 @@
 # cache take turns (flock). Needs root and: podman runc debootstrap (Debian packages),
 # podman-compose (pip, from the dev extra: Debian's 1.0.3 ignores compose profiles).
 set -euo pipefail
+given=("$@")  # for the re-run under the lock, below
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 dockerfile=$ROOT/Dockerfile
@@ -73,13 +74,14 @@ fi
 # --- podman's own settings ------------------------------------------------------------
 cache=${GEARSHIFT_IMAGE_CACHE:-/var/cache/gearshift-image}
 mkdir -p "$cache"
-exec 9>"$cache/lock"
-flock 9
+# One run at a time per cache. The lock is held by flock(1) itself, not by a descriptor
+# of this shell: every child would inherit that one, and the demo container's conmon
+# (which outlives a killed run) then held the lock for good and the next run waited on
+# it. `--close` keeps it out of this shell and so out of every child.
+if [ -z "${GEARSHIFT_IMAGE_LOCKED:-}" ]; then
+  GEARSHIFT_IMAGE_LOCKED=1 exec flock --close "$cache/lock" bash "$0" "${given[@]}"
+fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/gearshift-image.XXXXXX")
-# Runtime state is per run; nothing of ours runs while we hold the lock, so a stale one
-# (a killed run, a reboot) is simply dropped and podman refreshes as after a reboot.
-# (Every container and volume is removed at the end of a run, so nothing needs it.)
-rm -rf "$cache/run" "$cache/tmp"
 mkdir -p "$cache/run" "$cache/tmp" "$cache/cni"
 cat >"$work/storage.conf" <<EOF
 [storage]
@@ -108,6 +110,26 @@ export CONTAINERS_CONF=$work/containers.conf CONTAINERS_STORAGE_CONF=$work/stora
 export CONTAINERS_REGISTRIES_CONF=$work/registries.conf
 # HEALTHCHECK exists only in the docker image format (OCI drops it).
 export BUILDAH_FORMAT=docker
+
+# A run killed before its cleanup (SIGKILL, a CI time-out) leaves its containers, pods,
+# volumes and networks in this storage (the next run then finds their names taken), its
+# containers maybe still running. Everything in this private storage is a smoke run's,
+# and none runs while we hold the lock, so whatever is left is dropped: first with the
+# runtime state as it is (a live leftover is stopped), then again once that state is
+# dropped too (after a reboot it is stale: /var/cache is no tmpfs) and podman has
+# refreshed as after a reboot.
+drop_leftovers() {
+  podman rm --all --force --time 0 --volumes >/dev/null 2>&1 || true
+  podman pod rm --all --force >/dev/null 2>&1 || true
+  podman volume prune --force >/dev/null 2>&1 || true
+  podman network prune --force >/dev/null 2>&1 || true
+}
+drop_leftovers
+rm -rf "$cache/run" "$cache/tmp"
+mkdir -p "$cache/run" "$cache/tmp"
+drop_leftovers
+leftover=$(podman ps --all --quiet 2>/dev/null || true)
+[ -z "$leftover" ] || fail storage "containers a killed run left could not be removed: $leftover"
 
 tag=localhost/gearshift-smoke:$name
 demo_tag=localhost/gearshift-smoke-demo:$name

@@ -166,10 +166,10 @@ class Harness:
         """A provider whose simulator refuses its credentials."""
         raise NotImplementedError
 
-    async def foreign(self, provider: Provider) -> str | None:
-        """The id of a machine on ``provider``'s simulator that gearshift did not make
-        (None: the kind has no such thing, a bare-metal pool only knows its own)."""
-        return None
+    async def foreign(self, provider: Provider) -> str:
+        """The id of a machine on ``provider``'s simulator that gearshift did not make (a
+        bare-metal pool: one of its racked machines that gearshift has not allocated)."""
+        raise NotImplementedError
 
     async def close(self) -> None:
         for provider in self.made:
@@ -214,7 +214,7 @@ class VSphereHarness(Harness):
     def unreachable(self, hole: BlackHole) -> Provider:
         return self.provider(url=f"https://127.0.0.1:{hole.port}/sdk", request_timeout="0.5s")
 
-    async def foreign(self, provider: Provider) -> str | None:
+    async def foreign(self, provider: Provider) -> str:
         # vcsim's own VMs (the template among them) carry no gearshift marks
         p: Any = provider
         moid: str = await p._run(lambda: p._session(
@@ -253,7 +253,7 @@ class OvirtHarness(Harness):
     def unreachable(self, hole: BlackHole) -> Provider:
         return self.provider(url=f"{hole.url}/ovirt-engine/api", request_timeout="0.5s")
 
-    async def foreign(self, provider: Provider) -> str | None:
+    async def foreign(self, provider: Provider) -> str:
         # a VM someone else added to the engine: no gearshift comment
         p: Any = provider
         vm = await p.engine.run(lambda system: system.vms_service().add(ovirt_types.Vm(
@@ -299,7 +299,7 @@ class Ec2Harness(Harness):
     def unreachable(self, hole: BlackHole) -> Provider:
         return self.provider(endpoint_url=hole.url, request_timeout="0.5s")
 
-    async def foreign(self, provider: Provider) -> str | None:
+    async def foreign(self, provider: Provider) -> str:
         client = await provider.client()  # type: ignore[attr-defined]
         made = await client.run_instances(ImageId="ami-12c6146b", InstanceType="m5.large",
                                           MinCount=1, MaxCount=1)  # untagged: not ours
@@ -361,6 +361,13 @@ class BareMetalHarness(Harness):
     async def bad_credentials(self) -> Provider:
         os.environ["GS_TEST_WRONG_PW"] = "not-the-password"
         return self.provider(password_env="GS_TEST_WRONG_PW")
+
+    async def foreign(self, provider: Provider) -> str:
+        # A racked machine of the pool that gearshift has not allocated: free for the next
+        # create, maybe being worked on by hand; nothing but create may power it.
+        p: Any = provider
+        owned = {m.machine_id for m in await provider.list_owned()}
+        return next(m.id for m in p.settings.machines if m.id not in owned)
 
 
 # Contract cases over ~10 s each (sushy-tools and the Foreman simulator boot and power

@@ -228,9 +228,13 @@ class StatusModel(BaseModel):
                           "message was refused")
 
     def to_json(self) -> dict[str, Any]:
-        """The body as sent: the daemon's parts left out when it supplied none."""
-        return self.model_dump(mode="json",
-                               exclude={k for k in _EXTRAS if getattr(self, k) is None})
+        """The body as sent: the daemon's parts left out when it supplied none, and a pool's
+        ``forecast`` when its predictive mode is off (so such a pool reads as it always did)."""
+        exclude: dict[str, Any] = {k: True for k in _EXTRAS if getattr(self, k) is None}
+        no_forecast = {name: {"forecast"} for name, p in self.pools.items() if p.forecast is None}
+        if no_forecast:
+            exclude["pools"] = no_forecast
+        return self.model_dump(mode="json", exclude=exclude)
 
 
 def api_schemas(*, ref_prefix: str) -> dict[str, Any]:

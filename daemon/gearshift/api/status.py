@@ -15,6 +15,7 @@ from gearshift.api.models_status import DecisionModel, StatusExtrasModel, Status
 from gearshift.api_models import (
     BandModel,
     NodeCountsModel,
+    PoolForecastModel,
     PoolStatusModel,
     ProviderStatusModel,
     iso_time,
@@ -49,6 +50,11 @@ def status_model(reconciler: Reconciler, *, leader: bool, decisions: Sequence[De
                            target=policy.density.target,
                            scale_down_below=policy.density.scale_down_below),
             summary=e.summary if e else "not evaluated yet",
+            forecast=None if policy.predictive.mode == "off" else PoolForecastModel(
+                mode=policy.predictive.mode, quantile=policy.predictive.quantile,
+                at=_iso(e.forecast_at) if e else None,
+                gears=e.forecast_gears if e else None,
+                extra_nodes=e.forecast_extra_nodes if e else 0),
         )
     snapshot = reconciler.last_snapshot
     by_provider: dict[str, int] = {}

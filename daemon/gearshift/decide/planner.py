@@ -165,10 +165,11 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     # time-to-ready raises the wanted slots; its peak within the horizon holds scale-in.
     pool_forecast = next((f for f in snapshot.forecasts if f.pool == name),
                          None) if snapshot.forecasts else None
-    forecast = ahead(policy, pool_forecast, now=now,
-                     ready_in=(slowest_time_to_ready(policy, ctx.providers, ctx.statuses)
-                               if pool_forecast is not None else 0.0),  # (read only then)
-                     want_gears=want_gears, capacity=capacity, per_node=per_node)
+    # (Read only for a pool with a forecast: the forecast's figures are None without one.)
+    ready_in = (slowest_time_to_ready(policy, ctx.providers, ctx.statuses)
+                if pool_forecast is not None else 0.0)
+    forecast = ahead(policy, pool_forecast, now=now, ready_in=ready_in, want_gears=want_gears,
+                     capacity=capacity, per_node=per_node)
     if forecast.acting:
         want_gears = max(want_gears, forecast.want_gears)
 
@@ -315,6 +316,7 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
         capacity_gears=capacity_now, active_density=density, desired_nodes=desired,
         degraded=degraded, paused=paused,
         forecast_gears=forecast.gears, forecast_extra_nodes=forecast.extra_nodes,
+        forecast_at=None if forecast.gears is None else now + ready_in,
         demand_gears=demand)
     reading = PoolReading(
         demand=demand, capacity_now=capacity_now, capacity=capacity, want_gears=want_gears,

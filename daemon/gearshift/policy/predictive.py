@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gearshift.durations import Duration
 
@@ -30,3 +30,11 @@ class Predictive(BaseModel):
     quantile: float = Field(0.9, ge=0.5, lt=1)  # the upper quantile planned for
     max_extra_nodes: int = Field(10, ge=0)  # nodes the forecast may add beyond the reactive need
     min_history: Duration = 2 * 86400.0  # no forecast before this much history is kept
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: object) -> object:
+        """``mode: on`` and ``mode: off`` as written: YAML reads a bare on/off as a bool."""
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value

@@ -4,8 +4,12 @@ One figure: a title that sums the run up (scenario, seed, cost, unmet demand, pe
 violations), the fleet's total on top, then every pool. Each demand panel shades the unmet
 demand (demand above the active nodes' capacity), so a ten-minute shortfall reads as an
 area, not a vertical step; each provider keeps one colour in every panel and in the one
-legend. The figure's size is bounded: from one pool to forty, pools are laid out as small
-multiples in more columns and shorter rows instead of a page-long strip.
+legend. A pool with predictive scaling (``forecast_only`` or ``on``) also gets its forecast
+band: for each instant, what the forecast made one time-to-ready earlier said (central to
+upper quantile), the forecast the planner orders on, against the demand that came; so a
+``forecast_only`` run shows whether the forecast is worth turning on. The figure's size is
+bounded: from one pool to forty, pools are laid out as small multiples in more columns and
+shorter rows instead of a page-long strip.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from gearshift.sim.runner import Sample
 WIDTH_IN = 16.0  # inches at DPI: 1600 px wide
 MAX_HEIGHT_IN = 24.0  # never taller than 2400 px, whatever the number of pools
 DPI = 100
-DEMAND, CAPACITY, UNMET = "#222222", "#1f77b4", "#d62728"
+DEMAND, CAPACITY, UNMET, FORECAST = "#222222", "#1f77b4", "#d62728", "#ff7f0e"
+FORECAST_LABEL = "forecast one time-to-ready ahead (central to upper quantile)"
 
 
 @dataclass(frozen=True)
@@ -73,12 +78,19 @@ class _Series:
     demand: list[int]
     capacity: list[int]
     nodes: dict[str, list[int]]
+    # (hour it is for, central, upper): each sample's forecast moved to the instant it is
+    # for, within the run; empty when the pool had none (predictive off).
+    forecast: tuple[tuple[float, float, float], ...] = ()
 
 
 def _series(samples: Sequence[Sample], providers: Sequence[str]) -> _Series:
+    end = max((s.t for s in samples), default=0.0)
+    band = tuple(((s.t + s.forecast_lead) / 3600, *s.forecast) for s in samples
+                 if s.forecast is not None and s.t + s.forecast_lead <= end)
     return _Series(hours=[s.t / 3600 for s in samples], demand=[s.demand for s in samples],
                    capacity=[s.capacity for s in samples],
-                   nodes={p: [s.nodes.get(p, 0) for s in samples] for p in providers})
+                   nodes={p: [s.nodes.get(p, 0) for s in samples] for p in providers},
+                   forecast=band)
 
 
 def _fleet(samples: Sequence[Sample], providers: Sequence[str]) -> _Series:
@@ -99,6 +111,11 @@ def _fleet(samples: Sequence[Sample], providers: Sequence[str]) -> _Series:
 
 
 def _demand_panel(ax: Any, series: _Series, *, title: str, small: bool) -> None:
+    if series.forecast:  # under the demand line, so the demand reads against it
+        hours, central, upper = zip(*series.forecast, strict=True)
+        ax.fill_between(hours, central, upper, color=FORECAST, alpha=0.3, linewidth=0,
+                        label=FORECAST_LABEL, gid="forecast")
+        ax.plot(hours, upper, color=FORECAST, linewidth=0.8, gid="forecast-upper")
     ax.step(series.hours, series.demand, where="post", color=DEMAND, linewidth=1.2,
             label="demanded active gears")
     ax.step(series.hours, series.capacity, where="post", color=CAPACITY, linewidth=1.2,
@@ -201,6 +218,8 @@ def build_figure(samples: Sequence[Sample], *, summary: PlotSummary,
     handles = [Patch(color=DEMAND, label="demanded active gears"),
                Patch(color=CAPACITY, label="capacity (active nodes)"),
                Patch(color=UNMET, alpha=0.35, label="unmet demand"),
+               *([Patch(color=FORECAST, alpha=0.3, label=FORECAST_LABEL)]
+                 if any(s.forecast is not None for s in samples) else []),
                *(Patch(color=colours[p], label=f"nodes on {p}") for p in providers)]
     fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 7), fontsize=9,
                frameon=False, bbox_to_anchor=(0.5, 1 - 0.38 / height))

@@ -37,12 +37,14 @@ import structlog
 from gearshift.act.providers.guard import GuardedProvider, GuardSettings
 from gearshift.assembly import assemble
 from gearshift.clock import InstantClock
+from gearshift.decide.forecast_need import slowest_time_to_ready
 from gearshift.model import Drain, ScaleOut
 from gearshift.observe.edges import EdgeWatch
 from gearshift.observe.unplaced import parse_unplaced, record_unplaced
 from gearshift.plan import Plan
 from gearshift.policy.holder import PolicyHolder
 from gearshift.policy.schema import PolicySet
+from gearshift.reconcile.reconciler import provider_statuses
 from gearshift.records import DemandSample
 from gearshift.settings import ReconcileSettings, Settings
 from gearshift.sim.broker_hook import SimBrokerHook
@@ -85,8 +87,10 @@ class Sample:
     demand: int
     capacity: int
     nodes: dict[str, int]
-    # Predictive scaling's forecast for this instant (central, upper), when there is one.
+    # Predictive scaling's forecast (central, upper), made at ``t`` for ``t +
+    # forecast_lead``: the pool's slowest time-to-ready, the lead the planner orders on.
     forecast: tuple[float, float] | None = None
+    forecast_lead: float = 0.0
 
 
 @dataclass
@@ -353,9 +357,14 @@ class Simulation:
 
     def _sample(self, result: SimulationResult, now: float) -> None:
         forecasts = {f.pool: f for f in self.parts.forecaster.forecasts()}
+        statuses = provider_statuses(self.providers) if forecasts else {}
+        assert self.policies.providers is not None  # checked in __init__
         for policy in self.policies.pools:
             made = forecasts.get(policy.name)
-            upper = made.upper_at(now) if made is not None else None
+            # What the planner reads: the forecast for now + time-to-ready (forecast_need).
+            lead = (slowest_time_to_ready(policy, self.policies.providers, statuses)
+                    if made is not None else 0.0)
+            upper = made.upper_at(now + lead) if made is not None else None
             capacity = 0
             by_provider: dict[str, int] = {}
             for n in self.world.pool_nodes(policy.name):
@@ -366,5 +375,6 @@ class Simulation:
                 t=now - self.options.start, pool=policy.name,
                 demand=self.world.demand.get(policy.name, 0),
                 capacity=capacity, nodes=by_provider,
-                forecast=(made.point_at(now) or 0.0, upper)
-                if made is not None and upper is not None else None))
+                forecast=(made.point_at(now + lead) or 0.0, upper)
+                if made is not None and upper is not None else None,
+                forecast_lead=lead))

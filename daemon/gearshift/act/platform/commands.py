@@ -41,7 +41,8 @@ GEAR = re.compile(r"^[A-Za-z0-9]{8,64}\Z")
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 _PLACEHOLDERS = frozenset({"host", "district", "gears"})
 
-_OUTPUT_LIMIT = 1 << 20  # read at most 1 MiB of a command's output
+_OUTPUT_LIMIT = 1 << 20  # keep at most 1 MiB of each of a command's outputs
+_CHUNK = 64 * 1024
 
 
 def check_value(name: str, value: str) -> str:
@@ -161,9 +162,12 @@ class LocalRunner:
                 stderr=asyncio.subprocess.PIPE, env=_child_env(), limit=_OUTPUT_LIMIT)
         except OSError as exc:
             return CommandResult(False, None, "", "", f"cannot run {argv[0]}: {exc.strerror}")
+        assert process.stdout is not None and process.stderr is not None
         try:
             async with asyncio.timeout(limit):
-                out, err = await process.communicate()
+                out, err, _ = await asyncio.gather(_read_bounded(process.stdout),
+                                                   _read_bounded(process.stderr),
+                                                   process.wait())
         except TimeoutError:
             await _kill(process)
             return CommandResult(False, None, "", "", f"{argv[0]} timed out after "
@@ -174,11 +178,22 @@ class LocalRunner:
         code = process.returncode
         log.debug("platform command", step=step, node=node, exit_code=code,
                   seconds=round(time.perf_counter() - started, 2))
-        return CommandResult(code == 0, code, out[:_OUTPUT_LIMIT].decode("utf-8", "replace"),
-                             err[:_OUTPUT_LIMIT].decode("utf-8", "replace"))
+        return CommandResult(code == 0, code, out.decode("utf-8", "replace"),
+                             err.decode("utf-8", "replace"))
 
     async def close(self) -> None:
         return None
+
+
+async def _read_bounded(stream: asyncio.StreamReader) -> bytes:
+    """The first ``_OUTPUT_LIMIT`` bytes of ``stream``; the rest is read and dropped, so
+    the command neither blocks on a full pipe nor makes us hold all it prints
+    (``communicate()`` would keep every byte until the command ends)."""
+    kept = bytearray()
+    while chunk := await stream.read(_CHUNK):
+        if len(kept) < _OUTPUT_LIMIT:
+            kept += chunk[:_OUTPUT_LIMIT - len(kept)]
+    return bytes(kept)
 
 
 async def _kill(process: asyncio.subprocess.Process) -> None:

@@ -11,31 +11,34 @@ from __future__ import annotations
 
 import re
 
-_SERVERS = re.compile(r'"servers"\s*=>\s*\[')
-_NAME = re.compile(r'"name"\s*=>\s*"([A-Za-z0-9.-]{1,253})"')
+# One scan over the listing: a "servers" list opening, any other bracket, or a node name.
+_TOKEN = re.compile(r'("servers"\s*=>\s*\[)|(\[)|(\])|"name"\s*=>\s*"([A-Za-z0-9.-]{1,253})"')
 _HOST_LINE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})")
 
 
-def _bracketed(text: str, start: int) -> str:
-    """The text from ``start`` (just after a ``[``) to its matching ``]``."""
-    depth = 1
-    for index in range(start, len(text)):
-        char = text[index]
-        if char == "[":
-            depth += 1
-        elif char == "]":
-            depth -= 1
-            if depth == 0:
-                return text[start:index]
-    return text[start:]
-
-
 def district_members(output: str) -> frozenset[str]:
-    """Host names of every node in every district the listing shows."""
+    """Host names of every node in every district the listing shows: each ``"name"``
+    inside a ``"servers"`` list (to its matching ``]``, or to the end when it has none).
+
+    One pass, whatever the listing holds: the command's output is capped (1 MiB), but a
+    rescan per ``"servers"`` opening would make a listing of nothing but openings cost
+    time quadratic in its size, on the event loop."""
     if "=>" not in output:
         return frozenset(line.strip() for line in output.splitlines()
                          if _HOST_LINE.fullmatch(line.strip()))
     members: set[str] = set()
-    for match in _SERVERS.finditer(output):
-        members.update(_NAME.findall(_bracketed(output, match.end())))
+    depth = 0
+    servers_at: list[int] = []  # the depth each open "servers" list started at
+    for match in _TOKEN.finditer(output):
+        servers, opened, closed, name = match.groups()
+        if servers or opened:
+            depth += 1
+            if servers:
+                servers_at.append(depth)
+        elif closed:
+            if servers_at and servers_at[-1] == depth:
+                servers_at.pop()
+            depth = max(0, depth - 1)
+        elif servers_at:
+            members.add(name)
     return frozenset(members)
