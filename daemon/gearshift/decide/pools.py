@@ -81,10 +81,6 @@ class ProviderShare:
         """The slots of all its nodes."""
         return self.count * self.slots + self.off
 
-    @property
-    def uniform(self) -> bool:
-        return self.least == self.most
-
 
 @dataclass(frozen=True)
 class FleetReading:
