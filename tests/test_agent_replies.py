@@ -25,6 +25,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from gearshift.act.platform.agent import AgentRunner
+from gearshift.act.platform.commands import CommandResult
 from gearshift.errors import PlatformError
 from gearshift.settings import MqttSettings
 from gearshift.wire import topics
@@ -119,35 +120,40 @@ def settings(mosquitto: tuple[str, int]) -> MqttSettings:
     return MqttSettings(host=host, port=port, prefix=f"gs-replies/{uuid.uuid4().hex[:8]}")
 
 
-async def test_forged_replies_are_refused_and_the_agents_own_is_taken(
-        settings: MqttSettings, tmp_path: Path) -> None:
+async def deactivate(settings: MqttSettings, tmp_path: Path, *, genuine: bool, timeout: float
+                     ) -> tuple[CommandResult | PlatformError, list[str], list[object]]:
+    """Ask node1 to deactivate with the impostor answering first: what the runner made of
+    it (its result, or the error it raised), the forgeries sent, the refusals logged."""
     keyring = keyring_in(tmp_path)
     sent: list[str] = []
-    runner = AgentRunner(settings, broker_identity=NODE, timeout=10, keyring=keyring)
+    runner = AgentRunner(settings, broker_identity=NODE, timeout=timeout, keyring=keyring)
+    outcome: CommandResult | PlatformError
     try:
-        async with impostor_and_agent(settings, keyring, genuine=True, sent=sent):
+        async with impostor_and_agent(settings, keyring, genuine=genuine, sent=sent):
             with capture_logs() as logs:
-                result = await runner.run("deactivate", {"district": "d1", "host": NODE},
-                                          node=NODE)
+                try:
+                    outcome = await runner.run("deactivate", {"district": "d1", "host": NODE},
+                                               node=NODE)
+                except PlatformError as exc:
+                    outcome = exc
     finally:
         await runner.close()
+    return outcome, sent, refusals(logs)
+
+
+async def test_forged_replies_are_refused_and_the_agents_own_is_taken(
+        settings: MqttSettings, tmp_path: Path) -> None:
+    result, sent, reasons = await deactivate(settings, tmp_path, genuine=True, timeout=10)
+    assert isinstance(result, CommandResult), result
     assert (result.ok, result.stdout) == (True, "genuine deactivate")
     assert len(sent) == 6
-    reasons = refusals(logs)
-    assert len(reasons) == 6, logs  # each forgery refused, none taken
+    assert len(reasons) == 6  # each forgery refused, none taken
     assert "unsigned" in reasons
 
 
 async def test_with_only_forged_replies_the_command_times_out(
         settings: MqttSettings, tmp_path: Path) -> None:
-    keyring = keyring_in(tmp_path)
-    sent: list[str] = []
-    runner = AgentRunner(settings, broker_identity=NODE, timeout=3, keyring=keyring)
-    try:
-        async with impostor_and_agent(settings, keyring, genuine=False, sent=sent):
-            with capture_logs() as logs, pytest.raises(PlatformError, match="did not answer"):
-                await runner.run("deactivate", {"district": "d1", "host": NODE}, node=NODE)
-    finally:
-        await runner.close()
+    error, sent, reasons = await deactivate(settings, tmp_path, genuine=False, timeout=3)
+    assert isinstance(error, PlatformError) and "did not answer" in str(error), error
     assert len(sent) == 6
-    assert len(refusals(logs)) == 6
+    assert len(reasons) == 6
