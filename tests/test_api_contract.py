@@ -55,12 +55,14 @@ def assert_every_operation_tested(output: str) -> None:
     assert int(tested.group(1)) == int(selected.group(1)) == operations - 1, output[-3000:]
 
 
+@pytest.mark.slow  # ~4 s of generated requests
 def test_schemathesis_without_the_token(daemon: LiveDaemon, tmp_path: Path) -> None:
     result = schemathesis(daemon, tmp_path)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert_every_operation_tested(result.stdout)
 
 
+@pytest.mark.slow  # ~4 s of generated requests
 def test_schemathesis_with_the_token(daemon: LiveDaemon, tmp_path: Path) -> None:
     har = tmp_path / "calls.har"
     result = schemathesis(daemon, tmp_path, "--header", f"Authorization: Bearer {TOKEN}",

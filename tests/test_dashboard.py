@@ -160,6 +160,7 @@ def api(url: str, path: str, **params: str) -> Any:
     return body["data"]
 
 
+@pytest.mark.slow  # ~10 s: a real Prometheus scrapes and evaluates the rules
 def test_a_real_prometheus_scrapes_the_daemon_with_the_rules(daemon: LiveDaemon,
                                                              tmp_path: Path) -> None:
     binary = need("prometheus")

@@ -177,6 +177,7 @@ async def test_tls_refuses_a_broker_signed_by_another_ca(tls_broker: tuple[int, 
     assert any("certificate verify failed" in str(e.get("error", "")) for e in logs)
 
 
+@pytest.mark.slow  # ~4 s: waits out the refused TLS handshake
 async def test_tls_broker_refuses_a_client_without_a_certificate(
         tls_broker: tuple[int, Ca, Path]) -> None:
     port, ca, _ = tls_broker

@@ -179,6 +179,7 @@ def test_config_example_documents_every_setting_and_loads_as_the_defaults(
     assert load_settings(copy).model_dump() == load_settings(None).model_dump()
 
 
+@pytest.mark.slow  # ~3 s: connects to every peer the config names
 def test_config_check(daemon: LiveDaemon, tmp_path: Path) -> None:
     config = daemon.directory / "config.yaml"
     ok = gearshift("config", "check", "--config", str(config))

@@ -121,6 +121,7 @@ async def polling() -> AsyncIterator[list[PrometheusSignalSource]]:
     await asyncio.wait_for(asyncio.gather(starter, *tasks), 10)
 
 
+@pytest.mark.slow  # ~7 s against a real Prometheus
 async def test_the_plan_follows_a_prometheus_signal(
         prometheus: str, exporter: Exporter,
         polling: list[PrometheusSignalSource]) -> None:

@@ -32,7 +32,7 @@ from gearshift.sim.trace import read_trace
 
 EXAMPLES = ROOT / "policies" / "examples"
 GOLDEN = Path(__file__).resolve().parent / "golden" / "simulate.json"
-SLOW = {"diurnal-week"}  # long enough to be marked slow
+SLOW = {"diurnal-week", "scenarios/urgent-week", "scenarios/monday-ramp"}  # weeks of history
 # A scenario simulated after a warm-up: its history (predictive scaling forecasts from it),
 # as bench/compare.py runs it.
 OPTIONS: dict[str, SimOptions] = {
