@@ -93,6 +93,12 @@ class CreateTimer(Provider):
     async def destroy(self, machine_id: str) -> None:
         return None
 
+    async def stop(self, machine_id: str) -> None:
+        raise NotFound(self.name, f"stop {machine_id}: the bench makes no machine")
+
+    async def start(self, machine_id: str) -> None:
+        raise NotFound(self.name, f"start {machine_id}: the bench makes no machine")
+
     async def quota(self) -> QuotaInfo:
         return QuotaInfo(max_nodes=1_000_000, used=0)
 

@@ -16,7 +16,7 @@ capacity, each round right after the plan's: the ratio plan ÷ pass (medians; of
 which other processes disturb least, and of wall time) is the figure that travels between
 machines (this one is shared and noisy). Min and median of the rounds.
 
-Prints a table and writes bench/results/plan.json.
+Prints a table and writes bench/results/plan.json (``--out``).
 """
 
 from __future__ import annotations
@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--pools", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "plan.json")
     args = parser.parse_args()
     results = []
     print(f"{'nodes':>7} {'pools':>5} {'shape':>9} {'plan min/med ms':>16} "
@@ -166,12 +167,12 @@ def main() -> None:
                       f"{r['plan_ms']['min']:>7.1f}/{r['plan_ms']['median']:<8.1f} "
                       f"{r['plan_cpu_ms']['median']:>10.1f} {r['pass_cpu_ms']['median']:>11.2f} "
                       f"{r['cpu_ratio']:>9.1f} {r['ratio']:>6.1f}", flush=True)
-    out = ROOT / "bench" / "results" / "plan.json"
+    out = args.out
     out.write_text(json.dumps({"command": " ".join(["python", "bench/plan.py", *sys.argv[1:]]),
                                "machine": platform.machine(),
                                "python": platform.python_version(),
                                "rounds": args.rounds, "cases": results}, indent=2) + "\n")
-    print(f"written to {out.relative_to(ROOT)}")
+    print(f"written to {out}")
 
 
 if __name__ == "__main__":

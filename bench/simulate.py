@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -130,10 +131,10 @@ def main() -> None:
                                "python": platform.python_version(),
                                "command": "python bench/simulate.py --runs "
                                           f"{args.runs} --large-hours {args.large_hours:g}"
-                                          + (f" --out {out.relative_to(ROOT)}"
+                                          + (f" --out {os.path.relpath(out, ROOT)}"
                                              if out.name != "simulate.json" else ""),
                                "runs": rows}, indent=2) + "\n")
-    print(f"written to {out.relative_to(ROOT)}")
+    print(f"written to {os.path.relpath(out, ROOT)}")
 
 
 if __name__ == "__main__":
