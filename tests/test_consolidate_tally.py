@@ -20,6 +20,7 @@ from gearshift.decide.context import PlanContext
 from gearshift.decide.pools import read_fleet
 from gearshift.model import FleetSnapshot, Node, NodeState, ScaleOut
 from gearshift.plan import BurstReturn, Plan, PlannerState, PoolMemory
+from gearshift.policy.pricing import slot_cost
 from gearshift.policy.schema import PolicySet
 
 NOW = 1_800_000_000.0
@@ -48,7 +49,7 @@ def scanned(ctx: PlanContext, policies: PolicySet,
     """What the scan of every node gives: how many are dear, and the dearest slot."""
     policy = policies.pools[0]
     listed = dear.dear_nodes(policy, ctx=ctx, returns=returns)
-    return (len(listed), max((dear.slot_cost(rate, n.facts.max_active_gears if n.facts else 0)
+    return (len(listed), max((slot_cost(rate, n.facts.max_active_gears if n.facts else 0)
                               for n, rate in listed), default=0.0))
 
 

@@ -36,11 +36,12 @@ from dataclasses import replace
 
 from gearshift.decide.burst_return import make_return, node_cost
 from gearshift.decide.context import PlanContext, PoolReading
-from gearshift.decide.dear import Priced, dear_nodes, dear_tally, slot_cost, weigh
+from gearshift.decide.dear import Priced, dear_nodes, dear_tally, weigh
 from gearshift.decide.placement import Option, normal_order, options_for
 from gearshift.durations import format_duration
 from gearshift.model import Action, Candidate, Drain, Node, NodeCandidate, NodeState, ScaleOut
 from gearshift.plan import BurstReturn, PoolMemory
+from gearshift.policy.pricing import slot_cost
 from gearshift.policy.schema import BurstReturnPolicy, ConsolidationPolicy, PoolPolicy
 
 _LABEL = {"burst_return": "burst-and-return", "consolidation": "consolidate"}

@@ -17,13 +17,8 @@ from collections.abc import Sequence
 from gearshift.decide.context import PlanContext
 from gearshift.model import Node, NodeState
 from gearshift.plan import BurstReturn
+from gearshift.policy.pricing import cheapest_slot, slot_cost
 from gearshift.policy.schema import PoolPolicy
-
-
-def slot_cost(cost_per_hour: float, slots: int) -> float:
-    """What one active-gear slot costs per hour."""
-    return cost_per_hour / max(1, slots)
-
 
 Priced = tuple[Node, float]  # a node and what it costs per hour
 
@@ -34,12 +29,7 @@ def cheapest_blueprint(policy: PoolPolicy, ctx: PlanContext) -> float | None:
     worked it out once, when the context has it.)"""
     if ctx.cheapest_slots is not None and policy.name in ctx.cheapest_slots:
         return ctx.cheapest_slots[policy.name]
-    providers = ctx.providers
-    per_slot = [slot_cost(spec.cost_per_hour, blueprint.expected_max_active_gears)
-                for placement in policy.placement if not placement.burst_only
-                and (spec := providers.provider(placement.provider)) is not None
-                and (blueprint := providers.blueprint(placement.blueprint)) is not None]
-    return min(per_slot) if len(per_slot) >= 2 else None
+    return cheapest_slot(policy, ctx.providers)
 
 
 def dear_tally(policy: PoolPolicy, *, ctx: PlanContext,

@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
@@ -25,6 +23,9 @@ from gearshift.durations import Duration
 from gearshift.model import NodeFacts
 from gearshift.policy.cron import parse_cron, parse_timezone
 from gearshift.policy.predictive import Predictive
+from gearshift.policy.pricing import cheapest_slot
+from gearshift.policy.simulation_spec import SimulationSpec
+from gearshift.policy.strict import Strict
 
 API_VERSION = "gearshift/v1"
 
@@ -34,11 +35,6 @@ DEFAULT_MAX_ACTIVE_GEARS = {"small": 60, "medium": 30, "large": 15}
 
 Name = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9_.-]{0,62}[a-z0-9])?$")]
 
-
-class Strict(BaseModel):
-    """Every file block: unknown keys are errors, values are never silently coerced."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class Selector(Strict):
@@ -296,24 +292,6 @@ class Quota(Strict):
     max_nodes: int = Field(ge=0)
 
 
-class SimulationSpec(Strict):
-    """How the simulated stand-in for this provider behaves in ``simulate`` and ``demo``."""
-
-    boot_time: Duration | None = None  # default: the provider's boot_time
-    boot_jitter: Duration = 0.0
-    failure_rate: float = Field(0.0, ge=0, le=1)
-    capacity_errors_after: int | None = Field(None, ge=0)  # creates before capacity runs out
-    capacity_recovers_after: Duration | None = None  # capacity returns this long after
-    # The provider's real quota when it is lower than the file says (another tenant uses
-    # the rest): creates beyond it fail with a quota error.
-    quota_max_nodes: int | None = Field(None, ge=0)
-    # A stopped machine started again is ready after this (plus up to resume_jitter);
-    # default: a full boot_time, as nothing says resuming is faster.
-    resume_time: Duration | None = None
-    resume_jitter: Duration = 0.0
-    stopped_cost_per_hour: float = Field(0.0, ge=0)  # a stopped machine's disk still costs
-
-
 ProviderKind = Literal["redfish", "foreman", "vsphere", "ovirt", "ec2", "simulated"]
 
 
@@ -398,19 +376,6 @@ class PolicySet:
 
     @cached_property
     def cheapest_slots(self) -> dict[str, float | None]:
-        """Per pool, what an active-gear slot costs on its cheapest non-burst placement by
-        its blueprint (``cost_per_hour / max(1, expected_max_active_gears)``); None when the
-        pool has fewer than two such placements. Consolidation weighs every calm pool
-        against it on every plan: worked out once per policy set."""
-        cheapest: dict[str, float | None] = {}
-        for policy in self.pools:
-            per_slot = []
-            for placement in policy.placement:
-                spec = self.providers.provider(placement.provider) if self.providers else None
-                blueprint = self.providers.blueprint(placement.blueprint) \
-                    if self.providers else None
-                if not placement.burst_only and spec is not None and blueprint is not None:
-                    per_slot.append(spec.cost_per_hour
-                                    / max(1, blueprint.expected_max_active_gears))
-            cheapest[policy.name] = min(per_slot) if len(per_slot) >= 2 else None
-        return cheapest
+        """Per pool, ``policy.pricing.cheapest_slot``: consolidation weighs every calm pool
+        against it on every plan, so it is worked out once per policy set."""
+        return {policy.name: cheapest_slot(policy, self.providers) for policy in self.pools}

@@ -25,7 +25,8 @@ from gearshift.errors import (
     TransientError,
 )
 from gearshift.model import Machine, PowerState
-from gearshift.policy.schema import ProviderSpec, SimulationSpec
+from gearshift.policy.schema import ProviderSpec
+from gearshift.policy.simulation_spec import SimulationSpec
 from gearshift.sim.world import SimNode, SimWorld
 
 
