@@ -21,7 +21,10 @@ from gearshift.model import (
     DestroyAgain,
     Drain,
     NodeCandidate,
+    Park,
+    Resume,
     Retire,
+    RetireParked,
     ScaleOut,
 )
 from gearshift.plan import Plan, PlannerState, PoolEvaluation
@@ -37,7 +40,7 @@ ACTIONS: dict[type, st.SearchStrategy[typing.Any]] = {
     ScaleOut: st.builds(ScaleOut, pool=text, provider=text, blueprint=text,
                         count=st.integers(), reason=text,
                         candidates=st.lists(candidates, max_size=3).map(tuple),
-                        replaces=st.lists(text, max_size=3).map(tuple)),
+                        replaces=st.lists(text, max_size=3).map(tuple), warm=st.booleans()),
     Drain: st.builds(Drain, pool=text, identity=text, reason=text,
                      cause=st.sampled_from(typing.get_args(typing.get_type_hints(Drain)["cause"])),
                      preempted_by=st.none() | text,
@@ -50,6 +53,8 @@ ACTIONS: dict[type, st.SearchStrategy[typing.Any]] = {
                        resumed=st.booleans()),
     DestroyAgain: st.builds(DestroyAgain, pool=text, identity=text, provider=text,
                             machine_id=text, op_id=text, reason=text),
+    **{kind: st.builds(kind, pool=text, identity=text, provider=text, machine_id=text,
+                       reason=text) for kind in (Park, Resume, RetireParked)},
 }
 evaluations = st.builds(PoolEvaluation, pool=text, active=st.integers(), booting=st.integers(),
                         draining=st.integers(), unknown=st.integers(),

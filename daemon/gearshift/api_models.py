@@ -30,7 +30,10 @@ from gearshift.model import (
     Drain,
     DrainCause,
     NodeCandidate,
+    Park,
+    Resume,
     Retire,
+    RetireParked,
     ScaleOut,
 )
 from gearshift.plan import Plan, PlannerState, PoolEvaluation
@@ -101,6 +104,7 @@ class ScaleOutModel(WireModel):
     count: int
     reason: str
     replaces: tuple[str, ...] = ()
+    warm: bool = False
     candidates: tuple[CandidateModel, ...] = ()
 
 
@@ -128,9 +132,11 @@ class CancelDrainModel(WireModel):
         return CancelDrain(pool=self.pool, identity=self.identity, reason=self.reason)
 
 
-class RetireModel(WireModel):
-    domain = Retire
-    kind: Literal["retire"] = "retire"
+class _MachineActionModel(WireModel):
+    """An action on one node's machine: the fields ``Retire``, ``Park``, ``Resume`` and
+    ``RetireParked`` share."""
+
+    kind: str  # each subclass's literal (declared here to come first, as on the others)
     pool: str
     identity: str
     provider: str
@@ -139,8 +145,28 @@ class RetireModel(WireModel):
     candidates: tuple[()] = ()  # always empty, as for CancelDrainModel
 
     def to_domain(self) -> Any:
-        return Retire(pool=self.pool, identity=self.identity, provider=self.provider,
-                      machine_id=self.machine_id, reason=self.reason)
+        return self.domain(pool=self.pool, identity=self.identity, provider=self.provider,
+                           machine_id=self.machine_id, reason=self.reason)
+
+
+class RetireModel(_MachineActionModel):
+    domain = Retire
+    kind: Literal["retire"] = "retire"
+
+
+class ParkModel(_MachineActionModel):
+    domain = Park
+    kind: Literal["park"] = "park"
+
+
+class ResumeModel(_MachineActionModel):
+    domain = Resume
+    kind: Literal["resume"] = "resume"
+
+
+class RetireParkedModel(_MachineActionModel):
+    domain = RetireParked
+    kind: Literal["retire_parked"] = "retire_parked"
 
 
 class AbandonModel(WireModel):
@@ -180,11 +206,13 @@ class DestroyAgainModel(WireModel):
 
 
 ActionModel = Annotated[ScaleOutModel | DrainModel | CancelDrainModel | RetireModel
-                        | AbandonModel | DestroyAgainModel,
+                        | AbandonModel | DestroyAgainModel | ParkModel | ResumeModel
+                        | RetireParkedModel,
                         Field(discriminator="kind")]
 _BY_DOMAIN: dict[type, type[WireModel]] = {
     m.domain: m for m in (ScaleOutModel, DrainModel, CancelDrainModel, RetireModel,
-                          AbandonModel, DestroyAgainModel)}
+                          AbandonModel, DestroyAgainModel, ParkModel, ResumeModel,
+                          RetireParkedModel)}
 
 
 def action_model(action: Action) -> WireModel:

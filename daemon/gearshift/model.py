@@ -25,6 +25,7 @@ class NodeState(StrEnum):
     DRAINING = "draining"  # deactivated in its district, gears moving away
     UNKNOWN = "unknown"  # stale, offline or bad facts: counts for nothing in scale-in
     UNVOUCHED = "unvouched"  # not ours and not a district member: counts for no pool
+    PARKED = "parked"  # its machine stopped in a warm pool (silent, deactivated): no capacity
 
 
 class PowerState(StrEnum):
@@ -114,6 +115,10 @@ class PendingNode:
     requested_at: float
 
 
+# (``warm``: a machine made for a warm pool, drained as soon as it is up, then parked.)
+DrainCause = Literal["scale_in", "preemption", "burst_return", "consolidation", "warm"]
+
+
 @dataclass(frozen=True, slots=True)
 class DrainProgress:
     """A drain in flight: the node is deactivated and its gears are moving away."""
@@ -124,6 +129,23 @@ class DrainProgress:
     deadline: float
     phase: str  # its journal phase: deactivating | moving | removing | retiring | cancelling
     reason: str = ""
+    cause: DrainCause | None = None  # why it drains (None: recorded before causes were)
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedMachine:
+    """A machine kept in a placement's warm pool: its node drained and deactivated in its
+    district, the machine stopped (``parking``: being stopped; ``resuming``: being started
+    again, its node reactivated once it publishes facts)."""
+
+    identity: str
+    pool: str
+    provider: str
+    machine_id: str
+    blueprint: str
+    max_active_gears: int
+    phase: str  # filling (being made for the pool) | parking | parked | resuming
+    since: float  # when it entered that phase
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +184,7 @@ class FleetSnapshot:
     signals: tuple[Signal, ...] = ()
     facts_fresh: bool = True  # the fact source is connected and caught up
     forecasts: tuple[Forecast, ...] = ()  # each pool's demand ahead (predictive scaling)
+    parked: tuple[ParkedMachine, ...] = ()  # the warm pools' machines
     # Identity -> position in ``nodes``, when the source keeps one between snapshots (the
     # fleet model does): ``by_id`` then costs nothing per snapshot at 100k nodes.
     index: Mapping[str, int] | None = field(default=None, repr=False, compare=False)
@@ -234,6 +257,7 @@ class ScaleOut:
     candidates: tuple[Candidate, ...] = ()
     # Burst-and-return: the burst nodes these new nodes will replace (make-before-break).
     replaces: tuple[str, ...] = ()
+    warm: bool = False  # made to be parked in the placement's warm pool (``decide.warm``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,9 +268,6 @@ class NodeCandidate:
     provider: str | None
     chosen: bool
     note: str
-
-
-DrainCause = Literal["scale_in", "preemption", "burst_return", "consolidation"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +336,45 @@ class DestroyAgain:
     reason: str
 
 
-Action = ScaleOut | Drain | CancelDrain | Retire | Abandon | DestroyAgain
+@dataclass(frozen=True, slots=True)
+class Park:
+    """Stop the machine behind a drained, empty node and keep it in its placement's warm
+    pool, deactivated in its district, instead of destroying it."""
+
+    kind: ClassVar[str] = "park"
+    pool: str
+    identity: str
+    provider: str
+    machine_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Start a parked machine again; its node is reactivated once it publishes facts."""
+
+    kind: ClassVar[str] = "resume"
+    pool: str
+    identity: str
+    provider: str
+    machine_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetireParked:
+    """Destroy a parked machine (idle too long, or more than its warm pool keeps)."""
+
+    kind: ClassVar[str] = "retire_parked"
+    pool: str
+    identity: str
+    provider: str
+    machine_id: str
+    reason: str
+
+
+Action = (ScaleOut | Drain | CancelDrain | Retire | Abandon | DestroyAgain | Park | Resume
+          | RetireParked)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,13 +17,20 @@ had just taken) and can repeat it safely. Its ``phase`` moves forward only
     drain:  deactivating -> moving -> removing -> retiring -> retired
                    \\           \\         \\          \\
                     +-----------+---------+----------+-> cancelling -> cancelled
+    warm:   moving -> parking -> parked -> resuming -> cancelling -> cancelled
+                                      \\          \\-> parked (the start failed)
+                                       +----------+-> removing -> retiring -> retired
 
 ``requested``: about to call the provider; ``created``: the machine exists;
 ``registered``: the node published fresh facts. ``deactivating``: about to take the
 node out of its district; ``moving``: gears are being moved away; ``removing``: about
 to remove it from its district; ``retiring``: about to destroy its machine;
-``retired``: gone. ``cancelling``: about to reactivate it. ``Phase`` names them all; its
-values are the strings the stores have always written.
+``retired``: gone. ``cancelling``: about to reactivate it. A warm pool (``decide.warm``)
+keeps a drained node's machine instead of destroying it: ``parking``: about to stop its
+machine (the node empty, deactivated); ``parked``: stopped, kept deactivated in its
+district; ``resuming``: about to start it again (then reactivated, as a cancel, once it
+publishes facts); a parked machine retired goes through ``removing`` like any other.
+``Phase`` names them all; its values are the strings the stores have always written.
 
 A drain records its ``cause`` (and ``preempted_by``, the pool it frees quota for), so
 a leader that starts while a preemption's victim drains knows it is one
@@ -53,7 +60,7 @@ from enum import StrEnum
 from typing import Any, Literal, Protocol
 
 from gearshift.errors import BadTransition
-from gearshift.model import DrainCause, DrainProgress, Machine, PendingNode
+from gearshift.model import DrainCause, DrainProgress, Machine, ParkedMachine, PendingNode
 from gearshift.plan import Preemption
 
 OpKind = Literal["create", "drain"]
@@ -74,6 +81,9 @@ class Phase(StrEnum):
     CANCELLING = "cancelling"
     RETIRED = "retired"
     CANCELLED = "cancelled"
+    PARKING = "parking"
+    PARKED = "parked"
+    RESUMING = "resuming"
 
 
 DONE_PHASES = frozenset({Phase.REGISTERED, Phase.FAILED, Phase.RETIRED, Phase.CANCELLED})
@@ -91,18 +101,26 @@ TRANSITIONS: dict[str, dict[Phase, frozenset[Phase]]] = {
     "drain": {
         Phase.DEACTIVATING: frozenset({Phase.MOVING, Phase.REMOVING, Phase.CANCELLING,
                                        Phase.CANCELLED}),
-        Phase.MOVING: frozenset({Phase.REMOVING, Phase.CANCELLING, Phase.CANCELLED}),
+        Phase.MOVING: frozenset({Phase.REMOVING, Phase.CANCELLING, Phase.CANCELLED,
+                                 Phase.PARKING}),
         Phase.REMOVING: frozenset({Phase.RETIRING, Phase.CANCELLING, Phase.CANCELLED,
                                    Phase.RETIRED}),
         Phase.RETIRING: frozenset({Phase.RETIRED, Phase.CANCELLING, Phase.CANCELLED}),
         Phase.CANCELLING: frozenset({Phase.CANCELLED}),
+        Phase.PARKING: frozenset({Phase.PARKED, Phase.RESUMING, Phase.CANCELLED}),
+        Phase.PARKED: frozenset({Phase.RESUMING, Phase.REMOVING, Phase.CANCELLED}),
+        Phase.RESUMING: frozenset({Phase.CANCELLING, Phase.PARKED, Phase.REMOVING,
+                                   Phase.CANCELLED}),
     },
 }
+# The drain phases of a warm pool's machine: stopped (or being stopped, or started again).
+WARM_PHASES = frozenset({Phase.PARKING, Phase.PARKED, Phase.RESUMING})
 PHASES: dict[str, tuple[Phase, ...]] = {
     "create": (Phase.REQUESTED, Phase.CREATED, Phase.ABANDONING, Phase.REGISTERED,
                Phase.FAILED),
     "drain": (Phase.DEACTIVATING, Phase.MOVING, Phase.REMOVING, Phase.RETIRING,
-              Phase.CANCELLING, Phase.RETIRED, Phase.CANCELLED),
+              Phase.CANCELLING, Phase.PARKING, Phase.PARKED, Phase.RESUMING, Phase.RETIRED,
+              Phase.CANCELLED),
 }
 
 
@@ -335,11 +353,14 @@ class Journal(OperationsLog, Ownership, RecoveryLog, OperatorState, Leases, Rete
 
 
 def pending_nodes(ops: Iterable[Operation]) -> list[PendingNode]:
-    """Creates not yet registered (nor being given up): capacity on its way."""
+    """Creates not yet registered (nor being given up), and parked machines being started
+    again: capacity on its way."""
     return [PendingNode(identity=o.identity, pool=o.pool, provider=o.provider or "",
                         blueprint=o.blueprint or "", max_active_gears=o.max_active_gears,
-                        requested_at=o.started_at)
-            for o in ops if o.kind == "create" and not o.done and o.phase != Phase.ABANDONING]
+                        requested_at=o.started_at if o.kind == "create" else o.updated_at)
+            for o in ops if not o.done and (
+                (o.kind == "create" and o.phase != Phase.ABANDONING and o.cause != "warm")
+                or (o.kind == "drain" and o.phase == Phase.RESUMING))]
 
 
 def preemptions_in_flight(ops: Iterable[Operation]) -> dict[str, Preemption]:
@@ -353,6 +374,21 @@ def preemptions_in_flight(ops: Iterable[Operation]) -> dict[str, Preemption]:
 
 
 def drains_in_flight(ops: Iterable[Operation]) -> list[DrainProgress]:
+    """Drains under way (a warm pool's machines are not: see ``parked_machines``)."""
     return [DrainProgress(identity=o.identity, pool=o.pool, started_at=o.started_at,
-                          deadline=o.deadline or o.started_at, phase=o.phase, reason=o.reason)
-            for o in ops if o.kind == "drain" and not o.done]
+                          deadline=o.deadline or o.started_at, phase=o.phase, reason=o.reason,
+                          cause=o.cause)
+            for o in ops if o.kind == "drain" and not o.done and o.phase not in WARM_PHASES]
+
+
+def parked_machines(ops: Iterable[Operation]) -> list[ParkedMachine]:
+    """The warm pools' machines: being made for one (``filling``: a create, not capacity
+    for its pool), being stopped, stopped, or being started again."""
+    return [ParkedMachine(identity=o.identity, pool=o.pool, provider=o.provider or "",
+                          machine_id=o.machine_id or "", blueprint=o.blueprint or "",
+                          max_active_gears=o.max_active_gears,
+                          phase="filling" if o.kind == "create" else o.phase.value,
+                          since=o.updated_at)
+            for o in ops if not o.done and (
+                (o.kind == "drain" and o.phase in WARM_PHASES)
+                or (o.kind == "create" and o.cause == "warm"))]

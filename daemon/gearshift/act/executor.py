@@ -16,6 +16,7 @@
 * ``Abandon`` (planned by ``decide.in_flight``): a node that never came up; its machine
   destroyed, its provider backed off, its create closed as failed.
 * ``DestroyAgain`` (planned by ``decide.in_flight``): a retired node whose destroy failed.
+* ``Park``, ``Resume``, ``RetireParked`` (``act.warm``): a placement's warm pool.
 * ``progress``: registers booting nodes when their first fresh facts arrive (measuring
   time-to-ready; a node in no district joins its blueprint's district first), pushes gear
   moves along (never on a node whose facts are not fresh), finishes cancellations.
@@ -36,7 +37,7 @@ import asyncio
 import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import assert_never
 
 import structlog
@@ -46,6 +47,7 @@ from gearshift.act.progress import Event, ExecutionReport, Progress
 from gearshift.act.providers.base import CreateRequest
 from gearshift.act.providers.guard import GuardedProvider
 from gearshift.act.retire import abandon, destroy_again, retire
+from gearshift.act.warm import fill_warm_pool, park, resume, retire_parked
 from gearshift.clock import Clock
 from gearshift.errors import (
     CapacityUnavailable,
@@ -66,7 +68,10 @@ from gearshift.model import (
     FleetSnapshot,
     Node,
     NodeState,
+    Park,
+    Resume,
     Retire,
+    RetireParked,
     ScaleOut,
 )
 from gearshift.plan import Plan
@@ -164,6 +169,12 @@ class Executor:
                 await abandon(self, action)
             case DestroyAgain():
                 await destroy_again(self, action)
+            case Park():
+                await park(self, action, snapshot, report)
+            case Resume():
+                await resume(self, action, report)
+            case RetireParked():
+                await retire_parked(self, action, snapshot, report)
             case _:
                 assert_never(action)
 
@@ -186,7 +197,7 @@ class Executor:
                 op_id=op_id, kind="create", pool=action.pool, identity=name, phase=Phase.REQUESTED,
                 started_at=now, updated_at=now, provider=action.provider,
                 blueprint=blueprint.name, max_active_gears=blueprint.expected_max_active_gears,
-                reason=action.reason))
+                reason=action.reason, cause="warm" if action.warm else None))
             self.creating.add(op_id)
             try:
                 async with limit:
@@ -210,6 +221,8 @@ class Executor:
                 return
             finally:
                 self.creating.discard(op_id)
+            if machine.blueprint is None:  # what we asked for, if its listing does not say
+                machine = replace(machine, blueprint=blueprint.name)
             await self.journal.adopt(machine)
             await self.journal.advance(op_id, phase=Phase.CREATED, at=self.clock.now(),
                                        machine_id=machine.machine_id, identity=machine.name)
@@ -372,3 +385,5 @@ class Executor:
             provider.note_time_to_ready(now - op.started_at)
         log.info("node registered", node=op.identity, pool=op.pool, provider=op.provider,
                  time_to_ready=round(now - op.started_at, 1))
+        if op.cause == "warm":
+            await fill_warm_pool(self, op, node=node, policies=policies)

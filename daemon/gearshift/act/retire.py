@@ -10,7 +10,7 @@ dispatch so the checks read in one place.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import structlog
 
@@ -19,7 +19,15 @@ from gearshift.act.progress import ExecutionReport
 from gearshift.act.providers.guard import GuardedProvider
 from gearshift.act.witness import confirm_retire
 from gearshift.errors import PlatformError, ProviderError
-from gearshift.model import Abandon, DestroyAgain, FleetSnapshot, NodeFacts, NodeState, Retire
+from gearshift.model import (
+    Abandon,
+    DestroyAgain,
+    FleetSnapshot,
+    NodeFacts,
+    NodeState,
+    Park,
+    Retire,
+)
 from gearshift.records import Operation, Phase
 
 if TYPE_CHECKING:
@@ -28,9 +36,21 @@ if TYPE_CHECKING:
 log = structlog.get_logger(component="gearshift.act")
 
 
-async def retire(ex: Executor, action: Retire, snapshot: FleetSnapshot,
-                 report: ExecutionReport) -> None:
-    """Carry out a ``Retire`` (``act.executor``'s docstring lists the checks)."""
+class Checked(NamedTuple):
+    """A drained node the last checks found empty: its facts, provider and drain."""
+
+    facts: NodeFacts
+    provider: GuardedProvider
+    op: Operation | None
+
+
+async def checked_empty(ex: Executor, action: Retire | Park, snapshot: FleetSnapshot,
+                        report: ExecutionReport, *, past: tuple[Phase, ...]
+                        ) -> Checked | None:
+    """The last checks before a drained node's machine is destroyed or stopped (fresh facts,
+    no active gears, facts newer than the deactivation, out of service in its district,
+    the second witness); None (and an event saying why) when one fails. A drain already
+    in a phase of ``past`` passed them before: only its facts and provider are looked up."""
     node = snapshot.by_id.get(action.identity)
     facts = node.facts if node is not None and node.state is not NodeState.UNKNOWN else None
     if facts is None or facts.gears.active > 0:
@@ -38,19 +58,19 @@ async def retire(ex: Executor, action: Retire, snapshot: FleetSnapshot,
         ex._event(report, kind=action.kind, pool=action.pool, target=action.identity,
                   outcome="refused", reason=action.reason,
                   error="facts not fresh or active gears present")
-        return
+        return None
     provider = ex.providers.get(action.provider)
     if provider is None:
         ex._event(report, kind=action.kind, pool=action.pool, target=action.identity,
                   outcome="refused", reason=action.reason,
                   error=f"unknown provider {action.provider}")
-        return
+        return None
     op = await ex._drain_op(action.identity)
     if op is not None and op.phase == Phase.CANCELLING:
         ex._event(report, kind=action.kind, pool=action.pool, target=action.identity,
                   outcome="refused", reason=action.reason,
                   error="its drain is being cancelled")
-        return
+        return None
     seen = node.last_seen if node is not None else None
     if op is not None and op.phase in (Phase.DEACTIVATING, Phase.MOVING):
         if seen is None or seen < op.updated_at:
@@ -59,17 +79,28 @@ async def retire(ex: Executor, action: Retire, snapshot: FleetSnapshot,
             ex._event(report, kind=action.kind, pool=action.pool,
                       target=action.identity, outcome="refused", reason=action.reason,
                       error="facts predate the deactivation; waiting for newer ones")
-            return
+            return None
         if facts.district_active:
             # The node still says it takes new gears: the deactivation did not land.
             ex._event(report, kind=action.kind, pool=action.pool,
                       target=action.identity, outcome="refused", reason=action.reason,
                       error="facts still show the node active in its district")
-            return
-    if (op is None or op.phase not in (Phase.REMOVING, Phase.RETIRING)) and \
+            return None
+    if (op is None or op.phase not in past) and \
             not await _witnessed(ex, action, facts=facts, provider=provider, op=op,
                                 report=report):
+        return None
+    return Checked(facts, provider, op)
+
+
+async def retire(ex: Executor, action: Retire, snapshot: FleetSnapshot,
+                 report: ExecutionReport) -> None:
+    """Carry out a ``Retire`` (``act.executor``'s docstring lists the checks)."""
+    checked = await checked_empty(ex, action, snapshot, report,
+                                  past=(Phase.REMOVING, Phase.RETIRING))
+    if checked is None:
         return
+    facts, provider, op = checked
     now = ex.clock.now()
     try:
         if op is None:
@@ -94,7 +125,8 @@ async def retire(ex: Executor, action: Retire, snapshot: FleetSnapshot,
     ex._event(report, kind=action.kind, pool=action.pool, target=action.identity,
               outcome="ok", reason=action.reason, provider=action.provider)
 
-async def _witnessed(ex: Executor, action: Retire, *, facts: NodeFacts,
+
+async def _witnessed(ex: Executor, action: Retire | Park, *, facts: NodeFacts,
                      provider: GuardedProvider, op: Operation | None,
                      report: ExecutionReport) -> bool:
     """Do the platform and the provider agree that the node may go (``act.witness``)?

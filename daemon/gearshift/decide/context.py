@@ -34,6 +34,8 @@ class PlanContext:
     preemptions: dict[str, Preemption]  # by victim identity, in flight and planned now
     taken: set[str] = field(default_factory=set)  # nodes some action of this plan drains
     disrupted: Counter[str] = field(default_factory=Counter)  # pool -> nodes taken from it now
+    # (pool, provider, blueprint) -> machines this plan parks in that warm pool
+    parking: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     # Pool -> its cheapest blueprint's slot cost (``PolicySet.cheapest_slots``), when known.
     cheapest_slots: Mapping[str, float | None] | None = None
 

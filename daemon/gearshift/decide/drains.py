@@ -1,10 +1,12 @@
-"""Drains that end this plan: drained nodes retired, overdue drains reactivated (or
-retired anyway when the policy says so and no gear is active)."""
+"""Drains that end this plan: drained nodes retired (or parked in their placement's warm
+pool, ``decide.warm``), overdue drains reactivated (or retired anyway when the policy says
+so and no gear is active)."""
 
 from __future__ import annotations
 
 from gearshift.decide.context import PlanContext
 from gearshift.decide.pools import PoolView
+from gearshift.decide.warm import park_instead
 from gearshift.durations import format_duration
 from gearshift.model import Action, CancelDrain, NodeState, Retire
 from gearshift.records import Phase
@@ -27,7 +29,13 @@ def finish_drains(view: PoolView, ctx: PlanContext) -> tuple[list[Action], set[s
         facts = node.facts if node is not None and node.state is not NodeState.UNKNOWN else None
         machine = node.machine if node is not None else None
         why = drain_purpose(drain.identity, ctx)
+        parked = None
         if facts is not None and machine is not None and facts.gears.total == 0:
+            parked = park_instead(policy, drain=drain, machine=machine, ctx=ctx, why=why)
+        if parked is not None:
+            actions.append(parked)
+            ended.add(drain.identity)
+        elif facts is not None and machine is not None and facts.gears.total == 0:
             actions.append(Retire(pool=policy.name, identity=drain.identity,
                                   provider=machine.provider, machine_id=machine.machine_id,
                                   reason=f"pool {policy.name}: {drain.identity} is drained "

@@ -1,5 +1,6 @@
 """Growing a pool: reactivate draining nodes first (cheaper than new ones, never a node
-drained for a preemption or past its point of no return), then place new nodes
+drained for a preemption or past its point of no return), then resume parked machines of
+its warm pools (``decide.warm``), then place new nodes
 (``decide.placement``), sized by the floor and the gear shortfall within the step and the
 pool's max. What no placement could take is reported, for preemption to find."""
 
@@ -12,6 +13,7 @@ from gearshift.decide.context import PlanContext
 from gearshift.decide.drains import POINT_OF_NO_RETURN
 from gearshift.decide.placement import PlacementResult, place
 from gearshift.decide.pools import PoolView
+from gearshift.decide.warm import resume_parked
 from gearshift.model import Action, CancelDrain, DrainProgress, ScaleOut
 from gearshift.plan import PoolMemory
 from gearshift.policy.schema import PoolPolicy
@@ -90,6 +92,16 @@ def grow(view: PoolView, *, ctx: PlanContext, memory: PoolMemory, trigger: str, 
         gear_gap -= node.facts.max_active_gears
         grew += 1
         reactivated += 1
+    if room > 0 and (min_nodes > 0 or gear_gap > 0) and ctx.snapshot.parked:
+        # Then a parked machine of a warm pool: started again, faster than a new one.
+        resumes, nodes, slots = resume_parked(view, ctx=ctx, room=room, min_nodes=min_nodes,
+                                              gear_gap=gear_gap, trigger=trigger)
+        actions.extend(resumes)
+        room -= nodes
+        min_nodes -= nodes
+        gear_gap -= slots
+        grew += nodes
+        placed_gears += slots
     if min_nodes > 0 or gear_gap > 0:
         if room <= 0:
             notes.append(f"wanted more nodes but the pool is at max {policy.size.max}"

@@ -50,6 +50,7 @@ from gearshift.decide.preempt import preempt
 from gearshift.decide.schedules import scheduled_floor
 from gearshift.decide.shrink import fmt_density, shrink
 from gearshift.decide.signals import read_signals
+from gearshift.decide.warm import fill_warm_pools, tend_warm_pools
 from gearshift.durations import format_duration
 from gearshift.model import Action, CancelDrain, FleetSnapshot, ProviderStatus
 from gearshift.plan import Plan, PlannerState, PoolEvaluation, PoolMemory
@@ -187,6 +188,9 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     # waits, then the strategy picks the half-drained node again (it resumes) instead of
     # starting fresh drains whose gears would refill the node just reactivated.
     timed_out = bool(actions) and any(isinstance(a, CancelDrain) for a in actions)
+    warm = any(p.warm for p in policy.placement)
+    if not paused and (snapshot.parked or warm):
+        actions.extend(tend_warm_pools(policy, ctx=ctx))  # (a reactivation is no timeout)
 
     # Evidence: do we know enough to act on density and headroom?
     evidence = bool(view.active) or bool(view.pending) or (not view.unknown and snapshot.facts_fresh)
@@ -282,6 +286,8 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
             shrank = len(shrinking.drains)
             desired = size - shrank
 
+    if warm and not paused and not pressure and not grew:
+        actions.extend(fill_warm_pools(policy, ctx=ctx))
     desired = max(floor, min(policy.size.max, desired))
     if not notes:
         notes.append(f"steady: projected density {fmt_density(projected)} within "

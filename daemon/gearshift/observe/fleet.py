@@ -25,6 +25,7 @@ from gearshift.model import (
     Node,
     NodeFacts,
     NodeState,
+    ParkedMachine,
     PendingNode,
     Signal,
 )
@@ -298,7 +299,8 @@ class FleetModel:
         return len(self._waiting)
 
     def _nodes(self, now: float, machines: Mapping[str, Machine],
-               draining: frozenset[str]) -> tuple[Node, ...]:
+               draining: frozenset[str], parked: frozenset[str] = frozenset()
+               ) -> tuple[Node, ...]:
         """Every node's ``Node`` at ``now``; reused whole while nothing it shows changed.
 
         A reconcile takes several snapshots in a row; at 10k nodes rebuilding them is most
@@ -309,7 +311,8 @@ class FleetModel:
         """
         cache = self._cache
         same_inputs = (cache is not None and now <= cache.valid_until
-                       and cache.draining == draining and cache.vouched is self.vouched
+                       and cache.draining == draining and cache.parked == parked
+                       and cache.vouched is self.vouched
                        and (cache.machines is machines or cache.machines == machines))
         if cache is not None and same_inputs and cache.version == self._version:
             return cache.nodes
@@ -321,34 +324,38 @@ class FleetModel:
             valid_until = cache.valid_until
             for identity in dirty:
                 node, expires = self._node(identity, self._entries[identity], now, machines,
-                                           draining)
+                                           draining, parked=parked)
                 nodes[cache.index[identity]] = node
                 valid_until = min(valid_until, expires)
             index = cache.index
         else:
             nodes, valid_until, index = [], float("inf"), {}
             for identity, entry in self._entries.items():
-                node, expires = self._node(identity, entry, now, machines, draining)
+                node, expires = self._node(identity, entry, now, machines, draining,
+                                           parked=parked)
                 index[identity] = len(nodes)
                 nodes.append(node)
                 valid_until = min(valid_until, expires)
         built = tuple(nodes)
         # Journals hand out the same read-only mapping while nothing changed: keep it.
         self._cache = SnapshotCache(version=self._version, valid_until=valid_until,
-                                     draining=draining, machines=machines,
+                                     draining=draining, parked=parked, machines=machines,
                                      vouched=self.vouched, nodes=built,
                                      index=index)
         return built
 
     def _node(self, identity: str, entry: Entry, now: float, machines: Mapping[str, Machine],
-              draining: AbstractSet[str]) -> tuple[Node, float]:
+              draining: AbstractSet[str], *, parked: AbstractSet[str] = frozenset()
+              ) -> tuple[Node, float]:
         """The node's ``Node`` at ``now`` (reused when unchanged), and until when it holds."""
         machine = machines.get(identity)
         state, why = node_state(entry, now=now, draining=draining, owned=machine is not None,
                                 vouched=self.vouched, disputed=self._disputed,
-                                stale_after=self.stale_after)
+                                stale_after=self.stale_after, parked=parked)
         expires = float("inf")
-        if state is not NodeState.UNKNOWN:  # until it goes stale
+        if state is NodeState.PARKED:
+            pass  # parked until its facts (a resume) or its warm-pool phase change
+        elif state is not NodeState.UNKNOWN:  # until it goes stale
             expires = entry.last_seen + self.stale_after
         elif why is not None and why.startswith("silent"):
             # "silent for Ns" shows the rounded seconds: it holds until just before they
@@ -371,17 +378,22 @@ class FleetModel:
     def snapshot(self, now: float, *, machines: Mapping[str, Machine] | None = None,
                  pending: Iterable[PendingNode] = (), drains: Iterable[DrainProgress] = (),
                  requests: Iterable[CapacityRequest] = (),
-                 signals: Iterable[Signal] = ()) -> FleetSnapshot:
+                 signals: Iterable[Signal] = (),
+                 parked: Iterable[ParkedMachine] = ()) -> FleetSnapshot:
         """An immutable view at ``now``, joined with what the journal knows."""
         machines = machines or {}
         drains = tuple(drains)
-        draining = {d.identity for d in drains}
-        nodes = self._nodes(now, machines, frozenset(draining))
+        parked = tuple(parked)
+        warm = frozenset(p.identity for p in parked)
+        # A parked node is draining as far as its facts go (deactivated, empty) until it is
+        # silent: then it is parked (``node_state``).
+        draining = frozenset({d.identity for d in drains} | warm)
+        nodes = self._nodes(now, machines, draining, warm)
         # A booting node stops being pending once it has published fresh facts from where
         # it can take gears: a node still in no district (not yet added) is on its way.
         still_pending = tuple(p for p in pending if not self._arrived(p.identity, now))
         return FleetSnapshot(taken_at=now, nodes=nodes, pending=still_pending,
                              drains=drains, requests=tuple(requests), signals=tuple(signals),
-                             facts_fresh=self.source_up,
+                             facts_fresh=self.source_up, parked=parked,
                              index=(self._cache.index if self._cache is not None
                                     and self._cache.nodes is nodes else None))

@@ -52,6 +52,7 @@ class SnapshotCache:
     version: int
     valid_until: float
     draining: frozenset[str]
+    parked: frozenset[str]
     machines: Mapping[str, Machine]
     vouched: frozenset[str] | None
     nodes: tuple[Node, ...]
@@ -60,8 +61,11 @@ class SnapshotCache:
 
 def node_state(entry: Entry, *, now: float, draining: AbstractSet[str], owned: bool,
                vouched: AbstractSet[str] | None, disputed: Mapping[str, tuple[float, str]],
-               stale_after: float) -> tuple[NodeState, str | None]:
-    """The state ``entry`` puts its node in at ``now``, and why when it counts for nothing."""
+               stale_after: float, parked: AbstractSet[str] = frozenset()
+               ) -> tuple[NodeState, str | None]:
+    """The state ``entry`` puts its node in at ``now``, and why when it counts for nothing.
+    A node whose machine a warm pool stopped (``parked``) is expected to be silent: parked,
+    not unknown, while it is."""
     if not owned and vouched is not None and entry.facts.identity not in vouched:
         return NodeState.UNVOUCHED, "not ours and not a district member"
     held = disputed.get(entry.facts.identity)
@@ -69,6 +73,9 @@ def node_state(entry: Entry, *, now: float, draining: AbstractSet[str], owned: b
         return NodeState.UNKNOWN, f"facts disputed by the platform: {held[1]}"
     if entry.facts.bad_reason:
         return NodeState.UNKNOWN, f"bad facts: {entry.facts.bad_reason}"
+    if entry.facts.identity in parked and (
+            not entry.online or now - entry.last_seen > stale_after):
+        return NodeState.PARKED, None
     if not entry.online:
         return NodeState.UNKNOWN, "agent offline (last will)"
     if now - entry.last_seen > stale_after:

@@ -26,6 +26,7 @@ from gearshift.policy.predictive import Predictive
 from gearshift.policy.pricing import cheapest_slot
 from gearshift.policy.simulation_spec import SimulationSpec
 from gearshift.policy.strict import Strict
+from gearshift.policy.warm import WarmPool
 
 API_VERSION = "gearshift/v1"
 
@@ -240,6 +241,7 @@ class Placement(Strict):
     blueprint: Name
     max_nodes: int | None = Field(None, ge=0)
     burst_only: bool = False
+    warm: WarmPool | None = None
 
 
 class SignalSpec(Strict):

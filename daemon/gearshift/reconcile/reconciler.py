@@ -53,6 +53,7 @@ from gearshift.records import (
     Operation,
     Phase,
     drains_in_flight,
+    parked_machines,
     pending_nodes,
     preemptions_in_flight,
 )
@@ -112,6 +113,7 @@ def _same_snapshot(a: FleetSnapshot, b: FleetSnapshot) -> bool:
     nodes while none changed; the rest is a few journal rows.)"""
     return (a.taken_at == b.taken_at and a.nodes is b.nodes and a.facts_fresh == b.facts_fresh
             and a.pending == b.pending and a.drains == b.drains and a.requests == b.requests
+            and a.parked == b.parked
             and a.signals == b.signals and a.forecasts == b.forecasts)
 
 
@@ -200,7 +202,7 @@ class Reconciler:
         taken = self.fleet.snapshot(
             now, machines=await self.journal.machines(), pending=pending_nodes(ops),
             drains=drains_in_flight(ops), requests=self.requests.active(now),
-            signals=self.signals() if self.signals else ())
+            signals=self.signals() if self.signals else (), parked=parked_machines(ops))
         if self.forecasts:
             taken = replace(taken, forecasts=self.forecasts())  # keeps the index
         last = self._taken

@@ -23,7 +23,10 @@ surely takes no new gears, and stamp the op, so a retire needs facts newer than 
 ``cancelling``: reactivate and close; ``removing``: the planner retires the node once
 fresh facts show it empty (never reactivated: it may be out of its district already);
 ``retiring``: destroy the machine again and close; in every phase a machine no longer listed is
-gone: forget it (and its retained facts) and close the op.
+gone: forget it (and its retained facts) and close the op. A warm pool's machine
+(``act.warm``): ``parking``: stop it (again) and mark it ``parked``; ``resuming``: start
+it (again); ``removing`` with no fresh facts (a parked machine being destroyed, or a node
+that died after its last checks): remove it from its district, destroy it, close.
 
 Machines we own that are no longer listed are forgotten. Machines listed with our tag
 that the journal does not know (a create whose answer was lost, a journal restored
@@ -299,6 +302,23 @@ class Recovery:
                 await self.journal.advance(op.op_id, phase=Phase.RETIRED, at=self.clock.now())
                 result.actions["orphan_retired" if op.identity not in owned
                                else "drain_finished"] += 1
+            elif op.phase == Phase.PARKING:  # its stop may not have run: stop it (idempotent)
+                await self.providers[op.provider or ""].stop(machine.machine_id)
+                await self.journal.advance(op.op_id, phase=Phase.PARKED, at=self.clock.now())
+                result.actions["parked"] += 1
+            elif op.phase == Phase.RESUMING:  # its start may not have run: start it again
+                await self.providers[op.provider or ""].start(machine.machine_id)
+                result.actions["resumed"] += 1
+            elif op.phase == Phase.REMOVING and not self.fleet.is_fresh(op.identity,
+                                                                        self.clock.now()):
+                # Checked empty before ``removing`` was journaled, and silent since (a parked
+                # machine, or one that died): no fresh facts will come to finish it by.
+                await self.platform.remove(node)
+                await self.journal.advance(op.op_id, phase=Phase.RETIRING, at=self.clock.now())
+                await self.providers[op.provider or ""].destroy(machine.machine_id)
+                await self._gone(op.identity)
+                await self.journal.advance(op.op_id, phase=Phase.RETIRED, at=self.clock.now())
+                result.actions["drain_finished"] += 1
             else:
                 result.actions["drain_resumed"] += 1  # the planner retires it once it is empty
         except (PlatformError, ProviderError) as exc:

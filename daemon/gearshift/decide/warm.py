@@ -1,0 +1,228 @@
+"""Warm pools: stopped machines resumed before new ones are made.
+
+A placement with ``warm: {min, max, max_idle}`` keeps up to ``max`` machines of its
+blueprint stopped (disk kept, quota held) instead of destroying them:
+
+* **Fill**: while it keeps fewer than ``min`` (made, being made or parked) and its pool is
+  calm (no pressure, no growth), new machines are made for it (a ``ScaleOut`` with
+  ``warm``): drained as soon as they are up, never counted as the pool's capacity, then
+  parked.
+* **Park**: a node drained by a scale-in, once empty, has its machine stopped instead of
+  destroyed while its placement keeps fewer than ``max`` (never a node drained to free
+  quota, to return from a burst or to move to a cheaper placement: those must go).
+* **Resume**: a pool that grows starts its parked machines first (preferred placements
+  first, the most recently parked first), then places new nodes for the rest. A resumed
+  node counts as booting until it publishes facts newer than its start; then it is
+  reactivated in its district. One that does not come back within its timeout is retired.
+* **Idle**: a machine parked longer than ``max_idle`` is destroyed, oldest first, unless
+  that leaves its placement fewer than ``min``; one more than ``max`` (the policy changed),
+  or on a placement that no longer keeps a warm pool, is destroyed at once.
+
+Pure, like the rest of ``decide``: the parked machines come in the snapshot (the journal's
+``parking``/``parked``/``resuming`` drains), the time is ``ctx.now``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from gearshift.decide.context import PlanContext
+from gearshift.decide.pools import PoolView
+from gearshift.durations import format_duration
+from gearshift.model import (
+    Action,
+    CancelDrain,
+    DrainProgress,
+    Machine,
+    NodeState,
+    Park,
+    ParkedMachine,
+    Resume,
+    RetireParked,
+    ScaleOut,
+)
+from gearshift.policy.schema import PoolPolicy
+from gearshift.policy.warm import WarmPool
+
+# A resumed machine that publishes no facts for this long (or 3 x its provider's measured
+# time-to-ready, if longer) is retired rather than waited for.
+MIN_RESUME_TIMEOUT = 600.0
+
+Key = tuple[str, str, str]  # (pool, provider, blueprint)
+
+
+def warm_pool(policy: PoolPolicy, *, provider: str, blueprint: str) -> WarmPool | None:
+    """The warm pool of the pool's placement on (provider, blueprint), if it keeps one."""
+    for placement in policy.placement:
+        if placement.provider == provider and placement.blueprint == blueprint:
+            return placement.warm
+    return None
+
+
+def _kept(ctx: PlanContext) -> Counter[Key]:
+    """Machines each placement keeps stopped, is stopping, or is making for its warm pool
+    (made and draining, or being made), and those this plan parks."""
+    kept: Counter[Key] = Counter(ctx.parking)
+    for p in ctx.snapshot.parked:
+        if p.phase in ("filling", "parking", "parked"):
+            kept[(p.pool, p.provider, p.blueprint)] += 1
+    for drain in ctx.snapshot.drains:
+        if drain.cause == "warm":
+            node = ctx.nodes_by_id.get(drain.identity)
+            machine = node.machine if node is not None else None
+            if machine is not None and machine.blueprint is not None:
+                kept[(drain.pool, machine.provider, machine.blueprint)] += 1
+    return kept
+
+
+def park_instead(policy: PoolPolicy, *, drain: DrainProgress, machine: Machine,
+                 ctx: PlanContext, why: str) -> Park | None:
+    """A ``Park`` for a drained, empty node whose placement keeps a warm pool with room;
+    None when it is to be retired."""
+    if drain.cause not in (None, "scale_in", "warm") or machine.blueprint is None:
+        return None
+    warm = warm_pool(policy, provider=machine.provider, blueprint=machine.blueprint)
+    if warm is None:
+        return None
+    key = (policy.name, machine.provider, machine.blueprint)
+    # (a machine made for the pool is counted there already, as it drains)
+    kept = _kept(ctx)[key] - (1 if drain.cause == "warm" else 0)
+    if kept >= warm.max:
+        return None
+    ctx.parking[key] += 1
+    return Park(pool=policy.name, identity=drain.identity, provider=machine.provider,
+                machine_id=machine.machine_id,
+                reason=f"pool {policy.name}: {drain.identity} is drained (0 gears left){why}; "
+                       f"parking its machine in the {machine.provider}/{machine.blueprint} "
+                       f"warm pool ({kept + 1} of at most {warm.max}) instead of retiring it")
+
+
+def resume_parked(view: PoolView, *, ctx: PlanContext, room: int, min_nodes: int,
+                  gear_gap: int, trigger: str) -> tuple[list[Action], int, int]:
+    """Start parked machines for a pool that grows: (actions, nodes, slots) resumed."""
+    policy = view.policy
+    order = {(p.provider, p.blueprint): i for i, p in enumerate(policy.placement)}
+    parked = sorted((p for p in ctx.snapshot.parked
+                     if p.pool == policy.name and p.phase == "parked"
+                     and p.identity not in ctx.taken
+                     and (p.provider, p.blueprint) in order
+                     and ctx.statuses.get(p.provider) is not None
+                     and ctx.statuses[p.provider].available),
+                    key=lambda p: (order[(p.provider, p.blueprint)], -p.since, p.identity))
+    actions: list[Action] = []
+    nodes = slots = 0
+    for machine in parked:
+        if nodes >= room or (min_nodes - nodes <= 0 and gear_gap - slots <= 0):
+            break
+        actions.append(Resume(
+            pool=policy.name, identity=machine.identity, provider=machine.provider,
+            machine_id=machine.machine_id,
+            reason=f"pool {policy.name}: {trigger}; resuming {machine.identity} from the "
+                   f"{machine.provider}/{machine.blueprint} warm pool (parked "
+                   f"{format_duration(max(0.0, ctx.now - machine.since))}) beats creating"))
+        nodes += 1
+        slots += machine.max_active_gears
+    return actions, nodes, slots
+
+
+def tend_warm_pools(policy: PoolPolicy, *, ctx: PlanContext) -> list[Action]:
+    """The pool's parked machines this plan moves on: stops to finish, resumed nodes to
+    reactivate (or retire), idle and surplus machines to destroy."""
+    mine = [p for p in ctx.snapshot.parked if p.pool == policy.name]
+    if not mine:
+        return []
+    actions: list[Action] = []
+    name = policy.name
+    for machine in mine:
+        if machine.phase == "parking":  # a stop that did not finish (a failure, a restart)
+            actions.append(Park(pool=name, identity=machine.identity, provider=machine.provider,
+                                machine_id=machine.machine_id,
+                                reason=f"pool {name}: finishing the stop of {machine.identity} "
+                                       f"(parking in the warm pool)"))
+        elif machine.phase == "resuming":
+            actions.extend(_follow_resume(machine, ctx=ctx))
+    by_key: dict[Key, list[ParkedMachine]] = {}
+    for machine in mine:
+        if machine.phase == "parked":
+            by_key.setdefault((name, machine.provider, machine.blueprint), []).append(machine)
+    for (_, provider, blueprint), machines in by_key.items():
+        warm = warm_pool(policy, provider=provider, blueprint=blueprint)
+        keep_max = warm.max if warm is not None else 0
+        keep_min = warm.min if warm is not None else 0
+        machines.sort(key=lambda p: (p.since, p.identity))  # oldest first
+        left = len(machines)
+        for machine in machines:
+            idle = ctx.now - machine.since
+            if left > keep_max:
+                why = (f"more than its warm pool keeps ({left} > max {keep_max})"
+                       if warm is not None else "its placement keeps no warm pool any more")
+            elif warm is not None and idle > warm.max_idle and left > keep_min:
+                why = (f"parked {format_duration(idle)}, longer than max_idle "
+                       f"{format_duration(warm.max_idle)} ({left} kept > min {keep_min})")
+            else:
+                continue
+            left -= 1
+            ctx.taken.add(machine.identity)  # not to be resumed in this plan
+            actions.append(RetireParked(
+                pool=name, identity=machine.identity, provider=provider,
+                machine_id=machine.machine_id,
+                reason=f"pool {name}: {machine.identity} in the {provider}/{blueprint} warm "
+                       f"pool: {why}; destroying it"))
+    return actions
+
+
+def fill_warm_pools(policy: PoolPolicy, *, ctx: PlanContext) -> list[Action]:
+    """New machines for the warm pools that keep fewer than their ``min`` (within the
+    placement's and the provider's quota; never on a provider that is unavailable). The
+    planner asks only while the pool is calm: a machine made to be parked holds quota that
+    a growing pool would rather use."""
+    if not any(p.warm is not None and p.warm.min > 0 for p in policy.placement):
+        return []
+    kept = _kept(ctx)
+    actions: list[Action] = []
+    for placement in policy.placement:
+        warm = placement.warm
+        if warm is None or warm.min <= 0:
+            continue
+        key = (policy.name, placement.provider, placement.blueprint)
+        missing = warm.min - kept[key]
+        status = ctx.statuses.get(placement.provider)
+        spec = ctx.providers.provider(placement.provider)
+        if missing <= 0 or status is None or not status.available or spec is None:
+            continue
+        room = missing
+        if placement.max_nodes is not None:
+            room = min(room, placement.max_nodes
+                       - ctx.usage.by_pool_provider[(policy.name, placement.provider)])
+        room = min(room, spec.quota.max_nodes - ctx.usage.by_provider[placement.provider])
+        if room <= 0:
+            continue
+        ctx.usage.claim(policy.name, placement.provider, room)
+        actions.append(ScaleOut(
+            pool=policy.name, provider=placement.provider, blueprint=placement.blueprint,
+            count=room, warm=True,
+            reason=f"pool {policy.name}: the {placement.provider}/{placement.blueprint} warm "
+                   f"pool keeps {kept[key]} of min {warm.min}: making {room} to park"))
+    return actions
+
+
+def _follow_resume(machine: ParkedMachine, *, ctx: PlanContext) -> list[Action]:
+    """A resumed machine: reactivated once its node publishes facts newer than the start,
+    retired if it does not within its timeout."""
+    node = ctx.nodes_by_id.get(machine.identity)
+    if (node is not None and node.state is NodeState.DRAINING and node.last_seen is not None
+            and node.last_seen > machine.since and node.facts is not None):
+        return [CancelDrain(pool=machine.pool, identity=machine.identity,
+                            reason=f"pool {machine.pool}: {machine.identity} resumed from the "
+                                   f"warm pool and publishes facts again; reactivating it")]
+    status = ctx.statuses.get(machine.provider)
+    boot = status.boot_time if status is not None and status.boot_time else 0.0
+    timeout = max(MIN_RESUME_TIMEOUT, 3 * boot)
+    waited = ctx.now - machine.since
+    if waited > timeout and ctx.snapshot.facts_fresh:
+        return [RetireParked(pool=machine.pool, identity=machine.identity,
+                             provider=machine.provider, machine_id=machine.machine_id,
+                             reason=f"pool {machine.pool}: {machine.identity} was resumed "
+                                    f"{format_duration(waited)} ago and publishes no facts "
+                                    f"(timeout {format_duration(timeout)}); destroying it")]
+    return []
