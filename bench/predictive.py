@@ -13,10 +13,16 @@ providers (the same on both: the diurnal week's):
   night level to peak in 20 minutes at 08:00, as every weekday before it did; the rack
   nodes take 8 minutes to boot.
 
+Each also with **warm pools** (``WARM``: every pool keeps up to 20 stopped machines, at
+least 10, on its first placement, the rack, whose machines resume in 2 minutes instead of
+an 8-minute boot and cost 0.004/h stopped; see the providers files), reactive and
+predictive: ``reactive+warm``, ``predictive+warm``.
+
 Writes bench/results/predictive.json: per run, unmet gear-seconds, cost, max nodes,
-scale-outs, wall time; and per scenario the medians, the ratios predictive/reactive, and
-the yardsticks of bench/bounds.py over the simulated part: the clairvoyant cost bound and
-the reactive floor (the least unmet demand any reactive autoscaler can reach).
+scale-outs, resumes, wall time; and per scenario the medians, the ratios
+predictive/reactive, and the yardsticks of bench/bounds.py over the simulated part: the
+clairvoyant cost bound and the reactive floor (the least unmet demand any reactive
+autoscaler can reach, waiting for boots).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from gearshift.logs import configure
 from gearshift.policy.loader import load_policy_set
 from gearshift.policy.predictive import Predictive
 from gearshift.policy.schema import PolicySet
+from gearshift.policy.warm import WarmPool
 from gearshift.sim.runner import DEFAULT_START, SimOptions, Simulation
 from gearshift.sim.trace import Trace, read_trace, split_trace
 
@@ -48,6 +55,8 @@ RESULTS = ROOT / "bench" / "results" / "predictive.json"
 DAY = 86400.0
 ON = Predictive(mode="on", horizon=1800.0, quantile=0.9, max_extra_nodes=20)
 OFF = Predictive(mode="off")
+WARM = WarmPool(min=10, max=20, max_idle=DAY)
+MODES = ("reactive", "predictive", "reactive+warm", "predictive+warm")
 # Each scenario: its directory, the warm-up (history) and the simulated duration (None:
 # the rest of the trace).
 SCENARIOS = {
@@ -61,6 +70,23 @@ def with_predictive(policies: PolicySet, spec: Predictive) -> PolicySet:
                                          for p in policies.pools))
 
 
+def with_warm_pools(policies: PolicySet, spec: WarmPool) -> PolicySet:
+    """Every pool keeps a warm pool on its first placement."""
+    return replace(policies, pools=tuple(
+        p.model_copy(update={"placement": [p.placement[0].model_copy(update={"warm": spec}),
+                                           *p.placement[1:]]})
+        for p in policies.pools))
+
+
+def variants(base: PolicySet) -> dict[str, PolicySet]:
+    """The four runs of a scenario: reactive and predictive, each without and with warm
+    pools."""
+    return {"reactive": with_predictive(base, OFF),
+            "predictive": with_predictive(base, ON),
+            "reactive+warm": with_warm_pools(with_predictive(base, OFF), WARM),
+            "predictive+warm": with_warm_pools(with_predictive(base, ON), WARM)}
+
+
 def run(policies: PolicySet, trace: Trace, *, seed: int, warmup: float,
         duration: float | None) -> dict[str, Any]:
     started = time.perf_counter()
@@ -69,6 +95,7 @@ def run(policies: PolicySet, trace: Trace, *, seed: int, warmup: float,
     return {"seed": seed, "unmet_gear_seconds": report["unmet_gear_seconds"],
             "cost": report["cost"], "max_nodes": report["max_nodes"],
             "scale_outs": report["actions"]["scale_out"],
+            "resumes": report["actions"].get("resume", 0),
             "wall_seconds": round(time.perf_counter() - started, 1)}
 
 
@@ -80,8 +107,7 @@ def measure(seeds: list[int], *, echo: bool = True) -> dict[str, Any]:
         base = load_policy_set([directory / "pools", directory / "providers.yaml"])
         trace = read_trace(directory / "trace.csv")
         out[name] = {}
-        for label, policies in (("reactive", with_predictive(base, OFF)),
-                                ("predictive", with_predictive(base, ON))):
+        for label, policies in variants(base).items():
             runs = [run(policies, trace, seed=s, warmup=warmup, duration=duration)
                     for s in seeds]
             out[name][label] = {
@@ -89,7 +115,7 @@ def measure(seeds: list[int], *, echo: bool = True) -> dict[str, Any]:
                 "unmet_median": statistics.median(r["unmet_gear_seconds"] for r in runs),
                 "cost_median": statistics.median(r["cost"] for r in runs)}
             if echo:
-                print(f"{name:45s} {label:10s} unmet {[r['unmet_gear_seconds'] for r in runs]} "
+                print(f"{name:45s} {label:15s} unmet {[r['unmet_gear_seconds'] for r in runs]} "
                       f"cost {[r['cost'] for r in runs]}")
         simulated = split_trace(trace, warmup)[1]
         bound = clairvoyant_bound(base, simulated, duration=duration,
@@ -98,13 +124,13 @@ def measure(seeds: list[int], *, echo: bool = True) -> dict[str, Any]:
                                start=DEFAULT_START + warmup).unmet_gear_seconds
         out[name]["bound_cost"] = round(bound, 2)
         out[name]["floor_unmet_gear_seconds"] = round(floor, 1)
-        for label in ("reactive", "predictive"):
+        for label in MODES:
             figures = out[name][label]
             figures["cost_over_bound"] = round(figures["cost_median"] / bound, 3)
             figures["unmet_over_floor"] = (round(figures["unmet_median"] / floor, 3)
                                            if floor else None)
             if echo:
-                print(f"{name:45s} {label:10s} cost/bound {figures['cost_over_bound']} "
+                print(f"{name:45s} {label:15s} cost/bound {figures['cost_over_bound']} "
                       f"unmet/floor {figures['unmet_over_floor']} (floor {floor:.0f} gear-s)")
         reactive, predictive = out[name]["reactive"], out[name]["predictive"]
         out[name]["cost_ratio"] = round(predictive["cost_median"] / reactive["cost_median"], 3)
@@ -125,7 +151,7 @@ def main() -> None:
     out = measure(args.seeds)
     RESULTS.write_text(json.dumps({
         "command": "bench/predictive.py --seeds " + " ".join(map(str, args.seeds)),
-        "predictive": ON.model_dump(), "python": platform.python_version(),
+        "predictive": ON.model_dump(), "warm": WARM.model_dump(), "python": platform.python_version(),
         "scenarios": out}, indent=2) + "\n")
     print(f"wrote {RESULTS}")
 

@@ -232,3 +232,24 @@ def test_the_predictive_table_shows_bench_predictive() -> None:
         assert runs["cost_ratio"] == shown(row[PREDICTIVE[5]]), where
         assert [runs["reactive"]["cost_over_bound"], runs["predictive"]["cost_over_bound"]] \
             == pair(row[PREDICTIVE[6]]), where
+
+
+WARM = ["run (seeds 1, 2, 3)", "unmet gear-seconds, reactive+warm",
+        "unmet gear-seconds, predictive+warm", "cost, reactive+warm", "cost, predictive+warm",
+        "cost ÷ clairvoyant bound, reactive+warm / predictive+warm"]
+
+
+def test_the_warm_pool_table_shows_bench_predictive() -> None:
+    scenarios = recorded("predictive.json")["scenarios"]
+    rows = table(WARM)
+    assert len(rows) == len(scenarios) == 2
+    for row, (name, runs) in zip(rows, scenarios.items(), strict=True):
+        where = f"README warm pool table, {row[WARM[0]]}"
+        assert row[WARM[0]].split(":")[0].split("/")[-1] == name.split(" ")[0], where
+        for mode in ("reactive+warm", "predictive+warm"):
+            unmet = [shown(c.strip()) for c in row[f"unmet gear-seconds, {mode}"].split("/")]
+            cost = [shown(c.strip()) for c in row[f"cost, {mode}"].split("/")]
+            assert [r["unmet_gear_seconds"] for r in runs[mode]["runs"]] == unmet, where
+            assert [r["cost"] for r in runs[mode]["runs"]] == cost, where
+        assert [runs["reactive+warm"]["cost_over_bound"],
+                runs["predictive+warm"]["cost_over_bound"]] == pair(row[WARM[5]]), where

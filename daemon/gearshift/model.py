@@ -224,6 +224,7 @@ class ProviderStatus:
     available: bool = True
     why_unavailable: str | None = None
     boot_time: float | None = None  # measured time-to-ready, when known
+    resume_time: float | None = None  # measured start-to-facts of a parked machine, when known
     # When it last refused to make a node (quota or capacity error), and what it said:
     # placement puts it after healthy providers for a while even once its back-off ends.
     capacity_error_at: float | None = None

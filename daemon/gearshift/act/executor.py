@@ -291,6 +291,10 @@ class Executor:
         node = snapshot.by_id.get(action.identity)
         district = node.facts.district_uuid if node is not None and node.facts else None
         if op is not None:
+            if op.phase == Phase.RESUMING:  # a parked machine is back: how long it took
+                provider = self.providers.get(op.provider or "")
+                if provider is not None:
+                    provider.note_time_to_resume(self.clock.now() - op.updated_at)
             # Journal the intent first: a restart finds "cancelling" and reactivates.
             op = await self.journal.advance(op.op_id, phase=Phase.CANCELLING, at=self.clock.now())
         try:

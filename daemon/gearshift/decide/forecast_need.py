@@ -17,11 +17,11 @@ and only says it. A forecast older than ``STALE_AFTER`` is not used: the fitter 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gearshift.decide.placement import time_to_ready
+from gearshift.decide.placement import time_to_ready, time_to_resume
 from gearshift.durations import format_duration
 from gearshift.forecast.result import Forecast
 from gearshift.model import ProviderStatus
@@ -64,9 +64,13 @@ def trigger_slots(policy: PoolPolicy, demand: float) -> int:
 
 
 def slowest_time_to_ready(policy: PoolPolicy, providers: ProvidersFile,
-                          statuses: Mapping[str, ProviderStatus]) -> float:
-    """The longest time-to-ready among the pool's placements (0 if none is known)."""
-    times = [time_to_ready(spec, statuses.get(spec.name))
+                          statuses: Mapping[str, ProviderStatus], *,
+                          parked: Collection[str] = ()) -> float:
+    """The longest time-to-ready among the pool's placements (0 if none is known); on a
+    provider where the pool has machines parked in a warm pool (``parked``), the time a
+    parked machine takes to resume: that is what it orders there first."""
+    times = [(time_to_resume if spec.name in parked else time_to_ready)(
+                 spec, statuses.get(spec.name))
              for placement in policy.placement
              if (spec := providers.provider(placement.provider)) is not None]
     return max(times, default=0.0)

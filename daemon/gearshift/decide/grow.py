@@ -13,7 +13,7 @@ from gearshift.decide.context import PlanContext
 from gearshift.decide.drains import POINT_OF_NO_RETURN
 from gearshift.decide.placement import PlacementResult, place
 from gearshift.decide.pools import PoolView
-from gearshift.decide.warm import resume_parked
+from gearshift.decide.warm import reclaim_quota, resume_parked
 from gearshift.model import Action, CancelDrain, DrainProgress, ScaleOut
 from gearshift.plan import PoolMemory
 from gearshift.policy.schema import PoolPolicy
@@ -108,6 +108,9 @@ def grow(view: PoolView, *, ctx: PlanContext, memory: PoolMemory, trigger: str, 
                          if size >= policy.size.max else "wanted more nodes; step limit reached")
         else:
             urgent, urgent_why = _urgent_gears(policy, demand=demand, capacity_now=capacity_now)
+            if ctx.snapshot.parked:  # other pools' parked machines may hold the quota
+                actions.extend(reclaim_quota(policy, ctx=ctx, wanted=min(room, max(
+                    min_nodes, math.ceil(max(gear_gap, 0) / per_node)))))
             result = place(policy, providers=ctx.providers, statuses=ctx.statuses,
                            usage=ctx.usage, min_nodes=max(min_nodes, 0),
                            shortfall_gears=max(gear_gap, 0), max_nodes=room, now=now,

@@ -199,6 +199,14 @@ def time_to_ready(spec: ProviderSpec, status: ProviderStatus | None) -> float:
     return spec.boot_time
 
 
+def time_to_resume(spec: ProviderSpec, status: ProviderStatus | None) -> float:
+    """A parked machine's measured start-to-facts time when known, else the configured
+    ``resume_time``, else the time-to-ready of a new machine."""
+    if status is not None and status.resume_time is not None:
+        return status.resume_time
+    return spec.resume_time if spec.resume_time is not None else time_to_ready(spec, status)
+
+
 def recent_error(spec: ProviderSpec, status: ProviderStatus, now: float,
                  last_made: float | None = None) -> str | None:
     """Why a provider that refused capacity recently should go after healthy ones (None

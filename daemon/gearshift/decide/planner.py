@@ -76,6 +76,9 @@ def plan(snapshot: FleetSnapshot, policies: PolicySet, *, now: float,
     state = state or PlannerState()
     providers = policies.providers or _NO_PROVIDERS
     fleet = read_fleet(snapshot, policies.pools)
+    for made in snapshot.parked:  # machines being made for a warm pool hold quota too
+        if made.phase == "filling" and made.identity not in snapshot.by_id:
+            fleet.usage.claim(made.pool, made.provider, 1)
     views = fleet.views
     nodes_by_id = snapshot.by_id
     draining = {d.identity for d in snapshot.drains}
@@ -167,8 +170,10 @@ def _plan_pool(view: PoolView, *, ctx: PlanContext, memory: PoolMemory,
     pool_forecast = next((f for f in snapshot.forecasts if f.pool == name),
                          None) if snapshot.forecasts else None
     # (Read only for a pool with a forecast: the forecast's figures are None without one.)
-    ready_in = (slowest_time_to_ready(policy, ctx.providers, ctx.statuses)
-                if pool_forecast is not None else 0.0)
+    ready_in = (slowest_time_to_ready(
+        policy, ctx.providers, ctx.statuses,
+        parked={p.provider for p in snapshot.parked if p.pool == name and p.phase == "parked"})
+        if pool_forecast is not None else 0.0)
     forecast = ahead(policy, pool_forecast, now=now, ready_in=ready_in, want_gears=want_gears,
                      capacity=capacity, per_node=per_node)
     if forecast.acting:

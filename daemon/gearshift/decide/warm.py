@@ -9,7 +9,9 @@ blueprint stopped (disk kept, quota held) instead of destroying them:
   parked.
 * **Park**: a node drained by a scale-in, once empty, has its machine stopped instead of
   destroyed while its placement keeps fewer than ``max`` (never a node drained to free
-  quota, to return from a burst or to move to a cheaper placement: those must go).
+  quota, to return from a burst or to move to a cheaper placement: those must go; nor
+  while the pool runs nodes on dearer slots that consolidation would move to this
+  placement: a stopped machine would hold the quota they need).
 * **Resume**: a pool that grows starts its parked machines first (preferred placements
   first, the most recently parked first), then places new nodes for the rest. A resumed
   node counts as booting until it publishes facts newer than its start; then it is
@@ -41,6 +43,7 @@ from gearshift.model import (
     RetireParked,
     ScaleOut,
 )
+from gearshift.policy.pricing import slot_cost
 from gearshift.policy.schema import PoolPolicy
 from gearshift.policy.warm import WarmPool
 
@@ -84,6 +87,9 @@ def park_instead(policy: PoolPolicy, *, drain: DrainProgress, machine: Machine,
     warm = warm_pool(policy, provider=machine.provider, blueprint=machine.blueprint)
     if warm is None:
         return None
+    if _dearer_running(policy, ctx=ctx, provider=machine.provider,
+                       blueprint=machine.blueprint):
+        return None
     key = (policy.name, machine.provider, machine.blueprint)
     # (a machine made for the pool is counted there already, as it drains)
     kept = _kept(ctx)[key] - (1 if drain.cause == "warm" else 0)
@@ -95,6 +101,24 @@ def park_instead(policy: PoolPolicy, *, drain: DrainProgress, machine: Machine,
                 reason=f"pool {policy.name}: {drain.identity} is drained (0 gears left){why}; "
                        f"parking its machine in the {machine.provider}/{machine.blueprint} "
                        f"warm pool ({kept + 1} of at most {warm.max}) instead of retiring it")
+
+
+def _dearer_running(policy: PoolPolicy, *, ctx: PlanContext, provider: str,
+                    blueprint: str) -> bool:
+    """Does the pool run nodes on dearer slots (not burst-only) than this placement's, that
+    consolidation would move here? Then its quota is worth more to them than to a stopped
+    machine: a drained node there is destroyed (consolidation makes its replacement)
+    rather than parked, and no machine is made to be parked."""
+    if not policy.consolidation.enabled:
+        return False
+    spec = ctx.providers.blueprint(blueprint)
+    if spec is None:
+        return False
+    here = slot_cost(ctx.providers.rates.get(provider, 0.0), spec.expected_max_active_gears)
+    rates = ctx.providers.rates
+    return any(not share.burst and share.count > 0
+               and slot_cost(rates.get(name, 0.0), share.most) > here
+               for name, share in ctx.views[policy.name].shares.items())
 
 
 def resume_parked(view: PoolView, *, ctx: PlanContext, room: int, min_nodes: int,
@@ -123,6 +147,48 @@ def resume_parked(view: PoolView, *, ctx: PlanContext, room: int, min_nodes: int
         nodes += 1
         slots += machine.max_active_gears
     return actions, nodes, slots
+
+
+def reclaim_quota(policy: PoolPolicy, *, ctx: PlanContext, wanted: int) -> list[Action]:
+    """Destroy other pools' parked machines that hold the quota of a provider this pool
+    prefers and would otherwise spill past: a stopped machine serves no one, a pool that
+    needs the room does (the other pool's warm pool refills once quota is free again).
+    The quota freed is counted in this plan, so the new nodes go there at once (the
+    destroys run before the creates)."""
+    actions: list[Action] = []
+    usage = ctx.usage
+    for placement in policy.placement:
+        if wanted <= 0 or placement.burst_only:
+            break
+        spec = ctx.providers.provider(placement.provider)
+        status = ctx.statuses.get(placement.provider)
+        if spec is None or status is None or not status.available:
+            continue
+        free = max(0, spec.quota.max_nodes - usage.by_provider[spec.name])
+        room = wanted
+        if placement.max_nodes is not None:
+            room = min(room, placement.max_nodes - usage.by_pool_provider[(policy.name,
+                                                                            spec.name)])
+        short = room - free
+        if short <= 0:
+            wanted -= max(0, room)
+            continue
+        idle = sorted((p for p in ctx.snapshot.parked
+                       if p.provider == spec.name and p.pool != policy.name
+                       and p.phase == "parked" and p.identity not in ctx.taken),
+                      key=lambda p: (p.since, p.identity))[:short]
+        for machine in idle:
+            ctx.taken.add(machine.identity)
+            usage.by_provider[spec.name] -= 1
+            usage.by_pool_provider[(machine.pool, spec.name)] -= 1
+            actions.append(RetireParked(
+                pool=machine.pool, identity=machine.identity, provider=spec.name,
+                machine_id=machine.machine_id,
+                reason=f"pool {machine.pool}: {machine.identity} parked in the warm pool "
+                       f"holds {spec.name} quota that pool {policy.name} needs now "
+                       f"({spec.name} full: {spec.quota.max_nodes} nodes); destroying it"))
+        wanted -= free + len(idle)
+    return actions
 
 
 def tend_warm_pools(policy: PoolPolicy, *, ctx: PlanContext) -> list[Action]:
@@ -186,6 +252,9 @@ def fill_warm_pools(policy: PoolPolicy, *, ctx: PlanContext) -> list[Action]:
             continue
         key = (policy.name, placement.provider, placement.blueprint)
         missing = warm.min - kept[key]
+        if missing > 0 and _dearer_running(policy, ctx=ctx, provider=placement.provider,
+                                           blueprint=placement.blueprint):
+            continue
         status = ctx.statuses.get(placement.provider)
         spec = ctx.providers.provider(placement.provider)
         if missing <= 0 or status is None or not status.available or spec is None:

@@ -303,6 +303,9 @@ class ProviderSpec(Strict):
     quota: Quota
     cost_per_hour: float = Field(0.0, ge=0)
     boot_time: Duration = 300.0
+    # A stopped machine of a warm pool started again, until its first facts (power-on
+    # without reprovisioning); unset: the boot time. Measured resumes refine it.
+    resume_time: Duration | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
     simulation: SimulationSpec | None = None
     disruption_budget: DisruptionBudget = DisruptionBudget()

@@ -50,7 +50,7 @@ class SimulatedProvider(Provider):
         if (machine is None or machine.machine_id != node.machine_id or machine.key != node.key
                 or machine.power is not power):
             machine = Machine(provider=self.name, machine_id=node.machine_id,
-                              name=node.identity, blueprint=None, pool=node.pool,
+                              name=node.identity, blueprint=node.blueprint, pool=node.pool,
                               created_at=node.created_at, key=node.key, power=power)
             self._machines[node.identity] = machine  # immutable: listings reuse it
         return machine
@@ -90,7 +90,7 @@ class SimulatedProvider(Provider):
         node = SimNode(identity=request.name, pool=request.pool, profile=blueprint.node_profile,
                        max_active_gears=blueprint.expected_max_active_gears, provider=self.name,
                        machine_id=f"{self.name}-m{len(self.world.keys) + 1}", key=request.key,
-                       created_at=now, ready_at=ready_at)
+                       created_at=now, ready_at=ready_at, blueprint=blueprint.name)
         self.world.add_node(node)
         self.created += 1
         return self._machine(node)
@@ -121,6 +121,8 @@ class SimulatedProvider(Provider):
         if node.powered:
             return
         resume = self.sim.resume_time
+        if resume is None:
+            resume = self.spec.resume_time
         if resume is None:
             resume = self.sim.boot_time if self.sim.boot_time is not None else self.spec.boot_time
         jitter = self.rng.uniform(0, self.sim.resume_jitter) if self.sim.resume_jitter else 0.0

@@ -70,7 +70,7 @@ def report(score: Score, world: SimWorld, *, now: float) -> dict[str, Any]:
     nodes = [{"identity": n.identity, "provider": n.provider, "machine_id": n.machine_id,
               "key": n.key, "pool": n.pool, "tagged": n.tagged, "ready": n.ready(now),
               "district_active": n.district_active, "active": n.active, "idle": n.idle,
-              "stopped": n.stopped} for n in world.nodes.values()]
+              "stopped": n.stopped, "powered": n.powered} for n in world.nodes.values()]
     violations = world.violations.as_dict()
     violations["foreign_touched"] = score.foreign_touched
     return {

@@ -28,6 +28,9 @@ def simulation_report(*, world: SimWorld, policies: PolicySet,
     ``breaches``: each pool's breach starts, and ends as negative times)."""
     assert policies.providers is not None
     actions = {k: counts[(k, "ok")] for k in ("scale_out", "drain", "cancel_drain", "retire")}
+    # A warm pool's actions, only when there were any (reports without one stay as they were)
+    actions.update({k: counts[(k, "ok")] for k in ("park", "resume", "retire_parked")
+                    if counts[(k, "ok")]})
     failures = {f"{k}_{o}": n for (k, o), n in sorted(counts.items()) if o != "ok"}
     specs = policies.providers.providers
     costs = {spec.name: spec.cost_per_hour for spec in specs}

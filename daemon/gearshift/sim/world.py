@@ -55,6 +55,7 @@ class SimNode:
     created_at: float
     ready_at: float
     district: str = "district-sim"
+    blueprint: str | None = None  # what it was made from (a listing tells, as real ones do)
     active: int = 0
     idle: int = 0
     stopped: int = 0

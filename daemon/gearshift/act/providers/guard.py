@@ -130,6 +130,8 @@ class GuardedProvider:
         self.last_error: str | None = None
         self.boot_time = boot_time  # configured first, refined by measurements
         self.boot_samples = 0
+        self.resume_time: float | None = None  # measured only (the spec has the configured)
+        self.resume_samples = 0
 
     @property
     def call_timeout(self) -> float:
@@ -153,7 +155,7 @@ class GuardedProvider:
         if self.metrics is not None:
             self.metrics.provider_available.labels(self.name).set(0 if why else 1)
         return ProviderStatus(name=self.name, available=why is None, why_unavailable=why,
-                              boot_time=self.boot_time)
+                              boot_time=self.boot_time, resume_time=self.resume_time)
 
     @property
     def backoff(self) -> BackOff | None:
@@ -177,6 +179,14 @@ class GuardedProvider:
             self.boot_time = 0.8 * self.boot_time + 0.2 * seconds
         if self.metrics is not None:
             self.metrics.provider_boot_seconds.labels(self.name).set(self.boot_time)
+
+    def note_time_to_resume(self, seconds: float) -> None:
+        """Fold one measured start-to-facts time of a parked machine into the estimate."""
+        if seconds < 0:
+            return
+        self.resume_samples += 1
+        self.resume_time = (seconds if self.resume_time is None or self.resume_samples == 1
+                            else 0.8 * self.resume_time + 0.2 * seconds)
 
     def _record(self, op: str, outcome: str, started: float) -> None:
         if self.metrics is not None:
