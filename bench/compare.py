@@ -30,7 +30,8 @@ ratio over a floor of 0 is left out (``null``), the raw figures are kept.
 Then **reactive vs predictive**, side by side, seeds 1, 2 and 3: bench/predictive.py's runs
 (the diurnal week after a 2-day warm-up, the Monday ramp after its two weeks; each with
 ``predictive`` off, then on at p90, 30 min horizon, at most 20 extra nodes), with the
-clairvoyant bound and the reactive floor over the simulated part.
+clairvoyant bound and the reactive floor over the simulated part; and the same two with
+warm pools (``reactive+warm``, ``predictive+warm``).
 
 Prints three tables and writes bench/results/compare.json (the last under ``predictive``).
 """
@@ -211,6 +212,19 @@ def print_predictive(scenarios: dict[str, Any]) -> None:
                  f"{row['predictive']['cost_over_bound']:.3f}")
         print(f"{name:<46}{cells[0]:>26}{cells[1]:>26}{cells[2]:>26}{cells[3]:>26}"
               f"{row['cost_ratio']:>16.3f}{bound:>16}{row['floor_unmet_gear_seconds']:>13,.0f}")
+    print("\n... and each with warm pools (bench/predictive.py's WARM on the first placement)")
+    print(f"{'trace':<46}{'unmet gear-s, reactive+warm':>30}{'unmet gear-s, predictive+warm':>30}"
+          f"{'cost, reactive+warm':>26}{'cost, predictive+warm':>26}{'cost/bound r/p':>16}")
+    for name, row in scenarios.items():
+        if "reactive+warm" not in row:
+            continue
+        cells = [" / ".join(f"{r[figure]:,.0f}" if figure == "unmet_gear_seconds"
+                            else f"{r[figure]:.2f}" for r in row[label]["runs"])
+                 for figure in ("unmet_gear_seconds", "cost")
+                 for label in ("reactive+warm", "predictive+warm")]
+        bound = (f"{row['reactive+warm']['cost_over_bound']:.3f}/"
+                 f"{row['predictive+warm']['cost_over_bound']:.3f}")
+        print(f"{name:<46}{cells[0]:>30}{cells[1]:>30}{cells[2]:>26}{cells[3]:>26}{bound:>16}")
 
 
 def main() -> None:
