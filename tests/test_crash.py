@@ -233,6 +233,7 @@ def _kill_and_converge(tmp_path: Path, progress: Callable[[str], None], *, pool:
     assert len(killed) >= kills
     assert figures["kills_with_operations_in_flight"] >= 15
     assert len(interrupted) >= 4, interrupted  # kills landed in several different phases
-    assert report["machines_made"] >= 8 and report["destroyed"] >= 5
-    assert sum(1 for d in drains if d["phase"] == "retired") >= 5
+    if pool == POOL:  # a warm pool parks and resumes instead (its test counts those)
+        assert report["machines_made"] >= 8 and report["destroyed"] >= 5
+        assert sum(1 for d in drains if d["phase"] == "retired") >= 5
     return figures
