@@ -338,40 +338,36 @@ class DestroyAgain:
 
 
 @dataclass(frozen=True, slots=True)
-class Park:
+class _OnMachine:
+    """The fields ``Park``, ``Resume`` and ``RetireParked`` share (each its own kind)."""
+
+    pool: str
+    identity: str
+    provider: str
+    machine_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Park(_OnMachine):
     """Stop the machine behind a drained, empty node and keep it in its placement's warm
     pool, deactivated in its district, instead of destroying it."""
 
     kind: ClassVar[str] = "park"
-    pool: str
-    identity: str
-    provider: str
-    machine_id: str
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
-class Resume:
+class Resume(_OnMachine):
     """Start a parked machine again; its node is reactivated once it publishes facts."""
 
     kind: ClassVar[str] = "resume"
-    pool: str
-    identity: str
-    provider: str
-    machine_id: str
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
-class RetireParked:
+class RetireParked(_OnMachine):
     """Destroy a parked machine (idle too long, or more than its warm pool keeps)."""
 
     kind: ClassVar[str] = "retire_parked"
-    pool: str
-    identity: str
-    provider: str
-    machine_id: str
-    reason: str
 
 
 Action = (ScaleOut | Drain | CancelDrain | Retire | Abandon | DestroyAgain | Park | Resume
