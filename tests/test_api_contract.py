@@ -162,7 +162,7 @@ def test_live_status_keeps_every_key_it_had(daemon: LiveDaemon) -> None:
     for part, keys in OLD_STATUS_NESTED.items():
         assert list(status[part]) == keys, part
     assert list(status["pools"]["small"]["nodes"]) == ["active", "booting", "draining",
-                                                       "unknown"]
+                                                       "unknown", "parked"]  # new: last
     assert list(status["pools"]["small"]["band"]) == ["scale_up_above", "target",
                                                       "scale_down_below"]
     assert set(status["operations"]) == {"create", "drain"}

@@ -63,7 +63,7 @@ def test_status_table_page_metric_and_systemd_line_say_active_density_now() -> N
                   "active_density": 0.9, "desired_nodes": 3, "min": 2, "max": 12,
                   "degraded": False, "paused": False}}}
     lines = render_status(status, url="http://x").splitlines()
-    assert lines[2].split()[7] == "ACTIVE-DENSITY"
+    assert lines[2].split()[8] == "ACTIVE-DENSITY"
     assert lines[4].startswith("ACTIVE-DENSITY: the active density now (active gears / active "
                                "nodes' slots); the planner acts on the projected density "
                                "(with booting nodes)")

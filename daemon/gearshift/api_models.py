@@ -292,6 +292,9 @@ class NodeCountsModel(BaseModel):
     booting: NonNegativeInt
     draining: NonNegativeInt
     unknown: NonNegativeInt
+    parked: NonNegativeInt = Field(0, description=(
+        "machines of the pool's warm pools: being made to park, stopping or stopped "
+        "(no capacity; a resumed one counts as booting)"))
 
 
 class BandModel(BaseModel):

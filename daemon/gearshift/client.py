@@ -152,13 +152,15 @@ def render_status(status: dict[str, Any], *, url: str) -> str:
         flags = [f for f, on in (("DEGRADED", pool["degraded"]),
                                  ("PAUSED", pool.get("paused"))) if on]
         rows.append([name, str(nodes["active"]), str(nodes["booting"]), str(nodes["draining"]),
-                     str(nodes["unknown"]), str(pool["desired_nodes"]),
+                     str(nodes["unknown"]), str(nodes.get("parked", 0)),
+                     str(pool["desired_nodes"]),
                      f"{pool['min']}-{pool['max']}",
                      "n/a" if density is None else f"{density:.2f}",
                      f"{band['scale_down_below']:.2f}-{band['scale_up_above']:.2f}",
                      ", ".join([_density_state(pool), *flags])])
-    lines += _table(["POOL", "ACTIVE", "BOOTING", "DRAINING", "UNKNOWN", "DESIRED", "MIN-MAX",
-                     "ACTIVE-DENSITY", "BAND", "STATE"], rows, right={1, 2, 3, 4, 5, 7})
+    lines += _table(["POOL", "ACTIVE", "BOOTING", "DRAINING", "UNKNOWN", "PARKED", "DESIRED",
+                     "MIN-MAX", "ACTIVE-DENSITY", "BAND", "STATE"], rows,
+                    right={1, 2, 3, 4, 5, 6, 8})
     if rows:
         lines += ["ACTIVE-DENSITY: the active density now (active gears / active nodes' slots); "
                   "the planner acts on the projected density (with booting nodes), named in "

@@ -8,6 +8,7 @@ page, ``gearshift status`` and the API contract tests read is built in one place
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
 
@@ -33,6 +34,9 @@ def status_model(reconciler: Reconciler, *, leader: bool, decisions: Sequence[De
     the daemon adds, leadership, operations in flight, recoveries)."""
     evaluations = reconciler.last_pools
     policies = reconciler.policies.current
+    snapshot = reconciler.last_snapshot
+    parked = Counter(p.pool for p in (snapshot.parked if snapshot is not None else ())
+                     if p.phase != "resuming")
     pools: dict[str, PoolStatusModel] = {}
     for policy in policies.pools:
         e = evaluations.get(policy.name)
@@ -40,7 +44,8 @@ def status_model(reconciler: Reconciler, *, leader: bool, decisions: Sequence[De
             nodes=NodeCountsModel(active=e.active if e else 0,
                                   booting=e.booting if e else 0,
                                   draining=e.draining if e else 0,
-                                  unknown=e.unknown if e else 0),
+                                  unknown=e.unknown if e else 0,
+                                  parked=parked[policy.name]),
             active_density=e.active_density if e else None,
             desired_nodes=e.desired_nodes if e else policy.size.min,
             degraded=e.degraded if e else True,
@@ -56,7 +61,6 @@ def status_model(reconciler: Reconciler, *, leader: bool, decisions: Sequence[De
                 gears=e.forecast_gears if e else None,
                 extra_nodes=e.forecast_extra_nodes if e else 0),
         )
-    snapshot = reconciler.last_snapshot
     by_provider: dict[str, int] = {}
     if snapshot is not None:
         for node in snapshot.nodes:
