@@ -40,7 +40,8 @@ async def test_status_has_the_contract_shape(client: TestClient) -> None:
     assert response.status == 200
     body = await response.json()
     pool_status = body["pools"]["small"]
-    assert pool_status["nodes"] == {"active": 2, "booting": 1, "draining": 0, "unknown": 0}
+    assert pool_status["nodes"] == {"active": 2, "booting": 1, "draining": 0, "unknown": 0,
+                                   "parked": 0}
     assert pool_status["active_density"] == pytest.approx(110 / 120)
     assert pool_status["desired_nodes"] == 3
     assert pool_status["degraded"] is False

@@ -379,7 +379,8 @@ async def test_an_offline_node_marks_its_pool_degraded_in_status_and_metrics(
                 status = await response.json()
             small = status["pools"]["small"]
             assert small["degraded"] is True and status["facts_fresh"] is True
-            assert small["nodes"] == {"active": 2, "booting": 0, "draining": 0, "unknown": 1}
+            assert small["nodes"] == {"active": 2, "booting": 0, "draining": 0, "unknown": 1,
+                                      "parked": 0}
             async with http.get(f"{base}/metrics") as response:
                 text = await response.text()
             assert 'gearshift_pool_degraded{pool="small"} 1.0' in text

@@ -53,9 +53,10 @@ def test_status_prints_tables(daemon: LiveDaemon) -> None:
     assert lines[0].startswith(f"gearshift at {daemon.url}: leader, facts fresh, last reconcile 20")
     header = next(i for i, line in enumerate(lines) if line.startswith("POOL"))
     assert lines[header].split() == ["POOL", "ACTIVE", "BOOTING", "DRAINING", "UNKNOWN",
-                                     "DESIRED", "MIN-MAX", "ACTIVE-DENSITY", "BAND", "STATE"]
-    assert lines[header + 1].split() == ["small", "2", "0", "0", "0", "2", "2-12", "0.50",
-                                         "0.45-0.80", "in", "band"]
+                                     "PARKED", "DESIRED", "MIN-MAX", "ACTIVE-DENSITY", "BAND",
+                                     "STATE"]
+    assert lines[header + 1].split() == ["small", "2", "0", "0", "0", "0", "2", "2-12",
+                                         "0.50", "0.45-0.80", "in", "band"]
     providers = lines.index(next(line for line in lines if line.startswith("PROVIDER")))
     rows = {line.split()[0]: line.split() for line in lines[providers + 1:] if line.strip()}
     assert set(rows) == {"rack-a", "vsphere-dc1", "ec2-east"}
