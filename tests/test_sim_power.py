@@ -120,8 +120,9 @@ async def test_stop_or_start_of_an_unknown_or_foreign_machine_is_refused(op: str
 
 def test_simulate_charges_stopped_machines_at_their_rate(tmp_path: Path) -> None:
     data = yaml.safe_load((FLASH / "providers.yaml").read_text())
-    # rack-a; dearer than any real disk, so its share shows at the report's 2 decimals
-    data["providers"][0]["simulation"]["stopped_cost_per_hour"] = 0.5
+    # rack-a; dearer than any real disk, so its share shows at the report's 2 decimals (and
+    # a stopped machine may cost at most what a running one does)
+    data["providers"][0].update(cost_per_hour=0.5, stopped_cost_per_hour=0.5)
     providers = tmp_path / "providers.yaml"
     providers.write_text(yaml.safe_dump(data))
     policies = load_policy_set([FLASH / "pools", providers])
@@ -139,12 +140,12 @@ def test_simulate_charges_stopped_machines_at_their_rate(tmp_path: Path) -> None
     report = asyncio.run(sim.run()).report
     stopped = report["stopped_node_seconds"]
     assert stopped["rack-a"] > 0 and stopped["vsphere-dc1"] == stopped["ec2-east"] == 0
-    rates = {"rack-a": (0.02, 0.5), "vsphere-dc1": (0.06, 0.0), "ec2-east": (0.19, 0.0)}
+    rates = {"rack-a": (0.5, 0.5), "vsphere-dc1": (0.06, 0.0), "ec2-east": (0.19, 0.0)}
     expected = {name: report["node_seconds"][name] / 3600 * running
                 + stopped[name] / 3600 * parked for name, (running, parked) in rates.items()}
     assert report["cost_by_provider"] == {n: round(c, 2) for n, c in expected.items()}
     assert report["cost"] == round(sum(expected.values()), 2)
-    running_only = report["node_seconds"]["rack-a"] / 3600 * 0.02
+    running_only = report["node_seconds"]["rack-a"] / 3600 * 0.5
     assert report["cost_by_provider"]["rack-a"] >= round(running_only, 2) + 0.1  # disk costs
 
 

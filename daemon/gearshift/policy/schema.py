@@ -306,7 +306,20 @@ class ProviderSpec(Strict):
     # A stopped machine of a warm pool started again, until its first facts (power-on
     # without reprovisioning); unset: the boot time. Measured resumes refine it.
     resume_time: Duration | None = None
+    # What a stopped machine of a warm pool still costs (its disk, a reserved address):
+    # the simulator bills it, the planner names it in its reasons. At most cost_per_hour.
+    stopped_cost_per_hour: float = Field(0.0, ge=0)
     settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("stopped_cost_per_hour")
+    @classmethod
+    def _stopped_not_dearer(cls, value: float, info: ValidationInfo) -> float:
+        running = info.data.get("cost_per_hour")
+        if running is not None and value > running:
+            raise ValueError(f"stopped_cost_per_hour ({value}) must not exceed cost_per_hour "
+                             f"({running}): a stopped machine that costs more than a running "
+                             f"one saves nothing")
+        return value
     simulation: SimulationSpec | None = None
     disruption_budget: DisruptionBudget = DisruptionBudget()
     # After a quota or capacity error (and its back-off), place on healthy providers first

@@ -24,4 +24,3 @@ class SimulationSpec(Strict):
     # default: a full boot_time, as nothing says resuming is faster.
     resume_time: Duration | None = None
     resume_jitter: Duration = 0.0
-    stopped_cost_per_hour: float = Field(0.0, ge=0)  # a stopped machine's disk still costs

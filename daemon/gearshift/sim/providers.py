@@ -5,9 +5,10 @@ Each provider named in the providers file gets a ``SimulatedProvider`` that obey
 jitter, a ``failure_rate`` of transient errors, and capacity errors once
 ``capacity_errors_after`` machines have been made (and, with ``capacity_recovers_after``,
 only for that long). A stopped machine started again is ready after ``resume_time`` (default:
-the boot time) plus up to ``resume_jitter``, and costs ``stopped_cost_per_hour`` while it is
-stopped. Quotas are enforced as a real provider would, the real one
-(``quota_max_nodes``) when it is lower than the file says.
+the boot time) plus up to ``resume_jitter``, and costs the provider's
+``stopped_cost_per_hour`` while it is stopped (sim/report.py). Quotas are enforced as a
+real provider would, the real one (``quota_max_nodes``) when it is lower than the file
+says.
 """
 
 from __future__ import annotations

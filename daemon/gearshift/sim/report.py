@@ -35,9 +35,8 @@ def simulation_report(*, world: SimWorld, policies: PolicySet,
     specs = policies.providers.providers
     costs = {spec.name: spec.cost_per_hour for spec in specs}
     node_seconds = {name: round(world.node_seconds.get(name, 0.0), 1) for name in costs}
-    # Stopped machines (a warm pool) cost their disk: stopped_cost_per_hour.
-    stopped_costs = {s.name: s.simulation.stopped_cost_per_hour if s.simulation else 0.0
-                     for s in specs}
+    # Stopped machines (a warm pool) cost their disk: the provider's stopped_cost_per_hour.
+    stopped_costs = {s.name: s.stopped_cost_per_hour for s in specs}
     stopped = {name: round(world.stopped_node_seconds.get(name, 0.0), 1) for name in costs}
     cost_by_provider = {n: node_seconds[n] / 3600 * costs[n]
                         + stopped[n] / 3600 * stopped_costs[n] for n in costs}
