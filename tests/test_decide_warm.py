@@ -111,7 +111,8 @@ def test_a_growing_pool_resumes_parked_machines_before_creating() -> None:
     creates = [a for a in actions if isinstance(a, ScaleOut)]
     # The newest parked first, both before any new node; the rest is created.
     assert [a.identity for a in resumes] == ["p1", "p0"]
-    assert "beats creating" in resumes[0].reason
+    assert "resuming p1 from the rack-a/small-bm warm pool (parked 1h" in resumes[0].reason
+    assert "ready in about 8m, a new node in 8m" in resumes[0].reason
     assert creates and sum(a.count for a in creates) + 2 <= 5  # within step.max_up
     assert actions.index(resumes[-1]) < actions.index(creates[0])
 
@@ -219,3 +220,52 @@ def test_parked_nodes_count_for_nothing_but_quota() -> None:
     evaluation = result.pools["small"]
     assert evaluation.unknown == 0 and evaluation.active == 6
     assert evaluation.capacity_gears == 6 * 60
+
+
+def two_warm_pools(*, rack_max: int = 20) -> Any:
+    return pool(placement=[
+        {"provider": "rack-a", "blueprint": "small-bm", "max_nodes": rack_max,
+         "warm": {"max": 3}},
+        {"provider": "vsphere-dc1", "blueprint": "small-vmw", "max_nodes": 30,
+         "warm": {"max": 3}},
+    ])
+
+
+@pytest.mark.parametrize(("gears", "rack_max", "resumed", "created_on"), [
+    # Growing, not full: a new rack node (preferred) beats running the dearer vSphere one.
+    (51, 20, [], "rack-a"),
+    # Full now (0.95): the warm pool is for this, whatever the placement (and urgency puts
+    # the rest on the faster vSphere too).
+    (57, 20, ["v1"], "vsphere-dc1"),
+    # The rack has no room for the pool: the vSphere machine goes first, new ones after it.
+    (51, 6, ["v1"], "vsphere-dc1"),
+])
+def test_a_parked_machine_of_a_later_placement_waits_while_an_earlier_one_has_room(
+        gears: int, rack_max: int, resumed: list[str], created_on: str | None) -> None:
+    hot = [ours(f"a{i}", active=gears) for i in range(6)]
+    warm = parked("v1", provider="vsphere-dc1", blueprint="small-vmw")
+    actions = run(two_warm_pools(rack_max=rack_max), [*hot, silent("v1")], parked=(warm,))
+    assert [a.identity for a in actions if isinstance(a, Resume)] == resumed
+    creates = [a for a in actions if isinstance(a, ScaleOut)]
+    assert (creates[0].provider if creates else None) == created_on
+
+
+def test_a_full_pool_resumes_the_fastest_parked_machine_first() -> None:
+    hot = [ours(f"a{i}", active=57) for i in range(6)]
+    warm = (parked("r1"), parked("v1", provider="vsphere-dc1", blueprint="small-vmw"))
+    fast = {"rack-a": ProviderStatus(name="rack-a", resume_time=300.0),
+            "vsphere-dc1": ProviderStatus(name="vsphere-dc1", resume_time=60.0),
+            "ec2-east": ProviderStatus(name="ec2-east")}
+    taken = snapshot([*hot, silent("r1"), silent("v1")], at=NOW, parked=warm)
+    result = plan(taken, policy_set(two_warm_pools()), now=NOW, statuses=fast)
+    assert [a.identity for a in result.actions if isinstance(a, Resume)] == ["v1", "r1"]
+
+
+def test_a_stopped_machine_dearer_than_a_running_one_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from gearshift.policy.schema import ProviderSpec
+
+    with pytest.raises(ValidationError, match=r"stopped_cost_per_hour \(0.5\) must not exceed"):
+        ProviderSpec.model_validate({"name": "x", "kind": "ec2", "quota": {"max_nodes": 1},
+                                     "cost_per_hour": 0.2, "stopped_cost_per_hour": 0.5})

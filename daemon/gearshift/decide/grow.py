@@ -92,10 +92,12 @@ def grow(view: PoolView, *, ctx: PlanContext, memory: PoolMemory, trigger: str, 
         gear_gap -= node.facts.max_active_gears
         grew += 1
         reactivated += 1
+    urgent, urgent_why = _urgent_gears(policy, demand=demand, capacity_now=capacity_now)
     if room > 0 and (min_nodes > 0 or gear_gap > 0) and ctx.snapshot.parked:
         # Then a parked machine of a warm pool: started again, faster than a new one.
         resumes, nodes, slots = resume_parked(view, ctx=ctx, room=room, min_nodes=min_nodes,
-                                              gear_gap=gear_gap, trigger=trigger)
+                                              gear_gap=gear_gap, trigger=trigger,
+                                              urgent=urgent > 0)
         actions.extend(resumes)
         room -= nodes
         min_nodes -= nodes
@@ -107,7 +109,6 @@ def grow(view: PoolView, *, ctx: PlanContext, memory: PoolMemory, trigger: str, 
             notes.append(f"wanted more nodes but the pool is at max {policy.size.max}"
                          if size >= policy.size.max else "wanted more nodes; step limit reached")
         else:
-            urgent, urgent_why = _urgent_gears(policy, demand=demand, capacity_now=capacity_now)
             if ctx.snapshot.parked:  # other pools' parked machines may hold the quota
                 actions.extend(reclaim_quota(policy, ctx=ctx, wanted=min(room, max(
                     min_nodes, math.ceil(max(gear_gap, 0) / per_node)))))

@@ -12,8 +12,10 @@ blueprint stopped (disk kept, quota held) instead of destroying them:
   quota, to return from a burst or to move to a cheaper placement: those must go; nor
   while the pool runs nodes on dearer slots that consolidation would move to this
   placement: a stopped machine would hold the quota they need).
-* **Resume**: a pool that grows starts its parked machines first (preferred placements
-  first, the most recently parked first), then places new nodes for the rest. A resumed
+* **Resume**: a pool that grows starts its parked machines before placing new nodes,
+  scored like placements (``resume_parked``): in the policy's order, the most recently
+  parked first, never a later placement's while an earlier one has room for new nodes;
+  when the pool is full now, all of them, fastest to resume first. A resumed
   node counts as booting until it publishes facts newer than its start; then it is
   reactivated in its district. One that does not come back within its timeout is retired.
 * **Idle**: a machine parked longer than ``max_idle`` is destroyed, oldest first, unless
@@ -26,9 +28,11 @@ Pure, like the rest of ``decide``: the parked machines come in the snapshot (the
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 from gearshift.decide.context import PlanContext
+from gearshift.decide.placement import time_to_ready, time_to_resume
 from gearshift.decide.pools import PoolView
 from gearshift.durations import format_duration
 from gearshift.model import (
@@ -44,7 +48,7 @@ from gearshift.model import (
     ScaleOut,
 )
 from gearshift.policy.pricing import slot_cost
-from gearshift.policy.schema import PoolPolicy
+from gearshift.policy.schema import Placement, PoolPolicy
 from gearshift.policy.warm import WarmPool
 
 # A resumed machine that publishes no facts for this long (or 3 x its provider's measured
@@ -122,31 +126,73 @@ def _dearer_running(policy: PoolPolicy, *, ctx: PlanContext, provider: str,
 
 
 def resume_parked(view: PoolView, *, ctx: PlanContext, room: int, min_nodes: int,
-                  gear_gap: int, trigger: str) -> tuple[list[Action], int, int]:
-    """Start parked machines for a pool that grows: (actions, nodes, slots) resumed."""
+                  gear_gap: int, trigger: str, urgent: bool) -> tuple[list[Action], int, int]:
+    """Start parked machines for a pool that grows: (actions, nodes, slots) resumed.
+
+    Scored as ``decide.placement`` scores placements. Normally in the policy's order
+    (burst-only last), the most recently parked first: a placement's parked machines go
+    before its new nodes, but once a placement has room for new nodes, the parked machines
+    of later (dearer, or burst-only) placements stay parked: a new node where the policy
+    prefers it beats a running one elsewhere, and a stopped machine costs only its
+    ``stopped_cost_per_hour``. When the pool is ``urgent`` (full now) every parked machine
+    may go, fastest to resume first: that is what a warm pool is for."""
     policy = view.policy
-    order = {(p.provider, p.blueprint): i for i, p in enumerate(policy.placement)}
-    parked = sorted((p for p in ctx.snapshot.parked
-                     if p.pool == policy.name and p.phase == "parked"
-                     and p.identity not in ctx.taken
-                     and (p.provider, p.blueprint) in order
-                     and ctx.statuses.get(p.provider) is not None
-                     and ctx.statuses[p.provider].available),
-                    key=lambda p: (order[(p.provider, p.blueprint)], -p.since, p.identity))
+    by_placement: dict[tuple[str, str], list[ParkedMachine]] = {}
+    for p in ctx.snapshot.parked:
+        if (p.pool == policy.name and p.phase == "parked" and p.identity not in ctx.taken
+                and ctx.statuses.get(p.provider) is not None
+                and ctx.statuses[p.provider].available):
+            by_placement.setdefault((p.provider, p.blueprint), []).append(p)
+    placements = sorted(policy.placement, key=lambda p: p.burst_only)  # stable: policy order
+    if urgent:
+        placements.sort(key=lambda p: _resume_time(ctx, p.provider))
     actions: list[Action] = []
     nodes = slots = 0
-    for machine in parked:
-        if nodes >= room or (min_nodes - nodes <= 0 and gear_gap - slots <= 0):
+    for placement in placements:
+        # (pop: a placement listed twice resumes its machines once)
+        for machine in sorted(by_placement.pop((placement.provider, placement.blueprint), []),
+                              key=lambda p: (-p.since, p.identity)):
+            if nodes >= room or (min_nodes - nodes <= 0 and gear_gap - slots <= 0):
+                return actions, nodes, slots
+            actions.append(_resume(machine, ctx=ctx, trigger=trigger))
+            nodes += 1
+            slots += machine.max_active_gears
+        if not urgent and _room_for_new(policy.name, placement=placement, ctx=ctx):
             break
-        actions.append(Resume(
-            pool=policy.name, identity=machine.identity, provider=machine.provider,
-            machine_id=machine.machine_id,
-            reason=f"pool {policy.name}: {trigger}; resuming {machine.identity} from the "
-                   f"{machine.provider}/{machine.blueprint} warm pool (parked "
-                   f"{format_duration(max(0.0, ctx.now - machine.since))}) beats creating"))
-        nodes += 1
-        slots += machine.max_active_gears
     return actions, nodes, slots
+
+
+def _resume_time(ctx: PlanContext, provider: str) -> float:
+    spec = ctx.providers.provider(provider)
+    return math.inf if spec is None else time_to_resume(spec, ctx.statuses.get(provider))
+
+
+def _room_for_new(pool: str, *, placement: Placement, ctx: PlanContext) -> bool:
+    """Would ``decide.placement`` put a new node of the pool on this placement now?"""
+    spec = ctx.providers.provider(placement.provider)
+    status = ctx.statuses.get(placement.provider)
+    if placement.burst_only or spec is None or status is None or not status.available:
+        return False
+    if ctx.usage.by_provider[spec.name] >= spec.quota.max_nodes:
+        return False
+    return (placement.max_nodes is None
+            or ctx.usage.by_pool_provider[(pool, spec.name)] < placement.max_nodes)
+
+
+def _resume(machine: ParkedMachine, *, ctx: PlanContext, trigger: str) -> Resume:
+    spec = ctx.providers.provider(machine.provider)
+    status = ctx.statuses.get(machine.provider)
+    speed = stopped = ""
+    if spec is not None:
+        speed = (f"; ready in about {format_duration(time_to_resume(spec, status))}, a new "
+                 f"node in {format_duration(time_to_ready(spec, status))}")
+        stopped = f"; stopped it cost {spec.stopped_cost_per_hour:g}/h"
+    return Resume(
+        pool=machine.pool, identity=machine.identity, provider=machine.provider,
+        machine_id=machine.machine_id,
+        reason=f"pool {machine.pool}: {trigger}; resuming {machine.identity} from the "
+               f"{machine.provider}/{machine.blueprint} warm pool (parked "
+               f"{format_duration(max(0.0, ctx.now - machine.since))}{stopped}{speed})")
 
 
 def reclaim_quota(policy: PoolPolicy, *, ctx: PlanContext, wanted: int) -> list[Action]:
