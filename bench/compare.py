@@ -16,8 +16,8 @@ it simulates the trace twice with the same seed:
 and, to show what each feature is worth on its own (all but the diurnal week),
 **no urgency**, **no burst-and-return**, **no consolidation** and **no hook** (no
 unplaced-gears reports from the simulated broker), and where a pool ships with predictive
-scaling (monday-ramp) **no predictive**: the full policy with just that one switched off.
-The baseline has no predictive scaling either. The Monday ramp is simulated after its
+scaling (monday-ramp, monday-onprem) **no predictive**: the full policy with just that one switched off.
+The baseline has no predictive scaling either. The Monday ramps are simulated after their
 two-week warm-up (``OPTIONS``), bounds and floor over the simulated Monday.
 
 Those use seed 1. The full policy also runs with seeds 2 and 3, and each of its three runs
@@ -67,6 +67,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "slow-drain": {"move_time": 120, "move_failure_rate": 0.3, "duration": 7200},
     "drain-cancelled": {"move_time": 120, "move_failure_rate": 0.1, "duration": 3600},
     "monday-ramp": {"warmup": 14 * DAY, "duration": DAY},
+    "monday-onprem": {"warmup": 14 * DAY, "duration": DAY},
 }
 SEEDS = (1, 2, 3)  # the full policy's runs measured against the bound and the floor
 

@@ -15,6 +15,8 @@ Tuesdays and Thursdays (web spills to vSphere until the rack frees up at 11:00).
 scenarios/monday-ramp: the diurnal-week pools over two weeks and a Monday, each weekday
 ramping from night level to peak in 20 minutes at 08:00 (predictive scaling's case:
 bench/predictive.py and bench/compare.py warm up on the two weeks, simulate the Monday).
+scenarios/monday-onprem: the same weeks with a 10-minute ramp, for a fleet without cloud
+(its fastest node takes 4 minutes: the one Monday where no reactive autoscaler can keep up).
 """
 
 from __future__ import annotations
@@ -164,20 +166,22 @@ def urgent_week() -> list[tuple[int, str, int]]:
     return rows
 
 
-def monday_ramp(seed: int = 7) -> list[tuple[int, str, int]]:
+def monday_ramp(seed: int = 7, *, ramp_minutes: int = 20) -> list[tuple[int, str, int]]:
     """Two weeks and a Monday at 10-minute steps (the ramp at 1-minute steps): weekdays
-    from 1 800 small gears at night to 5 000 from 08:20 to 17:00 (the ramp: 20 minutes
-    from 08:00), back down by 19:00, weekends flat 2 000; medium at 0.28 of small."""
+    from 1 800 small gears at night to 5 000 from the end of the ramp (``ramp_minutes``
+    from 08:00) to 17:00, back down by 19:00, weekends flat 2 000; medium at 0.28 of
+    small."""
     rng = random.Random(seed)
+    ramp_hours = ramp_minutes / 60
     rows = []
     for t in range(0, 15 * 86400, 60):
         day, second = divmod(t, 86400)
         hour = second / 3600
         if day % 7 >= 5:  # the trace starts on a Monday
             level = 2000.0
-        elif 8 <= hour < 8 + 1 / 3:
-            level = 1800 + 3200 * (hour - 8) * 3  # the ramp: 20 minutes
-        elif 8 + 1 / 3 <= hour < 17:
+        elif 8 <= hour < 8 + ramp_hours:
+            level = 1800 + 3200 * (hour - 8) / ramp_hours  # the ramp
+        elif 8 + ramp_hours <= hour < 17:
             level = 5000.0
         elif 17 <= hour < 19:
             level = 5000 - 3200 * (hour - 17) / 2
@@ -198,3 +202,5 @@ if __name__ == "__main__":
         write(EXAMPLES / "diurnal-week" / "trace.csv", diurnal_week())
         write(EXAMPLES / "scenarios" / "urgent-week" / "trace.csv", urgent_week())
         write(EXAMPLES / "scenarios" / "monday-ramp" / "trace.csv", monday_ramp())
+        write(EXAMPLES / "scenarios" / "monday-onprem" / "trace.csv",
+              monday_ramp(ramp_minutes=10))

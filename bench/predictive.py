@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/predictive.py [--seeds 1 2 3]
 
-Two weeks-shaped runs, each reactive (``predictive: off``) and predictive (``on``,
+Three week-shaped runs, each reactive (``predictive: off``) and predictive (``on``,
 p90, 30 min horizon, at most 20 extra nodes), same seeds, each with its shipped pools and
-providers (the same on both: the diurnal week's):
+providers (the same for every run of a trace):
 
 - **diurnal-week** (policies/examples/diurnal-week): its first two days are the warm-up
   history (``SimOptions.warmup``), the last five are simulated.
@@ -12,6 +12,10 @@ providers (the same on both: the diurnal week's):
   seed 7): two weeks of history, then a Monday whose office hours start with a ramp from
   night level to peak in 20 minutes at 08:00, as every weekday before it did; the rack
   nodes take 8 minutes to boot.
+- **monday-onprem** (policies/examples/scenarios/monday-onprem, same maker): the same weeks
+  with a 10-minute ramp, on a fleet without cloud (rack 8 minutes, vSphere 4): the one
+  trace here where the reactive floor is above 0 (the other two have 2-minute EC2 boots,
+  fast enough for their ramps), so predictive scaling can show it goes below it.
 
 Each also with **warm pools** (``WARM``: every pool keeps up to 20 stopped machines, at
 least 10, on its first placement, the rack, whose machines resume in 2 minutes instead of
@@ -51,6 +55,7 @@ from gearshift.sim.trace import Trace, read_trace, split_trace
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "policies" / "examples" / "diurnal-week"
 MONDAY = ROOT / "policies" / "examples" / "scenarios" / "monday-ramp"
+ONPREM = ROOT / "policies" / "examples" / "scenarios" / "monday-onprem"
 RESULTS = ROOT / "bench" / "results" / "predictive.json"
 DAY = 86400.0
 ON = Predictive(mode="on", horizon=1800.0, quantile=0.9, max_extra_nodes=20)
@@ -62,6 +67,7 @@ MODES = ("reactive", "predictive", "reactive+warm", "predictive+warm")
 SCENARIOS = {
     "diurnal-week (warm-up 2d, 5d simulated)": (EXAMPLE, 2 * DAY, None),
     "monday-ramp (warm-up 14d, Monday simulated)": (MONDAY, 14 * DAY, DAY),
+    "monday-onprem (warm-up 14d, Monday simulated)": (ONPREM, 14 * DAY, DAY),
 }
 
 

@@ -39,7 +39,8 @@ POLICY_SETS = [
     *([ROOT / f"policies/examples/scenarios/{name}/pools",
        ROOT / f"policies/examples/scenarios/{name}/providers.yaml"]
       for name in ("quota-spill", "ec2-capacity", "preemption", "burst-return", "slow-drain",
-                   "drain-cancelled", "flash-big", "rebalance", "urgent-week", "monday-ramp")),
+                   "drain-cancelled", "flash-big", "rebalance", "urgent-week", "monday-ramp",
+                   "monday-onprem")),
 ]
 
 

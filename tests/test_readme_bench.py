@@ -214,13 +214,14 @@ def test_the_fleet_memory_table_shows_bench_fleet_memory() -> None:
 PREDICTIVE = ["run (seeds 1, 2, 3)", "unmet gear-seconds, reactive",
               "unmet gear-seconds, predictive", "cost, reactive", "cost, predictive",
               "predictive ÷ reactive cost",
-              "cost ÷ clairvoyant bound, reactive / predictive"]
+              "cost ÷ clairvoyant bound, reactive / predictive",
+              "reactive floor, gear-seconds"]
 
 
 def test_the_predictive_table_shows_bench_predictive() -> None:
     scenarios = recorded("predictive.json")["scenarios"]
     rows = table(PREDICTIVE)
-    assert len(rows) == len(scenarios) == 2
+    assert len(rows) == len(scenarios) == 3
     for row, (name, runs) in zip(rows, scenarios.items(), strict=True):
         where = f"README predictive table, {row[PREDICTIVE[0]]}"
         assert row[PREDICTIVE[0]].split(":")[0].split("/")[-1] == name.split(" ")[0], where
@@ -232,6 +233,7 @@ def test_the_predictive_table_shows_bench_predictive() -> None:
         assert runs["cost_ratio"] == shown(row[PREDICTIVE[5]]), where
         assert [runs["reactive"]["cost_over_bound"], runs["predictive"]["cost_over_bound"]] \
             == pair(row[PREDICTIVE[6]]), where
+        assert runs["floor_unmet_gear_seconds"] == shown(row[PREDICTIVE[7]]), where
 
 
 WARM = ["run (seeds 1, 2, 3)", "unmet gear-seconds, reactive+warm",
@@ -242,7 +244,7 @@ WARM = ["run (seeds 1, 2, 3)", "unmet gear-seconds, reactive+warm",
 def test_the_warm_pool_table_shows_bench_predictive() -> None:
     scenarios = recorded("predictive.json")["scenarios"]
     rows = table(WARM)
-    assert len(rows) == len(scenarios) == 2
+    assert len(rows) == len(scenarios) == 3
     for row, (name, runs) in zip(rows, scenarios.items(), strict=True):
         where = f"README warm pool table, {row[WARM[0]]}"
         assert row[WARM[0]].split(":")[0].split("/")[-1] == name.split(" ")[0], where

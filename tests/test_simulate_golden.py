@@ -32,11 +32,13 @@ from gearshift.sim.trace import read_trace
 
 EXAMPLES = ROOT / "policies" / "examples"
 GOLDEN = Path(__file__).resolve().parent / "golden" / "simulate.json"
-SLOW = {"diurnal-week", "scenarios/urgent-week", "scenarios/monday-ramp"}  # weeks of history
+SLOW = {"diurnal-week", "scenarios/urgent-week", "scenarios/monday-ramp",  # weeks of history
+        "scenarios/monday-onprem"}
 # A scenario simulated after a warm-up: its history (predictive scaling forecasts from it),
 # as bench/compare.py runs it.
 OPTIONS: dict[str, SimOptions] = {
-    "scenarios/monday-ramp": SimOptions(seed=1, warmup=14 * 86400.0, duration=86400.0)}
+    "scenarios/monday-ramp": SimOptions(seed=1, warmup=14 * 86400.0, duration=86400.0),
+    "scenarios/monday-onprem": SimOptions(seed=1, warmup=14 * 86400.0, duration=86400.0)}
 CASES = sorted(str(p.parent.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("trace.csv"))
 
 
