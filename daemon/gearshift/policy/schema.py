@@ -25,7 +25,7 @@ from gearshift.policy.cron import parse_cron, parse_timezone
 from gearshift.policy.predictive import Predictive
 from gearshift.policy.pricing import cheapest_slot
 from gearshift.policy.simulation_spec import SimulationSpec
-from gearshift.policy.strict import Strict
+from gearshift.policy.strict import Strict, max_not_below_min
 from gearshift.policy.warm import WarmPool
 
 API_VERSION = "gearshift/v1"
@@ -56,13 +56,7 @@ class SizeLimits(Strict):
     min: int = Field(ge=0)
     max: int = Field(ge=1)
 
-    @field_validator("max")
-    @classmethod
-    def _max_not_below_min(cls, value: int, info: ValidationInfo) -> int:
-        low = info.data.get("min")
-        if low is not None and value < low:
-            raise ValueError(f"max ({value}) must not be below min ({low})")
-        return value
+    _max_not_below_min = field_validator("max")(max_not_below_min)
 
 
 class DensityBand(Strict):

@@ -6,10 +6,10 @@ planner does with it is in ``decide.warm``.
 
 from __future__ import annotations
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, field_validator
 
 from gearshift.durations import Duration
-from gearshift.policy.strict import Strict
+from gearshift.policy.strict import Strict, max_not_below_min
 
 
 class WarmPool(Strict):
@@ -21,10 +21,4 @@ class WarmPool(Strict):
     max: int = Field(ge=1, le=1000)
     max_idle: Duration = 86400.0
 
-    @field_validator("max")
-    @classmethod
-    def _max_not_below_min(cls, value: int, info: ValidationInfo) -> int:
-        low = info.data.get("min")
-        if low is not None and value < low:
-            raise ValueError(f"max ({value}) must not be below min ({low})")
-        return value
+    _max_not_below_min = field_validator("max")(max_not_below_min)
