@@ -292,9 +292,8 @@ class NodeCountsModel(BaseModel):
     booting: NonNegativeInt
     draining: NonNegativeInt
     unknown: NonNegativeInt
-    parked: NonNegativeInt = Field(0, description=(
-        "machines of the pool's warm pools: being made to park, stopping or stopped "
-        "(no capacity; a resumed one counts as booting)"))
+    parked: NonNegativeInt = Field(0, description="warm-pool machines: being made to park, "
+                                   "stopping or stopped (a resumed one counts as booting)")
 
 
 class BandModel(BaseModel):

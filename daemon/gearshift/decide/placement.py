@@ -220,6 +220,22 @@ def recent_error(spec: ProviderSpec, status: ProviderStatus, now: float,
     return f"refused capacity {ago} ago ({status.capacity_error or 'quota/capacity error'})"
 
 
+def room_left(pool: str, *, placement: Placement, spec: ProviderSpec,
+              usage: Usage) -> tuple[int, tuple[int, int, bool]]:
+    """New nodes the pool may still put on ``placement`` (the provider's quota left, or the
+    placement's ``max_nodes`` left if fewer; may be negative), and what limits it: (used,
+    at most, by the placement's max_nodes)."""
+    used = usage.by_provider[spec.name]
+    free = spec.quota.max_nodes - used
+    limit = (used, spec.quota.max_nodes, False)
+    if placement.max_nodes is not None:
+        placed = usage.by_pool_provider[(pool, spec.name)]
+        if placement.max_nodes - placed < free:
+            free = placement.max_nodes - placed
+            limit = (placed, placement.max_nodes, True)
+    return free, limit
+
+
 def options_for(policy: PoolPolicy, *, providers: ProvidersFile,
                 statuses: Mapping[str, ProviderStatus], usage: Usage, now: float,
                 burst: bool = True, slot_below: float | None = None) -> list[Option]:
@@ -227,7 +243,6 @@ def options_for(policy: PoolPolicy, *, providers: ProvidersFile,
     (``burst=False``: the burst-only ones left out; ``slot_below``: only those whose
     blueprint's active-gear slot costs less per hour)."""
     options = []
-    by_provider, by_pool_provider = usage.by_provider, usage.by_pool_provider
     for index, placement in enumerate(policy.placement):
         if not burst and placement.burst_only:
             continue
@@ -242,14 +257,7 @@ def options_for(policy: PoolPolicy, *, providers: ProvidersFile,
         status = statuses.get(name)
         if status is None:
             status = _unreported(name)
-        used = by_provider[name]
-        free = spec.quota.max_nodes - used
-        limit = (used, spec.quota.max_nodes, False)
-        if placement.max_nodes is not None:
-            placed = by_pool_provider[(policy.name, name)]
-            if placement.max_nodes - placed < free:
-                free = placement.max_nodes - placed
-                limit = (placed, placement.max_nodes, True)
+        free, limit = room_left(policy.name, placement=placement, spec=spec, usage=usage)
         options.append(Option(index=index, placement=placement, spec=spec, blueprint=blueprint,
                               status=status, free=max(free, 0), limit=limit,
                               time_to_ready=time_to_ready(spec, status),

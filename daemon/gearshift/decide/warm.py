@@ -32,7 +32,7 @@ import math
 from collections import Counter
 
 from gearshift.decide.context import PlanContext
-from gearshift.decide.placement import time_to_ready, time_to_resume
+from gearshift.decide.placement import room_left, time_to_ready, time_to_resume
 from gearshift.decide.pools import PoolView
 from gearshift.durations import format_duration
 from gearshift.model import (
@@ -173,10 +173,7 @@ def _room_for_new(pool: str, *, placement: Placement, ctx: PlanContext) -> bool:
     status = ctx.statuses.get(placement.provider)
     if placement.burst_only or spec is None or status is None or not status.available:
         return False
-    if ctx.usage.by_provider[spec.name] >= spec.quota.max_nodes:
-        return False
-    return (placement.max_nodes is None
-            or ctx.usage.by_pool_provider[(pool, spec.name)] < placement.max_nodes)
+    return room_left(pool, placement=placement, spec=spec, usage=ctx.usage)[0] > 0
 
 
 def _resume(machine: ParkedMachine, *, ctx: PlanContext, trigger: str) -> Resume:
@@ -305,11 +302,8 @@ def fill_warm_pools(policy: PoolPolicy, *, ctx: PlanContext) -> list[Action]:
         spec = ctx.providers.provider(placement.provider)
         if missing <= 0 or status is None or not status.available or spec is None:
             continue
-        room = missing
-        if placement.max_nodes is not None:
-            room = min(room, placement.max_nodes
-                       - ctx.usage.by_pool_provider[(policy.name, placement.provider)])
-        room = min(room, spec.quota.max_nodes - ctx.usage.by_provider[placement.provider])
+        room = min(missing, room_left(policy.name, placement=placement, spec=spec,
+                                      usage=ctx.usage)[0])
         if room <= 0:
             continue
         ctx.usage.claim(policy.name, placement.provider, room)

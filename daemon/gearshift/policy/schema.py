@@ -304,6 +304,11 @@ class ProviderSpec(Strict):
     # the simulator bills it, the planner names it in its reasons. At most cost_per_hour.
     stopped_cost_per_hour: float = Field(0.0, ge=0)
     settings: dict[str, Any] = Field(default_factory=dict)
+    simulation: SimulationSpec | None = None
+    disruption_budget: DisruptionBudget = DisruptionBudget()
+    # After a quota or capacity error (and its back-off), place on healthy providers first
+    # for this long.
+    capacity_error_penalty: Duration = 1800.0
 
     @field_validator("stopped_cost_per_hour")
     @classmethod
@@ -314,11 +319,6 @@ class ProviderSpec(Strict):
                              f"({running}): a stopped machine that costs more than a running "
                              f"one saves nothing")
         return value
-    simulation: SimulationSpec | None = None
-    disruption_budget: DisruptionBudget = DisruptionBudget()
-    # After a quota or capacity error (and its back-off), place on healthy providers first
-    # for this long.
-    capacity_error_penalty: Duration = 1800.0
 
 
 class Blueprint(Strict):
