@@ -61,6 +61,7 @@ from gearshift.metrics import Metrics
 from gearshift.model import Machine
 from gearshift.observe.fleet import FleetModel
 from gearshift.policy.holder import PolicyHolder
+from gearshift.reconcile.listing import Listing
 from gearshift.records import Journal, Operation, Phase, RecoveryRecord
 
 log = structlog.get_logger(component="gearshift.recovery")
@@ -139,13 +140,13 @@ class Recovery:
     async def run(self, *, reason: str = "start") -> RecoveryResult:
         now = self.clock.now()
         result = RecoveryResult()
-        listings: dict[str, list[Machine]] = {}
+        listings: dict[str, Listing] = {}
         for name, provider in self.providers.items():
             if provider.open_until is not None and now < provider.open_until:
                 result.failed_listings.add(name)  # its breaker is open: do not add load
                 continue
             try:
-                listings[name] = await provider.list_owned()
+                listings[name] = Listing(await provider.list_owned())
             except ProviderError as exc:
                 result.failed_listings.add(name)
                 log.warning("recovery: cannot list a provider's machines; its operations "
@@ -183,24 +184,12 @@ class Recovery:
                    **result.summary())
         return result
 
-    @staticmethod
-    def _find(machines: list[Machine], *, key: str | None = None, name: str | None = None,
-              machine_id: str | None = None) -> Machine | None:
-        for machine in machines:
-            if key is not None and machine.key == key:
-                return machine
-            if machine_id is not None and machine.machine_id == machine_id:
-                return machine
-        if name is not None:
-            return next((m for m in machines if m.name == name), None)
-        return None
-
     async def _gone(self, identity: str) -> None:
         await self.journal.release(identity)
         if self.forget is not None:
             await self.forget(identity)
 
-    async def _operation(self, op: Operation, listings: Mapping[str, list[Machine]],
+    async def _operation(self, op: Operation, listings: Mapping[str, Listing],
                          owned: Mapping[str, Machine], result: RecoveryResult,
                          now: float) -> None:
         provider_name = op.provider or ""
@@ -212,11 +201,11 @@ class Recovery:
             return
         machines = listings[provider_name]
         if op.kind == "create":
-            await self._create(op, self._find(machines, key=op.op_id, name=op.identity),
+            await self._create(op, machines.find(key=op.op_id, name=op.identity),
                                result, now)
         else:
-            await self._drain(op, self._find(machines, machine_id=op.machine_id,
-                                             name=op.identity), result, owned)
+            await self._drain(op, machines.find(machine_id=op.machine_id,
+                                                  name=op.identity), result, owned)
 
     async def _create(self, op: Operation, machine: Machine | None, result: RecoveryResult,
                       now: float) -> None:
@@ -327,20 +316,20 @@ class Recovery:
             result.incomplete = True
 
     async def _owned(self, owned: Mapping[str, Machine], ops: list[Operation],
-                     listings: Mapping[str, list[Machine]], result: RecoveryResult) -> None:
+                     listings: Mapping[str, Listing], result: RecoveryResult) -> None:
         """Machines we own that their provider no longer lists are gone: forget them."""
         busy = {o.identity for o in ops}
         for identity, machine in owned.items():
             if identity in busy or machine.provider not in listings:
                 continue
-            if self._find(listings[machine.provider], machine_id=machine.machine_id) is None:
+            if listings[machine.provider].find(machine_id=machine.machine_id) is None:
                 log.warning("recovery: an owned machine is gone; forgetting it", node=identity,
                             provider=machine.provider, machine=machine.machine_id)
                 await self._gone(identity)
                 result.actions["machine_released"] += 1
 
     async def _orphans(self, owned: Mapping[str, Machine], ops: list[Operation],
-                       listings: Mapping[str, list[Machine]], result: RecoveryResult,
+                       listings: Mapping[str, Listing], result: RecoveryResult,
                        now: float) -> None:
         """Machines with our tag that the journal does not know: adopt or retire them."""
         known = {(m.provider, m.machine_id) for m in owned.values()}
