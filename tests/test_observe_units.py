@@ -345,18 +345,38 @@ def test_a_silent_node_shows_its_silence_to_the_second() -> None:
     assert fleet.snapshot(1_032.6).nodes[0].why_unknown == "silent for 33s"
 
 
-@settings(max_examples=100, deadline=None)
+def _whole(fleet: FleetModel, now: float, machines: dict[str, Machine],
+           draining: frozenset[str], parked: frozenset[str]) -> tuple[object, ...]:
+    """The nodes a snapshot built from scratch shows, no Node reused (the model's cache
+    and reusable Nodes left as they were)."""
+    kept, removed = fleet._built.cache, fleet._built.removed
+    built = [(entry, entry.node) for entry in fleet._entries.values()]
+    fleet._built.cache, fleet._built.removed = None, set()
+    for entry, _ in built:
+        entry.node = None
+    whole = fleet._nodes(now, machines, draining, parked)
+    fleet._built.cache, fleet._built.removed = kept, removed
+    for entry, node in built:
+        entry.node = node
+    return whole
+
+
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["ingest", "touch", "offline", "online", "forget",
-                                           "tick", "snapshot", "drain", "adopt"]),
+                                           "tick", "snapshot", "drain", "adopt", "release",
+                                           "park", "dispute", "vouch", "heartbeat"]),
                           st.integers(0, 30)), max_size=80))
 def test_snapshots_rebuilt_in_part_equal_snapshots_rebuilt_whole(
         steps: list[tuple[str, int]]) -> None:
-    """After any sequence of changes, a snapshot built from the last one (only the nodes
-    that changed rebuilt) shows exactly what a snapshot built from scratch shows."""
+    """After any sequence of changes (nodes new and forgotten, machines made and released,
+    drains, parking, disputes, re-published facts), a snapshot built from the last one
+    (only the nodes that changed rebuilt) shows exactly what one built from scratch shows,
+    and its index gives each node's position."""
     fleet = FleetModel(stale_after=30)
     now = 1_000.0
     machines: dict[str, Machine] = {}
     draining: frozenset[str] = frozenset()
+    parked: frozenset[str] = frozenset()
     for i in range(20):
         fleet.ingest(facts(f"n{i}", ts=now, seq=1), received_at=now)
     seq = 1
@@ -367,6 +387,8 @@ def test_snapshots_rebuilt_in_part_equal_snapshots_rebuilt_whole(
             fleet.ingest(facts(identity, ts=now, seq=seq, active=n % 7), received_at=now)
         elif action == "touch":
             fleet.touch(identity, at=now)
+        elif action == "heartbeat":
+            fleet.touch_many(list(fleet.identities())[::1 + n % 3], at=now)
         elif action in ("offline", "online"):
             fleet.set_online(identity, action == "online", at=now)
         elif action == "forget":
@@ -375,14 +397,24 @@ def test_snapshots_rebuilt_in_part_equal_snapshots_rebuilt_whole(
             now += n  # nodes go stale as time passes
         elif action == "drain":
             draining = draining ^ {identity}
+        elif action == "park":
+            parked = parked ^ {identity}
         elif action == "adopt":
             machines = {**machines, identity: Machine("rack-a", f"m-{identity}", identity)}
+        elif action == "release":
+            machines = {i: m for i, m in machines.items() if i != identity}
+        elif action == "dispute":
+            fleet.dispute(identity, "not in its district", until=now + n)
+        elif action == "vouch":
+            fleet.set_vouched(None if n % 2 else frozenset(f"n{i}" for i in range(n)))
         if action == "snapshot" or n % 3 == 0:
-            fleet._nodes(now, machines, draining)  # the base the next one builds on
-    partial = fleet._nodes(now, machines, draining)
-    fleet._cache = None
-    whole = fleet._nodes(now, machines, draining)
-    assert partial == whole
+            fleet.disputes(now)
+            partial = fleet._nodes(now, machines, draining | parked, parked)
+            assert partial == _whole(fleet, now, machines, draining | parked, parked)
+            assert fleet._built.cache is not None and fleet._built.cache.nodes is partial
+            assert {node.identity: i for i, node in enumerate(partial)} == fleet._built.cache.index
+    partial = fleet._nodes(now, machines, draining | parked, parked)
+    assert partial == _whole(fleet, now, machines, draining | parked, parked)
 
 
 def test_a_new_node_outside_any_district_is_still_on_its_way() -> None:

@@ -12,7 +12,6 @@ the table is bounded: whoever can publish cannot grow it without limit.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
@@ -24,18 +23,15 @@ from gearshift.model import (
     Machine,
     Node,
     NodeFacts,
-    NodeState,
     ParkedMachine,
     PendingNode,
     Signal,
 )
-from gearshift.observe.fleet_records import Entry, Refusal, SnapshotCache, newer, node_state
+from gearshift.observe.fleet_nodes import NodeBuilder
+from gearshift.observe.fleet_records import Entry, Refusal, newer
 
 MAX_OFFLINE_WITHOUT_FACTS = 10_000
 MAX_REFUSED = 1_000  # identities whose last message was refused, kept to show why
-
-
-REBUILD_WHOLE_ABOVE = 0.2  # share of the fleet changed since the last snapshot
 
 
 class FleetModel:
@@ -67,7 +63,7 @@ class FleetModel:
         self._listeners: list[Callable[[str], None]] = []
         self._version = 0  # bumped by every change a snapshot could show
         self._dirty: set[str] = set()  # nodes changed since the last snapshot was built
-        self._cache: SnapshotCache | None = None
+        self._built = NodeBuilder()  # the last snapshot's nodes, rebuilt where changed
         self._since: float | None = None  # recovering from a loss at this time
         self._waiting: set[str] = set()  # nodes not heard from since that loss
 
@@ -112,21 +108,21 @@ class FleetModel:
         entry = self._entries.get(identity)
         if entry is not None:
             entry.node = None
-        self._cache = None
+        self._built.reset()
         self._changed(identity)
 
     def disputes(self, now: float) -> dict[str, str]:
         """Nodes held unknown after a dispute, with why (expired ones dropped)."""
         for identity in [i for i, (until, _) in self._disputed.items() if until <= now]:
             del self._disputed[identity]
-            self._cache = None
+            self._built.reset()
         return {identity: why for identity, (_, why) in self._disputed.items()}
 
     def set_vouched(self, members: frozenset[str] | None) -> None:
         """The district members the platform lists now (None: it cannot say)."""
         if members != self.vouched:
             self.vouched = members
-            self._cache = None
+            self._built.reset()
             self._version += 1
             self._recount_unvouched()
 
@@ -197,8 +193,7 @@ class FleetModel:
         entry = self._entries.get(identity)
         if entry is not None and at > entry.last_seen:
             revived = at - entry.last_seen > self.stale_after  # stale to anyone looking
-            entry.last_seen = at
-            entry.node = None
+            entry.last_seen = at  # (its Node is rebuilt from the new last_seen)
             self._waiting.discard(identity)
             self._version += 1
             self._dirty.add(identity)
@@ -213,8 +208,7 @@ class FleetModel:
         for identity in identities:
             entry = entries.get(identity)
             if entry is not None and at > entry.last_seen:
-                entry.last_seen = at
-                entry.node = None
+                entry.last_seen = at  # (its Node is rebuilt from the new last_seen)
                 dirty.add(identity)
                 touched = True
                 if waiting:
@@ -244,7 +238,7 @@ class FleetModel:
             self._waiting.discard(identity)  # offline is unknown anyway: no need to wait
 
     def forget(self, identity: str) -> None:
-        self._cache = None  # rare (a retirement): the next snapshot is built whole, in order
+        self._built.forget(identity)
         self._entries.pop(identity, None)
         self._offline.pop(identity, None)
         self._waiting.discard(identity)
@@ -301,79 +295,12 @@ class FleetModel:
     def _nodes(self, now: float, machines: Mapping[str, Machine],
                draining: frozenset[str], parked: frozenset[str] = frozenset()
                ) -> tuple[Node, ...]:
-        """Every node's ``Node`` at ``now``; reused whole while nothing it shows changed.
-
-        A reconcile takes several snapshots in a row; at 10k nodes rebuilding them is most
-        of its cost. Nothing changes between two snapshots unless a message arrived (the
-        version), the drains or machines differ, or a node's facts turned stale (time).
-        When only a few nodes changed since the last one (a fact crossing an edge, agents
-        republishing), only theirs are rebuilt.
-        """
-        cache = self._cache
-        same_inputs = (cache is not None and now <= cache.valid_until
-                       and cache.draining == draining and cache.parked == parked
-                       and cache.vouched is self.vouched
-                       and (cache.machines is machines or cache.machines == machines))
-        if cache is not None and same_inputs and cache.version == self._version:
-            return cache.nodes
+        """Every node's ``Node`` at ``now`` (``fleet_nodes``: only what changed is rebuilt)."""
         dirty, self._dirty = self._dirty, set()
-        if (cache is not None and same_inputs
-                and len(dirty) <= REBUILD_WHOLE_ABOVE * len(self._entries)
-                and all(i in cache.index and i in self._entries for i in dirty)):
-            nodes = list(cache.nodes)
-            valid_until = cache.valid_until
-            for identity in dirty:
-                node, expires = self._node(identity, self._entries[identity], now, machines,
-                                           draining, parked=parked)
-                nodes[cache.index[identity]] = node
-                valid_until = min(valid_until, expires)
-            index = cache.index
-        else:
-            nodes, valid_until, index = [], float("inf"), {}
-            for identity, entry in self._entries.items():
-                node, expires = self._node(identity, entry, now, machines, draining,
-                                           parked=parked)
-                index[identity] = len(nodes)
-                nodes.append(node)
-                valid_until = min(valid_until, expires)
-        built = tuple(nodes)
-        # Journals hand out the same read-only mapping while nothing changed: keep it.
-        self._cache = SnapshotCache(version=self._version, valid_until=valid_until,
-                                     draining=draining, parked=parked, machines=machines,
-                                     vouched=self.vouched, nodes=built,
-                                     index=index)
-        return built
-
-    def _node(self, identity: str, entry: Entry, now: float, machines: Mapping[str, Machine],
-              draining: AbstractSet[str], *, parked: AbstractSet[str] = frozenset()
-              ) -> tuple[Node, float]:
-        """The node's ``Node`` at ``now`` (reused when unchanged), and until when it holds."""
-        machine = machines.get(identity)
-        state, why = node_state(entry, now=now, draining=draining, owned=machine is not None,
-                                vouched=self.vouched, disputed=self._disputed,
-                                stale_after=self.stale_after, parked=parked)
-        expires = float("inf")
-        if state is NodeState.PARKED:
-            pass  # parked until its facts (a resume) or its warm-pool phase change
-        elif state is not NodeState.UNKNOWN:  # until it goes stale
-            expires = entry.last_seen + self.stale_after
-        elif why is not None and why.startswith("silent"):
-            # "silent for Ns" shows the rounded seconds: it holds until just before they
-            # round up (``now + 1`` let a snapshot one second later show the old text).
-            shown = round(now - entry.last_seen)
-            expires = math.nextafter(entry.last_seen + shown + 0.5, -math.inf)
-        disputed = self._disputed.get(identity)
-        if disputed is not None:
-            expires = min(expires, disputed[0])
-        node = entry.node
-        # Reuse the Node built last time when nothing it says has changed.
-        if (node is None or node.state is not state or node.why_unknown != why
-                or (node.machine is not machine and node.machine != machine)
-                or node.last_seen != entry.last_seen):
-            node = Node(identity=identity, state=state, facts=entry.facts,
-                        last_seen=entry.last_seen, machine=machine, why_unknown=why)
-            entry.node = node
-        return node, expires
+        return self._built.nodes(now, machines=machines, draining=draining, parked=parked,
+                                 entries=self._entries, dirty=dirty, version=self._version,
+                                 vouched=self.vouched, disputed=self._disputed,
+                                 stale_after=self.stale_after)
 
     def snapshot(self, now: float, *, machines: Mapping[str, Machine] | None = None,
                  pending: Iterable[PendingNode] = (), drains: Iterable[DrainProgress] = (),
@@ -395,5 +322,4 @@ class FleetModel:
         return FleetSnapshot(taken_at=now, nodes=nodes, pending=still_pending,
                              drains=drains, requests=tuple(requests), signals=tuple(signals),
                              facts_fresh=self.source_up, parked=parked,
-                             index=(self._cache.index if self._cache is not None
-                                    and self._cache.nodes is nodes else None))
+                             index=self._built.index_of(nodes))
