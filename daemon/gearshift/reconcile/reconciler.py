@@ -26,6 +26,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
+from functools import partial
 
 import structlog
 
@@ -142,7 +143,8 @@ class Reconciler:
         self.state = PlannerState()
         self.paused: set[str] = set()
         self.last_plan: Plan | None = None
-        self.last_pools: Mapping[str, PoolEvaluation] = {}
+        self._last_pools: Mapping[str, PoolEvaluation] | None = {}
+        self._pools_after: Callable[[], Plan] | None = None  # makes them when first read
         self.last_snapshot: FleetSnapshot | None = None
         self._taken: FleetSnapshot | None = None  # the last snapshot taken (see ``snapshot``)
         self.last_success: float | None = None
@@ -161,6 +163,18 @@ class Reconciler:
         self.on_restore: list[Callable[[], Awaitable[object]]] = []
         # Each pool's demand forecast, handed to the planner with the snapshot.
         self.forecasts: Callable[[], tuple[Forecast, ...]] | None = None
+
+    @property
+    def last_pools(self) -> Mapping[str, PoolEvaluation]:
+        """Each pool's evaluation after the last reconcile's actions."""
+        if self._last_pools is None:
+            assert self._pools_after is not None
+            self._last_pools, self._pools_after = self._pools_after().pools, None
+        return self._last_pools
+
+    @last_pools.setter
+    def last_pools(self, pools: Mapping[str, PoolEvaluation]) -> None:
+        self._last_pools, self._pools_after = pools, None
 
     def wake(self, reason: str = "") -> None:
         """Run a reconcile as soon as possible."""
@@ -281,12 +295,13 @@ class Reconciler:
         if changed:
             # Status and metrics show the fleet after the actions (nodes now booting or
             # draining), not the reading that led to them: a second plan, once every
-            # action is dispatched, so it never delays a create call.
+            # action is dispatched, so it never delays a create call; made when first
+            # read (metrics read it at once; ``simulate`` never does).
             snapshot = await self.snapshot()
-            after = decide.plan(snapshot, policies, now=now,
-                                statuses=provider_statuses(self.providers),
-                                state=state, paused=frozenset(self.paused))
-            self.last_pools = after.pools
+            self._last_pools, self._pools_after = None, partial(
+                decide.plan, snapshot, policies, now=now,
+                statuses=provider_statuses(self.providers), state=state,
+                paused=frozenset(self.paused))
         else:
             self.last_pools = plan.pools
         self.last_plan = plan
