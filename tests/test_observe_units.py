@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from builders import policy_set, pool
@@ -142,7 +142,8 @@ def test_backoff_is_jittered_doubling_and_capped() -> None:
     assert backoff.next() <= 1.0
 
 
-def naive_outside(fleet: FleetModel, policies: PolicySet, now: float) -> dict[str, bool]:
+def naive_sums(fleet: FleetModel, policies: PolicySet, now: float) -> dict[str, list[int]]:
+    """Each pool's [active gears, capacity] over its fresh district members, recounted."""
     sums = {p.name: [0, 0] for p in policies.pools}
     for identity in fleet.identities():
         f = fleet.facts(identity)
@@ -152,6 +153,11 @@ def naive_outside(fleet: FleetModel, policies: PolicySet, now: float) -> dict[st
         if owner is not None:
             sums[owner.name][0] += f.gears.active
             sums[owner.name][1] += f.max_active_gears
+    return sums
+
+
+def naive_outside(fleet: FleetModel, policies: PolicySet, now: float) -> dict[str, bool]:
+    sums = naive_sums(fleet, policies, now)
     return {p.name: sums[p.name][1] > 0 and (
         sums[p.name][0] / sums[p.name][1] > p.density.scale_up_above
         or sums[p.name][1] - sums[p.name][0] < p.headroom_gears) for p in policies.pools}
@@ -164,12 +170,15 @@ step = st.one_of(
     st.tuples(st.just("forget"), st.integers(0, 7)),
     st.tuples(st.just("wait"), st.integers(1, 40)),
     st.tuples(st.just("touch"), st.integers(0, 7)),
+    st.tuples(st.just("heartbeat"), st.integers(1, 3)),
     st.tuples(st.just("reload")),
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(step, min_size=1, max_size=40))
+@example([("facts", 1, 10, "small", True, 60), ("wait", 20), ("heartbeat", 1), ("wait", 11),
+          ("wait", 20)])  # re-published, due while fresh, then silent: it must still expire
 def test_incremental_edge_watch_agrees_with_a_full_recount(steps: list[tuple]) -> None:
     policies = policy_set(pool(headroom_gears=20),
                           pool(name="big", selector={"node_profile": "large"}, priority=5))
@@ -191,6 +200,8 @@ def test_incremental_edge_watch_agrees_with_a_full_recount(steps: list[tuple]) -
             fleet.forget(f"n{item[1]}")
         elif item[0] == "touch":
             fleet.touch(f"n{item[1]}", at=now)
+        elif item[0] == "heartbeat":  # the simulator's round: re-published, no listener told
+            fleet.touch_many(list(fleet.identities())[::item[1]], at=now)
         elif item[0] == "reload":
             policies = PolicySet(pools=tuple(list(policies.pools)),  # a new tuple
                                  providers=policies.providers)
@@ -199,6 +210,7 @@ def test_incremental_edge_watch_agrees_with_a_full_recount(steps: list[tuple]) -
         changed = watch.check(fleet, policies, now)
         expected = naive_outside(fleet, policies, now)
         assert sorted(changed) == sorted(k for k in expected if expected[k] != previous[k])
+        assert watch._sums == naive_sums(fleet, policies, now)
         previous = expected
 
 

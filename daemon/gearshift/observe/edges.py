@@ -107,6 +107,17 @@ class EdgeWatch:
         sums[0] += facts.gears.active
         sums[1] += facts.max_active_gears
 
+    def _recheck(self, fleet: FleetModel, identity: str, now: float) -> None:
+        """A counted node came due and its facts did not change since: still fresh (it
+        re-published them), it counts the same until later; else it is recounted."""
+        counted = self._contrib.get(identity)
+        stale_at = fleet.fresh_until(identity)
+        if counted is None or stale_at is None or not fleet.is_fresh(identity, now):
+            self._update(fleet, identity, now, due=True)
+            return
+        heapq.heappush(self._expiry, (stale_at, identity))
+        self._contrib[identity] = (*counted[:3], stale_at)
+
     def _resync(self, fleet: FleetModel, policies: PolicySet, now: float) -> None:
         """Every node again, under (possibly new) policies."""
         self._pools = policies.pools
@@ -142,8 +153,10 @@ class EdgeWatch:
         else:
             dirty, self._dirty = self._dirty, set()
             due = self._expire(now)
-            for identity in dirty | due:
+            for identity in dirty:
                 self._update(fleet, identity, now, due=identity in due)
+            for identity in due - dirty:
+                self._recheck(fleet, identity, now)
         changed = []
         for pool in policies.pools:
             active, capacity = self._sums[pool.name]

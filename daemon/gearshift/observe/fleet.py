@@ -205,9 +205,13 @@ class FleetModel:
         """``touch`` for many nodes at once (the simulator's heartbeat round)."""
         entries, dirty, waiting = self._entries, self._dirty, self._waiting
         touched = False
+        revived = []
+        stale_after = self.stale_after
         for identity in identities:
             entry = entries.get(identity)
             if entry is not None and at > entry.last_seen:
+                if at - entry.last_seen > stale_after:
+                    revived.append(identity)
                 entry.last_seen = at  # (its Node is rebuilt from the new last_seen)
                 dirty.add(identity)
                 touched = True
@@ -215,6 +219,9 @@ class FleetModel:
                     waiting.discard(identity)
         if touched:
             self._version += 1
+        for identity in revived:  # as ``touch``: listeners that counted it out look again
+            for listener in self._listeners:
+                listener(identity)
 
     def set_online(self, identity: str, online: bool, *, at: float,
                    retained: bool = False) -> None:

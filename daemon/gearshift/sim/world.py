@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -124,6 +125,9 @@ class SimWorld:
         self._moving: dict[str, SimNode] = {}  # nodes with gear moves in flight
         # nodes per (provider, powered), for node-seconds
         self._per_provider: Counter[tuple[str, bool]] = Counter()
+        # pool -> until when its last rebalance stays a no-op (its next node boots); a
+        # change to its demand or nodes drops it (``_unsettle``).
+        self._settled: dict[str, float] = {}
 
     # -- machines ---------------------------------------------------------------------
     def add_node(self, node: SimNode) -> None:
@@ -133,7 +137,9 @@ class SimWorld:
             self.violations.duplicate_creates += 1
         self.nodes[node.identity] = node
         self.keys[node.key] = node.identity
+        self._unsettle(node.pool)
         if old is not None and old.pool != node.pool:
+            self._unsettle(old.pool)
             self._reindex(old.pool)
             self._reindex(node.pool)
         else:
@@ -149,6 +155,9 @@ class SimWorld:
             self._moving[node.identity] = node
         self.version += 1
 
+    def _unsettle(self, pool: str) -> None:
+        self._settled.pop(pool, None)
+
     def _reindex(self, pool: str) -> None:
         self._by_pool[pool] = {i: n for i, n in self.nodes.items() if n.pool == pool}
 
@@ -159,6 +168,7 @@ class SimWorld:
         if node.active > 0:
             self.violations.retired_with_active_gears += 1
         self._by_pool.get(node.pool, {}).pop(identity, None)
+        self._unsettle(node.pool)
         self._per_provider[node.provider, node.powered] -= 1
         self._moving.pop(identity, None)
         self.destroyed.append(node)
@@ -173,6 +183,7 @@ class SimWorld:
             self._per_provider[node.provider, True] -= 1
             self._per_provider[node.provider, False] += 1
             node.idle, node.active, node.powered = node.idle + node.active, 0, False
+            self._unsettle(node.pool)
             self.version += 1
 
     def power_on(self, identity: str, *, ready_at: float) -> None:
@@ -182,6 +193,7 @@ class SimWorld:
             self._per_provider[node.provider, False] -= 1
             self._per_provider[node.provider, True] += 1
             node.powered, node.ready_at, node.dirty = True, ready_at, True
+            self._unsettle(node.pool)
             if ready_at > self.now:
                 self._booting.append(node)
             self.version += 1
@@ -194,16 +206,24 @@ class SimWorld:
         if node is not None and node.district_active != active:
             node.district_active = active
             node.dirty = True
+            self._unsettle(node.pool)
             self.version += 1
 
     # -- demand -----------------------------------------------------------------------
     def set_demand(self, pool: str, gears: int) -> None:
         if self.demand.get(pool) != max(0, gears):
             self.version += 1
+            self._unsettle(pool)
         self.demand[pool] = max(0, gears)
 
     def _rebalance(self, pool: str) -> None:
+        """Place or idle the pool's gears to meet its demand on its ready nodes. What it
+        does depends only on those nodes' gears, districts and readiness and the demand:
+        once it changes nothing it stays a no-op until one of them changes."""
         now = self.now
+        if now < self._settled.get(pool, -math.inf):
+            return
+        version = self.version
         ready = [n for n in self._by_pool.get(pool, {}).values()
                  if n.powered and now >= n.ready_at]
         placed = sum(n.active for n in ready)
@@ -216,6 +236,9 @@ class SimWorld:
             self._idle(ready, placed - want)
             placed = want
         self.unmet[pool] = max(0, want - placed)
+        if self.version == version:
+            self._settled[pool] = min((n.ready_at for n in self._booting
+                                       if n.pool == pool and n.ready_at > now), default=math.inf)
 
     def _wake_idle(self, nodes: list[SimNode], wanted: int) -> int:
         """Idle gears wake where they sleep, whatever the node's limit.
@@ -309,6 +332,7 @@ class SimWorld:
             if not done:
                 continue
             node.moves = [m for m in node.moves if m.done_at > self.now]
+            self._unsettle(node.pool)  # (its targets are in the same pool)
             if not node.moves:
                 self._moving.pop(node.identity, None)
             targets = self._move_targets(node)
