@@ -4,12 +4,12 @@ A reconcile takes several snapshots in a row, and at 10k nodes (or over a simula
 of 2 000) building every node's record each time was most of a snapshot's cost. Nothing a
 snapshot shows changes unless a message arrived (the fleet's version and its dirty
 nodes), a machine was made or released, a drain or a parking began or ended, a node was
-forgotten, or a node's facts turned stale (time). Each of those names the nodes it
-touched, so only theirs are rebuilt, in place, and new nodes are appended in the order a
-whole build would give them; a whole build happens only when the platform's vouched set
-changed, a dispute began or ended, time passed a node's expiry, or much of the fleet
-changed at once. ``tests/test_observe_units.py`` checks, on random histories, that the
-result equals a build from scratch.
+forgotten, or time passed the instant until which a node's record holds (its facts turn
+stale). Each of those names the nodes it touched, so only theirs are rebuilt, in place,
+and new nodes are appended in the order a whole build would give them; a whole build
+happens only when the platform's vouched set changed, a dispute began or ended, or much
+of the fleet changed at once. ``tests/test_observe_units.py`` checks, on random
+histories, that the result equals a build from scratch.
 """
 
 from __future__ import annotations
@@ -68,10 +68,14 @@ class NodeBuilder:
                 dirty = {i for i in dirty if i in entries}  # the rest were forgotten
                 same_inputs = False  # their machines left the journal too: see below
             self.removed = set()
-        if (cache is not None and not same_inputs and now <= cache.valid_until
-                and cache.vouched is vouched):
-            # A create, a retire or a drain changed a few nodes' inputs: those are dirty too.
+        if cache is not None and not same_inputs and cache.vouched is vouched:
+            # A create, a retire or a drain changed a few nodes' inputs, time passed some
+            # node's expiry: those are dirty too.
             dirty = dirty | _affected(cache, machines, draining, parked, entries)
+            if now > cache.valid_until:
+                cached = cache.nodes
+                dirty |= {cached[i].identity for i, expires in enumerate(cache.expiries)
+                          if expires < now}
             same_inputs = True
 
         def build(identity: str, entry: Entry) -> tuple[Node, float]:
@@ -82,7 +86,7 @@ class NodeBuilder:
                 and len(dirty) <= REBUILD_WHOLE_ABOVE * len(entries)
                 and all(i in entries for i in dirty)):
             nodes = list(cache.nodes)
-            valid_until = cache.valid_until
+            expiries = list(cache.expiries)
             index = cache.index
             if len(entries) > len(nodes):
                 # New nodes: apart from the forgotten ones dropped above, entries only
@@ -93,32 +97,33 @@ class NodeBuilder:
                     node, expires = build(identity, entry)
                     index[identity] = len(nodes)
                     nodes.append(node)
-                    valid_until = min(valid_until, expires)
+                    expiries.append(expires)
                 dirty = {i for i in dirty if i in cache.index}
             for identity in dirty:
-                node, expires = build(identity, entries[identity])
-                nodes[index[identity]] = node
-                valid_until = min(valid_until, expires)
+                position = index[identity]
+                nodes[position], expiries[position] = build(identity, entries[identity])
         else:
-            nodes, valid_until, index = [], math.inf, {}
+            nodes, expiries, index = [], [], {}
             for identity, entry in entries.items():
                 node, expires = build(identity, entry)
                 index[identity] = len(nodes)
                 nodes.append(node)
-                valid_until = min(valid_until, expires)
+                expiries.append(expires)
         built = tuple(nodes)
         # Journals hand out the same read-only mapping while nothing changed: keep it.
-        self.cache = SnapshotCache(version=version, valid_until=valid_until,
+        self.cache = SnapshotCache(version=version, valid_until=min(expiries, default=math.inf),
                                    draining=draining, parked=parked, machines=machines,
-                                   vouched=vouched, nodes=built, index=index)
+                                   vouched=vouched, nodes=built, index=index,
+                                   expiries=tuple(expiries))
         return built
 
 
 def _drop(cache: SnapshotCache, removed: AbstractSet[str]) -> SnapshotCache:
     """``cache`` without the nodes in ``removed`` (the survivors keep their order)."""
-    nodes = tuple(n for n in cache.nodes if n.identity not in removed)
+    kept = [i for i, n in enumerate(cache.nodes) if n.identity not in removed]
+    nodes = tuple(cache.nodes[i] for i in kept)
     return replace(cache, nodes=nodes, index={n.identity: i for i, n in enumerate(nodes)},
-                   version=-1)
+                   expiries=tuple(cache.expiries[i] for i in kept), version=-1)
 
 
 def _affected(cache: SnapshotCache, machines: Mapping[str, Machine], draining: frozenset[str],

@@ -57,6 +57,8 @@ class SnapshotCache:
     vouched: frozenset[str] | None
     nodes: tuple[Node, ...]
     index: dict[str, int]  # identity -> its position in ``nodes``
+    expiries: tuple[float, ...] = ()  # until when each node's record holds (``valid_until``
+    # is their least)
 
 
 def node_state(entry: Entry, *, now: float, draining: AbstractSet[str], owned: bool,
