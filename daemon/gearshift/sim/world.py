@@ -219,7 +219,8 @@ class SimWorld:
     def _rebalance(self, pool: str) -> None:
         """Place or idle the pool's gears to meet its demand on its ready nodes. What it
         does depends only on those nodes' gears, districts and readiness and the demand:
-        once it changes nothing it stays a no-op until one of them changes."""
+        once it changes nothing it stays a no-op until one of them changes (through this
+        class's methods: a field set from outside is not seen until then)."""
         now = self.now
         if now < self._settled.get(pool, -math.inf):
             return
