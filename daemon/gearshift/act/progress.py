@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from gearshift.metrics import Metrics
+from gearshift.model import Machine
 from gearshift.records import DONE_PHASES, PHASES, Operation
 
 log = structlog.get_logger(component="gearshift.act")
@@ -37,6 +38,9 @@ class Event:
 class ExecutionReport:
     events: list[Event] = field(default_factory=list)
     spill: bool = False  # a quota/capacity error: re-plan now so the rest goes elsewhere
+    # Each provider's machines as the second witness listed them for this batch of
+    # actions: one listing per provider per reconcile, not one per retire.
+    listings: dict[str, list[Machine]] = field(default_factory=dict)
 
     @property
     def failures(self) -> list[Event]:

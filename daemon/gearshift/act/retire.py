@@ -134,7 +134,8 @@ async def _witnessed(ex: Executor, action: Retire | Park, *, facts: NodeFacts,
     try:
         disagreement = await confirm_retire(identity=action.identity, facts=facts,
                                             platform=ex.platform, provider=provider,
-                                            machine_id=action.machine_id)
+                                            machine_id=action.machine_id,
+                                            listed=report.listings)
     except (PlatformError, ProviderError) as exc:
         ex._event(report, kind=action.kind, pool=action.pool, target=action.identity,
                   outcome="failed", reason=action.reason,
