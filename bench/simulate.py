@@ -31,9 +31,9 @@ from make_traces import write_large
 
 from gearshift.logs import configure
 from gearshift.policy.loader import load_policy_set
+from gearshift.sim.nodes import SimNode
 from gearshift.sim.runner import SimOptions, Simulation
 from gearshift.sim.trace import read_trace
-from gearshift.sim.world import SimNode
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "policies" / "examples"

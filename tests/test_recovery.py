@@ -33,8 +33,9 @@ from gearshift.reconcile.leader import Leadership, lead
 from gearshift.reconcile.reconciler import Reconciler, plan_in_flight
 from gearshift.reconcile.recovery import Recovery, RecoverySettings
 from gearshift.records import Operation, Phase, drains_in_flight
+from gearshift.sim.nodes import SimNode
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
-from gearshift.sim.world import SimNode, SimWorld
+from gearshift.sim.world import SimWorld
 from gearshift.store.journal import MemoryJournal
 from worldrig import metric
 

@@ -28,7 +28,8 @@ from gearshift.errors import (
 from gearshift.model import Machine, PowerState
 from gearshift.policy.schema import ProviderSpec
 from gearshift.policy.simulation_spec import SimulationSpec
-from gearshift.sim.world import SimNode, SimWorld
+from gearshift.sim.nodes import SimNode
+from gearshift.sim.world import SimWorld
 
 
 class SimulatedProvider(Provider):

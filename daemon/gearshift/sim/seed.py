@@ -10,7 +10,8 @@ from __future__ import annotations
 from gearshift.model import Machine
 from gearshift.policy.schema import PolicySet, PoolPolicy
 from gearshift.records import Journal
-from gearshift.sim.world import SimNode, SimWorld
+from gearshift.sim.nodes import SimNode
+from gearshift.sim.world import SimWorld
 
 
 def _initial_nodes(policy: PoolPolicy, policies: PolicySet, demand: int) -> list[tuple[str, str]]:

@@ -58,9 +58,10 @@ from gearshift.policy.loader import load_policy_set
 from gearshift.policy.schema import PolicySet
 from gearshift.settings import MqttSettings
 from gearshift.sim import referee
+from gearshift.sim.nodes import SimNode
 from gearshift.sim.providers import SimulatedPlatform, SimulatedProvider
 from gearshift.sim.publisher import SimPublisher
-from gearshift.sim.world import SimNode, SimWorld
+from gearshift.sim.world import SimWorld
 from gearshift.wire.signing import Keyring
 
 log = structlog.get_logger(component="gearshift.sim.server")

@@ -32,69 +32,8 @@ import itertools
 import math
 import random
 from collections import Counter
-from dataclasses import dataclass, field
 
-from gearshift.model import GearCounts, NodeFacts
-
-
-@dataclass
-class _Move:
-    done_at: float
-    ok: bool
-    state: str  # active | idle | stopped
-
-
-@dataclass
-class SimNode:
-    identity: str
-    pool: str
-    profile: str
-    max_active_gears: int
-    provider: str
-    machine_id: str
-    key: str
-    created_at: float
-    ready_at: float
-    district: str = "district-sim"
-    blueprint: str | None = None  # what it was made from (a listing tells, as real ones do)
-    active: int = 0
-    idle: int = 0
-    stopped: int = 0
-    district_active: bool = True
-    moves: list[_Move] = field(default_factory=list)
-    seq: int = 0
-    dirty: bool = True  # facts changed since last published
-    tagged: bool = True  # carries gearshift's owner tag (False: someone else's machine)
-    powered: bool = True  # False: stopped, disk kept; no facts, no capacity
-
-    def ready(self, now: float) -> bool:
-        return self.powered and now >= self.ready_at
-
-    @property
-    def total(self) -> int:
-        return self.active + self.idle + self.stopped
-
-    def facts(self, now: float) -> NodeFacts:
-        self.seq += 1
-        return NodeFacts(
-            identity=self.identity, node_profile=self.profile,
-            max_active_gears=self.max_active_gears,
-            gears=GearCounts(total=self.total, active=self.active, started=self.active,
-                             idle=self.idle, stopped=self.stopped),
-            district_uuid=self.district, district_active=self.district_active,
-            produced_at=now, seq=self.seq)
-
-
-@dataclass
-class Violations:
-    above_max: int = 0
-    below_min: int = 0
-    retired_with_active_gears: int = 0
-    duplicate_creates: int = 0
-    leaked_nodes: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
+from gearshift.sim.nodes import Move, SimNode, Violations
 
 
 class SimWorld:
@@ -126,7 +65,7 @@ class SimWorld:
         # nodes per (provider, powered), for node-seconds
         self._per_provider: Counter[tuple[str, bool]] = Counter()
         # pool -> until when its last rebalance stays a no-op (its next node boots); a
-        # change to its demand or nodes drops it (``_unsettle``).
+        # change to its demand or nodes drops it (``_moved``).
         self._settled: dict[str, float] = {}
 
     # -- machines ---------------------------------------------------------------------
@@ -137,9 +76,7 @@ class SimWorld:
             self.violations.duplicate_creates += 1
         self.nodes[node.identity] = node
         self.keys[node.key] = node.identity
-        self._unsettle(node.pool)
         if old is not None and old.pool != node.pool:
-            self._unsettle(old.pool)
             self._reindex(old.pool)
             self._reindex(node.pool)
         else:
@@ -153,10 +90,14 @@ class SimWorld:
         self._per_provider[node.provider, node.powered] += 1
         if node.moves:
             self._moving[node.identity] = node
-        self.version += 1
+        self._moved(node.pool, node.pool if old is None else old.pool)
 
-    def _unsettle(self, pool: str) -> None:
-        self._settled.pop(pool, None)
+    def _moved(self, *pools: str) -> None:
+        """Gears, districts, nodes or demand of ``pools`` changed: the version moves and
+        their rebalance runs again."""
+        self.version += 1
+        for pool in pools:
+            self._settled.pop(pool, None)
 
     def _reindex(self, pool: str) -> None:
         self._by_pool[pool] = {i: n for i, n in self.nodes.items() if n.pool == pool}
@@ -168,11 +109,10 @@ class SimWorld:
         if node.active > 0:
             self.violations.retired_with_active_gears += 1
         self._by_pool.get(node.pool, {}).pop(identity, None)
-        self._unsettle(node.pool)
         self._per_provider[node.provider, node.powered] -= 1
         self._moving.pop(identity, None)
         self.destroyed.append(node)
-        self.version += 1
+        self._moved(node.pool)
         return node
 
     def power_off(self, identity: str) -> None:
@@ -183,8 +123,7 @@ class SimWorld:
             self._per_provider[node.provider, True] -= 1
             self._per_provider[node.provider, False] += 1
             node.idle, node.active, node.powered = node.idle + node.active, 0, False
-            self._unsettle(node.pool)
-            self.version += 1
+            self._moved(node.pool)
 
     def power_on(self, identity: str, *, ready_at: float) -> None:
         """Start a stopped machine; it publishes facts again from ``ready_at``."""
@@ -193,10 +132,9 @@ class SimWorld:
             self._per_provider[node.provider, False] -= 1
             self._per_provider[node.provider, True] += 1
             node.powered, node.ready_at, node.dirty = True, ready_at, True
-            self._unsettle(node.pool)
             if ready_at > self.now:
                 self._booting.append(node)
-            self.version += 1
+            self._moved(node.pool)
 
     def pool_nodes(self, pool: str) -> list[SimNode]:
         return list(self._by_pool.get(pool, {}).values())
@@ -206,14 +144,12 @@ class SimWorld:
         if node is not None and node.district_active != active:
             node.district_active = active
             node.dirty = True
-            self._unsettle(node.pool)
-            self.version += 1
+            self._moved(node.pool)
 
     # -- demand -----------------------------------------------------------------------
     def set_demand(self, pool: str, gears: int) -> None:
         if self.demand.get(pool) != max(0, gears):
-            self.version += 1
-            self._unsettle(pool)
+            self._moved(pool)
         self.demand[pool] = max(0, gears)
 
     def _rebalance(self, pool: str) -> None:
@@ -315,7 +251,7 @@ class SimWorld:
             while by_state[state] > 0 and started + in_flight < limit:
                 ok = self.rng.random() >= self.move_failure_rate
                 jitter = self.rng.uniform(0.5, 1.5)
-                node.moves.append(_Move(self.now + self.move_time * jitter, ok, state))
+                node.moves.append(Move(self.now + self.move_time * jitter, ok, state))
                 by_state[state] -= 1
                 started += 1
         if started:
@@ -333,7 +269,7 @@ class SimWorld:
             if not done:
                 continue
             node.moves = [m for m in node.moves if m.done_at > self.now]
-            self._unsettle(node.pool)  # (its targets are in the same pool)
+            self._settled.pop(node.pool, None)  # (its targets are in the same pool)
             if not node.moves:
                 self._moving.pop(node.identity, None)
             targets = self._move_targets(node)
