@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gearshift.act.providers.base import CreateRequest, Provider, QuotaInfo
 from gearshift.model import (
     DrainProgress,
     FleetSnapshot,
@@ -101,3 +102,33 @@ def drain(identity: str, *, started: float, deadline: float, pool_name: str = "s
 def snapshot(node_list: list[Node], *, at: float = 1_800_000_000.0, **kwargs: Any
              ) -> FleetSnapshot:
     return FleetSnapshot(taken_at=at, nodes=tuple(node_list), **kwargs)
+
+
+class ListedMachines(Provider):
+    """A provider that lists ``owned`` (counting how often it was asked) and records
+    destroys; nothing else is used by the tests that take it."""
+
+    def __init__(self, name: str, *, owned: list[Machine] | None = None) -> None:
+        super().__init__(name)
+        self.destroyed: list[str] = []
+        self.owned = owned or []
+        self.listings = 0
+
+    async def create(self, request: CreateRequest) -> Machine:
+        raise AssertionError("nothing is created here")
+
+    async def list_owned(self) -> list[Machine]:
+        self.listings += 1
+        return list(self.owned)
+
+    async def destroy(self, machine_id: str) -> None:
+        self.destroyed.append(machine_id)
+
+    async def stop(self, machine_id: str) -> None:
+        raise AssertionError("nothing is stopped here")
+
+    async def start(self, machine_id: str) -> None:
+        raise AssertionError("nothing is started here")
+
+    async def quota(self) -> QuotaInfo:
+        return QuotaInfo(10, 3)

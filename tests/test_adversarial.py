@@ -34,12 +34,11 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from builders import ListedMachines, policy_set, pool
 from builders import drain as drain_progress
-from builders import policy_set, pool
 from conftest import ROOT, need
 from gearshift.act.executor import Executor
 from gearshift.act.platform.base import GearCount, MoveReport, NodeRef, Platform
-from gearshift.act.providers.base import CreateRequest, Provider, QuotaInfo
 from gearshift.act.providers.guard import GuardedProvider
 from gearshift.clock import ManualClock
 from gearshift.metrics import Metrics
@@ -304,33 +303,6 @@ async def test_migration_mode_takes_unsigned_facts_but_never_a_downgrade(
 
 # -- e. a node that says it is empty while the platform lists gears -----------------------
 
-class _Machines(Provider):
-    """A provider whose destroys are recorded (nothing else is used here)."""
-
-    def __init__(self, name: str, *, owned: list[Machine] | None = None) -> None:
-        super().__init__(name)
-        self.destroyed: list[str] = []
-        self.owned = owned or []
-
-    async def create(self, request: CreateRequest) -> Machine:
-        raise AssertionError("nothing is created here")
-
-    async def list_owned(self) -> list[Machine]:
-        return list(self.owned)
-
-    async def destroy(self, machine_id: str) -> None:
-        self.destroyed.append(machine_id)
-
-    async def stop(self, machine_id: str) -> None:
-        raise AssertionError("nothing is stopped here")
-
-    async def start(self, machine_id: str) -> None:
-        raise AssertionError("nothing is started here")
-
-    async def quota(self) -> QuotaInfo:
-        return QuotaInfo(10, 3)
-
-
 class _ListingPlatform(Platform):
     """A platform whose own gear listing says the node still holds ``active`` gears."""
 
@@ -371,7 +343,7 @@ async def test_a_node_claiming_to_be_empty_is_not_retired_when_the_platform_list
     journal = MemoryJournal()
     metrics = Metrics()
     fleet = FleetModel(stale_after=600)
-    provider = _Machines("rack-a")
+    provider = ListedMachines("rack-a")
     platform = _ListingPlatform(active=5)
     disputed: list[tuple[str, str]] = []
 
@@ -435,7 +407,7 @@ async def test_the_openshift_gear_listing_stops_the_retire_of_a_lying_node(
         clock = ManualClock()
         journal = MemoryJournal()
         metrics = Metrics()
-        provider = _Machines("rack-a")
+        provider = ListedMachines("rack-a")
         disputed: list[str] = []
         executor = Executor(providers={"rack-a": GuardedProvider(provider, clock=clock)},
                             platform=platform, journal=journal, clock=clock, metrics=metrics,

@@ -20,7 +20,7 @@ import aiomqtt
 import pytest
 
 import fake_openshift
-from builders import policy_set, pool
+from builders import ListedMachines, policy_set, pool
 from gearshift.act.executor import Executor
 from gearshift.act.platform.base import NodeRef
 from gearshift.act.platform.commands import CommandTemplate, LocalRunner
@@ -353,30 +353,11 @@ async def test_a_drain_end_to_end_through_the_executor(tmp_path: Path) -> None:
     """deactivate -> moves in batches -> empty -> remove from district -> destroy."""
     fake = Fake(tmp_path, gears=8, fail_once=1)
     platform = fake.platform(gears_per_move=2)
-    destroyed: list[str] = []
-
-    class Machines(Provider):
-        async def create(self, request: CreateRequest) -> Machine:
-            raise NotImplementedError
-
-        async def list_owned(self) -> list[Machine]:
-            return []
-
-        async def destroy(self, machine_id: str) -> None:
-            destroyed.append(machine_id)
-
-        async def stop(self, machine_id: str) -> None:
-            raise AssertionError("nothing is stopped here")
-
-        async def start(self, machine_id: str) -> None:
-            raise AssertionError("nothing is started here")
-
-        async def quota(self) -> QuotaInfo:
-            return QuotaInfo(10, 3)
+    machines = ListedMachines("rack-a")
 
     clock = ManualClock()
     journal = MemoryJournal()
-    executor = Executor(providers={"rack-a": GuardedProvider(Machines("rack-a"), clock=clock)},
+    executor = Executor(providers={"rack-a": GuardedProvider(machines, clock=clock)},
                         platform=platform, journal=journal, clock=clock)
     policies = policy_set(pool())
 
@@ -409,7 +390,7 @@ async def test_a_drain_end_to_end_through_the_executor(tmp_path: Path) -> None:
     report = await executor.execute(Plan(clock.now(), (retire,), {}, state=None),  # type: ignore[arg-type]
                                     snapshot(), policies)
     assert [e.outcome for e in report.events] == ["ok"]
-    assert N1 not in fake.state["districts"][DISTRICT] and destroyed == ["m-n1"]
+    assert N1 not in fake.state["districts"][DISTRICT] and machines.destroyed == ["m-n1"]
     assert await journal.open_operations() == []
     await platform.close()
 

@@ -2,40 +2,12 @@
 
 from __future__ import annotations
 
+from builders import ListedMachines
 from gearshift.act.platform.null import NullPlatform
-from gearshift.act.providers.base import CreateRequest, Provider, QuotaInfo
 from gearshift.act.providers.guard import GuardedProvider
 from gearshift.act.witness import confirm_retire
 from gearshift.clock import ManualClock
 from gearshift.model import GearCounts, Machine, NodeFacts
-
-
-class _Listed(Provider):
-    """A provider that only lists (and counts how often it was asked)."""
-
-    def __init__(self, owned: list[Machine]) -> None:
-        super().__init__("rack-a")
-        self.owned = owned
-        self.listings = 0
-
-    async def create(self, request: CreateRequest) -> Machine:
-        raise AssertionError("not here")
-
-    async def list_owned(self) -> list[Machine]:
-        self.listings += 1
-        return list(self.owned)
-
-    async def destroy(self, machine_id: str) -> None:
-        raise AssertionError("not here")
-
-    async def stop(self, machine_id: str) -> None:
-        raise AssertionError("not here")
-
-    async def start(self, machine_id: str) -> None:
-        raise AssertionError("not here")
-
-    async def quota(self) -> QuotaInfo:
-        return QuotaInfo(max_nodes=100, used=len(self.owned))
 
 
 def _empty(identity: str) -> NodeFacts:
@@ -44,8 +16,9 @@ def _empty(identity: str) -> NodeFacts:
 
 
 async def test_one_listing_serves_a_batch_and_a_renamed_machine_is_still_refused() -> None:
-    provider = _Listed([Machine("rack-a", f"m-n{i}", f"n{i}") for i in range(3)]
-                       + [Machine("rack-a", "m-x", "someone-else")])
+    provider = ListedMachines("rack-a", owned=[Machine("rack-a", f"m-n{i}", f"n{i}")
+                                               for i in range(3)]
+                              + [Machine("rack-a", "m-x", "someone-else")])
     guarded = GuardedProvider(provider, clock=ManualClock())
     listed: dict[str, list[Machine]] = {}
     for i in range(3):
