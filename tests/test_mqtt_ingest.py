@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 
 import aiomqtt
+import pytest
 
 from gearshift.clock import SystemClock
 from gearshift.metrics import Metrics
@@ -102,3 +103,41 @@ async def test_broker_loss_marks_the_source_down_and_it_reconnects(
         await asyncio.wait_for(task, 5)
         process.terminate()
         process.wait(5)
+
+
+async def test_a_dispatching_client_hands_over_every_message_in_order_and_sees_the_loss(
+        tmp_path) -> None:
+    """The fact source's client queues nothing: each message reaches the handler as it is
+    read, in the broker's order, and ``client.messages`` still ends when the link drops."""
+    from gearshift.sim.broker import start_mosquitto
+    from gearshift.wire.mqtt import client_for
+
+    process, port = start_mosquitto(tmp_path)
+    settings = MqttSettings(host="127.0.0.1", port=port)
+    got: list[tuple[str, bytes]] = []
+    ended = False
+    try:
+        async with client_for(settings, on_message=lambda m: got.append(
+                (m.topic.value, bytes(m.payload)))) as client:
+            await client.subscribe("t/#", qos=1)
+            async with aiomqtt.Client("127.0.0.1", port) as publisher:
+                for i in range(300):
+                    await publisher.publish(f"t/{i % 7}", str(i).encode(), qos=1)
+            await wait_until(lambda: len(got) == 300)
+            assert [int(p) for _, p in got] == list(range(300))
+            assert [t for t, _ in got[:8]] == [f"t/{i % 7}" for i in range(8)]
+            assert len(client.messages) == 0  # nothing waits in aiomqtt's queue
+            process.terminate()
+            process.wait(5)
+            with pytest.raises(aiomqtt.MqttError):
+                async with asyncio.timeout(10):
+                    async for _ in client.messages:
+                        pass
+            ended = True
+    except aiomqtt.MqttError:
+        assert ended  # only leaving the client after the broker went away may fail
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(5)
+    assert ended

@@ -16,6 +16,9 @@ it queues for one client: mosquitto's ``max_queued_messages`` (1000 by default) 
 retained facts of a larger fleet during the replay on (re)subscribe — measured at 10 000
 nodes: 1 020 arrive at QoS 1, 9 474 to 10 000 at QoS 0 — so a broker serving a large fleet
 needs ``max_queued_messages 0`` (or well above the fleet size); see the README.
+Each message is taken as it is read off the socket (``wire.mqtt.dispatching_queue``),
+not through aiomqtt's message iterator, whose task and wait per message cost more than
+the source's own parse, validate and store (measured in bench/ingest.py).
 To know when the retained replay is over, the source publishes a marker to a topic of its
 own right after subscribing; when the marker comes back, everything before it has arrived.
 It trusts the fleet no sooner than ``catch_up_min`` after subscribing all the same, so
@@ -101,6 +104,7 @@ class MqttFactSource:
         self.lost_at: float | None = None  # when the broker was last lost
         self._recovering = False
         self._marker: str | None = None
+        self._marker_seen = asyncio.Event()  # (a new one for each connection)
         self._set_up(False)
 
     def _set_up(self, up: bool) -> None:
@@ -148,6 +152,19 @@ class MqttFactSource:
         if full is not None:
             raise BadMessage("fleet_full", full)
         return facts
+
+    def _take(self, message: aiomqtt.Message) -> None:
+        """One message from the broker, as it is read (``dispatching_queue``)."""
+        topic = message.topic.value
+        if topic == self._marker:
+            self._marker_seen.set()
+            return
+        payload = message.payload
+        if isinstance(payload, str):
+            payload = payload.encode()
+        elif not isinstance(payload, bytes | bytearray):
+            payload = b"" if payload is None else str(payload).encode()
+        self.handle(topic, bytes(payload), retained=bool(message.retain))
 
     def handle(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
         """Take one message; never raises. ``retained``: a replay on subscribing."""
@@ -222,7 +239,8 @@ class MqttFactSource:
         """Stay connected until ``stop``; reconnect with jittered back-off."""
         while not stop.is_set():
             try:
-                async with client_for(self.settings) as client:
+                self._marker_seen = asyncio.Event()
+                async with client_for(self.settings, on_message=self._take) as client:
                     self.client = client
                     await self._subscribe(client)
                     self.connects += 1
@@ -296,23 +314,15 @@ class MqttFactSource:
             self.metrics.fact_source_waiting.set(self.fleet.waiting_for)
 
     async def _consume(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
-        """Hand every message to ``handle`` until ``stop`` or the connection drops."""
+        """Follow the connection until ``stop`` or it drops; messages go to ``_take`` as
+        they are read, none waits in a queue."""
         loop = asyncio.get_running_loop()
         subscribed = loop.time()
-        marker_seen = asyncio.Event()
+        marker_seen = self._marker_seen
 
         async def pump() -> None:
-            async for message in client.messages:
-                topic = message.topic.value
-                if topic == self._marker:
-                    marker_seen.set()
-                    continue
-                payload = message.payload
-                if isinstance(payload, str):
-                    payload = payload.encode()
-                elif not isinstance(payload, bytes | bytearray):
-                    payload = b"" if payload is None else str(payload).encode()
-                self.handle(topic, bytes(payload), retained=bool(message.retain))
+            async for _ in client.messages:  # nothing is queued: ends when the link drops
+                pass
 
         async def watch() -> None:
             """Catch up (marker back, and at least ``catch_up_min`` after subscribing, so

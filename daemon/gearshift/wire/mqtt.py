@@ -7,10 +7,12 @@ broker, so the factory, the back-off and the SUBACK check live here, below all o
 
 from __future__ import annotations
 
+import asyncio
 import random
 import ssl
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
@@ -41,9 +43,32 @@ class RateLimitedLog:
             self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
 
 
+MessageHandler = Callable[[aiomqtt.Message], None]
+
+
+def dispatching_queue(handler: MessageHandler) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """A queue type for aiomqtt's ``queue_type`` that queues nothing: each message goes to
+    ``handler`` the moment it is read, on the event loop, in the broker's order.
+
+    aiomqtt's message iterator makes a task and an ``asyncio.wait`` per message to wait
+    for it (more than a fact source's whole parse, validate and store); a consumer that
+    only ever hands messages to one synchronous function need not wait for them.
+    ``client.messages`` then yields nothing and still ends with ``MqttError`` when the
+    connection drops. ``handler`` must not raise: paho re-raises it out of its socket read.
+    """
+
+    class Dispatch(asyncio.Queue[aiomqtt.Message]):
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            handler(item)
+
+    return Dispatch
+
+
 def client_for(settings: MqttSettings, *, identifier: str | None = None,
-               will: aiomqtt.Will | None = None) -> aiomqtt.Client:
-    """An aiomqtt client configured from settings (auth, TLS, protocol).
+               will: aiomqtt.Will | None = None,
+               on_message: MessageHandler | None = None) -> aiomqtt.Client:
+    """An aiomqtt client configured from settings (auth, TLS, protocol); with
+    ``on_message``, messages go to it as they arrive (``dispatching_queue``).
 
     With MQTT 5 the client tells the broker the largest packet it accepts (16 times
     ``max_payload``, at least 1 MiB): a broker drops anything bigger instead of making us
@@ -72,7 +97,8 @@ def client_for(settings: MqttSettings, *, identifier: str | None = None,
         protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
         will=will, keepalive=settings.keepalive, tls_context=tls_context,
         tls_insecure=settings.tls.insecure if settings.tls is not None else None,
-        properties=properties, timeout=settings.timeout)
+        properties=properties, timeout=settings.timeout,
+        queue_type=dispatching_queue(on_message) if on_message is not None else None)
 
 
 def check_granted(granted: Any, topic: str) -> None:
