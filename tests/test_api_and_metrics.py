@@ -245,3 +245,19 @@ async def test_a_pause_the_journal_cannot_record_is_refused_and_changes_nothing(
     assert refused.status == 503
     assert "pause_pool failed: the journal is closed" in (await refused.json())["error"]
     assert not rig.reconciler.paused
+
+
+async def test_a_failing_refresh_does_not_take_the_scrape_down(client: TestClient) -> None:
+    """The pool and fleet gauges are set on scrape; a bug there is logged, and the rest of
+    the exposition (counters, timings, the gauges as last set) still goes out."""
+    metrics = client.rig.metrics  # type: ignore[attr-defined]
+
+    def broken() -> None:
+        raise RuntimeError("a bug")
+
+    metrics.on_scrape.insert(0, broken)
+    response = await client.get("/metrics")
+    assert response.status == 200
+    text = (await response.read()).decode()
+    assert "gearshift_reconciles_total" in text
+    assert 'gearshift_pool_nodes{pool="small",state="booting"} 1.0' in text  # refreshed after

@@ -135,7 +135,8 @@ async def test_one_snapshot_and_one_plan_on_the_way_to_the_create_call(
         monkeypatch: Any) -> None:
     """Nothing in flight: the snapshot that operations were pushed forward on is the one
     planned and acted on, planned once before the create; the plan that shows the fleet
-    after the actions (status) comes once the create was called."""
+    after the actions (status, metrics) is made when first looked at: the first scrape,
+    once, whoever reads it after."""
     clock = ManualClock()
     rig = Rig(policy_set(pool()), demand=110, clock=clock)  # 2 seed nodes at 0.92: +1 node
     await rig.seed()
@@ -160,11 +161,17 @@ async def test_one_snapshot_and_one_plan_on_the_way_to_the_create_call(
     monkeypatch.setattr(rig.executor, "execute", execute)
     made = await rig.reconciler.reconcile_once()
     assert [a.kind for a in made.actions] == ["scale_out"]
-    assert [kind for kind, _ in events] == ["progress", "plan", "execute", "plan"]
+    assert [kind for kind, _ in events] == ["progress", "plan", "execute"]
     first = events[0][1]
     assert events[1][1] == first and events[2][1] == first  # one snapshot to the create
+    scraped = rig.metrics.exposition().decode()
+    assert 'gearshift_pool_nodes{pool="small",state="booting"} 1.0' in scraped
+    assert 'gearshift_provider_nodes{provider="rack-a",state="active"} 2.0' in scraped
+    assert [kind for kind, _ in events] == ["progress", "plan", "execute", "plan"]
     assert events[3][1] != first  # the fleet after it: a node now booting
     assert rig.reconciler.last_pools["small"].booting == 1
+    rig.metrics.exposition()
+    assert len(events) == 4  # made once
 
 
 async def test_nodes_register_when_their_facts_arrive_and_time_to_ready_is_measured() -> None:

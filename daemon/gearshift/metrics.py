@@ -6,19 +6,43 @@ daemons as they like. Names are prefixed ``gearshift_`` and pass ``promtool chec
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple
 
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from gearshift.model import FleetSnapshot
 from gearshift.plan import PoolEvaluation
 
+log = structlog.get_logger(component="gearshift.metrics")
+
 NODE_STATES = ("active", "booting", "draining", "unknown")
+
+
+class _PoolGauges(NamedTuple):
+    """One pool's labelled children of the per-pool gauges."""
+
+    nodes: tuple[Gauge, ...]  # by NODE_STATES
+    density: Gauge
+    desired: Gauge
+    degraded: Gauge
+    paused: Gauge
+    forecast_gears: Gauge
+    forecast_extra: Gauge
+    limits: tuple[Gauge, Gauge]  # min, max
+    band: tuple[Gauge, ...]  # scale_up_above, target, scale_down_below
+    overdue: Gauge
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._pools: dict[str, _PoolGauges] = {}
+        self._provider_children: dict[tuple[str, str], Gauge] = {}
+        # Set gauges from state kept elsewhere, right before each scrape (the reconciler's
+        # last pools and fleet).
+        self.on_scrape: list[Callable[[], None]] = []
         r = self.registry
         self.pool_nodes = Gauge("gearshift_pool_nodes", "Nodes in a pool by state.",
                                 ["pool", "state"], registry=r)
@@ -184,52 +208,85 @@ class Metrics:
             "Plans computed to answer /v1/plan (the others were answered from a recent one).",
             registry=r)
 
+    def _pool(self, name: str) -> _PoolGauges:
+        """The pool's labelled gauges, looked up once (``labels()`` takes a lock and
+        checks its arguments: 16 of them per pool per reconcile, at 100 pools, cost as
+        much as the plan)."""
+        gauges = self._pools.get(name)
+        if gauges is None:
+            gauges = self._pools[name] = _PoolGauges(
+                nodes=tuple(self.pool_nodes.labels(name, s) for s in NODE_STATES),
+                density=self.pool_active_density.labels(name),
+                desired=self.pool_desired_nodes.labels(name),
+                degraded=self.pool_degraded.labels(name),
+                paused=self.pool_paused.labels(name),
+                forecast_gears=self.forecast_gears.labels(name),
+                forecast_extra=self.forecast_extra_nodes.labels(name),
+                limits=(self.pool_size_limits.labels(name, "min"),
+                        self.pool_size_limits.labels(name, "max")),
+                band=tuple(self.pool_density_band.labels(name, t)
+                           for t in ("scale_up_above", "target", "scale_down_below")),
+                overdue=self.drains_overdue.labels(name))
+        return gauges
+
     def record_pools(self, pools: Mapping[str, PoolEvaluation], *,
                      limits: dict[str, tuple[int, int]],
                      bands: dict[str, tuple[float, float, float]]) -> None:
         for name, evaluation in pools.items():
-            self._record_pool(evaluation)
-            low, high = limits.get(name, (0, 0))
-            self.pool_size_limits.labels(name, "min").set(low)
-            self.pool_size_limits.labels(name, "max").set(high)
-            up, target, down = bands.get(name, (0.0, 0.0, 0.0))
-            self.pool_density_band.labels(name, "scale_up_above").set(up)
-            self.pool_density_band.labels(name, "target").set(target)
-            self.pool_density_band.labels(name, "scale_down_below").set(down)
+            gauges = self._pool(name)
+            self._record_pool(evaluation, gauges)
+            for gauge, value in zip(gauges.limits, limits.get(name, (0, 0)), strict=True):
+                gauge.set(value)
+            for gauge, threshold in zip(gauges.band, bands.get(name, (0.0, 0.0, 0.0)),
+                                        strict=True):
+                gauge.set(threshold)
 
-    def _record_pool(self, e: PoolEvaluation) -> None:
-        for state, count in zip(NODE_STATES, (e.active, e.booting, e.draining, e.unknown),
+    @staticmethod
+    def _record_pool(e: PoolEvaluation, gauges: _PoolGauges) -> None:
+        for gauge, count in zip(gauges.nodes, (e.active, e.booting, e.draining, e.unknown),
                                 strict=True):
-            self.pool_nodes.labels(e.pool, state).set(count)
+            gauge.set(count)
         density = e.active_density
-        self.pool_active_density.labels(e.pool).set(float("nan") if density is None else density)
-        self.pool_desired_nodes.labels(e.pool).set(e.desired_nodes)
-        self.pool_degraded.labels(e.pool).set(1 if e.degraded else 0)
-        self.pool_paused.labels(e.pool).set(1 if e.paused else 0)
-        self.forecast_gears.labels(e.pool).set(
-            float("nan") if e.forecast_gears is None else e.forecast_gears)
-        self.forecast_extra_nodes.labels(e.pool).set(e.forecast_extra_nodes)
+        gauges.density.set(float("nan") if density is None else density)
+        gauges.desired.set(e.desired_nodes)
+        gauges.degraded.set(1 if e.degraded else 0)
+        gauges.paused.set(1 if e.paused else 0)
+        gauges.forecast_gears.set(float("nan") if e.forecast_gears is None
+                                  else e.forecast_gears)
+        gauges.forecast_extra.set(e.forecast_extra_nodes)
 
     def record_fleet(self, snapshot: FleetSnapshot, *, pools: Iterable[str],
                      providers: Iterable[str]) -> None:
         """Per-provider node counts and overdue drains, from one snapshot."""
         counts: dict[tuple[str, str], int] = {
             (provider, state): 0 for provider in (*providers, "unmanaged") for state in NODE_STATES}
+        counts_get = counts.get
         for node in snapshot.nodes:
-            provider = node.machine.provider if node.machine is not None else "unmanaged"
-            key = (provider, node.state.value)
-            counts[key] = counts.get(key, 0) + 1
+            machine = node.machine
+            # (``_value_``: a plain attribute; ``.value`` is a descriptor several times dearer)
+            key = (machine.provider if machine is not None else "unmanaged", node.state._value_)
+            counts[key] = counts_get(key, 0) + 1
         for pending in snapshot.pending:
             key = (pending.provider, "booting")
-            counts[key] = counts.get(key, 0) + 1
-        for (provider, state), count in counts.items():
-            self.provider_nodes.labels(provider, state).set(count)
+            counts[key] = counts_get(key, 0) + 1
+        children = self._provider_children
+        for key, count in counts.items():
+            child = children.get(key)
+            if child is None:
+                child = children[key] = self.provider_nodes.labels(*key)
+            child.set(count)
         overdue = dict.fromkeys(pools, 0)
         for drain in snapshot.drains:
             if snapshot.taken_at >= drain.deadline:
                 overdue[drain.pool] = overdue.get(drain.pool, 0) + 1
         for pool, count in overdue.items():
-            self.drains_overdue.labels(pool).set(count)
+            self._pool(pool).overdue.set(count)
 
     def exposition(self) -> bytes:
+        """The text a scrape gets, the ``on_scrape`` gauges brought up to date first."""
+        for refresh in self.on_scrape:
+            try:
+                refresh()
+            except Exception:  # a bug there must not take the other metrics down
+                log.exception("refreshing metrics for a scrape failed")
         return generate_latest(self.registry)

@@ -9,7 +9,9 @@ a policy reload) and runs one ``reconcile_once``:
 4. when a provider answered "no quota" or "no capacity", re-plan at once (up to
    ``spill_rounds`` times) so the remaining nodes go to the next placement in this
    reconcile, not the next one;
-5. export metrics.
+5. export metrics: counters and timings at once, the pools and the fleet as of the last
+   reconcile when ``/metrics`` is scraped (at 10k nodes and 100 pools recording them cost
+   as much as the plan; a fact-driven daemon reconciles far more often than it is scraped).
 
 A failing reconcile is logged and counted; the loop goes on.
 
@@ -49,6 +51,7 @@ from gearshift.observe.fleet import FleetModel
 from gearshift.observe.requests import RequestBook
 from gearshift.plan import Plan, PlannerState, PoolEvaluation
 from gearshift.policy.holder import PolicyHolder
+from gearshift.policy.schema import PolicySet
 from gearshift.records import (
     Journal,
     Operation,
@@ -137,6 +140,9 @@ class Reconciler:
         self.clock = clock
         self.interval = interval
         self.metrics = metrics
+        self._recorded: tuple[PolicySet, FleetSnapshot] | None = None  # for the next scrape
+        if metrics is not None:
+            metrics.on_scrape.append(self._record_metrics)
         self.requests = requests or RequestBook()
         self.signals = signals
         self.spill_rounds = spill_rounds
@@ -175,6 +181,19 @@ class Reconciler:
     @last_pools.setter
     def last_pools(self, pools: Mapping[str, PoolEvaluation]) -> None:
         self._last_pools, self._pools_after = pools, None
+
+    def _record_metrics(self) -> None:
+        """The pools and the fleet as of the last reconcile, into the gauges (on scrape)."""
+        if self._recorded is None or self.metrics is None:
+            return
+        policies, snapshot = self._recorded
+        self.metrics.record_pools(
+            self.last_pools,
+            limits={p.name: (p.size.min, p.size.max) for p in policies.pools},
+            bands={p.name: (p.density.scale_up_above, p.density.target,
+                            p.density.scale_down_below) for p in policies.pools})
+        self.metrics.record_fleet(snapshot, pools=[p.name for p in policies.pools],
+                                  providers=list(self.providers))
 
     def wake(self, reason: str = "") -> None:
         """Run a reconcile as soon as possible."""
@@ -296,7 +315,7 @@ class Reconciler:
             # Status and metrics show the fleet after the actions (nodes now booting or
             # draining), not the reading that led to them: a second plan, once every
             # action is dispatched, so it never delays a create call; made when first
-            # read (metrics read it at once; ``simulate`` never does).
+            # read (by /v1/status or a scrape; ``simulate`` never reads it).
             snapshot = await self.snapshot()
             self._last_pools, self._pools_after = None, partial(
                 decide.plan, snapshot, policies, now=now,
@@ -309,13 +328,7 @@ class Reconciler:
         self.last_success = now
         self.reconciles += 1
         if self.metrics is not None:
-            self.metrics.record_pools(
-                self.last_pools,
-                limits={p.name: (p.size.min, p.size.max) for p in policies.pools},
-                bands={p.name: (p.density.scale_up_above, p.density.target,
-                                p.density.scale_down_below) for p in policies.pools})
-            self.metrics.record_fleet(snapshot, pools=[p.name for p in policies.pools],
-                                      providers=list(self.providers))
+            self._recorded = (policies, snapshot)
             self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
             self.metrics.reconciles.labels("ok").inc()
             self.metrics.last_success.set(now)
