@@ -141,3 +141,34 @@ async def test_a_dispatching_client_hands_over_every_message_in_order_and_sees_t
             process.terminate()
             process.wait(5)
     assert ended
+
+
+
+async def test_a_handler_that_raises_loses_one_message_not_the_connection(tmp_path) -> None:
+    """paho would re-raise a handler's exception without consuming the packet and hand it
+    over again on every read: the dispatching queue logs and drops it instead."""
+    from gearshift.sim.broker import start_mosquitto
+    from gearshift.wire.mqtt import client_for
+
+    process, port = start_mosquitto(tmp_path)
+    seen: list[bytes] = []
+
+    def handler(message: aiomqtt.Message) -> None:
+        seen.append(bytes(message.payload))  # type: ignore[arg-type]
+        if message.payload == b"poison":
+            raise RuntimeError("a bug")
+
+    try:
+        async with client_for(MqttSettings(host="127.0.0.1", port=port),
+                              on_message=handler) as client:
+            await client.subscribe("t/#", qos=1)
+            async with aiomqtt.Client("127.0.0.1", port) as publisher:
+                for payload in (b"1", b"poison", b"2", b"3"):
+                    await publisher.publish("t/x", payload, qos=1)
+            await wait_until(lambda: seen[-1:] == [b"3"])
+            assert seen == [b"1", b"poison", b"2", b"3"]
+            await client.publish("t/y", b"still connected", qos=1)
+            await wait_until(lambda: seen[-1:] == [b"still connected"])
+    finally:
+        process.terminate()
+        process.wait(5)

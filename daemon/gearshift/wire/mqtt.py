@@ -54,12 +54,21 @@ def dispatching_queue(handler: MessageHandler) -> type[asyncio.Queue[aiomqtt.Mes
     for it (more than a fact source's whole parse, validate and store); a consumer that
     only ever hands messages to one synchronous function need not wait for them.
     ``client.messages`` then yields nothing and still ends with ``MqttError`` when the
-    connection drops. ``handler`` must not raise: paho re-raises it out of its socket read.
+    connection drops. Nothing the handler raises reaches paho: paho would re-raise it out
+    of its socket read without consuming the packet, aiomqtt would mark the client lost but
+    leave the socket open, and every later read would hand the same packet over again (a
+    loop pinning the CPU, one more per reconnect for a retained poison message). It is
+    logged and the message dropped instead. A read hands over one message, or as many as
+    publishes of ours await acknowledgement (paho's ``loop_read``), each a loop step.
     """
 
     class Dispatch(asyncio.Queue[aiomqtt.Message]):
         def put_nowait(self, item: aiomqtt.Message) -> None:
-            handler(item)
+            try:
+                handler(item)
+            except Exception:
+                log.exception("a received MQTT message could not be handled; dropped",
+                              topic=item.topic.value[:200])
 
     return Dispatch
 
