@@ -227,6 +227,10 @@ async def test_a_follower_shows_the_pools_the_leader_paused() -> None:
     api = ApiServer(rig.reconciler, rig.metrics, token=TOKEN, leader=lambda: False)
     assert api.status_body()["pools"]["small"]["paused"] is True
     assert rig.reconciler.last_pools["small"].paused
+    scraped = rig.metrics.exposition().decode()  # a follower's metrics are its own reading
+    assert 'gearshift_pool_paused{pool="small"} 1.0' in scraped
+    assert 'gearshift_pool_nodes{pool="small",state="active"} 2.0' in scraped
+    assert 'gearshift_provider_nodes{provider="rack-a",state="active"} 2.0' in scraped
 
 
 async def test_a_pause_the_journal_cannot_record_is_refused_and_changes_nothing(
@@ -261,3 +265,25 @@ async def test_a_failing_refresh_does_not_take_the_scrape_down(client: TestClien
     text = (await response.read()).decode()
     assert "gearshift_reconciles_total" in text
     assert 'gearshift_pool_nodes{pool="small",state="booting"} 1.0' in text  # refreshed after
+
+
+async def test_a_scrape_refreshes_the_gauges_only_when_something_changed(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anyone can scrape: scrapes between two reconciles set no gauge again."""
+    rig: Rig = client.rig  # type: ignore[attr-defined]
+    calls: list[int] = []
+    real = rig.metrics.record_fleet
+
+    def counted(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rig.metrics, "record_fleet", counted)
+    for _ in range(3):
+        assert (await client.get("/metrics")).status == 200
+    assert len(calls) == 1
+    await rig.clock.advance(60)
+    rig.publish()  # facts heard again: the next reconcile sees a new fleet
+    await rig.reconciler.reconcile_once()
+    await client.get("/metrics")
+    assert len(calls) == 2

@@ -174,6 +174,30 @@ async def test_one_snapshot_and_one_plan_on_the_way_to_the_create_call(
     assert len(events) == 4  # made once
 
 
+
+async def test_a_failing_status_plan_shows_the_pools_as_planned(monkeypatch: Any) -> None:
+    """The plan of the fleet after the actions is only for status: when it fails, status
+    and metrics show the acting plan's pools, and nothing retries it on every read."""
+    clock = ManualClock()
+    rig = Rig(policy_set(pool()), demand=110, clock=clock)
+    await rig.seed()
+    real_plan = decide.plan
+    plans: list[int] = []
+
+    def plan(*args: Any, **kwargs: Any) -> Plan:
+        plans.append(1)
+        if len(plans) > 1:
+            raise RuntimeError("a bug in the status plan")
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(decide, "plan", plan)
+    made = await rig.reconciler.reconcile_once()
+    assert [a.kind for a in made.actions] == ["scale_out"]
+    assert rig.reconciler.last_pools == made.pools  # (the one before the create)
+    assert 'gearshift_pool_nodes{pool="small",state="active"} 2.0' in \
+        rig.metrics.exposition().decode()
+    assert len(plans) == 2
+
 async def test_nodes_register_when_their_facts_arrive_and_time_to_ready_is_measured() -> None:
     clock = ManualClock()
     rig = Rig(policy_set(pool()), demand=110, clock=clock)

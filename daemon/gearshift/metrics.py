@@ -32,7 +32,6 @@ class _PoolGauges(NamedTuple):
     forecast_extra: Gauge
     limits: tuple[Gauge, Gauge]  # min, max
     band: tuple[Gauge, ...]  # scale_up_above, target, scale_down_below
-    overdue: Gauge
 
 
 class Metrics:
@@ -40,6 +39,7 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         self._pools: dict[str, _PoolGauges] = {}
         self._provider_children: dict[tuple[str, str], Gauge] = {}
+        self._overdue_children: dict[str, Gauge] = {}
         # Set gauges from state kept elsewhere, right before each scrape (the reconciler's
         # last pools and fleet).
         self.on_scrape: list[Callable[[], None]] = []
@@ -225,8 +225,7 @@ class Metrics:
                 limits=(self.pool_size_limits.labels(name, "min"),
                         self.pool_size_limits.labels(name, "max")),
                 band=tuple(self.pool_density_band.labels(name, t)
-                           for t in ("scale_up_above", "target", "scale_down_below")),
-                overdue=self.drains_overdue.labels(name))
+                           for t in ("scale_up_above", "target", "scale_down_below")))
         return gauges
 
     def record_pools(self, pools: Mapping[str, PoolEvaluation], *,
@@ -279,8 +278,12 @@ class Metrics:
         for drain in snapshot.drains:
             if snapshot.taken_at >= drain.deadline:
                 overdue[drain.pool] = overdue.get(drain.pool, 0) + 1
-        for pool, count in overdue.items():
-            self._pool(pool).overdue.set(count)
+        gauges = self._overdue_children
+        for pool, count in overdue.items():  # (a drain may name a pool no longer in policy)
+            gauge = gauges.get(pool)
+            if gauge is None:
+                gauge = gauges[pool] = self.drains_overdue.labels(pool)
+            gauge.set(count)
 
     def exposition(self) -> bytes:
         """The text a scrape gets, the ``on_scrape`` gauges brought up to date first."""

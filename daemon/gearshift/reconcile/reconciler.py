@@ -51,7 +51,6 @@ from gearshift.observe.fleet import FleetModel
 from gearshift.observe.requests import RequestBook
 from gearshift.plan import Plan, PlannerState, PoolEvaluation
 from gearshift.policy.holder import PolicyHolder
-from gearshift.policy.schema import PolicySet
 from gearshift.records import (
     Journal,
     Operation,
@@ -140,7 +139,8 @@ class Reconciler:
         self.clock = clock
         self.interval = interval
         self.metrics = metrics
-        self._recorded: tuple[PolicySet, FleetSnapshot] | None = None  # for the next scrape
+        # What the gauges were last set from (skip the refresh when a scrape sees the same).
+        self._exported: tuple[FleetSnapshot | None, Mapping[str, PoolEvaluation]] | None = None
         if metrics is not None:
             metrics.on_scrape.append(self._record_metrics)
         self.requests = requests or RequestBook()
@@ -151,6 +151,7 @@ class Reconciler:
         self.last_plan: Plan | None = None
         self._last_pools: Mapping[str, PoolEvaluation] | None = {}
         self._pools_after: Callable[[], Plan] | None = None  # makes them when first read
+        self._pools_before: Mapping[str, PoolEvaluation] = {}  # the acting plan's, if that fails
         self.last_snapshot: FleetSnapshot | None = None
         self._taken: FleetSnapshot | None = None  # the last snapshot taken (see ``snapshot``)
         self.last_success: float | None = None
@@ -175,7 +176,13 @@ class Reconciler:
         """Each pool's evaluation after the last reconcile's actions."""
         if self._last_pools is None:
             assert self._pools_after is not None
-            self._last_pools, self._pools_after = self._pools_after().pools, None
+            make, self._pools_after = self._pools_after, None
+            try:
+                self._last_pools = make().pools
+            except Exception:  # status is worth less than going on: show the plan before
+                log.exception("the plan of the fleet after the last actions failed; showing "
+                              "the pools as they were planned")
+                self._last_pools = self._pools_before
         return self._last_pools
 
     @last_pools.setter
@@ -183,17 +190,24 @@ class Reconciler:
         self._last_pools, self._pools_after = pools, None
 
     def _record_metrics(self) -> None:
-        """The pools and the fleet as of the last reconcile, into the gauges (on scrape)."""
-        if self._recorded is None or self.metrics is None:
+        """On scrape: the pools as last evaluated (by a reconcile, or a follower's
+        read-only plan) and the fleet as last seen, into the gauges; nothing when a scrape
+        finds both as the last one did."""
+        if self.metrics is None:
             return
-        policies, snapshot = self._recorded
+        snapshot, pools = self._taken, self.last_pools
+        if self._exported is not None and self._exported[0] is snapshot \
+                and self._exported[1] is pools:
+            return
+        policies = self.policies.current
+        if snapshot is not None:
+            self.metrics.record_fleet(snapshot, pools=[p.name for p in policies.pools],
+                                      providers=list(self.providers))
         self.metrics.record_pools(
-            self.last_pools,
-            limits={p.name: (p.size.min, p.size.max) for p in policies.pools},
+            pools, limits={p.name: (p.size.min, p.size.max) for p in policies.pools},
             bands={p.name: (p.density.scale_up_above, p.density.target,
                             p.density.scale_down_below) for p in policies.pools})
-        self.metrics.record_fleet(snapshot, pools=[p.name for p in policies.pools],
-                                  providers=list(self.providers))
+        self._exported = (snapshot, pools)
 
     def wake(self, reason: str = "") -> None:
         """Run a reconcile as soon as possible."""
@@ -317,6 +331,7 @@ class Reconciler:
             # action is dispatched, so it never delays a create call; made when first
             # read (by /v1/status or a scrape; ``simulate`` never reads it).
             snapshot = await self.snapshot()
+            self._pools_before = plan.pools
             self._last_pools, self._pools_after = None, partial(
                 decide.plan, snapshot, policies, now=now,
                 statuses=provider_statuses(self.providers), state=state,
@@ -328,7 +343,6 @@ class Reconciler:
         self.last_success = now
         self.reconciles += 1
         if self.metrics is not None:
-            self._recorded = (policies, snapshot)
             self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
             self.metrics.reconciles.labels("ok").inc()
             self.metrics.last_success.set(now)
