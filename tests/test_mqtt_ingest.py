@@ -154,7 +154,7 @@ async def test_a_handler_that_raises_loses_one_message_not_the_connection(tmp_pa
     seen: list[bytes] = []
 
     def handler(message: aiomqtt.Message) -> None:
-        seen.append(bytes(message.payload))  # type: ignore[arg-type]
+        seen.append(bytes(message.payload))
         if message.payload == b"poison":
             raise RuntimeError("a bug")
 
