@@ -39,7 +39,9 @@ def context(snap: FleetSnapshot, policies: PolicySet, *,
     reading = read_fleet(snap, policies.pools)
     ctx = PlanContext(snapshot=snap, providers=policies.providers, statuses={}, now=NOW,
                       nodes_by_id=snap.by_id, views=reading.views, usage=reading.usage,
-                      budget=DrainBudget(snap, snap.by_id, policies.providers), preemptions={})
+                      budget=DrainBudget(snap, snap.by_id, policies.providers,
+                                         sizes={n: v.size for n, v in reading.views.items()}),
+                      preemptions={})
     ctx.taken.update(taken)
     return ctx
 

@@ -393,6 +393,13 @@ def low_memory() -> PlannerState:
         ("scale_in.max_concurrent_drains", {}, {}, 2),
         ("pool disruption budget", {"disruption_budget": {"max_draining": 1}}, {}, 1),
         ("provider disruption budget", {}, {"disruption_budget": {"max_draining": 1}}, 1),
+        # A share of the pool's 10 nodes, rounded up, at least one.
+        ("30% of the pool", {"scale_in": {"max_concurrent_drains": "30%"}}, {}, 3),
+        ("25% of the pool, rounded up", {"scale_in": {"max_concurrent_drains": "25%"}}, {}, 3),
+        ("5% of the pool, at least one", {"scale_in": {"max_concurrent_drains": "5%"}}, {}, 1),
+        ("a pool disruption budget still caps a share",
+         {"scale_in": {"max_concurrent_drains": "30%"},
+          "disruption_budget": {"max_draining": 1}}, {}, 1),
     ],
 )
 def test_scale_in_respects_every_disruption_budget(case: str, policy: dict, rack: dict,

@@ -406,3 +406,25 @@ def test_validate_command_checks_kind_settings_without_any_sdk(tmp_path: Path) -
         f"{providers}:6:62: provider aws (kind ec2): settings.regoin: unknown key 'regoin' "
         f"(allowed here: {allowed(Ec2Settings)})",
     ]
+
+
+def test_a_drain_budget_is_a_number_of_nodes_or_a_share_of_the_pool() -> None:
+    from gearshift.policy.schema import PoolPolicy, ScaleIn
+    from gearshift.policy.share import ShareOfPool, nodes_of
+
+    assert ScaleIn.model_validate({"max_concurrent_drains": 3}).max_concurrent_drains == 3
+    share = ScaleIn.model_validate({"max_concurrent_drains": "10%"}).max_concurrent_drains
+    assert share == ShareOfPool(10.0)
+    # Rounded up, never below one node; a whole number of nodes stays what it is.
+    assert [nodes_of(share, pool_size=n) for n in (0, 1, 10, 11, 200)] == [1, 1, 1, 2, 20]
+    assert nodes_of(4, pool_size=200) == 4
+    dumped = ScaleIn.model_validate({"max_concurrent_drains": "12.5%"}).model_dump()
+    assert dumped["max_concurrent_drains"] == "12.5%"  # written back as it was read
+    for bad in (0, -1, True, 2.5, None, "0%", "101%", "10", "ten", "10 %", "%", "1e3%"):
+        with pytest.raises(ValueError, match=r"invalid (node count|share)"):
+            ScaleIn.model_validate({"max_concurrent_drains": bad})
+    schema = PoolPolicy.model_json_schema(by_alias=True)
+    forms = schema["$defs"]["ScaleIn"]["properties"]["max_concurrent_drains"]["anyOf"]
+    assert [form["type"] for form in forms] == ["integer", "string"]
+    assert re.compile(forms[1]["pattern"]).search("10%")
+    assert not re.compile(forms[1]["pattern"]).search("10")

@@ -3,7 +3,8 @@
 A drain takes a node out of service for as long as its gears take to move, whatever the
 reason (scale-in, preemption, burst-and-return), so every drain counts against two
 budgets: its pool's (``disruption_budget.max_draining``, by default the pool's
-``scale_in.max_concurrent_drains``) and its provider's (``disruption_budget.max_draining``
+``scale_in.max_concurrent_drains``, a number or a share of the pool's nodes) and its
+provider's (``disruption_budget.max_draining``
 on the provider; no limit by default). Drains already in flight count, and so does every
 drain planned earlier in the same evaluation, whichever pool planned it.
 """
@@ -15,14 +16,16 @@ from collections.abc import Mapping
 
 from gearshift.model import FleetSnapshot, Node
 from gearshift.policy.schema import PoolPolicy, ProvidersFile
+from gearshift.policy.share import nodes_of
 
 
 class DrainBudget:
     """Drains in flight and planned, per pool and per provider, against their budgets."""
 
     def __init__(self, snapshot: FleetSnapshot, nodes_by_id: Mapping[str, Node],
-                 providers: ProvidersFile) -> None:
+                 providers: ProvidersFile, *, sizes: Mapping[str, int]) -> None:
         self.providers = providers
+        self.sizes = sizes  # each pool's nodes, for a budget given as a share of them
         self.by_pool: Counter[str] = Counter(d.pool for d in snapshot.drains)
         self.by_provider: Counter[str] = Counter()
         for drain in snapshot.drains:
@@ -39,7 +42,8 @@ class DrainBudget:
     def pool_left(self, policy: PoolPolicy) -> int:
         limit = policy.disruption_budget.max_draining
         if limit is None:
-            limit = policy.scale_in.max_concurrent_drains
+            limit = nodes_of(policy.scale_in.max_concurrent_drains,
+                             pool_size=self.sizes.get(policy.name, 0))
         return max(0, limit - self.by_pool[policy.name])
 
     def provider_left(self, provider: str | None) -> int | None:

@@ -85,7 +85,8 @@ def plan(snapshot: FleetSnapshot, policies: PolicySet, *, now: float,
     ctx = PlanContext(
         snapshot=snapshot, providers=providers, statuses=statuses or {}, now=now,
         nodes_by_id=nodes_by_id, views=views, usage=fleet.usage,
-        budget=DrainBudget(snapshot, nodes_by_id, providers),
+        budget=DrainBudget(snapshot, nodes_by_id, providers,
+                           sizes={name: view.size for name, view in views.items()}),
         # A preemption is remembered while its drain runs (or was planned this instant).
         preemptions={i: p for i, p in state.preemptions.items() if i in draining or p.at >= now},
         cheapest_slots=policies.cheapest_slots)

@@ -22,6 +22,7 @@ from gearshift.durations import format_duration
 from gearshift.model import Drain, FleetSnapshot, Node, NodeCandidate
 from gearshift.plan import PoolMemory
 from gearshift.policy.schema import PoolPolicy
+from gearshift.policy.share import nodes_of
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ def choose_drains(view: PoolView, policy: PoolPolicy, ctx: PlanContext, *, want_
     """Scale-in victims, each with every node considered and why it was or was not taken.
     ``step``: the most to drain now (default ``step.max_down``)."""
     budget = min(policy.step.max_down if step is None else step,
-                 policy.scale_in.max_concurrent_drains - ongoing, size - floor)
+                 nodes_of(policy.scale_in.max_concurrent_drains, pool_size=size) - ongoing,
+                 size - floor)
     remaining = view.capacity_gears
     chosen: list[Node] = []
     considered: list[NodeCandidate] = []

@@ -24,6 +24,7 @@ from gearshift.model import NodeFacts
 from gearshift.policy.cron import parse_cron, parse_timezone
 from gearshift.policy.predictive import Predictive
 from gearshift.policy.pricing import cheapest_slot
+from gearshift.policy.share import NodeCount
 from gearshift.policy.simulation_spec import SimulationSpec
 from gearshift.policy.strict import Strict, max_not_below_min
 from gearshift.policy.warm import WarmPool
@@ -154,7 +155,9 @@ class ScaleIn(Strict):
     # slots), ties by the fewest gears to move; on one provider it is fewest_gears.
     strategy: ScaleInStrategy = "costliest_per_slot"
     drain_timeout: Duration = 1200.0
-    max_concurrent_drains: int = Field(2, ge=1)
+    # Nodes draining at once for scale-in (and the pool's disruption budget by default):
+    # a number, or a share of the pool's nodes ("10%": rounded up, at least one).
+    max_concurrent_drains: NodeCount = 2
     # What a drain past its deadline does: reactivate the node (safe), or retire it anyway
     # provided it holds no active gears (idle and stopped gears are then lost).
     on_drain_timeout: Literal["reactivate", "retire"] = "reactivate"
