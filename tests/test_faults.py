@@ -19,6 +19,7 @@ must stay far below what a retry storm produces.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,7 +46,10 @@ def _settled(world: World, journal: Path, *, min_nodes: int = 0, max_nodes: int 
     report = world.report()
     if not journal.exists():
         return False, report
-    view = read_sqlite_journal(journal)
+    try:
+        view = read_sqlite_journal(journal)
+    except sqlite3.OperationalError:  # the file is there, its tables not yet (a slow start)
+        return False, report
     ours = owned_world_nodes(report)
     ok = (not view.open_ops and report["unmet"].get("small", 0) == 0
           and set(ours) == set(view.machines)
