@@ -210,8 +210,7 @@ class Metrics:
 
     def _pool(self, name: str) -> _PoolGauges:
         """The pool's labelled gauges, looked up once (``labels()`` takes a lock and
-        checks its arguments: 16 of them per pool per reconcile, at 100 pools, cost as
-        much as the plan)."""
+        checks its arguments: 15 of them per pool on every refresh add up at 100 pools)."""
         gauges = self._pools.get(name)
         if gauges is None:
             gauges = self._pools[name] = _PoolGauges(
