@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import ClassVar, Literal
 
 from gearshift.forecast.result import Forecast
+from gearshift.frozen import fast_init
 
 
 class NodeState(StrEnum):
@@ -38,6 +39,7 @@ class PowerState(StrEnum):
     UNKNOWN = "unknown"  # the provider could not tell (a BMC did not answer)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class GearCounts:
     """Gears on one node by state; ``active`` = total - idle - stopped."""
@@ -51,6 +53,7 @@ class GearCounts:
     unknown: int = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class NodeFacts:
     """What one node says about itself (one facts message, typed)."""
@@ -91,6 +94,7 @@ class Machine:
     power: PowerState = field(default=PowerState.UNKNOWN, compare=False)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Node:
     """One node as the planner sees it."""
@@ -103,6 +107,7 @@ class Node:
     why_unknown: str | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PendingNode:
     """A node we asked for that has not published facts yet."""
@@ -119,6 +124,7 @@ class PendingNode:
 DrainCause = Literal["scale_in", "preemption", "burst_return", "consolidation", "warm"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DrainProgress:
     """A drain in flight: the node is deactivated and its gears are moving away."""
@@ -216,6 +222,7 @@ class _Indexed(Mapping[str, Node]):
         return len(self._index)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ProviderStatus:
     """What the executor knows about a provider right now (breakers, back-off, speed)."""
