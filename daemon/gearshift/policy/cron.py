@@ -139,3 +139,25 @@ def _latest_on_day(expr: CronExpr, zone: ZoneInfo, day: date, *, earliest: float
             if earliest <= fired <= now and (best is None or fired > best):
                 best = fired
     return best
+
+
+def first_fire_after(expr: CronExpr, zone: ZoneInfo, now: float, *,
+                     within: float) -> float | None:
+    """The earliest fire time in ``(now, now + within]`` (epoch seconds), or None: the
+    same fire times ``last_fire_at_or_before`` finds, looked for forwards."""
+    day = datetime.fromtimestamp(now, UTC).astimezone(zone).date() - timedelta(days=1)
+    last_day = datetime.fromtimestamp(now + within, UTC).astimezone(zone).date() + timedelta(days=1)
+    best: float | None = None
+    while day <= last_day:
+        if expr.matches_day(day):
+            for hour in sorted(expr.hours):
+                for minute in sorted(expr.minutes):
+                    fired = datetime(day.year, day.month, day.day, hour, minute,
+                                     tzinfo=zone).timestamp()
+                    if now < fired <= now + within and (best is None or fired < best):
+                        best = fired
+            if best is not None and best < datetime(
+                    day.year, day.month, day.day, tzinfo=zone).timestamp() - 7200:
+                return best  # later days only fire later (DST shifts are < 2h)
+        day += timedelta(days=1)
+    return best
