@@ -12,7 +12,12 @@ from datetime import UTC, datetime
 import pytest
 
 from gearshift.decide import schedules
-from gearshift.policy.cron import first_fire_after, last_fire_at_or_before, parse_cron
+from gearshift.policy.cron import (
+    first_fire_after,
+    last_fire_at_or_before,
+    parse_cron,
+    parse_timezone,
+)
 from gearshift.policy.schema import Schedule
 
 CRONS = ["0 8 * * 1-5", "30 2 * * *", "*/15 * * * *", "0 0 1 * *", "45 23 * * 0",
@@ -22,7 +27,7 @@ START = datetime(2026, 3, 1, tzinfo=UTC).timestamp()  # spans the spring DST cha
 
 
 def _uncached(schedule: Schedule, now: float) -> bool:
-    return last_fire_at_or_before(parse_cron(schedule.cron), schedules.parse_timezone(
+    return last_fire_at_or_before(parse_cron(schedule.cron), parse_timezone(
         schedule.timezone), now, lookback=schedule.duration) is not None
 
 
@@ -55,7 +60,7 @@ def test_an_answer_is_kept_until_it_can_change() -> None:
 
 
 def test_first_fire_after_is_the_next_fire_across_dst() -> None:
-    berlin = schedules.parse_timezone("Europe/Berlin")
+    berlin = parse_timezone("Europe/Berlin")
     expr = parse_cron("30 2 * * *")  # 02:30 does not exist on 2026-03-29 in Berlin
     before = datetime(2026, 3, 28, 12, 0, tzinfo=UTC).timestamp()
     fired = first_fire_after(expr, berlin, before, within=86400 * 3)
