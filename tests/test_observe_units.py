@@ -357,6 +357,18 @@ def test_a_silent_node_shows_its_silence_to_the_second() -> None:
     assert fleet.snapshot(1_032.6).nodes[0].why_unknown == "silent for 33s"
 
 
+def test_a_dispute_ends_in_the_snapshot_at_its_end() -> None:
+    """A dispute held until T no longer holds at T, in a snapshot rebuilt in part too
+    (hypothesis found the cached record reused at exactly T: "disputed" where a whole
+    rebuild said active)."""
+    fleet = FleetModel(stale_after=30)
+    for name in ("n0", "n1"):
+        fleet.ingest(facts(name, ts=1_000, seq=1), received_at=1_000)
+    fleet.dispute("n1", "not in its district", until=1_001)
+    assert fleet.snapshot(1_000).nodes[1].state is NodeState.UNKNOWN
+    assert fleet.snapshot(1_001).nodes[1].state is NodeState.ACTIVE
+
+
 def _whole(fleet: FleetModel, now: float, machines: dict[str, Machine],
            draining: frozenset[str], parked: frozenset[str]) -> tuple[object, ...]:
     """The nodes a snapshot built from scratch shows, no Node reused (the model's cache

@@ -168,8 +168,8 @@ def _node(identity: str, entry: Entry, now: float, machines: Mapping[str, Machin
         shown = round(now - entry.last_seen)
         expires = math.nextafter(entry.last_seen + shown + 0.5, -math.inf)
     held = disputed.get(identity)
-    if held is not None:
-        expires = min(expires, held[0])
+    if held is not None:  # a dispute holds while ``until > now``: its record, just before
+        expires = min(expires, math.nextafter(held[0], -math.inf))
     # Reuse the Node built last time when nothing it says has changed.
     if (node is None or node.state is not state or node.why_unknown != why
             or (node.machine is not machine and node.machine != machine)
