@@ -277,19 +277,38 @@ class GuardedProvider:
             spent = self.clock.now() - began
             return spent + getattr(state, "upcoming_sleep", 0.0) > self.settings.retry_deadline
 
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(TransientError),
-            stop=give_up,
-            # exponential from retry_initial up to retry_max, plus up to retry_initial of jitter
-            wait=(wait_exponential(multiplier=self.settings.retry_initial,
-                                   max=self.settings.retry_max)
-                  + wait_random(0, self.settings.retry_initial)),
-            sleep=self.clock.sleep,
-            before_sleep=lambda state: self._retrying(op, state),
-            reraise=True,
-        )
+        async def again(first: TransientError) -> T:
+            """The retries after a first attempt that failed with ``first``: tenacity's
+            loop, its attempt 1 being that one (raised again, not made again)."""
+            replay: TransientError | None = first
+
+            async def next_attempt() -> T:
+                nonlocal replay
+                if replay is not None:
+                    failed, replay = replay, None
+                    raise failed
+                return await attempt()
+
+            retrying = AsyncRetrying(
+                retry=retry_if_exception_type(TransientError),
+                stop=give_up,
+                # exponential from retry_initial up to retry_max, plus up to retry_initial of jitter
+                wait=(wait_exponential(multiplier=self.settings.retry_initial,
+                                       max=self.settings.retry_max)
+                      + wait_random(0, self.settings.retry_initial)),
+                sleep=self.clock.sleep,
+                before_sleep=lambda state: self._retrying(op, state),
+                reraise=True,
+            )
+            return await retrying(next_attempt)
+
         try:
-            result: T = await retrying(attempt)
+            # The first attempt outside tenacity: most calls succeed at once, and its loop
+            # cost more than a simulated provider's answer (a sweep lists every provider).
+            try:
+                result: T = await attempt()
+            except TransientError as first:
+                result = await again(first)
         except NotFound:
             self._reached()
             raise
