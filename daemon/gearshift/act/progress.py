@@ -74,16 +74,21 @@ class Progress:
 
     def record_operations(self, ops: Sequence[Operation], now: float) -> None:
         """Export the operations in flight: by kind and phase, and the oldest by kind."""
-        self.in_flight = {kind: {"count": sum(1 for o in ops if o.kind == kind),
+        by_kind: dict[str, list[Operation]] = {kind: [] for kind in PHASES}
+        for op in ops:  # (one pass: this runs on every reconcile)
+            of_kind = by_kind.get(op.kind)
+            if of_kind is not None:
+                of_kind.append(op)
+        self.in_flight = {kind: {"count": len(of_kind),
                                  "oldest_age_seconds": round(max(
-                                     (now - o.started_at for o in ops if o.kind == kind),
-                                     default=0.0), 1),
-                                 "phases": dict(Counter(o.phase for o in ops if o.kind == kind))}
-                          for kind in PHASES}
+                                     (now - o.started_at for o in of_kind), default=0.0), 1),
+                                 "phases": dict(Counter(o.phase for o in of_kind))
+                                 if of_kind else {}}
+                          for kind, of_kind in by_kind.items()}
         if self.metrics is None:
             return
         for kind, phases in PHASES.items():
-            of_kind = [o for o in ops if o.kind == kind]
+            of_kind = by_kind[kind]
             self.metrics.operations_in_flight.labels(kind).set(len(of_kind))
             self.metrics.oldest_operation_age_by_kind.labels(kind).set(
                 max((now - o.started_at for o in of_kind), default=0.0))
