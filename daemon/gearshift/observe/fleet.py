@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 
+from gearshift.forecast.result import Forecast
 from gearshift.model import (
     CapacityRequest,
     DrainProgress,
@@ -313,7 +314,8 @@ class FleetModel:
                  pending: Iterable[PendingNode] = (), drains: Iterable[DrainProgress] = (),
                  requests: Iterable[CapacityRequest] = (),
                  signals: Iterable[Signal] = (),
-                 parked: Iterable[ParkedMachine] = ()) -> FleetSnapshot:
+                 parked: Iterable[ParkedMachine] = (),
+                 forecasts: Iterable[Forecast] = ()) -> FleetSnapshot:
         """An immutable view at ``now``, joined with what the journal knows."""
         machines = machines or {}
         drains = tuple(drains)
@@ -329,4 +331,4 @@ class FleetModel:
         return FleetSnapshot(taken_at=now, nodes=nodes, pending=still_pending,
                              drains=drains, requests=tuple(requests), signals=tuple(signals),
                              facts_fresh=self.source_up, parked=parked,
-                             index=self._built.index_of(nodes))
+                             forecasts=tuple(forecasts), index=self._built.index_of(nodes))

@@ -249,9 +249,8 @@ class Reconciler:
         taken = self.fleet.snapshot(
             now, machines=await self.journal.machines(), pending=pending_nodes(ops),
             drains=drains_in_flight(ops), requests=self.requests.active(now),
-            signals=self.signals() if self.signals else (), parked=parked_machines(ops))
-        if self.forecasts:
-            taken = replace(taken, forecasts=self.forecasts())  # keeps the index
+            signals=self.signals() if self.signals else (), parked=parked_machines(ops),
+            forecasts=self.forecasts() if self.forecasts else ())
         last = self._taken
         if last is not None and _same_snapshot(last, taken):
             return last
