@@ -361,9 +361,10 @@ class Recovery:
                     result.actions["orphan_waiting"] += 1
                     continue
                 await self._retire_orphan(machine, result, now - born)
-        live = {(p, m.machine_id) for p, ms in listings.items() for m in ms}
-        await self.journal.forget_seen([ident for ident in seen if ident in known or (
-            ident[0] in listings and ident not in live)])
+        if seen:  # (usually empty: no set of every listed machine to build then)
+            live = {(p, m.machine_id) for p, ms in listings.items() for m in ms}
+            await self.journal.forget_seen([ident for ident in seen if ident in known or (
+                ident[0] in listings and ident not in live)])
 
     async def _retire_orphan(self, machine: Machine, result: RecoveryResult, age: float) -> None:
         now = self.clock.now()
