@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from gearshift import model
+from gearshift import model, plan
 from gearshift.frozen import fast_init
 
-FAST = [c for c in vars(model).values()
-        if isinstance(c, type) and hasattr(vars(c).get("__init__"), "__wrapped_dataclass_init__")]
+FAST = [c for module in (model, plan) for c in vars(module).values()
+        if isinstance(c, type) and c.__module__ == module.__name__
+        and hasattr(vars(c).get("__init__"), "__wrapped_dataclass_init__")]
 
 
 def _slots(obj: object) -> dict[str, Any]:
@@ -25,7 +26,8 @@ def _value(rng: random.Random) -> object:
 
 def test_the_hot_records_use_it() -> None:
     assert {c.__name__ for c in FAST} >= {"Node", "NodeFacts", "GearCounts", "PendingNode",
-                                          "DrainProgress", "ProviderStatus"}
+                                          "DrainProgress", "ProviderStatus", "PoolEvaluation",
+                                          "PoolMemory"}
 
 
 @pytest.mark.parametrize("cls", FAST, ids=lambda c: c.__name__)

@@ -14,9 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gearshift.frozen import fast_init
 from gearshift.model import Action
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PoolEvaluation:
     """The planner's reading of one pool, for status, metrics and explanations."""
@@ -42,6 +44,7 @@ class PoolEvaluation:
     demand_gears: int = 0  # active + draining + requested gears: the demand history's figure
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PoolMemory:
     """What the planner remembers about a pool between evaluations."""
