@@ -12,8 +12,8 @@ field with the generated ``__init__``'s), in about 60 % of the time. Only ``__in
 changes: the class stays frozen (assigning afterwards still raises), hashable and
 comparable as before.
 
-It takes what dataclasses would have to handle otherwise as a refusal: a class that is not
-a frozen, slotted dataclass, or has ``__post_init__``, keyword-only or non-init fields.
+It refuses (TypeError) the classes it would get wrong: one that is not a frozen, slotted
+dataclass, or has ``__post_init__``, keyword-only or non-init fields.
 """
 
 from __future__ import annotations
