@@ -15,6 +15,7 @@ the parser the daemon uses for HTTP and MQTT alike.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from gearshift.sim.world import SimWorld
@@ -31,6 +32,9 @@ class SimBrokerHook:
         self.ttl = ttl
         self._sent: dict[str, tuple[int, float]] = {}  # pool -> (gears, when)
         self.reports = 0
+        # What the last look saw (the world's pools only ever grow): while the unplaced
+        # counts and the number of pools are the same and no renewal is due, nothing is.
+        self._looked: tuple[dict[str, int], int, float] | None = None
 
     def next_due(self) -> float | None:
         """When the next renewal falls due (a report must not expire while it holds)."""
@@ -38,6 +42,10 @@ class SimBrokerHook:
 
     def due(self, now: float) -> list[dict[str, Any]]:
         """The report bodies to send at ``now`` (empty: nothing changed)."""
+        looked = self._looked
+        if (looked is not None and now < looked[2] and looked[1] == len(self.world.demand)
+                and looked[0] == self.world.unmet):
+            return []  # (the simulator asks at every step)
         out: list[dict[str, Any]] = []
         for pool in sorted(set(self.world.demand) | set(self.world.unmet) | set(self._sent)):
             gears = self.world.unmet.get(pool, 0)
@@ -48,4 +56,7 @@ class SimBrokerHook:
                         "reason": f'{gears} gears refused: "No nodes available"'})
             self._sent[pool] = (gears, now)
         self.reports += len(out)
+        renewal = self.next_due()
+        self._looked = (dict(self.world.unmet), len(self.world.demand),
+                        math.inf if renewal is None else renewal)
         return out
