@@ -9,19 +9,23 @@ from typing import Any
 import pytest
 
 from builders import booting, drain, node, nodes, policy_set, pool, snapshot
-from gearshift.decide import ProvisioningTimeouts, plan, plan_in_flight
+from gearshift.decide import (
+    CreateInFlight,
+    ProvisioningTimeouts,
+    RetireInFlight,
+    plan,
+    plan_in_flight,
+)
 from gearshift.model import (
     Abandon,
     CancelDrain,
     CapacityRequest,
-    CreateInFlight,
     DestroyAgain,
     Drain,
     Node,
     NodeState,
     ProviderStatus,
     Retire,
-    RetireInFlight,
     ScaleOut,
 )
 from gearshift.plan import PlannerState, PoolMemory

@@ -380,28 +380,3 @@ class RetireParked(_OnMachine):
 Action = (ScaleOut | Drain | CancelDrain | Retire | Abandon | DestroyAgain | Park | Resume
           | RetireParked)
 
-
-@dataclass(frozen=True, slots=True)
-class CreateInFlight:
-    """A create the provider answered but whose node is not registered yet (or is being
-    given up): what the planner needs to decide whether to wait for it."""
-
-    op_id: str
-    identity: str
-    pool: str
-    provider: str
-    machine_id: str | None
-    started_at: float
-    abandoning: bool  # given up already; its destroy failed
-    active_gears: int  # from its (stale) facts, if any: 0 when it has none
-
-
-@dataclass(frozen=True, slots=True)
-class RetireInFlight:
-    """A retire whose machine destroy failed: the node is out of its district."""
-
-    op_id: str
-    identity: str
-    pool: str
-    provider: str
-    machine_id: str | None

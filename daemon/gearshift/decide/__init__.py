@@ -4,7 +4,14 @@ Nothing here does I/O, reads a clock or imports asyncio; an import-linter contra
 keeps it that way, so every rule can be table-tested with plain values.
 """
 
-from gearshift.decide.in_flight import InFlightPlan, ProvisioningTimeouts, plan_in_flight
+from gearshift.decide.in_flight import (
+    CreateInFlight,
+    InFlightPlan,
+    ProvisioningTimeouts,
+    RetireInFlight,
+    plan_in_flight,
+)
 from gearshift.decide.planner import plan
 
-__all__ = ["InFlightPlan", "ProvisioningTimeouts", "plan", "plan_in_flight"]
+__all__ = ["CreateInFlight", "InFlightPlan", "ProvisioningTimeouts", "RetireInFlight", "plan",
+           "plan_in_flight"]

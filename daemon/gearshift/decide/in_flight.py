@@ -15,14 +15,33 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from gearshift.model import (
-    Abandon,
-    Action,
-    CreateInFlight,
-    DestroyAgain,
-    ProviderStatus,
-    RetireInFlight,
-)
+from gearshift.model import Abandon, Action, DestroyAgain, ProviderStatus
+
+
+@dataclass(frozen=True, slots=True)
+class CreateInFlight:
+    """A create the provider answered but whose node is not registered yet (or is being
+    given up): what the planner needs to decide whether to wait for it."""
+
+    op_id: str
+    identity: str
+    pool: str
+    provider: str
+    machine_id: str | None
+    started_at: float
+    abandoning: bool  # given up already; its destroy failed
+    active_gears: int  # from its (stale) facts, if any: 0 when it has none
+
+
+@dataclass(frozen=True, slots=True)
+class RetireInFlight:
+    """A retire whose machine destroy failed: the node is out of its district."""
+
+    op_id: str
+    identity: str
+    pool: str
+    provider: str
+    machine_id: str | None
 
 
 @dataclass(frozen=True)

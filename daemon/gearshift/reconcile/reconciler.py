@@ -39,11 +39,9 @@ from gearshift.clock import Clock
 from gearshift.forecast.result import Forecast
 from gearshift.metrics import Metrics
 from gearshift.model import (
-    CreateInFlight,
     FleetSnapshot,
     Node,
     ProviderStatus,
-    RetireInFlight,
     ScaleOut,
     Signal,
 )
@@ -95,13 +93,13 @@ def plan_in_flight(ops: Iterable[Operation], snapshot: FleetSnapshot, *, now: fl
     """Creates that never came up and destroys that failed: what the planner makes of
     them (``decide.in_flight``). ``skip``: creates not to consider (about to register)."""
     nodes = snapshot.by_id
-    creates = [CreateInFlight(
+    creates = [decide.CreateInFlight(
         op_id=o.op_id, identity=o.identity, pool=o.pool, provider=o.provider or "",
         machine_id=o.machine_id, started_at=o.started_at, abandoning=o.phase == Phase.ABANDONING,
         active_gears=_active_gears(nodes.get(o.identity)))
         for o in ops if o.kind == "create" and o.phase in (Phase.CREATED, Phase.ABANDONING)
         and not (o.phase == Phase.CREATED and skip(o.identity))]
-    retires = [RetireInFlight(op_id=o.op_id, identity=o.identity, pool=o.pool,
+    retires = [decide.RetireInFlight(op_id=o.op_id, identity=o.identity, pool=o.pool,
                               provider=o.provider or "", machine_id=o.machine_id)
                for o in ops if o.kind == "drain" and o.phase == Phase.RETIRING]
     return decide.plan_in_flight(
