@@ -133,7 +133,7 @@ def _latest_on_day(expr: CronExpr, zone: ZoneInfo, day: date, *, earliest: float
     best: float | None = None
     for hour in sorted(expr.hours, reverse=True):
         for minute in sorted(expr.minutes, reverse=True):
-            fired = datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone).timestamp()
+            fired = _fire_time(zone, day, hour, minute)
             if best is not None and fired < best - 7200:
                 return best  # wall times only run backwards from here (DST shifts are < 2h)
             if earliest <= fired <= now and (best is None or fired > best):
@@ -152,12 +152,17 @@ def first_fire_after(expr: CronExpr, zone: ZoneInfo, now: float, *,
         if expr.matches_day(day):
             for hour in sorted(expr.hours):
                 for minute in sorted(expr.minutes):
-                    fired = datetime(day.year, day.month, day.day, hour, minute,
-                                     tzinfo=zone).timestamp()
+                    fired = _fire_time(zone, day, hour, minute)
                     if now < fired <= now + within and (best is None or fired < best):
                         best = fired
-            if best is not None and best < datetime(
-                    day.year, day.month, day.day, tzinfo=zone).timestamp() - 7200:
+            if best is not None and best < _fire_time(zone, day, 0, 0) - 7200:
                 return best  # later days only fire later (DST shifts are < 2h)
         day += timedelta(days=1)
     return best
+
+
+def _fire_time(zone: ZoneInfo, day: date, hour: int, minute: int) -> float:
+    """When wall time ``hour:minute`` on ``day`` happens in ``zone`` (epoch seconds; in the
+    spring-forward gap, at the old offset; in the fall-back overlap, the first time): the
+    one rule both searches use, so they find the same fire times."""
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone).timestamp()

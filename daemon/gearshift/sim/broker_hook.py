@@ -32,9 +32,9 @@ class SimBrokerHook:
         self.ttl = ttl
         self._sent: dict[str, tuple[int, float]] = {}  # pool -> (gears, when)
         self.reports = 0
-        # What the last look saw (the world's pools only ever grow): while the unplaced
-        # counts and the number of pools are the same and no renewal is due, nothing is.
-        self._looked: tuple[dict[str, int], int, float] | None = None
+        # What the last look saw: while the unplaced counts and the pools are the same and
+        # no renewal is due, nothing is.
+        self._looked: tuple[dict[str, int], frozenset[str], float] | None = None
 
     def next_due(self) -> float | None:
         """When the next renewal falls due (a report must not expire while it holds)."""
@@ -43,7 +43,7 @@ class SimBrokerHook:
     def due(self, now: float) -> list[dict[str, Any]]:
         """The report bodies to send at ``now`` (empty: nothing changed)."""
         looked = self._looked
-        if (looked is not None and now < looked[2] and looked[1] == len(self.world.demand)
+        if (looked is not None and now < looked[2] and looked[1] == self.world.demand.keys()
                 and looked[0] == self.world.unmet):
             return []  # (the simulator asks at every step)
         out: list[dict[str, Any]] = []
@@ -57,6 +57,6 @@ class SimBrokerHook:
             self._sent[pool] = (gears, now)
         self.reports += len(out)
         renewal = self.next_due()
-        self._looked = (dict(self.world.unmet), len(self.world.demand),
+        self._looked = (dict(self.world.unmet), frozenset(self.world.demand),
                         math.inf if renewal is None else renewal)
         return out
