@@ -21,7 +21,7 @@ from gearshift.policy.cron import (
 from gearshift.policy.schema import Schedule
 
 CRONS = ["0 8 * * 1-5", "30 2 * * *", "*/15 * * * *", "0 0 1 * *", "45 23 * * 0",
-         "0 9,17 * * *", "0 3 29 2 *", "5 1 * 3,10 0"]
+         "0 9,17 * * *", "0 3 29 2 *", "5 1 * 3,10 0", "* * * * *"]
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]
 START = datetime(2026, 3, 1, tzinfo=UTC).timestamp()  # spans the spring DST changes
 
@@ -36,11 +36,11 @@ def test_cached_answers_match_asking_again(seed: int) -> None:
     rng = random.Random(seed)
     schedules._answers.clear()
     cases = [Schedule(cron=rng.choice(CRONS), timezone=rng.choice(ZONES), min=1,
-                      duration=rng.choice([60.0, 600.0, 3600.0, 5400.0, 36000.0]))
+                      duration=rng.choice([10.0, 60.0, 600.0, 3600.0, 5400.0, 36000.0]))
              for _ in range(6)]
     now = START
     for _ in range(3000):
-        now += rng.choice([10.0, 30.0, 30.0, 59.5, 600.0]) if rng.random() < 0.95 \
+        now += rng.choice([10.0, 30.0, 30.0, 59.5, 600.0, 0.25]) if rng.random() < 0.95 \
             else rng.uniform(-86400 * 3, 86400 * 40)
         schedule = rng.choice(cases)
         assert schedules.schedule_open(schedule, now) == _uncached(schedule, now), \

@@ -153,10 +153,10 @@ def first_fire_after(expr: CronExpr, zone: ZoneInfo, now: float, *,
             for hour in sorted(expr.hours):
                 for minute in sorted(expr.minutes):
                     fired = _fire_time(zone, day, hour, minute)
+                    if best is not None and fired > best + 7200:
+                        return best  # wall times only run forwards from here (DST: < 2h)
                     if now < fired <= now + within and (best is None or fired < best):
                         best = fired
-            if best is not None and best < _fire_time(zone, day, 0, 0) - 7200:
-                return best  # later days only fire later (DST shifts are < 2h)
         day += timedelta(days=1)
     return best
 
