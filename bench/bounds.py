@@ -10,26 +10,26 @@ with ``duration`` the trace's last point + 1 h unless given, as ``SimOptions``.
 **Sizing** (both): at every moment each pool holds the nodes it needs for its demand the
 way the planner sizes a pool: enough slots for ``max(ceil(demand / density.target),
 demand + headroom_gears)`` gears, at least ``size.min`` raised by any open schedule's
-``min`` (the planner's own ``scheduled_floor``), at most ``size.max``. Nodes are taken
-placement by placement, each within its ``max_nodes`` and its provider's quota (the real
-one: ``simulation.quota_max_nodes`` when lower), quotas shared between pools by priority,
-higher first, at every moment. A pool's demand before its first trace point is that
-point's, as the simulator seeds it. Pools in the trace but in no policy count as unmet.
+``min`` (the planner's own ``scheduled_floor``), at most ``size.max``. Whole nodes, each
+placement within its ``max_nodes`` and its provider's quota (the real one:
+``simulation.quota_max_nodes`` when lower), chosen for all pools together at every moment
+(``allocate``, an integer program): every pool is served if the quotas allow it, however
+the pools' placements overlap; if they do not, higher priorities are served first. A
+pool's demand before its first trace point is that point's, as the simulator seeds it. Pools in the trace but in no policy count as unmet.
 
-**Clairvoyant bound** (cost): the placements cheapest first (cost per gear slot, then
-preference order; burst-only ones too), nodes there exactly while needed (no boot, no
+**Clairvoyant bound** (cost): the cheapest nodes that serve every pool (burst-only
+placements too; preference order breaks ties), there exactly while needed (no boot, no
 drain), paid per node-second at the provider's ``cost_per_hour``. This is the simulator's
 cost model: ``SimWorld`` charges every node that exists, per second (summed per tick),
 ``node_seconds / 3600 * cost_per_hour`` per provider, no rounding to whole hours. What
 the bound does *not* pay and the simulator does: booting nodes, draining nodes, nodes kept
 through ``stabilization.down`` and cooldowns. Not a strict lower bound: the density band
-lets a pool sit between ``target`` and ``scale_up_above`` for free, and the greedy
-cheapest-first fill is exact only when a pool's placements have equal gears per node (all
-shipped examples). ``cost / bound`` below 1 means the policy ran hotter than its target.
+lets a pool sit between ``target`` and ``scale_up_above`` for free. ``cost / bound``
+below 1 means the policy ran hotter than its target.
 
 **Reactive floor** (unmet): an autoscaler that sees true demand the moment it changes,
-orders at once on the fastest placements (the provider's ``simulation.boot_time`` or
-``boot_time``, jitter ignored; then preference order), releases what it no longer needs
+orders at once on the fastest placements that serve every pool (the provider's
+``simulation.boot_time`` or ``boot_time``, jitter ignored; then preference), releases what it no longer needs
 at once, newest (still booting) nodes first, and whose nodes serve ``boot_time`` after
 the order; no limits but quotas and max. A placement's ready nodes at ``t`` are then the
 least it held over ``[t - boot_time, t]``; the pool's starting fleet is ready at 0.
@@ -47,6 +47,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
 
 from gearshift.decide.schedules import scheduled_floor
 from gearshift.policy.cron import parse_cron, parse_timezone
@@ -122,25 +125,76 @@ def want_gears(policy: PoolPolicy, demand: int) -> int:
 
 
 def allocate(pools: Sequence[PoolPolicy], placements: Mapping[str, Sequence[Slot]], *,
-             demand: Mapping[str, int], floors: Mapping[str, int],
-             quotas: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
-    """Nodes per placement of every pool at one moment; ``pools`` highest priority first."""
-    left = dict(quotas)
-    held: dict[str, tuple[int, ...]] = {}
-    for policy in pools:
-        want = want_gears(policy, demand.get(policy.name, 0))
-        floor = floors.get(policy.name, policy.size.min)
-        nodes = gears = 0
-        counts: list[int] = []
-        for slot in placements[policy.name]:
-            short = max(-(-(want - gears) // slot.gears), floor - nodes, 0)
-            take = max(0, min(short, slot.max_nodes, left[slot.provider], policy.size.max - nodes))
-            left[slot.provider] -= take
-            nodes += take
-            gears += take * slot.gears
-            counts.append(take)
-        held[policy.name] = tuple(counts)
-    return held
+             demand: Mapping[str, int], floors: Mapping[str, int], quotas: Mapping[str, int],
+             order: Order) -> dict[str, tuple[int, ...]]:
+    """Nodes per placement of every pool at one moment (``placements`` in ``order``).
+
+    An integer program (scipy's ``milp``, HiGHS): whole nodes per placement, within each
+    placement's ``max_nodes``, each provider's quota and each pool's ``size.max``; each
+    pool's slots at least what it wants and its nodes at least its floor. When the quotas
+    cannot serve every pool, the shortfall goes to the lowest priorities: priority level by
+    level, highest first, each level's shortfall is made as small as it can be and then held.
+    Of what is left, the cheapest nodes (``order="cheapest"``: cost per hour) or the fastest
+    (``"fastest"``: boot time), the earlier placement in ``order`` breaking ties.
+    """
+    index = [(name, k, slot) for name in (p.name for p in pools)
+             for k, slot in enumerate(placements[name])]
+    count, size = len(index), len(index) + 2 * len(pools)  # nodes, short slots, short nodes
+    rows: list[np.ndarray] = []
+    low: list[float] = []
+    high: list[float] = []
+    upper = np.full(size, np.inf)
+    for i, (_, _, slot) in enumerate(index):
+        upper[i] = min(slot.max_nodes, quotas[slot.provider])
+    for j, policy in enumerate(pools):
+        mine = [i for i, (name, _, _) in enumerate(index) if name == policy.name]
+        gears, nodes = np.zeros(size), np.zeros(size)
+        gears[mine] = [index[i][2].gears for i in mine]
+        nodes[mine] = 1
+        gears[count + j] = nodes[count + len(pools) + j] = 1
+        rows += [gears, nodes, nodes.copy()]
+        rows[-1][count + len(pools) + j] = 0
+        low += [want_gears(policy, demand.get(policy.name, 0)),
+                floors.get(policy.name, policy.size.min), 0]
+        high += [np.inf, np.inf, policy.size.max]
+    for provider, quota in quotas.items():
+        row = np.zeros(size)
+        row[[i for i, (_, _, slot) in enumerate(index) if slot.provider == provider]] = 1
+        rows.append(row)
+        low.append(0)
+        high.append(quota)
+    constraints = LinearConstraint(np.array(rows), low, high)
+    integral = np.r_[np.ones(count), np.zeros(size - count)]
+
+    def solve(objective: np.ndarray) -> np.ndarray:
+        found = milp(objective, constraints=constraints, integrality=integral,
+                     bounds=Bounds(np.zeros(size), upper), options={"mip_rel_gap": 0})
+        if found.x is None:
+            raise RuntimeError(f"the bound's allocation has no solution: {found.message}")
+        return np.asarray(found.x)
+
+    short = np.zeros(size)
+    short[count:] = 1
+    if solve(short)[count:].sum() > 1e-6:  # the quotas cannot serve every pool
+        for level in sorted({p.priority for p in pools}, reverse=True):
+            mine = [j for j, p in enumerate(pools) if p.priority == level]
+            objective = np.zeros(size)
+            for j in mine:
+                objective[count + j] = 1
+                objective[count + len(pools) + j] = max(s.gears for s in placements[pools[j].name])
+            held = solve(objective)
+            for j in mine:
+                for k in (count + j, count + len(pools) + j):
+                    upper[k] = held[k] + 1e-6
+    else:
+        upper[count:] = 0
+    objective = np.zeros(size)
+    for i, (_, k, slot) in enumerate(index):  # ties: the earlier placement in order
+        primary = slot.cost_per_hour * 1e4 if order == "cheapest" else slot.boot_time
+        objective[i] = primary + k * 1e-3
+    chosen = solve(objective)
+    return {p.name: tuple(round(float(chosen[i])) for i, (name, _, _) in enumerate(index)
+                          if name == p.name) for p in pools}
 
 
 def schedule_edges(policy: PoolPolicy, *, start: float, end: float) -> list[float]:
@@ -197,13 +251,18 @@ def timeline(policies: PolicySet, trace: Trace, *, order: Order, duration: float
     demand: list[dict[str, int]] = []
     held: list[dict[str, tuple[int, ...]]] = []
     quotas = effective_quotas(providers)
+    known: dict[tuple[tuple[tuple[str, int], ...], ...], dict[str, tuple[int, ...]]] = {}
     for i, at in enumerate(edges):
         now = {pool: values[max(0, bisect.bisect_right(times, at) - 1)]
                for pool, (times, values) in series.items()}
         middle = start + (at + (edges[i + 1] if i + 1 < len(edges) else end)) / 2
         floors = {p.name: scheduled_floor(p, middle)[0] for p in pools}
         demand.append(now)
-        held.append(allocate(pools, placements, demand=now, floors=floors, quotas=quotas))
+        key = (tuple(sorted(now.items())), tuple(sorted(floors.items())))
+        if key not in known:
+            known[key] = allocate(pools, placements, demand=now, floors=floors,
+                                  quotas=quotas, order=order)
+        held.append(known[key])
     return Timeline(pools=pools, placements=placements, edges=edges, end=end, demand=demand,
                     held=held)
 

@@ -101,6 +101,31 @@ def test_quota_goes_to_the_higher_priority_pool_first() -> None:
     assert bound.cost_by_pool == {"web": pytest.approx(4 * 0.02), "batch": pytest.approx(0.02)}
 
 
+def test_a_pool_whose_only_placement_is_shared_keeps_it_when_a_higher_one_can_go_elsewhere(
+        ) -> None:
+    # A rack of 5: web (priority 100) may also use EC2, batch (10) only the rack. Both want
+    # 4 nodes; serving both costs batch 4 rack nodes and web 1 rack node + 3 on EC2, not
+    # web's 4 rack nodes and batch 1 (three of its nodes would be demand left unserved).
+    web = small(name="web", priority=100, placement=[RACK, EC2])
+    batch = small(name="batch", priority=10, selector={"node_profile": "medium"})
+    points = trace((0, "web", 100), (0, "batch", 100))
+    bound = clairvoyant_bound(policy_set(web, batch, providers=providers(rack_quota=5)), points)
+    assert bound.cost_by_pool == {"web": pytest.approx(0.02 + 3 * 0.19),
+                                  "batch": pytest.approx(4 * 0.02)}
+
+
+def test_the_shared_placement_goes_where_it_saves_most() -> None:
+    # A rack of 4: web's other placement is vSphere (0.06/h), batch's is EC2 (0.19/h). The
+    # rack goes to batch, whatever the priorities: 4 x 0.02 + 4 x 0.06, not 4 x 0.19.
+    web = small(name="web", priority=100, placement=[RACK, VSPHERE])
+    batch = small(name="batch", priority=10, selector={"node_profile": "medium"},
+                  placement=[RACK, EC2])
+    points = trace((0, "web", 100), (0, "batch", 100))
+    bound = clairvoyant_bound(policy_set(web, batch, providers=providers(rack_quota=4)), points)
+    assert bound.node_seconds == {"rack-a": 4 * 3600, "vsphere-dc1": 4 * 3600, "ec2-east": 0}
+    assert bound.cost == pytest.approx(4 * 0.02 + 4 * 0.06)
+
+
 # -- the floor ------------------------------------------------------------------------
 def test_a_step_up_is_unmet_for_exactly_one_boot_time() -> None:
     # Nothing held at 0 gears; 30 gears arrive at 600 s; nodes take 60 s to serve.
