@@ -15,7 +15,8 @@ placement within its ``max_nodes`` and its provider's quota (the real one:
 ``simulation.quota_max_nodes`` when lower), chosen for all pools together at every moment
 (``allocate``, an integer program): every pool is served if the quotas allow it, however
 the pools' placements overlap; if they do not, higher priorities are served first. A
-pool's demand before its first trace point is that point's, as the simulator seeds it. Pools in the trace but in no policy count as unmet.
+pool's demand before its first trace point is that point's, as the simulator seeds it.
+Pools in the trace but in no policy count as unmet.
 
 **Clairvoyant bound** (cost): the cheapest nodes that serve every pool (burst-only
 placements too; preference order breaks ties), there exactly while needed (no boot, no

@@ -268,6 +268,9 @@ SCALE_IN = {"strategy": "fewest_gears", "drain_timeout": "20m", "max_concurrent_
         ("within the shorter cooldown", 60, SCALE_IN, 10, 0, "cooldown down 13s left"),
         ("the drain budget still caps it", 60, {**SCALE_IN, "max_concurrent_drains": 3}, 120,
          3, "step 2 -> 19"),
+        # Unset, the budget is the larger of 2 and 10% of the pool's 40 nodes: 4.
+        ("the default drain budget is a tenth of a large pool", 60,
+         {"strategy": "fewest_gears", "drain_timeout": "20m"}, 120, 4, "step 2 -> 19"),
         ("switched off", 60, {**SCALE_IN, "proportional": {"enabled": False}}, 120, 0,
          "cooldown down 8m left"),
         # 900 gears want 1385 slots: 1.7x < 2x: the usual step and cooldown.

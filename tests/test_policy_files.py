@@ -418,13 +418,18 @@ def test_a_drain_budget_is_a_number_of_nodes_or_a_share_of_the_pool() -> None:
     # Rounded up, never below one node; a whole number of nodes stays what it is.
     assert [nodes_of(share, pool_size=n) for n in (0, 1, 10, 11, 200)] == [1, 1, 1, 2, 20]
     assert nodes_of(4, pool_size=200) == 4
+    # Unset or null: the larger of two nodes and 10% of the pool, rounded up.
+    assert ScaleIn().max_concurrent_drains is None
+    assert ScaleIn.model_validate({"max_concurrent_drains": None}).max_concurrent_drains is None
+    assert [nodes_of(None, pool_size=n) for n in (0, 1, 10, 20, 21, 30, 31, 200)] == [
+        2, 2, 2, 2, 3, 3, 4, 20]
     dumped = ScaleIn.model_validate({"max_concurrent_drains": "12.5%"}).model_dump()
     assert dumped["max_concurrent_drains"] == "12.5%"  # written back as it was read
-    for bad in (0, -1, True, 2.5, None, "0%", "101%", "10", "ten", "10 %", "%", "1e3%"):
+    for bad in (0, -1, True, 2.5, "0%", "101%", "10", "ten", "10 %", "%", "1e3%"):
         with pytest.raises(ValueError, match=r"invalid (node count|share)"):
             ScaleIn.model_validate({"max_concurrent_drains": bad})
     schema = PoolPolicy.model_json_schema(by_alias=True)
     forms = schema["$defs"]["ScaleIn"]["properties"]["max_concurrent_drains"]["anyOf"]
-    assert [form["type"] for form in forms] == ["integer", "string"]
+    assert [form["type"] for form in forms] == ["integer", "string", "null"]
     assert re.compile(forms[1]["pattern"]).search("10%")
     assert not re.compile(forms[1]["pattern"]).search("10")

@@ -156,8 +156,9 @@ class ScaleIn(Strict):
     strategy: ScaleInStrategy = "costliest_per_slot"
     drain_timeout: Duration = 1200.0
     # Nodes draining at once for scale-in (and the pool's disruption budget by default):
-    # a number, or a share of the pool's nodes ("10%": rounded up, at least one).
-    max_concurrent_drains: NodeCount = 2
+    # a number, or a share of the pool's nodes ("10%": rounded up, at least one). Unset
+    # (or null): the larger of 2 and 10% (policy.share.nodes_of).
+    max_concurrent_drains: NodeCount | None = None
     # What a drain past its deadline does: reactivate the node (safe), or retire it anyway
     # provided it holds no active gears (idle and stopped gears are then lost).
     on_drain_timeout: Literal["reactivate", "retire"] = "reactivate"

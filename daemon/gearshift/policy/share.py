@@ -6,6 +6,10 @@ crawl (a scale-in of a hundred surplus nodes, each drain minutes long, takes hou
 disruption budgets do. ``NodeCount`` is the pydantic type: a whole number of at least 1,
 or a percentage above 0 and at most 100; a share comes back as ``ShareOfPool`` and is
 turned into nodes by the planner (``of``) against the pool's size at that moment.
+
+Unset, the budget is the larger of two nodes and 10 % of the pool (``nodes_of(None)``):
+two for a pool of up to twenty nodes, as before shares existed, and a tenth of a larger
+one, as Karpenter's default disruption budget (``nodes: 10%``) is.
 """
 
 from __future__ import annotations
@@ -62,6 +66,12 @@ NodeCount = Annotated[
 ]
 
 
-def nodes_of(count: int | ShareOfPool, *, pool_size: int) -> int:
-    """``count`` in nodes for a pool of ``pool_size`` nodes."""
+DEFAULT_AT_LEAST = 2
+DEFAULT_SHARE = ShareOfPool(10.0)
+
+
+def nodes_of(count: int | ShareOfPool | None, *, pool_size: int) -> int:
+    """``count`` in nodes for a pool of ``pool_size`` nodes; None: the default budget."""
+    if count is None:
+        return max(DEFAULT_AT_LEAST, DEFAULT_SHARE.of(pool_size))
     return count.of(pool_size) if isinstance(count, ShareOfPool) else count
