@@ -47,6 +47,22 @@ async def test_buckets_keep_the_larger_figure_and_read_back_by_pool_then_minute(
     assert await journal.demand_since(minute=0) == [s("small", 11, 130)]
 
 
+async def test_a_prune_drops_exactly_what_is_older_whatever_order_it_came_in(
+        opener: Opener) -> None:
+    journal = await opener()
+    await journal.record_demand([s("small", 20, 1)])
+    await journal.record_demand([s("medium", 5, 2)])  # older than what came first
+    assert await journal.prune_demand(before_minute=5) == 0
+    assert await journal.prune_demand(before_minute=10) == 1
+    assert await journal.prune_demand(before_minute=10) == 0
+    await journal.record_demand([s("small", 3, 3)])  # older than anything left
+    assert await journal.prune_demand(before_minute=4) == 1
+    assert await journal.prune_demand(before_minute=21) == 1
+    assert await journal.demand_since(minute=0) == []
+    await journal.record_demand([s("small", 30, 4)])
+    assert await journal.prune_demand(before_minute=31) == 1
+
+
 async def test_the_history_survives_a_restart(durable_opener: Opener) -> None:
     first = await durable_opener()
     week = [s("small", m, 1000 + m % 1440) for m in range(0, 7 * 1440, 7)]

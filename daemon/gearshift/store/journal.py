@@ -138,6 +138,9 @@ class MemoryJournal(JournalBase):
         self._allocations: dict[str, dict[str, Allocation]] = {}  # by provider, machine id
         self._lease: tuple[str | None, int, float] | None = None  # holder, token, expires (mono)
         self._demand: dict[tuple[str, int], int] = {}  # (pool, minute) -> gears
+        # The oldest minute held: a prune with nothing older returns without a scan (the
+        # forecaster prunes hourly and keeps five weeks, so a shorter run never drops any).
+        self._oldest: int | None = None
 
     def _check(self) -> None:
         if self.token is None:
@@ -151,6 +154,8 @@ class MemoryJournal(JournalBase):
         for s in samples:
             key = (s.pool, s.minute)
             self._demand[key] = max(self._demand.get(key, s.gears), s.gears)
+            if self._oldest is None or s.minute < self._oldest:
+                self._oldest = s.minute
 
     async def demand_since(self, *, minute: int) -> list[DemandSample]:
         return [DemandSample(pool=p, minute=m, gears=g)
@@ -158,9 +163,12 @@ class MemoryJournal(JournalBase):
 
     async def prune_demand(self, *, before_minute: int) -> int:
         self._check()
+        if self._oldest is None or before_minute <= self._oldest:
+            return 0
         old = [k for k in self._demand if k[1] < before_minute]
         for key in old:
             del self._demand[key]
+        self._oldest = min((m for _, m in self._demand), default=None)
         return len(old)
 
     async def begin(self, op: Operation) -> None:
