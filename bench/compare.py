@@ -27,13 +27,19 @@ at each pool's own target and headroom, and **unmet / floor**, the unmet gear-se
 an autoscaler that reacts at once but waits for boots. Reported as min/median/max; a
 ratio over a floor of 0 is left out (``null``), the raw figures are kept.
 
+And, seed 1, **rails relaxed**: the full policy with each pool's guard rails off (no
+down stabilisation, drain and disruption budgets of the whole pool, burst-and-return and
+consolidation without minimum lifetime, stability wait, saving or concurrency limit; see
+``relaxed``), its cost / bound and unmet / floor beside the shipped policy's: how much of
+the distance to the bound the rails account for, and what they save in unmet demand.
+
 Then **reactive vs predictive**, side by side, seeds 1, 2 and 3: bench/predictive.py's runs
 (the diurnal week after a 2-day warm-up, the Monday ramp after its two weeks; each with
 ``predictive`` off, then on at p90, 30 min horizon, at most 20 extra nodes), with the
 clairvoyant bound and the reactive floor over the simulated part; and the same two with
 warm pools (``reactive+warm``, ``predictive+warm``).
 
-Prints three tables and writes bench/results/compare.json (the last under ``predictive``).
+Prints those tables and writes bench/results/compare.json (the last under ``predictive``).
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ from gearshift.logs import configure
 from gearshift.policy.loader import load_policy_set
 from gearshift.policy.predictive import Predictive
 from gearshift.policy.schema import PolicySet, PoolPolicy
+from gearshift.policy.share import ShareOfPool
 from gearshift.sim.runner import DEFAULT_START, SimOptions, Simulation
 from gearshift.sim.trace import read_trace, split_trace
 
@@ -119,6 +126,33 @@ def without(policies: PolicySet, feature: str) -> PolicySet:
     return replace(policies, pools=tuple(off(p) for p in policies.pools))
 
 
+def relaxed(policies: PolicySet) -> PolicySet:
+    """The same decisions without the pools' guard rails: no down stabilisation, drain
+    budgets of the whole pool (pool and provider disruption budgets off), burst-and-return
+    and consolidation with no minimum lifetime, stability wait, saving or concurrency
+    limit. The density band, steps, cooldowns and the drain rules stay. What the rails
+    cost against the bound, and what they save in unmet demand."""
+    unguarded = {"min_node_lifetime": 0.0, "stable_for": 0.0, "max_concurrent": 10_000,
+                 "min_savings_per_hour": 0.0}
+
+    def loosen(policy: PoolPolicy) -> PoolPolicy:
+        return policy.model_copy(update={
+            "stabilization": policy.stabilization.model_copy(update={"down": 0.0}),
+            "scale_in": policy.scale_in.model_copy(
+                update={"max_concurrent_drains": ShareOfPool(100.0)}),
+            "disruption_budget": policy.disruption_budget.model_copy(
+                update={"max_draining": None}),
+            "burst_return": policy.burst_return.model_copy(update=unguarded),
+            "consolidation": policy.consolidation.model_copy(update=unguarded)})
+
+    assert policies.providers is not None
+    providers = policies.providers.model_copy(update={"providers": [
+        spec.model_copy(update={"disruption_budget": spec.disruption_budget.model_copy(
+            update={"max_draining": None})}) for spec in policies.providers.providers]})
+    return replace(policies, pools=tuple(loosen(p) for p in policies.pools),
+                   providers=providers)
+
+
 def reactive(policies: PolicySet) -> PolicySet:
     """Predictive scaling off, everything else as shipped."""
     return replace(policies, pools=tuple(p.model_copy(update={"predictive": Predictive()})
@@ -130,8 +164,8 @@ def spread(values: list[float]) -> dict[str, float]:
             "max": round(max(values), 3)}
 
 
-def against_bounds(directory: Path, policies: PolicySet, runs: list[dict[str, Any]]
-                   ) -> dict[str, Any]:
+def against_bounds(directory: Path, policies: PolicySet, runs: list[dict[str, Any]],
+                   *, relaxed_run: dict[str, Any] | None = None) -> dict[str, Any]:
     """The full policy's runs over the clairvoyant cost bound and the reactive floor."""
     assert policies.providers is not None
     trace = read_trace(directory / "trace.csv")
@@ -145,6 +179,8 @@ def against_bounds(directory: Path, policies: PolicySet, runs: list[dict[str, An
     # Unrounded cost, from the node-seconds the report gives per provider.
     costs = [sum(r["node_seconds"][n] / 3600 * rates[n] for n in rates) for r in runs]
     unmet = [r["unmet_gear_seconds"] for r in runs]
+    relaxed_cost = (0.0 if relaxed_run is None else
+                    sum(relaxed_run["node_seconds"][n] / 3600 * rates[n] for n in rates))
     return {
         "seeds": list(SEEDS),
         "bound": {"cost": round(bound.cost, 2),
@@ -156,7 +192,13 @@ def against_bounds(directory: Path, policies: PolicySet, runs: list[dict[str, An
         "cost_over_bound": spread([c / bound.cost for c in costs]) if bound.cost else None,
         "unmet_over_floor": (spread([u / floor.unmet_gear_seconds for u in unmet])
                              if floor.unmet_gear_seconds else None),
-    }
+    } | ({} if relaxed_run is None else {"rails_relaxed": {
+        # Seed 1, the full policy's and the relaxed one's: the same bound and floor.
+        "cost_over_bound": [round(c / bound.cost, 3) if bound.cost else None
+                            for c in (costs[0], relaxed_cost)],
+        "unmet_over_floor": [round(u / floor.unmet_gear_seconds, 3)
+                             if floor.unmet_gear_seconds else None
+                             for u in (unmet[0], relaxed_run["unmet_gear_seconds"])]}})
 
 
 def compare(directory: Path, seed: int, *, ablations: bool) -> dict[str, Any]:
@@ -172,8 +214,10 @@ def compare(directory: Path, seed: int, *, ablations: bool) -> dict[str, Any]:
         row["no_hook"] = simulate(directory, policies, seed, broker_hook=False)
         if any(p.predictive.mode != "off" for p in policies.pools):
             row["no_predictive"] = simulate(directory, reactive(policies), seed)
+        row["rails_relaxed"] = simulate(directory, relaxed(policies), seed)
     runs = [row["full"] if s == seed else simulate(directory, policies, s) for s in SEEDS]
-    row["vs_bounds"] = against_bounds(directory, policies, runs)
+    row["vs_bounds"] = against_bounds(directory, policies, runs,
+                                      relaxed_run=row.get("rails_relaxed"))
     return row
 
 
@@ -194,6 +238,23 @@ def print_bounds(rows: list[dict[str, Any]]) -> None:
               f"{vs['floor']['unmet_gear_seconds'] / 3600:>14.1f} "
               f"{ratio_text(vs['unmet_over_floor'])} "
               f"{ratio_text({k: v / 3600 for k, v in unmet.items()})}")
+
+
+def print_relaxed(rows: list[dict[str, Any]]) -> None:
+    print("\nseed 1, as shipped and with the pools' guard rails relaxed (same decisions)")
+    print(f"{'example':<28}{'cost / bound':>14}{'relaxed':>9}{'unmet / floor':>15}{'relaxed':>9}")
+
+    def cell(value: float | None, width: int) -> str:
+        return f"{'-':>{width}}" if value is None else f"{value:>{width}.2f}"
+
+    for row in rows:
+        ratios = row["vs_bounds"].get("rails_relaxed")
+        if ratios is None:
+            continue
+        (cost, cost_relaxed), (unmet, unmet_relaxed) = (ratios["cost_over_bound"],
+                                                        ratios["unmet_over_floor"])
+        print(f"{row['example']:<28}{cell(cost, 14)}{cell(cost_relaxed, 9)}"
+              f"{cell(unmet, 15)}{cell(unmet_relaxed, 9)}")
 
 
 def print_predictive(scenarios: dict[str, Any]) -> None:
@@ -247,6 +308,7 @@ def main() -> None:
         violations = sum(row[v]["violations"] for v in variants if v in row)
         print(f"{row['example']:<28}{unmet}{cost}{violations:>11}")
     print_bounds(rows)
+    print_relaxed(rows)
     ahead = measure_predictive(list(SEEDS), echo=False)
     print_predictive(ahead)
     out = ROOT / "bench" / "results" / "compare.json"

@@ -42,6 +42,10 @@ def params(rows: list[dict[str, str]]) -> list[Any]:
     return [pytest.param(row, id=row["trace"], marks=[pytest.mark.slow]) for row in rows]
 
 
+RELAXED = ["trace", "cost ÷ bound", "cost ÷ bound, rails relaxed", "unmet ÷ floor",
+           "unmet ÷ floor, rails relaxed"]
+
+
 ABLATIONS = {"no hook": ("full", False), "no urgency": ("urgency", True),
              "no burst-and-return": ("burst_return", True),
              "no consolidation": ("consolidation", True)}
@@ -104,9 +108,31 @@ def test_each_feature_off_row_is_what_bench_compare_simulates(row: dict[str, str
         assert run["cost"] == shown(cost), where
 
 
+@pytest.mark.parametrize("row", params(table(RELAXED)))
+def test_each_rails_relaxed_row_is_what_bench_compare_measures(row: dict[str, str]) -> None:
+    trace_dir = directory(row["trace"])
+    policies = load_policy_set([trace_dir / "pools", trace_dir / "providers.yaml"])
+    full = compare.simulate(trace_dir, policies, 1)
+    loose = compare.simulate(trace_dir, compare.relaxed(policies), 1)
+    assert full["violations"] == loose["violations"] == 0
+    ratios = compare.against_bounds(trace_dir, policies, [full], relaxed_run=loose)
+    for (shipped, relaxed), ratio in (
+            (("cost ÷ bound", "cost ÷ bound, rails relaxed"),
+             ratios["rails_relaxed"]["cost_over_bound"]),
+            (("unmet ÷ floor", "unmet ÷ floor, rails relaxed"),
+             ratios["rails_relaxed"]["unmet_over_floor"])):
+        for column, got in zip((shipped, relaxed), ratio, strict=True):
+            where = (f"README rails-relaxed table, row {row['trace']}", column)
+            if got is None:  # a ratio over a floor of 0 is left out
+                assert row[column] == "\N{EN DASH}", where
+            else:
+                assert got == shown(row[column]), where
+
+
 def test_the_tables_name_every_shipped_trace() -> None:
     shipped = {"flash-crowd", "diurnal-week"} | {
         f"scenarios/{p.name}" for p in (compare.EXAMPLES / "scenarios").iterdir() if p.is_dir()}
     assert {row["trace"] for row in table(COMPARE)} == shipped
     assert {row["trace"] for row in table(BOUNDS)} == shipped
     assert {row["trace"] for row in table(FEATURES)} == shipped - {"diurnal-week"}
+    assert {row["trace"] for row in table(RELAXED)} == shipped - {"diurnal-week"}
