@@ -30,9 +30,9 @@ below 1 means the policy ran hotter than its target.
 
 **Reactive floor** (unmet): an autoscaler that sees true demand the moment it changes,
 orders at once on the fastest placements that serve every pool (the provider's
-``simulation.boot_time`` or ``boot_time``, jitter ignored; then preference), releases what it no longer needs
-at once, newest (still booting) nodes first, and whose nodes serve ``boot_time`` after
-the order; no limits but quotas and max. A placement's ready nodes at ``t`` are then the
+``simulation.boot_time`` or ``boot_time``, jitter ignored; then preference), releases
+what it no longer needs at once, newest (still booting) nodes first, and whose nodes serve
+``boot_time`` after the order; no limits but quotas and max. A placement's ready nodes at ``t`` are then the
 least it held over ``[t - boot_time, t]``; the pool's starting fleet is ready at 0.
 Unmet is ``max(0, demand - ready slots)``. A policy that keeps nodes after a drop pays
 for them and can beat the floor on the next rise (``unmet / floor`` below 1); so can the
@@ -149,12 +149,12 @@ def allocate(pools: Sequence[PoolPolicy], placements: Mapping[str, Sequence[Slot
         upper[i] = min(slot.max_nodes, quotas[slot.provider])
     for j, policy in enumerate(pools):
         mine = [i for i, (name, _, _) in enumerate(index) if name == policy.name]
-        gears, nodes = np.zeros(size), np.zeros(size)
+        gears, nodes, cap = np.zeros(size), np.zeros(size), np.zeros(size)
         gears[mine] = [index[i][2].gears for i in mine]
-        nodes[mine] = 1
-        gears[count + j] = nodes[count + len(pools) + j] = 1
-        rows += [gears, nodes, nodes.copy()]
-        rows[-1][count + len(pools) + j] = 0
+        nodes[mine] = cap[mine] = 1
+        gears[count + j] = 1  # slots it goes short of
+        nodes[count + len(pools) + j] = 1  # nodes below its floor
+        rows += [gears, nodes, cap]  # wanted slots, floor, size.max
         low += [want_gears(policy, demand.get(policy.name, 0)),
                 floors.get(policy.name, policy.size.min), 0]
         high += [np.inf, np.inf, policy.size.max]
